@@ -1,0 +1,1 @@
+"""sparknet: SparkNet-style parallel SGD for PyTorch on Spark."""
