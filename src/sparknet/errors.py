@@ -18,3 +18,7 @@ class DataError(SparknetError, ValueError):
 
 class TrainingError(SparknetError, RuntimeError):
     """Training could not continue (a round failed on every retry, the loss diverged)."""
+
+
+class CaffeFormatError(SparknetError, ValueError):
+    """A Caffe file (prototxt, caffemodel, binaryproto, HDF5 snapshot) is malformed or unsupported."""

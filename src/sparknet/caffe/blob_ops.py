@@ -1,0 +1,265 @@
+"""Parameter-free Caffe layers: activations, blob plumbing, softmax, losses and accuracy.
+
+Same contract as ``layers.py``: bottoms in, a tuple of tops out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sparknet.caffe.layers import FLT_MIN, CaffeLayer, Shape, canonical_axis
+from sparknet.errors import CaffeFormatError, DataError
+
+
+class Identity(CaffeLayer):
+    """Split (one copy per top) and Dropout in TEST; Silence has no tops."""
+
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        self.copies = len(param.top)
+        self.ratio = param.dropout_param.dropout_ratio if param.type == "Dropout" else 0.0
+
+    def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = bottoms[0]
+        if self.ratio and self.training:  # Caffe's dropout scales kept units by 1/(1-p)
+            x = F.dropout(x, self.ratio, training=True)
+        return (x,) * self.copies
+
+
+class Elementwise(CaffeLayer):
+    """ReLU (negative_slope), Sigmoid, TanH, Power, AbsVal, ELU, Exp, BNLL, Threshold."""
+
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        self.kind = param.type
+        self.p = {
+            "ReLU": lambda: (param.relu_param.negative_slope,),
+            "Power": lambda: (param.power_param.power, param.power_param.scale,
+                              param.power_param.shift),
+            "ELU": lambda: (param.elu_param.alpha,),
+            "Exp": lambda: (param.exp_param.base, param.exp_param.scale, param.exp_param.shift),
+            "Threshold": lambda: (param.threshold_param.threshold,),
+        }.get(self.kind, tuple)()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        kind, p = self.kind, self.p
+        if kind == "ReLU":
+            y = torch.clamp(x, min=0) + p[0] * torch.clamp(x, max=0) if p[0] else F.relu(x)
+        elif kind == "Sigmoid":
+            y = torch.sigmoid(x)
+        elif kind == "TanH":
+            y = torch.tanh(x)
+        elif kind == "Power":
+            y = torch.pow(p[2] + p[1] * x, p[0]) if p[0] != 1 else p[2] + p[1] * x
+        elif kind == "AbsVal":
+            y = torch.abs(x)
+        elif kind == "ELU":
+            y = F.elu(x, p[0])
+        elif kind == "Exp":
+            log_base = 1.0 if p[0] == -1 else math.log(p[0])
+            y = torch.exp((p[2] + p[1] * x) * log_base)
+        elif kind == "BNLL":
+            y = F.softplus(x)
+        else:
+            y = (x > p[0]).to(x.dtype)
+        return (y,)
+
+
+class Eltwise(CaffeLayer):
+    """SUM (with coefficients), PROD, MAX over the bottoms."""
+
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        p = param.eltwise_param
+        self.op = int(p.operation)
+        self.coeff = list(p.coeff) or [1.0] * len(shapes)
+        if len(self.coeff) != len(shapes):
+            raise CaffeFormatError(
+                f"{self.where()}: {len(self.coeff)} coeff for {len(shapes)} bottoms; give one "
+                "coeff per bottom"
+            )
+        if self.op != 1 and p.coeff:
+            raise CaffeFormatError(f"{self.where()}: coeff is only valid for SUM")
+        if any(s != shapes[0] for s in shapes):
+            raise CaffeFormatError(f"{self.where()}: bottoms differ in shape: {list(shapes)}")
+
+    def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
+        y = bottoms[0] if self.op != 1 else bottoms[0] * self.coeff[0]
+        for c, b in zip(self.coeff[1:], bottoms[1:], strict=True):
+            if self.op == 0:
+                y = y * b
+            elif self.op == 1:
+                y = y + c * b
+            else:
+                y = torch.maximum(y, b)
+        return (y,)
+
+
+class Concat(CaffeLayer):
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        p = param.concat_param
+        axis = p.concat_dim if p.HasField("concat_dim") and not p.HasField("axis") else p.axis
+        self.axis = canonical_axis(axis, len(shapes[0]), self.where())
+
+    def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
+        return (torch.cat(bottoms, dim=self.axis),)
+
+
+class Flatten(CaffeLayer):
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        ndim = len(shapes[0])
+        self.start = canonical_axis(param.flatten_param.axis, ndim, self.where())
+        self.end = canonical_axis(param.flatten_param.end_axis, ndim, self.where())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (torch.flatten(x, self.start, self.end),)
+
+
+class Reshape(CaffeLayer):
+    """Caffe Reshape: 0 copies the bottom's dimension, -1 is inferred; axis/num_axes."""
+
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        p = param.reshape_param
+        self.dims = [int(d) for d in p.shape.dim]
+        ndim = len(shapes[0])
+        self.start = p.axis + ndim + 1 if p.axis < 0 else p.axis
+        self.num_axes = p.num_axes
+        if not 0 <= self.start <= ndim or sum(d == -1 for d in self.dims) > 1:
+            raise CaffeFormatError(f"{self.where()}: bad reshape axis or more than one -1")
+        self.forward(torch.zeros(shapes[0]))  # validates the shape arithmetic once
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        shape = list(x.shape)
+        end = len(shape) if self.num_axes == -1 else self.start + self.num_axes
+        middle = [shape[self.start + i] if d == 0 else d for i, d in enumerate(self.dims)]
+        new = shape[: self.start] + middle + shape[end:]
+        if -1 in new:
+            known = math.prod(d for d in new if d != -1)
+            new[new.index(-1)] = x.numel() // known if known else 0
+        if math.prod(new) != x.numel():
+            raise CaffeFormatError(f"{self.where()}: cannot reshape {tuple(shape)} to {new}")
+        return (x.reshape(new),)
+
+
+class Slice(CaffeLayer):
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        p = param.slice_param
+        axis = p.slice_dim if p.HasField("slice_dim") and not p.HasField("axis") else p.axis
+        self.axis = canonical_axis(axis, len(shapes[0]), self.where())
+        total, tops = shapes[0][self.axis], len(param.top)
+        points = [int(v) for v in p.slice_point]
+        if points:
+            if len(points) != tops - 1 or points != sorted(points) or points[-1] >= total:
+                raise CaffeFormatError(
+                    f"{self.where()}: slice_point {points} does not split {total} into {tops}"
+                )
+            bounds = [0, *points, total]
+        else:
+            if total % tops:
+                raise CaffeFormatError(f"{self.where()}: {total} does not split into {tops} tops")
+            bounds = [i * total // tops for i in range(tops + 1)]
+        self.sizes = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.split(x, self.sizes, dim=self.axis))
+
+
+class Softmax(CaffeLayer):
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        self.axis = canonical_axis(param.softmax_param.axis, len(shapes[0]), self.where())
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        return (torch.softmax(x, dim=self.axis),)
+
+
+def _labels(scores_shape: Sequence[int], label: torch.Tensor, axis: int, where: str) -> torch.Tensor:
+    outer, inner = math.prod(scores_shape[:axis]), math.prod(scores_shape[axis + 1:])
+    if label.numel() != outer * inner:
+        raise DataError(
+            f"{where}: label has {label.numel()} values but the scores need {outer * inner} "
+            f"(scores shape {tuple(scores_shape)}, axis {axis})"
+        )
+    return label.reshape(outer, inner).to(torch.int64)  # Caffe casts float labels to int
+
+
+class SoftmaxWithLoss(CaffeLayer):
+    """Mean cross-entropy of softmax over ``axis``, with ignore_label and normalization."""
+
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        lp = param.loss_param
+        self.axis = canonical_axis(param.softmax_param.axis, len(shapes[0]), self.where())
+        self.ignore = int(lp.ignore_label) if lp.HasField("ignore_label") else None
+        mode = int(lp.normalization)
+        if not lp.HasField("normalization") and lp.HasField("normalize"):
+            mode = 1 if lp.normalize else 2  # legacy bool: VALID or BATCH_SIZE
+        self.mode = mode
+
+    def forward(self, scores: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
+        axis, classes = self.axis, int(scores.shape[self.axis])
+        labels = _labels(scores.shape, label, axis, self.where())
+        outer, inner = labels.shape
+        logp = torch.log_softmax(scores, dim=axis).reshape(outer, classes, inner)
+        valid = labels != self.ignore if self.ignore is not None else torch.ones_like(
+            labels, dtype=torch.bool)
+        safe = torch.where(valid, labels, torch.zeros_like(labels))
+        if bool(((safe < 0) | (safe >= classes)).any()):
+            raise DataError(f"{self.where()}: a label is outside [0, {classes})")
+        # Caffe takes log(max(prob, FLT_MIN)), i.e. the log-probability floored at log(FLT_MIN).
+        picked = torch.clamp(logp.gather(1, safe.unsqueeze(1)).squeeze(1), min=math.log(FLT_MIN))
+        total = -(picked * valid.to(picked.dtype)).sum()
+        if self.mode == 0:
+            norm = float(outer * inner)
+        elif self.mode == 1:
+            norm = valid.sum().to(picked.dtype) if self.ignore is not None else float(outer * inner)
+        elif self.mode == 2:
+            norm = float(outer)
+        else:
+            norm = 1.0
+        if isinstance(norm, torch.Tensor):
+            return (total / torch.clamp(norm, min=1.0),)
+        return (total / max(1.0, norm),)
+
+
+class EuclideanLoss(CaffeLayer):
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor]:
+        return (((a - b) ** 2).sum() / a.shape[0] / 2.0,)
+
+
+class Accuracy(CaffeLayer):
+    """Top-k accuracy; a tie with the true class counts against it, as in Caffe."""
+
+    def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
+        super().__init__(param)
+        p = param.accuracy_param
+        self.top_k = int(p.top_k)
+        self.axis = canonical_axis(p.axis, len(shapes[0]), self.where())
+        self.ignore = int(p.ignore_label) if p.HasField("ignore_label") else None
+        if len(param.top) != 1:
+            raise CaffeFormatError(f"{self.where()}: per-class accuracy (2nd top) unsupported")
+
+    def forward(self, scores: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
+        axis, classes = self.axis, int(scores.shape[self.axis])
+        labels = _labels(scores.shape, label, axis, self.where())
+        outer, inner = labels.shape
+        s = scores.detach().reshape(outer, classes, inner)
+        valid = labels != self.ignore if self.ignore is not None else torch.ones_like(
+            labels, dtype=torch.bool)
+        safe = torch.where(valid, labels, torch.zeros_like(labels)).clamp(0, classes - 1)
+        true_score = s.gather(1, safe.unsqueeze(1))
+        better = (s >= true_score).sum(dim=1) - 1  # the true class itself is not "better"
+        correct = ((better < self.top_k) & valid).sum().to(scores.dtype)
+        return (correct / torch.clamp(valid.sum().to(scores.dtype), min=1.0),)

@@ -1,0 +1,428 @@
+"""A Caffe NetParameter (a graph of named blobs) as one torch module.
+
+``CaffeNet`` runs its layers in definition order on a dict of blobs, so in-place layers
+simply rebind a blob name, exactly as Caffe overwrites the blob.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from google.protobuf import text_format
+from torch import nn
+
+from sparknet.caffe import blob_ops, layers, schema
+from sparknet.caffe.prototxt import filter_phase, insert_splits, read_net
+from sparknet.caffe.weights import LayerBlobs, array_to_blob, fit_legacy_shape, read_weights
+from sparknet.errors import CaffeFormatError, DataError
+
+Shape = tuple[int, ...]
+Builder = Callable[[Any, Sequence[Shape], "torch.Generator | None"], layers.CaffeLayer]
+
+BUILDERS: dict[str, Builder] = {
+    "Convolution": layers.Convolution, "Deconvolution": layers.Convolution,
+    "Pooling": layers.Pooling, "InnerProduct": layers.InnerProduct, "LRN": layers.LRN,
+    "BatchNorm": layers.BatchNorm, "Scale": layers.Scale, "PReLU": layers.PReLU,
+    **dict.fromkeys(("ReLU", "Sigmoid", "TanH", "Power", "AbsVal", "ELU", "Exp", "BNLL",
+                     "Threshold"), blob_ops.Elementwise),
+    "Dropout": blob_ops.Identity, "Split": blob_ops.Identity, "Silence": blob_ops.Identity,
+    "Eltwise": blob_ops.Eltwise, "Concat": blob_ops.Concat, "Flatten": blob_ops.Flatten,
+    "Reshape": blob_ops.Reshape, "Slice": blob_ops.Slice, "Softmax": blob_ops.Softmax,
+    "SoftmaxWithLoss": blob_ops.SoftmaxWithLoss, "EuclideanLoss": blob_ops.EuclideanLoss,
+    "Accuracy": blob_ops.Accuracy,
+}
+DATA_TYPES = ("Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData")
+METRIC_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence")
+SUPPORTED_TYPES = tuple(sorted((*BUILDERS, *DATA_TYPES)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParamSpec:
+    """Caffe's per-blob multipliers of the solver's learning rate and weight decay."""
+
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoadReport:
+    """What a weight load did: layers loaded, and those present on only one side."""
+
+    loaded: tuple[str, ...]
+    extra: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+def data_shapes(layer: Any) -> list[Shape | None]:
+    """Declared shapes of a data layer's tops (None where only the data source knows)."""
+    t = layer.type
+    if t == "Input":
+        shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
+        if len(shapes) == 1:
+            shapes = shapes * len(layer.top)
+        return list(shapes)
+    if t == "MemoryData":
+        p = layer.memory_data_param
+        return [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
+    if t == "DummyData":
+        return [tuple(int(d) for d in s.dim) for s in layer.dummy_data_param.shape]
+    batch = {"Data": layer.data_param.batch_size, "ImageData": layer.image_data_param.batch_size,
+             "HDF5Data": layer.hdf5_data_param.batch_size}.get(t)
+    return [None, (batch,) if batch else None][: len(layer.top)]
+
+
+class CaffeNet(nn.Module):
+    """A Caffe network for one phase. ``forward`` returns every top blob by name.
+
+    Attributes: ``input_names``, ``input_shapes``, ``output_names`` (tops nothing consumes),
+    ``logits_blob``, ``param_specs`` (parameter name -> ParamSpec), ``loss_weights``.
+    """
+
+    def __init__(self, net: Any, *, phase: str = "TEST",
+                 input_shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.phase = phase
+        self.definition = filter_phase(net, phase)
+        graph = insert_splits(self.definition)
+        self.name: str = net.name
+        self.layers = nn.ModuleDict()
+        self._plan: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = []
+        self.input_names: list[str] = []
+        self.input_shapes: dict[str, Shape | None] = {}
+        self.loss_weights: dict[str, float] = {}
+        self.param_specs: dict[str, ParamSpec] = {}
+        self.blob_shapes: dict[str, Shape | None] = {}
+        gen = torch.Generator().manual_seed(seed)
+        given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
+        probe: dict[str, torch.Tensor] = {}
+        for layer in graph.layer:
+            if layer.type in DATA_TYPES:
+                self._add_inputs(layer, given, probe)
+            else:
+                self._add_layer(layer, probe, gen)
+        unused = set(given) - set(self.input_names)
+        if unused:
+            raise CaffeFormatError(f"input_shapes names {sorted(unused)}, which are not inputs "
+                                   f"of net {self.name!r}; its inputs are {self.input_names}")
+        consumed = {b for _, _, bottoms, _ in self._plan for b in bottoms}
+        tops = [t for _, _, _, ts in self._plan for t in ts]
+        self.output_names = list(dict.fromkeys(t for t in tops if t not in consumed))
+        self.logits_blob = self._find_logits()
+        self.train(phase == "TRAIN")
+
+    # -- construction -----------------------------------------------------------------------
+
+    def _add_inputs(self, layer: Any, given: dict[str, Shape], probe: dict[str, torch.Tensor]
+                    ) -> None:
+        declared = data_shapes(layer)
+        for i, top in enumerate(layer.top):
+            shape = given.get(top, declared[i] if i < len(declared) else None)
+            self.input_names.append(top)
+            self.input_shapes[top] = shape
+            self.blob_shapes[top] = shape
+            if shape is not None:
+                probe[top] = torch.zeros(shape)
+
+    def _add_layer(self, layer: Any, probe: dict[str, torch.Tensor], gen: torch.Generator) -> None:
+        where = f"layer {layer.name!r} ({layer.type})"
+        if layer.type not in BUILDERS:
+            raise CaffeFormatError(
+                f"{where}: unsupported layer type {layer.type!r}; supported types are "
+                f"{', '.join(SUPPORTED_TYPES)}"
+            )
+        missing = [b for b in layer.bottom if b not in probe]
+        if missing:
+            if layer.type in METRIC_TYPES:  # a label of unknown shape: still runnable later
+                probe_ok = False
+            else:
+                raise CaffeFormatError(
+                    f"{where}: the shape of bottom {missing[0]!r} is unknown (a data layer "
+                    "whose shape only its data source knows); pass input_shapes={"
+                    f"{missing[0]!r}: (N, C, H, W)}}"
+                )
+        else:
+            probe_ok = True
+        key = layer.name.replace(".", "_")
+        if key in self.layers:
+            raise CaffeFormatError(f"{where}: layer name used twice; layer names must be unique")
+        shapes = [tuple(probe[b].shape) if b in probe else (1,) for b in layer.bottom]
+        if layer.type in METRIC_TYPES and not probe_ok:
+            shapes = [tuple(probe[layer.bottom[0]].shape)] if layer.bottom[0] in probe else shapes
+        module = BUILDERS[layer.type](layer, shapes, gen)
+        self.layers[key] = module
+        self._plan.append((key, layer.type, tuple(layer.bottom), tuple(layer.top)))
+        self._add_specs(layer, key, module)
+        self._add_loss_weights(layer)
+        if probe_ok:
+            with torch.no_grad():
+                was = module.training
+                module.eval()  # probing must not update BatchNorm statistics
+                tops = module(*[probe[b] for b in layer.bottom])
+                module.train(was)
+            if len(tops) != len(layer.top):
+                raise CaffeFormatError(f"{where}: has {len(layer.top)} tops, needs {len(tops)}")
+            for name, t in zip(layer.top, tops, strict=True):
+                probe[name] = t
+                self.blob_shapes[name] = tuple(t.shape)
+        else:
+            for name in layer.top:
+                self.blob_shapes[name] = ()
+
+    def _add_specs(self, layer: Any, key: str, module: layers.CaffeLayer) -> None:
+        for i, blob in enumerate(module.blobs):
+            spec = layer.param[i] if i < len(layer.param) else None
+            if spec is not None and spec.name:
+                raise CaffeFormatError(
+                    f"layer {layer.name!r}: shared parameters (param name {spec.name!r}) are not "
+                    "supported; remove the param name"
+                )
+            lr = spec.lr_mult if spec is not None else 1.0
+            decay = spec.decay_mult if spec is not None else 1.0
+            if layer.type == "BatchNorm":  # Caffe masks BN statistics from the solver
+                lr = 0.0
+            self.param_specs[f"layers.{key}.blobs.{i}"] = ParamSpec(lr_mult=lr, decay_mult=decay)
+
+    def _add_loss_weights(self, layer: Any) -> None:
+        weights = list(layer.loss_weight)
+        if not weights and layer.type.endswith("Loss"):
+            weights = [1.0]  # loss layers weigh their first top by 1 unless told otherwise
+        for top, w in zip(layer.top, weights, strict=False):
+            if w:
+                self.loss_weights[top] = w
+
+    def _find_logits(self) -> str:
+        for _, kind, bottoms, _ in reversed(self._plan):
+            if kind in ("SoftmaxWithLoss", "Softmax"):
+                return self._unsplit(bottoms[0])
+        for _, kind, _, tops in reversed(self._plan):
+            if kind not in METRIC_TYPES and tops:
+                return tops[0]
+        return self.input_names[0] if self.input_names else ""
+
+    def _unsplit(self, blob: str) -> str:
+        for _, kind, bottoms, tops in self._plan:
+            if kind == "Split" and blob in tops:
+                return bottoms[0]
+        return blob
+
+    # -- running ----------------------------------------------------------------------------
+
+    def forward(self, *args: torch.Tensor, **inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """All top blobs by name. Give inputs by name, or one tensor for the first input.
+
+        Inputs consumed only by loss/accuracy layers (labels) may be left out; those layers
+        are then skipped.
+        """
+        return self.run(self._bind(args, inputs))
+
+    def run(self, blobs: dict[str, torch.Tensor], *, targets: Sequence[str] | None = None
+            ) -> dict[str, torch.Tensor]:
+        """Run the layers needed for ``targets`` (default: all) on named input blobs."""
+        needed = self._needed(targets) if targets is not None else None
+        blobs = dict(blobs)
+        for index, (key, kind, bottoms, tops) in enumerate(self._plan):
+            if needed is not None and index not in needed:
+                continue
+            missing = [b for b in bottoms if b not in blobs]
+            if missing:
+                if kind in METRIC_TYPES:
+                    continue
+                raise DataError(f"layer {key!r} ({kind}) needs blob {missing[0]!r}; give input "
+                                f"{missing[0]!r} (the net's inputs: {self.input_names})")
+            outs = self.layers[key](*[blobs[b] for b in bottoms])
+            blobs.update(zip(tops, outs, strict=True))
+        return blobs
+
+    def _bind(self, args: Sequence[torch.Tensor], inputs: dict[str, torch.Tensor]
+              ) -> dict[str, torch.Tensor]:
+        if args:
+            if len(args) != 1 or inputs or not self.input_names:
+                raise DataError("give one positional tensor (the first input) or inputs by name")
+            inputs = {self.input_names[0]: args[0]}
+        unknown = set(inputs) - set(self.input_names)
+        if unknown:
+            raise DataError(f"unknown inputs {sorted(unknown)}; the net's inputs are "
+                            f"{self.input_names}")
+        return dict(inputs)
+
+    def _needed(self, targets: Sequence[str]) -> set[int]:
+        wanted, needed = set(targets), set()
+        for index in range(len(self._plan) - 1, -1, -1):
+            _, _, bottoms, tops = self._plan[index]
+            if wanted & set(tops):
+                needed.add(index)
+                wanted.update(bottoms)
+        return needed
+
+    def total_loss(self, blobs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Caffe's objective: the sum of loss-weighted tops present in ``blobs``."""
+        terms = [w * blobs[name].sum() for name, w in self.loss_weights.items() if name in blobs]
+        if not terms:
+            raise DataError(f"net {self.name!r} computed no loss; give the label input too")
+        return torch.stack(terms).sum()
+
+    # -- weights ----------------------------------------------------------------------------
+
+    def caffe_blobs(self) -> dict[str, list[np.ndarray]]:
+        """``{layer name: [arrays]}`` of every layer with blobs, in Caffe's order."""
+        return {m.caffe_name: [b.detach().cpu().numpy().copy() for b in m.blobs]
+                for m in self._modules_with_blobs()}
+
+    def _modules_with_blobs(self) -> list[layers.CaffeLayer]:
+        return [m for m in self.layers.values()
+                if isinstance(m, layers.CaffeLayer) and len(m.blobs)]
+
+    def load_caffe_blobs(self, weights: LayerBlobs, *, allow_extra: bool = False,
+                         allow_missing: bool = False, source: str = "weights") -> LoadReport:
+        """Copy weights in, checking every shape; extra or missing layers are errors unless
+        allowed (and then reported with a warning)."""
+        modules = {m.caffe_name: m for m in self._modules_with_blobs()}
+        extra = tuple(n for n in weights if n not in modules)
+        missing = tuple(n for n in modules if n not in weights)
+        if extra and not allow_extra:
+            raise CaffeFormatError(
+                f"{source} holds weights for layers {list(extra)} that net {self.name!r} "
+                f"({self.phase}) lacks; fix the definition or pass allow_extra_weights=True"
+            )
+        if missing and not allow_missing:
+            raise CaffeFormatError(
+                f"{source} has no weights for layers {list(missing)} of net {self.name!r}; "
+                "use the matching weights file or pass allow_missing_weights=True"
+            )
+        staged: list[tuple[nn.Parameter, torch.Tensor]] = []
+        for name, module in modules.items():
+            if name not in weights:
+                continue
+            arrays = weights[name]
+            if len(arrays) != len(module.blobs):
+                raise CaffeFormatError(
+                    f"{source}: {module.where()} expects {len(module.blobs)} blobs, the file "
+                    f"has {len(arrays)}"
+                )
+            for i, (param, array) in enumerate(zip(module.blobs, arrays, strict=True)):
+                fitted = fit_legacy_shape(array, tuple(param.shape))
+                if fitted is None:
+                    raise CaffeFormatError(
+                        f"{source}: {module.where()} blob {i} has shape {tuple(array.shape)} "
+                        f"but the layer expects {tuple(param.shape)}"
+                    )
+                staged.append((param, torch.from_numpy(np.array(fitted, dtype=np.float32))))
+        with torch.no_grad():  # all shapes checked first: nothing is loaded partially
+            for param, value in staged:
+                param.copy_(value)
+        if extra or missing:
+            warnings.warn(f"{source}: ignored weights of layers {list(extra)}; layers without "
+                          f"weights: {list(missing)}", stacklevel=2)
+        loaded = tuple(n for n in modules if n in weights)
+        return LoadReport(loaded=loaded, extra=extra, missing=missing)
+
+    def to_net_parameter(self) -> Any:
+        """The definition (this phase) with the current blobs, as Caffe's ``net.save`` has."""
+        out = schema.NetParameter()
+        out.CopyFrom(self.definition)
+        blobs = self.caffe_blobs()
+        for layer in out.layer:
+            layer.ClearField("blobs")
+            for array in blobs.get(layer.name, []):
+                layer.blobs.add().CopyFrom(array_to_blob(array))
+        return out
+
+    def to_caffemodel(self, path: str | Path) -> None:
+        """Write the weights as a binary ``.caffemodel`` (blobs in BlobShape form)."""
+        Path(path).write_bytes(self.to_net_parameter().SerializeToString())
+
+    def deploy_net_parameter(self) -> Any:
+        """The deploy definition: data layers become Input, losses become Softmax."""
+        out = schema.NetParameter(name=self.definition.name)
+        labels = set()
+        for layer in self.definition.layer:
+            if layer.type in DATA_TYPES:
+                labels.update(layer.top[1:])
+                shape = self.input_shapes.get(layer.top[0])
+                if shape is None:
+                    raise CaffeFormatError(f"input {layer.top[0]!r} has no known shape; build "
+                                           "the net with input_shapes to write a deploy file")
+                new = out.layer.add(name=layer.name, type="Input")
+                new.top.append(layer.top[0])
+                new.input_param.shape.add().dim.extend(shape)
+                continue
+            if layer.type == "SoftmaxWithLoss":
+                new = out.layer.add(name="prob", type="Softmax")
+                new.bottom.append(layer.bottom[0])
+                new.top.append("prob")
+                continue
+            if layer.type in METRIC_TYPES or labels & set(layer.bottom):
+                continue
+            new = out.layer.add()
+            new.CopyFrom(layer)
+            for field in ("blobs", "include", "exclude", "loss_weight", "phase"):
+                new.ClearField(field)
+        return out
+
+    def to_deploy_prototxt(self, path: str | Path) -> None:
+        """Write the deploy definition as text format."""
+        Path(path).write_text(text_format.MessageToString(self.deploy_net_parameter()))
+
+
+class CaffeLogits(nn.Module):
+    """Maps one input tensor to the logits blob of a CaffeNet (what training and ONNX use)."""
+
+    def __init__(self, net: CaffeNet) -> None:
+        super().__init__()
+        if not net.input_names:
+            raise CaffeFormatError(f"net {net.name!r} has no input")
+        self.net = net
+        self.input_name = net.input_names[0]
+        self.logits_blob = net.logits_blob
+        self.param_specs = {f"net.{k}": v for k, v in net.param_specs.items()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.run({self.input_name: x}, targets=[self.logits_blob])[self.logits_blob]
+
+
+def build_net(net: Any, *, phase: str = "TEST", weights: LayerBlobs | None = None,
+              input_shapes: Mapping[str, Sequence[int]] | None = None,
+              allow_extra_weights: bool = False, allow_missing_weights: bool = False,
+              source: str = "weights") -> CaffeNet:
+    """A CaffeNet from a parsed NetParameter, optionally loading weights."""
+    model = CaffeNet(net, phase=phase, input_shapes=input_shapes)
+    if weights is not None:
+        model.load_report = model.load_caffe_blobs(
+            weights, allow_extra=allow_extra_weights, allow_missing=allow_missing_weights,
+            source=source)
+    return model
+
+
+def load_net(prototxt: str | Path, weights: str | Path | None = None, *, phase: str = "TEST",
+             allow_extra_weights: bool = False, allow_missing_weights: bool = False,
+             input_shapes: Mapping[str, Sequence[int]] | None = None) -> CaffeNet:
+    """Build a CaffeNet from a ``.prototxt`` and optionally a ``.caffemodel``/``.h5``.
+
+    Weights for layers the definition lacks are an error unless ``allow_extra_weights``;
+    layers with parameters but no weights are an error unless ``allow_missing_weights``.
+    ``input_shapes`` gives shapes that data layers (Data, ImageData) do not declare.
+    """
+    blobs = read_weights(weights) if weights is not None else None
+    return build_net(read_net(prototxt), phase=phase, weights=blobs, input_shapes=input_shapes,
+                     allow_extra_weights=allow_extra_weights,
+                     allow_missing_weights=allow_missing_weights, source=str(weights))
+
+
+def logits_model(prototxt: str | Path, weights: str | Path | None = None, *,
+                 phase: str = "TRAIN",
+                 input_shapes: Mapping[str, Sequence[int]] | None = None) -> CaffeLogits:
+    """An nn.Module mapping the net's first input to its logits blob (see CaffeNet)."""
+    net = load_net(prototxt, weights, phase=phase, input_shapes=input_shapes,
+                   allow_extra_weights=False)
+    return CaffeLogits(net)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(math.prod(p.shape) for p in module.parameters())
