@@ -1,0 +1,129 @@
+"""Training data placed on Spark as K shards, one per worker, sent to executors only once.
+
+Two placements:
+
+- ``broadcast`` (data that starts on the driver: Fashion-MNIST, NumPy arrays): each shard is a
+  Spark broadcast variable. A Python worker loads a shard the first time a task uses it and
+  keeps it across rounds, so a round's job carries no training data at all. A lost executor's
+  replacement fetches the broadcast blocks again from the driver.
+- ``rdd`` (data that starts in a DataFrame): a cached RDD with one shard per partition. Each
+  round reads the partition from Spark's cache; a lost partition is recomputed from lineage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import numpy as np
+
+from sparknet.data import fashion_mnist
+from sparknet.data.shards import InputSpec, Shard, contiguous_shards, split_into_shards
+from sparknet.errors import TrainingError
+
+if TYPE_CHECKING:
+    from pyspark import RDD, Broadcast, SparkContext
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ShardSet:
+    """K shards on Spark; ``map_shards`` runs a function on each as one task per shard."""
+
+    handles: RDD[int]
+    broadcasts: tuple[Broadcast[Shard], ...] | None = None
+    cached: RDD[Shard] | None = None
+
+    @property
+    def context(self) -> SparkContext:
+        return self.handles.context
+
+    @property
+    def num_shards(self) -> int:
+        return self.handles.getNumPartitions()
+
+    def map_shards(self, fn: Callable[[int, Shard], T]) -> RDD[T]:
+        if self.broadcasts is not None:
+            broadcasts = self.broadcasts
+
+            def from_broadcast(index: int, _: Iterable[int]) -> Iterator[T]:
+                yield fn(index, broadcasts[index].value)
+
+            return self.handles.mapPartitionsWithIndex(from_broadcast)
+        assert self.cached is not None
+
+        def from_cache(index: int, shards: Iterable[Shard]) -> Iterator[T]:
+            found = list(shards)
+            if len(found) != 1:
+                raise TrainingError(f"partition {index} holds {len(found)} shards, expected 1")
+            yield fn(index, found[0])
+
+        return self.cached.mapPartitionsWithIndex(from_cache)
+
+    def release(self) -> None:
+        for broadcast in self.broadcasts or ():
+            broadcast.destroy()
+        if self.cached is not None:
+            self.cached.unpersist()
+
+
+def broadcast_shards(sc: SparkContext, shards: list[Shard]) -> ShardSet:
+    return ShardSet(handles=sc.parallelize(range(len(shards)), len(shards)),
+                    broadcasts=tuple(sc.broadcast(shard) for shard in shards))
+
+
+def cached_shards(rdd: RDD[Shard]) -> ShardSet:
+    """Wraps an RDD holding exactly one shard per partition; caches it on the executors."""
+    sc = rdd.context
+    count = rdd.getNumPartitions()
+    return ShardSet(handles=sc.parallelize(range(count), count), cached=rdd.cache())
+
+
+@dataclass(frozen=True)
+class SparkData:
+    """Training (and optional test) shards on Spark plus how to turn features into input."""
+
+    train: ShardSet
+    test: ShardSet | None
+    spec: InputSpec
+    train_sizes: tuple[int, ...]
+    test_size: int
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.train_sizes)
+
+    def release(self) -> None:
+        """Frees the shards on the executors (broadcast blocks, cached partitions)."""
+        self.train.release()
+        if self.test is not None:
+            self.test.release()
+
+
+def from_arrays(sc: SparkContext, *, train: tuple[np.ndarray, np.ndarray],
+                test: tuple[np.ndarray, np.ndarray] | None, spec: InputSpec, num_workers: int,
+                seed: int) -> SparkData:
+    """Shuffles the training arrays into ``num_workers`` shards and broadcasts them."""
+    train_shards = split_into_shards(*train, num_workers, seed=seed)
+    test_set, test_size = None, 0
+    if test is not None:
+        test_set = broadcast_shards(sc, contiguous_shards(*test, num_workers))
+        test_size = int(test[1].shape[0])
+    return SparkData(train=broadcast_shards(sc, train_shards), test=test_set, spec=spec,
+                     train_sizes=tuple(len(s) for s in train_shards), test_size=test_size)
+
+
+def fashion_mnist_data(sc: SparkContext, *, num_workers: int, seed: int,
+                       data_dir: str | Path = fashion_mnist.DEFAULT_DIR,
+                       train_limit: int | None = None,
+                       test_limit: int | None = None) -> SparkData:
+    """Fashion-MNIST as uint8 shards (scaled by 1/255 in the workers)."""
+    train = fashion_mnist.load_split("train", data_dir)
+    test = fashion_mnist.load_split("test", data_dir)
+    spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+    return from_arrays(sc, train=(train.images[:train_limit], train.labels[:train_limit]),
+                       test=(test.images[:test_limit], test.labels[:test_limit]), spec=spec,
+                       num_workers=num_workers, seed=seed)

@@ -1,0 +1,49 @@
+"""Combining worker results in a fixed order: pure, so sums are bit-reproducible."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from sparknet.averaging import EncodedDelta, decode_delta
+from sparknet.engine.local_steps import WorkerResult
+
+
+def _dense(delta: EncodedDelta | np.ndarray) -> np.ndarray:
+    return decode_delta(delta) if isinstance(delta, EncodedDelta) else delta
+
+
+def combine(a: WorkerResult, b: WorkerResult) -> WorkerResult:
+    """``a + b``, summing float32 deltas; callers fix the order (by partition index)."""
+    momentum = None
+    if a.momentum_sum is not None and b.momentum_sum is not None:
+        momentum = a.momentum_sum + b.momentum_sum
+    return WorkerResult(
+        delta=_dense(a.delta) + _dense(b.delta),
+        weight=a.weight + b.weight,
+        loss_sum=a.loss_sum + b.loss_sum,
+        correct=a.correct + b.correct,
+        samples=a.samples + b.samples,
+        ints_max=np.maximum(a.ints_max, b.ints_max),
+        momentum_sum=momentum,
+        bytes_sent=a.bytes_sent + b.bytes_sent,
+        workers=a.workers + b.workers,
+        compute_seconds=max(a.compute_seconds, b.compute_seconds),
+    )
+
+
+def combine_in_order(indexed: Iterable[tuple[int, WorkerResult]]) -> WorkerResult:
+    """Sums results sorted by their partition index, whatever order they arrived in."""
+    ordered = [result for _, result in sorted(indexed, key=lambda item: item[0])]
+    total = ordered[0]
+    for result in ordered[1:]:
+        total = combine(total, result)
+    if isinstance(total.delta, EncodedDelta):
+        total.delta = decode_delta(total.delta)
+    return total
+
+
+def mean_delta(total: WorkerResult) -> np.ndarray:
+    assert isinstance(total.delta, np.ndarray)
+    return (total.delta / np.float32(total.weight)).astype(np.float32)

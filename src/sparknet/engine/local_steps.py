@@ -1,0 +1,197 @@
+"""What one worker does in one round, as a pure function of its inputs; no Spark here.
+
+A task's output depends only on (seed, round, partition, the broadcast state), never on which
+executor or attempt runs it, so a retried task reproduces its first attempt bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sparknet.averaging import EncodedDelta, encode_delta
+from sparknet.config import Compression, OptimizerConfig
+from sparknet.data.shards import InputSpec, Shard
+from sparknet.flat import (
+    Entry,
+    FlatLayout,
+    flat_parameters_view,
+    flatten_state,
+    load_flat_state,
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalPlan:
+    """Plain data describing one worker's round; it crosses to executors with the closure."""
+
+    seed: int
+    round_index: int
+    step_offset: int
+    tau: int
+    batch_size: int
+    optimizer: OptimizerConfig
+    input_spec: InputSpec
+    compression: Compression
+    sample_weight: bool
+    threads: int
+
+
+@dataclass(frozen=True)
+class RoundState:
+    """What the driver broadcasts each round."""
+
+    floats: np.ndarray
+    ints: np.ndarray
+    momentum: np.ndarray | None = None
+
+
+@dataclass
+class WorkerResult:
+    """One worker's (or a partial sum of several workers') contribution to a round.
+
+    ``delta`` is the weighted sum of weight changes, still encoded when it comes from a single
+    worker; ``weight`` the sum of weights it was multiplied by.
+    """
+
+    delta: EncodedDelta | np.ndarray
+    weight: float
+    loss_sum: float
+    correct: int
+    samples: int
+    ints_max: np.ndarray
+    momentum_sum: np.ndarray | None
+    bytes_sent: int
+    workers: int = 1
+    compute_seconds: float = 0.0  # slowest worker's time in its steps; not part of the state
+
+
+def stream_seed(seed: int, *path: int) -> int:
+    """A 63-bit seed derived from a path of integers (seed, stream, round, partition...)."""
+    return int(np.random.SeedSequence([seed, *path]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def batch_indices(*, num_examples: int, batch_size: int, steps: int, step_offset: int,
+                  seed: int, partition: int) -> np.ndarray:
+    """Indices for ``steps`` batches, continuing a seeded epoch-wise permutation of the shard.
+
+    Sampling is without replacement within each pass over the shard, and depends only on the
+    global step, so every partition does exactly ``steps`` steps whatever its size.
+    """
+    start = step_offset * batch_size
+    stop = start + steps * batch_size
+    out = np.empty(stop - start, dtype=np.int64)
+    position = start
+    while position < stop:
+        epoch, offset = divmod(position, num_examples)
+        order = np.random.default_rng(stream_seed(seed, 1, partition, epoch)).permutation(
+            num_examples)
+        take = min(num_examples - offset, stop - position)
+        out[position - start: position - start + take] = order[offset: offset + take]
+        position += take
+    return out.reshape(steps, batch_size)
+
+
+def to_input(features: np.ndarray, spec: InputSpec, device: torch.device) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(features)).to(device, torch.float32)
+    if spec.scale != 1.0:
+        x = x * spec.scale
+    return x.reshape(features.shape[0], *spec.shape)
+
+
+def make_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+    if config.name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr,
+                                weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           nesterov=config.nesterov, weight_decay=config.weight_decay)
+
+
+def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: RoundState,
+                    plan: LocalPlan, *, partition: int, device: torch.device) -> WorkerResult:
+    """Loads the broadcast state, runs ``plan.tau`` SGD steps on the shard, reports the change."""
+    torch.set_num_threads(plan.threads)
+    model.to(device)
+    load_flat_state(model, layout, state.floats, state.ints)
+    model.train()
+    optimizer = make_optimizer(model, plan.optimizer)
+    params = flat_parameters_view(model, layout)
+    if state.momentum is not None:
+        _load_momentum(optimizer, params, state.momentum)
+
+    started = time.perf_counter()
+    indices = batch_indices(num_examples=len(shard), batch_size=plan.batch_size,
+                            steps=plan.tau, step_offset=plan.step_offset, seed=plan.seed,
+                            partition=partition)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    labels_all = torch.from_numpy(shard.labels)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(stream_seed(plan.seed, 2, plan.round_index, partition))
+        for batch in indices:
+            x = to_input(shard.features[batch], plan.input_spec, device)
+            y = labels_all[torch.from_numpy(batch)].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+
+    floats, ints = flatten_state(model, layout)
+    compute_seconds = time.perf_counter() - started
+    weight = float(len(shard)) if plan.sample_weight else 1.0
+    delta = (floats - state.floats) * np.float32(weight)
+    encoded = encode_delta(delta, plan.compression)
+    momentum = None
+    if state.momentum is not None:
+        momentum = _flat_momentum(optimizer, params, layout.num_floats) * np.float32(weight)
+    return WorkerResult(delta=encoded, weight=weight, loss_sum=float(loss_sum.item()),
+                        correct=int(correct.item()), samples=plan.tau * plan.batch_size,
+                        ints_max=ints, momentum_sum=momentum, bytes_sent=encoded.nbytes,
+                        compute_seconds=compute_seconds)
+
+
+def _load_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
+                   flat: np.ndarray) -> None:
+    for entry, param in params:
+        chunk = flat[entry.offset: entry.offset + entry.size]
+        optimizer.state[param]["momentum_buffer"] = (
+            torch.from_numpy(chunk.copy()).reshape(param.shape).to(param.device, param.dtype))
+
+
+def _flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
+                   size: int) -> np.ndarray:
+    flat = np.zeros(size, dtype=np.float32)
+    for entry, param in params:
+        buf = optimizer.state.get(param, {}).get("momentum_buffer")
+        if buf is not None:
+                flat[entry.offset: entry.offset + entry.size] = (
+                buf.detach().reshape(-1).to("cpu", torch.float32).numpy())
+    return flat
+
+
+@torch.no_grad()
+def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: Shard, state: RoundState,
+                   spec: InputSpec, *, batch_size: int, device: torch.device,
+                   threads: int) -> tuple[float, int, int]:
+    """(sum of cross-entropy, number correct, number of examples) in eval mode."""
+    torch.set_num_threads(threads)
+    model.to(device)
+    load_flat_state(model, layout, state.floats, state.ints)
+    model.eval()
+    loss_sum, correct = 0.0, 0
+    labels = torch.from_numpy(shard.labels)
+    for start in range(0, len(shard), batch_size):
+        x = to_input(shard.features[start: start + batch_size], spec, device)
+        y = labels[start: start + batch_size].to(device)
+        logits = model(x)
+        loss_sum += float(F.cross_entropy(logits, y, reduction="sum").item())
+        correct += int((logits.argmax(1) == y).sum().item())
+    return loss_sum, correct, len(shard)

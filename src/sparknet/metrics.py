@@ -1,0 +1,56 @@
+"""Per-round metrics: JSON lines on disk and a PNG plot against rounds and wall-clock time."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends one JSON object per round to ``metrics.jsonl``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.records: list[dict[str, Any]] = []
+
+    def load_existing(self, *, up_to_round: int) -> None:
+        """Keeps the records of rounds already done (on resume) and rewrites the file."""
+        if self.path.is_file():
+            for line in self.path.read_text().splitlines():
+                record = json.loads(line)
+                if record["round"] <= up_to_round:
+                    self.records.append(record)
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def plot_metrics(records: list[dict[str, Any]], path: Path, *, title: str = "sparknet") -> None:
+    """Test accuracy and loss against wall-clock time and against rounds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    evaluated = [r for r in records if r.get("test_accuracy") is not None]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), constrained_layout=True)
+    for col, (x_key, x_label) in enumerate((("wall_seconds", "wall-clock time (s)"),
+                                            ("round", "round"))):
+        xs = [r[x_key] for r in evaluated]
+        axes[0, col].plot(xs, [100 * r["test_accuracy"] for r in evaluated], marker="o")
+        axes[0, col].set_ylabel("test accuracy (%)")
+        axes[1, col].plot(xs, [r["test_loss"] for r in evaluated], marker="o", label="test")
+        axes[1, col].plot([r[x_key] for r in records], [r["train_loss"] for r in records],
+                          alpha=0.6, label="train")
+        axes[1, col].set_ylabel("loss")
+        axes[1, col].legend()
+        for row in range(2):
+            axes[row, col].set_xlabel(x_label)
+            axes[row, col].grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
