@@ -65,8 +65,7 @@ def _inspect_definition(path: Path) -> Inspection:
         note = f"shapes unknown: {err}"
     rows = []
     for layer in net.definition.layer if net else net_param.layer:
-        module = net.layers[layer.name.replace(".", "_")] if net and layer.name.replace(
-            ".", "_") in net.layers else None
+        module = net.layer_module(layer.name) if net else None
         blobs = tuple(tuple(b.shape) for b in module.blobs) if module is not None else ()
         tops = tuple((t, net.blob_shapes.get(t) if net else None) for t in layer.top)
         rows.append(LayerRow(name=layer.name, type=layer.type, tops=tops, blob_shapes=blobs,

@@ -149,23 +149,26 @@ class CaffeNet(nn.Module):
                 )
         else:
             probe_ok = True
-        key = layer.name.replace(".", "_")
-        if key in self.layers:
-            raise CaffeFormatError(f"{where}: layer name used twice; layer names must be unique")
+        key = _module_key(layer.name)
+        if not layer.name or key in self.layers:
+            raise CaffeFormatError(f"{where}: layer names must be non-empty and unique")
         shapes = [tuple(probe[b].shape) if b in probe else (1,) for b in layer.bottom]
-        if layer.type in METRIC_TYPES and not probe_ok:
-            shapes = [tuple(probe[layer.bottom[0]].shape)] if layer.bottom[0] in probe else shapes
-        module = BUILDERS[layer.type](layer, shapes, gen)
+        if not shapes and layer.type not in ("Silence",):
+            raise CaffeFormatError(f"{where}: has no bottom; give it its input blob")
+        try:
+            module = BUILDERS[layer.type](layer, shapes, gen)
+            tops = self._probe(module, [probe[b] for b in layer.bottom]) if probe_ok else None
+        except (RuntimeError, ValueError, IndexError, TypeError, ZeroDivisionError,
+                OverflowError) as err:
+            if isinstance(err, CaffeFormatError):
+                raise
+            raise CaffeFormatError(f"{where} does not fit bottoms of shapes {shapes}: {err}"
+                                   ) from err
         self.layers[key] = module
         self._plan.append((key, layer.type, tuple(layer.bottom), tuple(layer.top)))
         self._add_specs(layer, key, module)
         self._add_loss_weights(layer)
-        if probe_ok:
-            with torch.no_grad():
-                was = module.training
-                module.eval()  # probing must not update BatchNorm statistics
-                tops = module(*[probe[b] for b in layer.bottom])
-                module.train(was)
+        if tops is not None:
             if len(tops) != len(layer.top):
                 raise CaffeFormatError(f"{where}: has {len(layer.top)} tops, needs {len(tops)}")
             for name, t in zip(layer.top, tops, strict=True):
@@ -174,6 +177,15 @@ class CaffeNet(nn.Module):
         else:
             for name in layer.top:
                 self.blob_shapes[name] = ()
+
+    @staticmethod
+    def _probe(module: layers.CaffeLayer, bottoms: list[torch.Tensor]) -> tuple[Any, ...]:
+        with torch.no_grad():
+            was = module.training
+            module.eval()  # probing must not update BatchNorm statistics
+            tops = module(*bottoms)
+            module.train(was)
+        return tuple(tops)
 
     def _add_specs(self, layer: Any, key: str, module: layers.CaffeLayer) -> None:
         for i, blob in enumerate(module.blobs):
@@ -211,6 +223,11 @@ class CaffeNet(nn.Module):
             if kind == "Split" and blob in tops:
                 return bottoms[0]
         return blob
+
+    def layer_module(self, name: str) -> layers.CaffeLayer | None:
+        """The module of the Caffe layer ``name`` (None for data layers)."""
+        module = self.layers[_module_key(name)] if _module_key(name) in self.layers else None
+        return module if isinstance(module, layers.CaffeLayer) else None
 
     # -- running ----------------------------------------------------------------------------
 
@@ -385,6 +402,12 @@ class CaffeLogits(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net.run({self.input_name: x}, targets=[self.logits_blob])[self.logits_blob]
+
+
+def _module_key(name: str) -> str:
+    # ModuleDict keys cannot hold "." nor shadow ModuleDict's own attributes ("update", ...).
+    key = name.replace(".", "_")
+    return f"{key}_" if hasattr(nn.ModuleDict, key) else key
 
 
 def build_net(net: Any, *, phase: str = "TEST", weights: LayerBlobs | None = None,
