@@ -15,7 +15,7 @@ SHARED_CAFFE = Path(__file__).resolve().parents[1].parent / "shared" / "caffe"
 def spark() -> Iterator[object]:
     from sparknet.engine.spark_session import get_or_create_session
 
-    session = get_or_create_session("local[2]", app_name="sparknet-tests")
+    session = get_or_create_session("local[2,4]", app_name="sparknet-tests")  # 4 tries per task
     yield session
     session.stop()
 

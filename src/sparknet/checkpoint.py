@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from sparknet.errors import DataError
@@ -62,7 +63,7 @@ def read_snapshot(directory: Path) -> Snapshot:
         meta = json.loads((directory / META_FILE).read_text())
         return Snapshot(load_file(str(directory / MODEL_FILE)),
                         load_file(str(directory / STATE_FILE)), meta)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise DataError(f"checkpoint {directory} cannot be read ({exc}): it is corrupt; "
                         "resume from an earlier one or start again") from None
 
