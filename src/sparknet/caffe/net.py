@@ -122,6 +122,9 @@ class CaffeNet(nn.Module):
     def _add_inputs(self, layer: Any, given: dict[str, Shape], probe: dict[str, torch.Tensor]
                     ) -> None:
         declared = data_shapes(layer)
+        first = given.get(layer.top[0]) if len(layer.top) else None
+        if layer.type != "Input" and first is not None and len(declared) > 1:
+            declared[1] = (first[0],)  # the label follows the batch size given for the data
         for i, top in enumerate(layer.top):
             shape = given.get(top, declared[i] if i < len(declared) else None)
             self.input_names.append(top)
