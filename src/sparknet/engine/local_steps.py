@@ -154,7 +154,8 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
         momentum = _flat_momentum(optimizer, params, layout.num_floats) * np.float32(weight)
     return WorkerResult(delta=encoded, weight=weight, loss_sum=float(loss_sum.item()),
                         correct=int(correct.item()), samples=plan.tau * plan.batch_size,
-                        ints_max=ints, momentum_sum=momentum, bytes_sent=encoded.nbytes,
+                        ints_max=ints, momentum_sum=momentum,
+                        bytes_sent=encoded.nbytes + (0 if momentum is None else momentum.nbytes),
                         compute_seconds=compute_seconds)
 
 
