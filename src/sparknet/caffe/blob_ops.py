@@ -182,7 +182,8 @@ class Softmax(CaffeLayer):
         return (torch.softmax(x, dim=self.axis),)
 
 
-def _labels(scores_shape: Sequence[int], label: torch.Tensor, axis: int, where: str) -> torch.Tensor:
+def _labels(scores_shape: Sequence[int], label: torch.Tensor, axis: int, where: str
+            ) -> torch.Tensor:
     outer, inner = math.prod(scores_shape[:axis]), math.prod(scores_shape[axis + 1:])
     if label.numel() != outer * inner:
         raise DataError(
@@ -218,17 +219,10 @@ class SoftmaxWithLoss(CaffeLayer):
         # Caffe takes log(max(prob, FLT_MIN)), i.e. the log-probability floored at log(FLT_MIN).
         picked = torch.clamp(logp.gather(1, safe.unsqueeze(1)).squeeze(1), min=math.log(FLT_MIN))
         total = -(picked * valid.to(picked.dtype)).sum()
-        if self.mode == 0:
-            norm = float(outer * inner)
-        elif self.mode == 1:
-            norm = valid.sum().to(picked.dtype) if self.ignore is not None else float(outer * inner)
-        elif self.mode == 2:
-            norm = float(outer)
-        else:
-            norm = 1.0
-        if isinstance(norm, torch.Tensor):
-            return (total / torch.clamp(norm, min=1.0),)
-        return (total / max(1.0, norm),)
+        if self.mode == 1 and self.ignore is not None:  # VALID: the non-ignored count
+            return (total / torch.clamp(valid.sum().to(total.dtype), min=1.0),)
+        norm = {0: outer * inner, 1: outer * inner, 2: outer}.get(self.mode, 1)
+        return (total / max(1.0, float(norm)),)
 
 
 class EuclideanLoss(CaffeLayer):

@@ -25,8 +25,12 @@ def fill(shape: tuple[int, ...], filler: Any | None, *, default: str, value: flo
     fan_out = count // shape[1] if len(shape) > 1 and shape[1] else 1
     if filler is not None and filler.sparse >= 0 and kind == "gaussian":
         raise CaffeFormatError(f"{where}: sparse gaussian filler is not supported; drop 'sparse'")
+    if filler is None:  # Caffe's default filler for this blob
+        if kind != "constant":
+            raise CaffeFormatError(f"{where}: default filler {kind!r} needs a FillerParameter")
+        return out.fill_(value)
     if kind == "constant":
-        return out.fill_(filler.value if filler is not None else value)
+        return out.fill_(filler.value)
     if kind == "uniform":
         return out.uniform_(filler.min, filler.max, generator=generator)
     if kind == "gaussian":

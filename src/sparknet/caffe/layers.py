@@ -276,7 +276,8 @@ class Scale(CaffeLayer):
             self.add_blob(fill(shape, f, default="constant", value=1.0, generator=gen, where=where))
         if tuple(shapes[0][self.axis:self.axis + len(shape)]) != tuple(shape):
             raise CaffeFormatError(f"{where}: scale shape {shape} does not fit bottom {shapes[0]}")
-        self.view = (1,) * self.axis + tuple(shape) + (1,) * (len(shapes[0]) - self.axis - len(shape))
+        rest = len(shapes[0]) - self.axis - len(shape)
+        self.view = (1,) * self.axis + tuple(shape) + (1,) * rest
         self.bias_term = bool(p.bias_term)
         if self.bias_term:
             bf = p.bias_filler if p.HasField("bias_filler") else None

@@ -64,10 +64,9 @@ def data_shapes(layer: Any) -> list[Shape | None]:
     """Declared shapes of a data layer's tops (None where only the data source knows)."""
     t = layer.type
     if t == "Input":
-        shapes = [tuple(int(d) for d in s.dim) for s in layer.input_param.shape]
-        if len(shapes) == 1:
-            shapes = shapes * len(layer.top)
-        return list(shapes)
+        declared: list[Shape | None] = [tuple(int(d) for d in s.dim)
+                                        for s in layer.input_param.shape]
+        return declared * len(layer.top) if len(declared) == 1 else declared
     if t == "MemoryData":
         p = layer.memory_data_param
         return [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
@@ -75,7 +74,8 @@ def data_shapes(layer: Any) -> list[Shape | None]:
         return [tuple(int(d) for d in s.dim) for s in layer.dummy_data_param.shape]
     batch = {"Data": layer.data_param.batch_size, "ImageData": layer.image_data_param.batch_size,
              "HDF5Data": layer.hdf5_data_param.batch_size}.get(t)
-    return [None, (batch,) if batch else None][: len(layer.top)]
+    shapes: list[Shape | None] = [None, (batch,) if batch else None]
+    return shapes[: len(layer.top)]
 
 
 class CaffeNet(nn.Module):
@@ -99,6 +99,7 @@ class CaffeNet(nn.Module):
         self.loss_weights: dict[str, float] = {}
         self.param_specs: dict[str, ParamSpec] = {}
         self.blob_shapes: dict[str, Shape | None] = {}
+        self.load_report: LoadReport | None = None
         gen = torch.Generator().manual_seed(seed)
         given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
         probe: dict[str, torch.Tensor] = {}
@@ -191,7 +192,7 @@ class CaffeNet(nn.Module):
         return tuple(tops)
 
     def _add_specs(self, layer: Any, key: str, module: layers.CaffeLayer) -> None:
-        for i, blob in enumerate(module.blobs):
+        for i, _blob in enumerate(module.blobs):
             spec = layer.param[i] if i < len(layer.param) else None
             if spec is not None and spec.name:
                 raise CaffeFormatError(
@@ -229,7 +230,7 @@ class CaffeNet(nn.Module):
 
     def layer_module(self, name: str) -> layers.CaffeLayer | None:
         """The module of the Caffe layer ``name`` (None for data layers)."""
-        module = self.layers[_module_key(name)] if _module_key(name) in self.layers else None
+        module = dict(self.layers.items()).get(_module_key(name))
         return module if isinstance(module, layers.CaffeLayer) else None
 
     # -- running ----------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def export_onnx(model: CaffeLogits, path: str | Path, *, opset: int = 17) -> Non
     try:
         with warnings.catch_warnings():
             # Shapes read in forward are meant to be constants: the export is for one shape.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
             warnings.filterwarnings("ignore", message="Constant folding")
             torch.onnx.export(model, (torch.zeros(shape),), str(path), input_names=["input"],
                               output_names=["logits"], opset_version=opset, dynamo=False)

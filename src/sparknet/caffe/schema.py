@@ -352,7 +352,7 @@ def _field_proto(msg: descriptor_pb2.DescriptorProto, spec: _Field) -> None:
     field = msg.field.add(name=name, number=number)
     field.label = _F.LABEL_OPTIONAL if label == "o" else _F.LABEL_REPEATED
     if typ in _SCALARS:
-        field.type = _SCALARS[typ]  # type: ignore[assignment]
+        field.type = _SCALARS[typ]
     elif typ in _ENUMS:
         field.type = _F.TYPE_ENUM
         field.type_name = f".{scope}.{typ}"

@@ -64,14 +64,15 @@ class SolverConfig:
             raise ConfigError(f"lr_policy={self.lr_policy!r} is unknown; use one of "
                               f"{', '.join(LR_POLICIES)}")
         if self.type not in SOLVER_TYPES:
-            raise ConfigError(f"type={self.type!r} is unknown; use one of {', '.join(SOLVER_TYPES)}")
+            raise ConfigError(f"type={self.type!r} is unknown; use one of "
+                              f"{', '.join(SOLVER_TYPES)}")
         if self.regularization_type not in ("L1", "L2"):
             raise ConfigError(f"regularization_type={self.regularization_type!r}; use 'L1' or 'L2'")
         if self.iter_size < 1:
             raise ConfigError(f"iter_size={self.iter_size} must be >= 1")
         if self.max_iter < 0:
             raise ConfigError(f"max_iter={self.max_iter} must be >= 0")
-        if self.lr_policy in ("step", "sigmoid") and self.stepsize <= 0 and self.lr_policy == "step":
+        if self.lr_policy == "step" and self.stepsize <= 0:
             raise ConfigError(f"stepsize={self.stepsize}: lr_policy 'step' needs stepsize > 0")
         if self.lr_policy == "poly" and self.max_iter <= 0:
             raise ConfigError("lr_policy 'poly' needs max_iter > 0; set max_iter")
@@ -154,7 +155,7 @@ class CaffeSolver(torch.optim.Optimizer):
         self.iteration = 0
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+    def step(self, closure: Any = None) -> Any:
         loss = closure() if closure is not None else None
         c = self.config
         rate = learning_rate(c, self.iteration)

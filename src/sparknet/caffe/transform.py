@@ -94,7 +94,8 @@ def transform_batch(images: np.ndarray, config: TransformConfig, *, train: bool,
         if crop:
             if train:
                 assert rng is not None
-                top, left = int(rng.integers(height - crop + 1)), int(rng.integers(width - crop + 1))
+                top = int(rng.integers(height - crop + 1))
+                left = int(rng.integers(width - crop + 1))
             else:
                 top, left = (height - crop) // 2, (width - crop) // 2
         rows, cols = slice(top, top + (crop or height)), slice(left, left + (crop or width))

@@ -62,7 +62,8 @@ def fit_legacy_shape(array: np.ndarray, expected: Sequence[int]) -> np.ndarray |
     expected = tuple(int(d) for d in expected)
     if array.shape == expected:
         return array
-    if array.ndim == 4 and len(expected) <= 4 and (1,) * (4 - len(expected)) + expected == array.shape:
+    padded = (1,) * (4 - len(expected)) + expected
+    if array.ndim == 4 and len(expected) <= 4 and padded == array.shape:
         return array.reshape(expected)
     return None
 

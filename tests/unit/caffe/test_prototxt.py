@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -132,10 +134,8 @@ def test_missing_file_is_a_project_error(tmp_path: object) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=200))
 def test_fuzz_prototxt_text_only_raises_project_errors(text: str) -> None:
-    try:
+    with contextlib.suppress(SparknetError):
         build_net(parse_net_text(text))
-    except SparknetError:
-        pass
 
 
 _FRAGMENTS = st.sampled_from([
@@ -165,7 +165,5 @@ def test_fuzz_structured_prototxt_only_raises_project_errors(parts: list[str]) -
 def test_fuzz_caffemodel_bytes_only_raise_project_errors(data: bytes) -> None:
     from sparknet.caffe.weights import weights_from_net
 
-    try:
+    with contextlib.suppress(SparknetError):
         weights_from_net(parse_net_binary(data), source="fuzz")
-    except SparknetError:
-        pass

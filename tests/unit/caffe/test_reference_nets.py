@@ -11,8 +11,8 @@ from sparknet.caffe import load_net
 from .conftest import assert_matches_caffe, caffe_path
 
 CASES = {
-    "lenet_ethereon": ("lenet_ethereon/lenet.prototxt", "lenet_ethereon/lenet_iter_10000.caffemodel",
-                       "mnist_samples_input.npz"),
+    "lenet_ethereon": ("lenet_ethereon/lenet.prototxt",
+                       "lenet_ethereon/lenet_iter_10000.caffemodel", "mnist_samples_input.npz"),
     "lenet_v1_everpeace": ("v1_everpeace_2014/lenet.prototxt",
                            "v1_everpeace_2014/lenet_iter_10000.caffemodel",
                            "mnist_samples_input.npz"),

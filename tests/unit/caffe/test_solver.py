@@ -126,9 +126,11 @@ def test_solver_prototxt_fields_and_relative_net(tmp_path: Path) -> None:
 
 
 def test_bvlc_and_v1_solvers_parse() -> None:
-    lenet = load_solver(caffe_path("models", "bvlc_prototxt", "examples__mnist__lenet_solver.prototxt"))
+    lenet = load_solver(caffe_path("models", "bvlc_prototxt",
+                                   "examples__mnist__lenet_solver.prototxt"))
     assert (lenet.lr_policy, lenet.max_iter, lenet.test_interval) == ("inv", 10000, 500)
-    cifar = load_solver(caffe_path("models", "v1_everpeace_2014", "cifar10_quick_solver_lr1.prototxt"))
+    cifar = load_solver(caffe_path("models", "v1_everpeace_2014",
+                                   "cifar10_quick_solver_lr1.prototxt"))
     assert cifar.lr_policy == "fixed" and cifar.base_lr == pytest.approx(1e-4)
 
 
