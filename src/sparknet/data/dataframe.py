@@ -1,0 +1,493 @@
+"""Spark DataFrames -> training shards, through Arrow batches; no per-row Python objects.
+
+Three layers:
+
+- ``feature_kind`` / ``check_columns`` read the schema only (no Spark job);
+- ``decode_features`` / ``decode_labels`` are pure functions from Arrow arrays to NumPy that
+  also count what is wrong with the rows (nulls, lengths, NaN, labels, image bytes);
+- ``dataframe_data`` runs the Spark side: one count, then one pass that converts every Arrow
+  batch, deals chunks of rows into K partitions and caches one ``Shard`` per partition. The
+  driver reads the per-partition reports and raises a ``DataError`` before any training round.
+
+Supported feature columns: ML ``Vector`` (dense or sparse), ``array<numeric>``, ``binary``
+holding encoded PNG/JPEG images, and the struct of Spark's ``image`` data source.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from sparknet.data.shards import InputSpec, Shard
+from sparknet.data.sources import ShardSet, SparkData
+from sparknet.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from pyspark import RDD
+    from pyspark.sql import Column, DataFrame
+    from pyspark.sql.types import DataType
+
+FeatureKind = Literal["vector", "array", "binary", "image"]
+InvalidImages = Literal["error", "skip"]
+IMAGE_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
+_MAX_CHUNK_ROWS = 512
+_NUMERIC = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType")
+_INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema (no Spark job)
+
+
+def feature_kind(data_type: DataType, *, column: str) -> FeatureKind:
+    """How a feature column is stored; a DataError names the column and the accepted types."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import ArrayType, BinaryType, StructType
+
+    if isinstance(data_type, VectorUDT):
+        return "vector"
+    if isinstance(data_type, ArrayType) and type(data_type.elementType).__name__ in _NUMERIC:
+        return "array"
+    if isinstance(data_type, BinaryType):
+        return "binary"
+    if isinstance(data_type, StructType) and set(IMAGE_FIELDS) <= set(data_type.fieldNames()):
+        return "image"
+    raise DataError(f"feature column {column!r} has type {data_type.simpleString()}, which "
+                    "sparknet cannot read: use an ML Vector, array<float>/array<double>, binary "
+                    "PNG/JPEG bytes, or the struct of spark.read.format('image')")
+
+
+def check_columns(df: DataFrame, *, features: str, label: str | None) -> FeatureKind:
+    """Checks that the columns exist and have usable types; returns the feature kind."""
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    for role, name in (("features", features), ("label", label)):
+        if name is not None and name not in fields:
+            raise DataError(f"{role} column {name!r} is not in the DataFrame (columns: "
+                            f"{sorted(fields)}): set {role}Col to one of them")
+    if label is not None and type(fields[label]).__name__ not in _NUMERIC:
+        raise DataError(f"label column {label!r} has type {fields[label].simpleString()}: "
+                        "labels must be integers or integral doubles; index string labels "
+                        "with pyspark.ml.feature.StringIndexer first")
+    return feature_kind(fields[features], column=features)
+
+
+def feature_expr(column: str, kind: FeatureKind) -> Column:
+    """The column as Arrow will see it: vectors become array<float> in the JVM."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    if kind == "vector":
+        return vector_to_array(F.col(column), "float32")
+    if kind == "array":
+        return F.col(column).cast("array<float>")
+    if kind == "image":
+        return F.struct(*[F.col(f"{column}.{name}").alias(name) for name in IMAGE_FIELDS])
+    return F.col(column)
+
+
+def storage_dtype(kind: FeatureKind) -> np.dtype[Any]:
+    """Images stay uint8 (4x smaller shards); numeric features are float32."""
+    return np.dtype(np.uint8) if kind in ("binary", "image") else np.dtype(np.float32)
+
+
+def default_scale(kind: FeatureKind) -> float:
+    return 1 / 255 if kind in ("binary", "image") else 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure conversion: Arrow arrays -> NumPy, with a report of what is wrong
+
+
+@dataclass
+class Report:
+    """Counts of problem rows by kind, with the first example of each (plain, JSON-able)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, kind: str, count: int, example: str) -> None:
+        if count:
+            self.counts[kind] = self.counts.get(kind, 0) + int(count)
+            self.examples.setdefault(kind, example)
+
+    def merge(self, other: Report) -> None:
+        for kind, count in other.counts.items():
+            self.add(kind, count, other.examples[kind])
+
+    def to_json(self) -> str:
+        return json.dumps({"counts": self.counts, "examples": self.examples})
+
+    @classmethod
+    def from_json(cls, text: str) -> Report:
+        data = json.loads(text) if text else {}
+        return cls(dict(data.get("counts", {})), dict(data.get("examples", {})))
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureLayout:
+    """Plain data the executors need to decode a feature column."""
+
+    kind: FeatureKind
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Where:
+    """Names a row in error messages: ``prefix`` + row number counted from ``first_row``."""
+
+    prefix: str = ""
+    first_row: int = 0
+
+    def row(self, index: int) -> str:
+        return f"{self.prefix}row {self.first_row + index}"
+
+
+def decode_features(column: pa.Array, layout: FeatureLayout, report: Report, *,
+                    where: Where = Where()) -> tuple[np.ndarray, np.ndarray]:
+    """(features of the usable rows ``[m, *shape]``, bool mask of usable rows ``[n]``).
+
+    Rows that are null, have the wrong size, hold NaN/inf or cannot be decoded are left out
+    of the mask and counted in ``report`` under ``null_features``, ``wrong_length``,
+    ``non_finite``, ``undecodable`` or ``wrong_image``.
+    """
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    nulls = np.flatnonzero(~valid)
+    if nulls.size:
+        report.add("null_features", nulls.size, where.row(int(nulls[0])))
+    if layout.kind in ("vector", "array"):
+        return _decode_numeric(column, layout, report, valid, where)
+    if layout.kind == "image":
+        return _decode_image_struct(column, layout, report, valid, where)
+    return _decode_encoded(column, layout, report, valid, where)
+
+
+def _decode_numeric(column: pa.Array, layout: FeatureLayout, report: Report, valid: np.ndarray,
+                    where: Where) -> tuple[np.ndarray, np.ndarray]:
+    size = math.prod(layout.shape)
+    offsets = np.asarray(column.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    lengths = np.diff(offsets)
+    wrong = valid & (lengths != size)
+    if wrong.any():
+        first = int(np.flatnonzero(wrong)[0])
+        report.add("wrong_length", int(wrong.sum()),
+                   f"{where.row(first)} has length {int(lengths[first])}")
+        valid = valid & ~wrong
+    values = column.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    flat = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if values.null_count:
+        # A null element inside an array: NaN here, so it is counted as not finite below.
+        flat = np.where(np.asarray(values.is_null().to_numpy(zero_copy_only=False)), np.nan,
+                        flat).astype(np.float32)
+    rows = np.flatnonzero(valid)
+    block = _gather(flat, offsets[:-1] - offsets[0], rows, size)
+    finite = np.isfinite(block).all(axis=1)
+    if not finite.all():
+        first = int(rows[np.flatnonzero(~finite)[0]])
+        report.add("non_finite", int((~finite).sum()),
+                   f"{where.row(first)} holds NaN, infinity or a null element")
+        valid[rows[~finite]] = False
+        block = block[finite]
+    return block.reshape(-1, *layout.shape), valid
+
+
+def _decode_image_struct(column: pa.Array, layout: FeatureLayout, report: Report,
+                         valid: np.ndarray, where: Where) -> tuple[np.ndarray, np.ndarray]:
+    channels, height, width = _chw(layout.shape)
+    parts = dict(zip([f.name for f in column.type], column.flatten(), strict=True))
+    origin = parts["origin"]
+    heights = _ints(parts["height"])
+    widths = _ints(parts["width"])
+    depth = _ints(parts["nChannels"])
+    offsets, values = _binary_buffers(parts["data"])
+    sizes = np.diff(offsets)
+    # The image source marks files it cannot decode with height -1 and no data.
+    broken = valid & ((heights < 1) | (sizes == 0))
+    if broken.any():
+        first = int(np.flatnonzero(broken)[0])
+        report.add("undecodable", int(broken.sum()),
+                   f"{where.row(first)} (origin {origin[first].as_py()!r})")
+    valid = valid & ~broken
+    wrong = valid & ((heights != height) | (widths != width) | (depth != channels) |
+                     (sizes != height * width * channels))
+    if wrong.any():
+        first = int(np.flatnonzero(wrong)[0])
+        report.add("wrong_image", int(wrong.sum()),
+                   f"{where.row(first)} (origin {origin[first].as_py()!r}) is "
+                   f"{int(depth[first])}x{int(heights[first])}x{int(widths[first])}")
+        valid = valid & ~wrong
+    rows = np.flatnonzero(valid)
+    size = height * width * channels
+    pixels = _gather(values, offsets[:-1], rows, size).reshape(-1, height, width, channels)
+    return _to_chw(pixels, bgr=True), valid
+
+
+def _decode_encoded(column: pa.Array, layout: FeatureLayout, report: Report, valid: np.ndarray,
+                    where: Where) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = _chw(layout.shape)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    pixels = np.empty((len(column), height, width, channels), np.uint8)
+    for i in np.flatnonzero(valid):
+        raw = column[int(i)].as_py()
+        try:
+            with Image.open(io.BytesIO(raw)) as image:
+                decoded = image.convert(mode)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            report.add("undecodable", 1, f"{where.row(int(i))} starts with {raw[:8]!r}")
+            valid[i] = False
+            continue
+        if decoded.size != (width, height):
+            report.add("wrong_image", 1,
+                       f"{where.row(int(i))} is {decoded.size[1]}x{decoded.size[0]}")
+            valid[i] = False
+            continue
+        pixels[i] = np.asarray(decoded, np.uint8).reshape(height, width, channels)
+    return _to_chw(pixels[valid], bgr=False), valid
+
+
+def _chw(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    channels, height, width = shape  # checked by check_image_shape
+    return channels, height, width
+
+
+def check_image_shape(kind: FeatureKind, shape: tuple[int, ...], *, column: str) -> None:
+    if kind in ("binary", "image") and (len(shape) != 3 or shape[0] not in (1, 3, 4)):
+        raise ConfigError(f"inputShape={list(shape)} does not fit the image column {column!r}: "
+                          "images need [channels, height, width] with 1, 3 or 4 channels, "
+                          "e.g. [1, 28, 28]")
+
+
+def _gather(flat: np.ndarray, starts: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """Rows ``rows`` of ``size`` values each, starting at ``starts``, as one [m, size] block."""
+    if rows.size and rows.size * size == flat.size and starts[rows[0]] == 0 and \
+            np.all(np.diff(starts[rows]) == size):
+        return flat.reshape(rows.size, size)  # the common case: contiguous, no copy
+    return flat[starts[rows][:, None] + np.arange(size)]
+
+
+def _binary_buffers(array: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets [n+1] from 0, uint8 values) of a binary array, without per-row objects."""
+    buffers = array.buffers()
+    offsets = np.frombuffer(buffers[1], np.int32)[array.offset: array.offset + len(array) + 1]
+    offsets = offsets.astype(np.int64)
+    values = (np.frombuffer(buffers[2], np.uint8) if buffers[2] is not None
+              else np.empty(0, np.uint8))
+    return offsets - offsets[0], values[offsets[0]: offsets[-1]]
+
+
+def _ints(array: pa.Array) -> np.ndarray:
+    return np.asarray(array.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _to_chw(pixels: np.ndarray, *, bgr: bool) -> np.ndarray:
+    if bgr and pixels.shape[-1] >= 3:
+        # Spark's image source stores OpenCV order (BGR/BGRA); networks expect RGB.
+        order = [2, 1, 0, 3][: pixels.shape[-1]]
+        pixels = pixels[..., order]
+    return np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))
+
+
+def decode_labels(column: pa.Array, num_classes: int, report: Report, *,
+                  where: Where = Where()) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 labels ``[n]``, bool mask of valid labels); bad ones counted in ``report``."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    if (~valid).any():
+        report.add("null_labels", int((~valid).sum()), where.row(int(np.flatnonzero(~valid)[0])))
+    values = np.asarray(column.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False))
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(values) & (values == np.floor(values)) & (values >= 0) & \
+            (values < num_classes)
+    bad = valid & ~good
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        report.add("bad_label", int(bad.sum()),
+                   f"{where.row(first)} has label {float(values[first])!r}")
+    labels = np.where(good, values, 0).astype(np.int64)
+    return labels, valid & good
+
+
+# ---------------------------------------------------------------------------------------------
+# Spark shell: DataFrame -> one cached Shard per partition
+
+
+@dataclass(frozen=True, kw_only=True)
+class _ChunkPlan:
+    layout: FeatureLayout
+    num_classes: int
+    chunk_rows: int
+
+
+def _convert_partition(plan: _ChunkPlan, batches: Iterator[pa.RecordBatch]
+                       ) -> Iterator[pa.RecordBatch]:
+    """Runs on executors: Arrow batches -> chunks of compact bytes plus a problem report."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    partition = context.partitionId() if context is not None else 0
+    seen = 0
+    dtype = storage_dtype(plan.layout.kind)
+    for batch in batches:
+        report = Report()
+        where = Where(f"input partition {partition}, ", seen)
+        feats, fmask = decode_features(batch.column(0), plan.layout, report, where=where)
+        labels, lmask = decode_labels(batch.column(1), plan.num_classes, report, where=where)
+        seen += batch.num_rows
+        keep = fmask & lmask
+        feats = feats[keep[fmask]].astype(dtype, copy=False)
+        labels = labels[keep]
+        out_f, out_l, out_n, out_r = [], [], [], []
+        for start in range(0, max(1, labels.shape[0]), plan.chunk_rows):
+            out_f.append(np.ascontiguousarray(feats[start: start + plan.chunk_rows]).tobytes())
+            out_l.append(labels[start: start + plan.chunk_rows].tobytes())
+            out_n.append(int(labels[start: start + plan.chunk_rows].shape[0]))
+            out_r.append(report.to_json() if start == 0 else "")
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(out_f, pa.binary()), pa.array(out_l, pa.binary()),
+             pa.array(out_n, pa.int64()), pa.array(out_r, pa.string())],
+            names=["features", "labels", "rows", "report"])
+
+
+def _assemble(layout: FeatureLayout, rows: Iterable[Any]) -> Iterator[tuple[Shard, str]]:
+    """All chunks of one partition -> one Shard and the merged report."""
+    dtype = storage_dtype(layout.kind)
+    feats, labels, report = [], [], Report()
+    for row in rows:
+        if row.report:
+            report.merge(Report.from_json(row.report))
+        if row.rows:
+            feats.append(np.frombuffer(row.features, dtype).reshape(-1, *layout.shape))
+            labels.append(np.frombuffer(row.labels, np.int64))
+    shard = Shard(np.concatenate(feats) if feats else np.empty((0, *layout.shape), dtype),
+                  np.concatenate(labels) if labels else np.empty(0, np.int64))
+    yield shard, report.to_json()
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrameSummary:
+    """What the conversion saw: usable rows per shard and the rows skipped (bad images)."""
+
+    shard_sizes: tuple[int, ...]
+    skipped_images: int
+    skipped_example: str | None
+
+
+def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
+                   num_workers: int, batch_size: int,
+                   invalid_images: InvalidImages = "error") -> tuple[SparkData, FrameSummary]:
+    """Validates ``df`` and caches it as ``num_workers`` shards; raises DataError on bad rows.
+
+    Jobs: one ``count`` and one conversion pass (which fills Spark's cache). Nothing here
+    trains; every error is raised before the first training round.
+    """
+    kind = check_columns(df, features=features, label=label)
+    check_image_shape(kind, spec.shape, column=features)
+    if invalid_images not in ("error", "skip"):
+        raise ConfigError(f"invalidImages={invalid_images!r} is invalid: use 'error' or 'skip'")
+    selected = df.select(feature_expr(features, kind).alias("features"),
+                         df[label].cast("double").alias("label"))
+    total = selected.count()
+    if total == 0:
+        raise DataError(f"the DataFrame is empty: there is nothing to train on in columns "
+                        f"{features!r}/{label!r}; check the filter or the path it was read from")
+    if total < num_workers * batch_size:
+        raise DataError(f"the DataFrame has {total} rows, fewer than numWorkers x batchSize = "
+                        f"{num_workers} x {batch_size} = {num_workers * batch_size}: use fewer "
+                        "workers, a smaller batch size, or more data")
+    layout = FeatureLayout(kind=kind, shape=spec.shape)
+    plan = _ChunkPlan(layout=layout, num_classes=spec.num_classes,
+                      chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))))
+    pairs = _converted_pairs(selected, plan, num_workers).cache()
+    try:
+        stats = pairs.map(lambda pair: (len(pair[0]), pair[1])).collect()
+        summary = _check_reports(stats, features=features, label=label, spec=spec,
+                                 invalid_images=invalid_images)
+    except BaseException:
+        pairs.unpersist()
+        raise
+    shards: RDD[Shard] = pairs.map(lambda pair: pair[0])
+    sc = df.sparkSession.sparkContext
+    train = _PairCachedShards(handles=sc.parallelize(range(num_workers), num_workers),
+                              cached=shards, parent=pairs)
+    return SparkData(train=train, test=None, spec=spec, train_sizes=summary.shard_sizes,
+                     test_size=0), summary
+
+
+@dataclass(frozen=True)
+class _PairCachedShards(ShardSet):
+    """Shards read from the cached (Shard, report) pairs; releasing frees that cache."""
+
+    parent: RDD[tuple[Shard, str]] | None = None
+
+    def release(self) -> None:
+        if self.parent is not None:
+            self.parent.unpersist()
+
+
+def _converted_pairs(selected: DataFrame, plan: _ChunkPlan,
+                     num_partitions: int) -> RDD[tuple[Shard, str]]:
+    layout = plan.layout
+
+    def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _convert_partition(plan, batches)
+
+    def assemble(rows: Iterable[Any]) -> Iterable[tuple[Shard, str]]:
+        return _assemble(layout, rows)
+
+    chunks = selected.mapInArrow(convert, "features binary, labels binary, rows long, "
+                                          "report string")
+    # Round-robin over chunks of rows: balanced shards, and every shard sees every input
+    # partition (sorted-by-class data is mixed). Deterministic for the same input.
+    return chunks.repartition(num_partitions).rdd.mapPartitions(assemble)
+
+
+_MESSAGES = {
+    "null_features": "{n} rows have a null in feature column {f!r} (e.g. {ex}): drop them first, "
+                     "e.g. df.dropna(subset=[{f!r}])",
+    "null_labels": "{n} rows have a null label in column {l!r} (e.g. {ex}): drop them first, "
+                   "e.g. df.dropna(subset=[{l!r}])",
+    "wrong_length": "{n} rows of feature column {f!r} do not have {size} values, the product "
+                    "of inputShape {shape} (e.g. {ex}): set inputShape to the vectors' shape",
+    "non_finite": "{n} rows of feature column {f!r} hold NaN or infinite values (e.g. {ex}): "
+                  "drop or impute them (pyspark.ml.feature.Imputer) before training",
+    "bad_label": "{n} labels in column {l!r} are not integers in [0, {c}) (e.g. {ex}): index "
+                 "labels with StringIndexer, or use a network with more outputs (numClasses)",
+    "wrong_image": "{n} images in column {f!r} do not match inputShape {shape} "
+                   "[channels, height, width] (e.g. {ex}): resize them or fix inputShape",
+    "undecodable": "{n} rows of column {f!r} are not decodable PNG/JPEG images (e.g. {ex}): "
+                   "fix or drop them, or set invalidImages='skip' to skip and count them",
+}
+
+
+def _check_reports(stats: list[tuple[int, str]], *, features: str, label: str,
+                   spec: InputSpec, invalid_images: InvalidImages) -> FrameSummary:
+    report = Report()
+    for _, text in stats:
+        report.merge(Report.from_json(text))
+    blocking = [k for k in _MESSAGES if report.counts.get(k) and
+                not (k == "undecodable" and invalid_images == "skip")]
+    if blocking:
+        kind = blocking[0]
+        message = _MESSAGES[kind].format(
+            n=report.counts[kind], f=features, l=label, ex=report.examples[kind],
+            size=math.prod(spec.shape), shape=list(spec.shape), c=spec.num_classes)
+        others = [f"{report.counts[k]} {k}" for k in blocking[1:]]
+        raise DataError(message + (f" (also: {', '.join(others)})" if others else ""))
+    sizes = tuple(size for size, _ in stats)
+    if min(sizes) == 0:
+        raise DataError(f"after skipping {report.counts.get('undecodable', 0)} undecodable "
+                        f"images a shard is empty (rows per shard: {list(sizes)}): use fewer "
+                        "workers or fix the images")
+    return FrameSummary(shard_sizes=sizes, skipped_images=report.counts.get("undecodable", 0),
+                        skipped_example=report.examples.get("undecodable"))

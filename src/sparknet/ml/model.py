@@ -1,0 +1,175 @@
+"""``SparkNetModel``: a Spark ML Transformer holding a trained network as plain data.
+
+``transform`` adds ``predictionCol`` (double, the top-1 class) and ``probabilityCol`` (an ML
+``DenseVector`` of class probabilities, like Spark's own classifiers). Scoring runs in Arrow
+batches on the executors; rows that cannot be scored (null, NaN/inf, undecodable image) get
+nulls in both columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Model
+from pyspark.ml.util import (
+    DefaultParamsReader,
+    DefaultParamsWriter,
+    MLReadable,
+    MLReader,
+    MLWritable,
+    MLWriter,
+)
+
+from sparknet.data.dataframe import (
+    FeatureLayout,
+    check_columns,
+    check_image_shape,
+    default_scale,
+    feature_expr,
+)
+from sparknet.errors import ConfigError
+from sparknet.ml.params import ModelParams
+from sparknet.ml.persistence import (
+    WEIGHTS_DIR,
+    SavedNetwork,
+    local_path,
+    read_network,
+    write_network,
+)
+from sparknet.ml.scoring import ScoringPlan, probability_column
+
+if TYPE_CHECKING:
+    from pyspark import Broadcast, SparkContext
+    from pyspark.sql import DataFrame
+    from torch import nn
+
+
+class SparkNetModel(Model, ModelParams, MLReadable["SparkNetModel"], MLWritable):
+    """A trained network as a pipeline stage; made by ``SparkNetEstimator.fit`` or ``load``."""
+
+    _input_kwargs: dict[str, Any]
+
+    @keyword_only
+    def __init__(self, *, featuresCol: str = "features", predictionCol: str = "prediction",
+                 probabilityCol: str = "probability", network: str = "lenet",
+                 inputShape: list[int] | None = None, numClasses: int | None = None,
+                 inputScale: float | None = None, scoringBatchSize: int = 1024,
+                 threadsPerWorker: int = 1, device: str = "cpu",
+                 invalidImages: str = "error") -> None:
+        super().__init__()
+        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+        self._saved: SavedNetwork | None = None
+        self._broadcast: tuple[SparkContext, Broadcast[tuple[np.ndarray, np.ndarray]]] | None \
+            = None
+
+    # -- weights -------------------------------------------------------------------------------
+
+    @classmethod
+    def _from_saved(cls, saved: SavedNetwork, **params: Any) -> SparkNetModel:
+        model = cls(**params)
+        model._set_saved(saved)
+        return model
+
+    def _set_saved(self, saved: SavedNetwork) -> None:
+        self._set(network=saved.network, inputShape=list(saved.input_shape),
+                  numClasses=saved.num_classes, inputScale=saved.input_scale)
+        self._saved = saved
+        self._broadcast = None
+
+    @property
+    def saved_network(self) -> SavedNetwork:
+        if self._saved is None:
+            raise ConfigError("this SparkNetModel holds no weights: get one from "
+                              "SparkNetEstimator.fit or SparkNetModel.load")
+        return self._saved
+
+    def network_module(self) -> nn.Module:
+        """A fresh CPU copy of the trained network in eval mode (logits out)."""
+        from sparknet.flat import load_flat_state
+        from sparknet.models.registry import model_source
+
+        saved = self.saved_network
+        module = model_source(saved.network).build()
+        load_flat_state(module, saved.layout, saved.floats, saved.ints)
+        return module.eval()
+
+    def export_onnx(self, path: str | Path, *, opset: int = 17) -> Path:
+        """Writes the network, input scaling and softmax as ONNX (features -> probability)."""
+        from sparknet.ml.onnx_export import export_onnx
+
+        return export_onnx(self.saved_network, path, opset=opset)
+
+    def _weights(self, sc: SparkContext) -> Broadcast[tuple[np.ndarray, np.ndarray]]:
+        # One broadcast per SparkContext, reused by every transform of this model.
+        if self._broadcast is None or self._broadcast[0] is not sc:
+            saved = self.saved_network
+            self._broadcast = (sc, sc.broadcast((saved.floats, saved.ints)))
+        return self._broadcast[1]
+
+    # -- scoring -------------------------------------------------------------------------------
+
+    def _transform(self, dataset: DataFrame) -> DataFrame:
+        from pyspark.ml.functions import array_to_vector
+        from pyspark.sql import functions as F
+
+        saved = self.saved_network
+        column = self.getFeaturesCol()
+        kind = check_columns(dataset, features=column, label=None)
+        shape = self.getInputShape()
+        check_image_shape(kind, shape, column=column)
+        scale = (self.getOrDefault(self.inputScale) if self.isDefined(self.inputScale)
+                 else default_scale(kind))
+        plan = ScoringPlan(network=saved.network, weights_token=saved.token,
+                           layout=FeatureLayout(kind=kind, shape=shape), scale=scale,
+                           batch_size=self.getScoringBatchSize(),
+                           threads=self.getOrDefault(self.threadsPerWorker),
+                           device=self.getOrDefault(self.device))
+        probs = probability_column(feature_expr(column, kind), plan,
+                                   self._weights(dataset.sparkSession.sparkContext))
+        scratch = f"__sparknet_probability_{self.uid}"
+        out = dataset.withColumn(scratch, probs)
+        top1 = (F.array_position(F.col(scratch), F.array_max(F.col(scratch))) - 1)
+        if self.getPredictionCol():
+            out = out.withColumn(self.getPredictionCol(), top1.cast("double"))
+        if self.getProbabilityCol():
+            out = out.withColumn(self.getProbabilityCol(), array_to_vector(F.col(scratch)))
+        return out.drop(scratch)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def write(self) -> MLWriter:
+        return _ModelWriter(self)
+
+    @classmethod
+    def read(cls) -> MLReader[SparkNetModel]:
+        return _ModelReader()
+
+
+class _ModelWriter(MLWriter):
+    def __init__(self, instance: SparkNetModel) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def saveImpl(self, path: str) -> None:
+        saved = self.instance.saved_network
+        folder = local_path(path)  # refuse other file systems before writing anything
+        DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
+        write_network(folder / WEIGHTS_DIR, saved)
+
+
+class _ModelReader(MLReader[SparkNetModel]):
+    def load(self, path: str) -> SparkNetModel:
+        metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession,
+                                                    expectedClassName=_class_name())
+        model = SparkNetModel()
+        model._resetUid(metadata["uid"])
+        DefaultParamsReader.getAndSetParams(model, metadata)
+        model._set_saved(read_network(local_path(path) / WEIGHTS_DIR))
+        return model
+
+
+def _class_name() -> str:
+    return f"{SparkNetModel.__module__}.{SparkNetModel.__name__}"
