@@ -30,6 +30,9 @@ from sparknet.caffe.solver import (
     lr_at,
     make_optimizer,
     parse_solver_text,
+    should_snapshot,
+    should_test,
+    snapshot_path,
 )
 from sparknet.caffe.transform import (
     TransformConfig,
@@ -50,6 +53,7 @@ __all__ = [
     "SolverConfig", "TransformConfig", "build_net", "export_onnx", "image_data_batch",
     "learning_rate", "load_net", "load_solver", "logits_model", "lr_at", "make_optimizer",
     "parse_net_text", "parse_solver_text", "read_binaryproto", "read_caffemodel",
-    "read_caffemodel_h5", "read_image", "read_net", "read_weights", "transform_batch",
+    "read_caffemodel_h5", "read_image", "read_net", "read_weights", "should_snapshot",
+    "should_test", "snapshot_path", "transform_batch",
     "write_caffemodel_h5",
 ]

@@ -219,3 +219,22 @@ def make_optimizer(net_or_module: nn.Module, solver_config: SolverConfig) -> Caf
     params = [(p, specs.get(name, ParamSpec())) for name, p in net_or_module.named_parameters()
               if p.requires_grad]
     return CaffeSolver(params, solver_config)
+
+
+def should_test(config: SolverConfig, iteration: int) -> bool:
+    """Whether Caffe runs the test nets before training iteration ``iteration``."""
+    if not config.test_interval or not config.test_iter:
+        return False
+    return iteration % config.test_interval == 0 and (iteration > 0 or config.test_initialization)
+
+
+def should_snapshot(config: SolverConfig, iteration: int) -> bool:
+    """Whether Caffe snapshots after finishing ``iteration`` iterations (1-based count)."""
+    if config.snapshot and iteration % config.snapshot == 0:
+        return True
+    return iteration == config.max_iter and config.snapshot_after_train
+
+
+def snapshot_path(config: SolverConfig, iteration: int, *, folder: Path = Path(".")) -> Path:
+    """Caffe's snapshot file name: ``<snapshot_prefix>_iter_<N>.caffemodel``."""
+    return folder / f"{config.snapshot_prefix}_iter_{iteration}.caffemodel"

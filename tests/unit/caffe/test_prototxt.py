@@ -167,3 +167,31 @@ def test_fuzz_caffemodel_bytes_only_raise_project_errors(data: bytes) -> None:
 
     with contextlib.suppress(SparknetError):
         weights_from_net(parse_net_binary(data), source="fuzz")
+
+
+def _single(layer_text: str, shape: tuple[int, ...]) -> object:
+    dims = " ".join(f"dim: {d}" for d in shape)
+    return build_net(parse_net_text(
+        f'layer {{ name: "in" type: "Input" top: "x" input_param {{ shape {{ {dims} }} }} }} '
+        f'layer {{ name: "l" bottom: "x" top: "y" {layer_text} }}'))
+
+
+def test_deconvolution_is_the_transpose_of_convolution() -> None:
+    net = _single('type: "Deconvolution" convolution_param { num_output: 4 kernel_size: 3 '
+                  'stride: 2 pad: 1 group: 2 }', (1, 2, 5, 5))
+    module = net.layers["l"]  # type: ignore[attr-defined]
+    assert tuple(module.blobs[0].shape) == (2, 2, 3, 3)  # Caffe: (C_in, out/group, kh, kw)
+    assert net.blob_shapes["y"] == (1, 4, 9, 9)  # type: ignore[attr-defined]
+
+
+def test_lrn_within_channel_formula() -> None:
+    net = _single('type: "LRN" lrn_param { norm_region: WITHIN_CHANNEL local_size: 3 '
+                  'alpha: 2 beta: 0.5 }', (1, 1, 3, 3))
+    x = torch.arange(9.0).reshape(1, 1, 3, 3) / 9
+    y = net(x)["y"].numpy()  # type: ignore[operator]
+    xs = x.numpy()[0, 0]
+    padded = __import__("numpy").pad(xs * xs, 1)
+    for r in range(3):
+        for c in range(3):
+            scale = 1 + 2 * padded[r:r + 3, c:c + 3].sum() / 9  # divisor counts the padding
+            assert y[0, 0, r, c] == pytest.approx(xs[r, c] * scale**-0.5, rel=1e-6)

@@ -221,3 +221,13 @@ def test_make_optimizer_uses_param_specs_and_skips_batchnorm_stats() -> None:
     assert all(id(b) not in params for b in net.layers["bn_conv1"].blobs)
     assert net.param_specs["layers.bn_conv1.blobs.0"].lr_mult == 0.0
     assert len(params) == 4  # conv weight+bias, scale weight+bias
+
+
+def test_test_interval_and_snapshot_schedule(tmp_path: Path) -> None:
+    from sparknet.caffe import should_snapshot, should_test, snapshot_path
+
+    config = SolverConfig(test_interval=5, test_iter=(2,), snapshot=4, max_iter=10,
+                          snapshot_prefix="out/lenet")
+    assert [i for i in range(11) if should_test(config, i)] == [0, 5, 10]
+    assert [i for i in range(1, 11) if should_snapshot(config, i)] == [4, 8, 10]
+    assert snapshot_path(config, 8, folder=tmp_path) == tmp_path / "out" / "lenet_iter_8.caffemodel"
