@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sparknet.cli import parquet_input
 from sparknet.config import TrainConfig
 from sparknet.data import fashion_mnist
 from sparknet.errors import ConfigError
@@ -83,6 +84,7 @@ def register(commands: Any) -> None:
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="continue the run in DIR from its latest checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parquet_input.add_arguments(parser)
     for flag in FLAGS:
         parser.add_argument(flag.name, dest=f"set_{flag.key}_{flag.section}", type=flag.type,
                             choices=flag.choices, default=None, help=flag.help)
@@ -136,13 +138,18 @@ def run(args: argparse.Namespace) -> int:
 
     # Validate everything cheap before Spark starts.
     model_source(config.model)
-    fashion_mnist.check_available(data_dir)
+    num_classes = parquet_input.check(args, config) if args.parquet is not None else 0
+    if args.parquet is None:
+        fashion_mnist.check_available(data_dir)
     check_master(master)
 
     spark = get_or_create_session(master, app_name=f"sparknet-{_slug(config.model)}")
-    data = fashion_mnist_data(spark.sparkContext, num_workers=config.engine.num_workers,
-                              seed=config.seed, data_dir=data_dir, train_limit=train_limit,
-                              test_limit=test_limit)
+    if args.parquet is not None:
+        data = parquet_input.load(spark, args, config, num_classes)
+    else:
+        data = fashion_mnist_data(spark.sparkContext, num_workers=config.engine.num_workers,
+                                  seed=config.seed, data_dir=data_dir, train_limit=train_limit,
+                                  test_limit=test_limit)
     result = train(data, config=config, run_dir=output, resume=args.resume is not None,
                    progress=not args.no_progress)
     final = result.metrics[-1]
