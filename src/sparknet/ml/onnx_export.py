@@ -46,6 +46,7 @@ def export_onnx(saved: SavedNetwork, path: str | Path, *, opset: int = 17) -> Pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
         # The TorchScript exporter needs no onnxscript; the graph is a plain feed-forward net.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(module, (example,), str(target), input_names=["features"],
                           output_names=["probability", "logits"], opset_version=opset,
                           dynamic_axes={"features": {0: "batch"}, "probability": {0: "batch"},

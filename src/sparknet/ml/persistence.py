@@ -59,7 +59,8 @@ def local_path(path: str) -> Path:
 
 def write_network(folder: Path, saved: SavedNetwork) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    tensors = {k: np.ascontiguousarray(v.numpy())
+    # np.array, not np.ascontiguousarray: the latter turns 0-d counters into shape (1,).
+    tensors = {k: np.array(v.numpy(), order="C")
                for k, v in state_tensors(saved.layout, saved.floats, saved.ints).items()}
     save_file(tensors, str(folder / TENSORS_FILE))
     meta = {"format": FORMAT, "network": saved.network, "input_shape": list(saved.input_shape),
