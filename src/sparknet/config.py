@@ -99,7 +99,9 @@ class EngineConfig:
 
     Attributes:
         num_workers: K, the number of data partitions trained in parallel each round.
-        tau: local SGD steps per worker per round.
+        tau: local SGD steps per worker per round, or ``auto`` (the default): measure step
+            time and round overhead in the first rounds, then keep overhead <= 5% of a round
+            (``sparknet.engine.auto_tau``); the decisions are recorded and replayed.
         batch_size: b, the mini-batch size of one local step.
         rounds: number of rounds to train (each round processes K * tau * b samples).
         eval_every: evaluate on the test set every this many rounds (0: only at the end).
@@ -113,7 +115,7 @@ class EngineConfig:
     """
 
     num_workers: int = 2
-    tau: int = 50
+    tau: int | Literal["auto"] = "auto"
     batch_size: int = 64
     rounds: int = 20
     eval_every: int = 5
@@ -126,8 +128,8 @@ class EngineConfig:
     def __post_init__(self) -> None:
         _require(isinstance(self.num_workers, int) and self.num_workers >= 1,
                  "num_workers", self.num_workers, "use K >= 1 (e.g. --num-workers 2)")
-        _require(isinstance(self.tau, int) and self.tau >= 1, "tau", self.tau,
-                 "use tau >= 1 local steps per round (e.g. --tau 50)")
+        _require(self.tau == "auto" or (isinstance(self.tau, int) and self.tau >= 1), "tau",
+                 self.tau, "use tau >= 1 local steps per round (e.g. --tau 50) or 'auto'")
         _require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
                  self.batch_size, "use a batch size >= 1 (e.g. --batch-size 64)")
         _require(isinstance(self.rounds, int) and self.rounds >= 1, "rounds", self.rounds,

@@ -31,6 +31,16 @@ class Flag:
     choices: tuple[str, ...] | None = None
 
 
+def tau_arg(text: str) -> int | str:
+    """``--tau``: a number of steps or ``auto``."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps or 'auto'") from None
+
+
 FLAGS = (
     Flag("--model", None, "model", str,
          "network: lenet, cnn, package.module:function, or caffe:NET.prototxt"),
@@ -38,7 +48,8 @@ FLAGS = (
     Flag("--checkpoint-every", None, "checkpoint_every", int,
          "write a checkpoint every N rounds; 0: only at the end (default 10)"),
     Flag("--num-workers", "engine", "num_workers", int, "K, workers trained in parallel (2)"),
-    Flag("--tau", "engine", "tau", int, "local SGD steps per worker per round (50)"),
+    Flag("--tau", "engine", "tau", tau_arg,
+         "local SGD steps per worker per round, or auto: keep overhead <= 5%% (auto)"),
     Flag("--batch-size", "engine", "batch_size", int, "mini-batch size of a local step (64)"),
     Flag("--rounds", "engine", "rounds", int, "number of rounds (20)"),
     Flag("--eval-every", "engine", "eval_every", int,
@@ -83,6 +94,9 @@ def register(commands: Any) -> None:
                              "(default runs/<model>-K<K>-tau<tau>)")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="continue the run in DIR from its latest checkpoint")
+    parser.add_argument("--replay-tau", type=Path, default=None, metavar="RUN_DIR",
+                        help="replay the per-round tau decisions of an earlier run "
+                             "(its final/state.json) to repeat it bit for bit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parquet_input.add_arguments(parser)
     for flag in FLAGS:
@@ -142,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if args.parquet is None:
         fashion_mnist.check_available(data_dir)
     check_master(master)
+    replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
 
     spark = get_or_create_session(master, app_name=f"sparknet-{_slug(config.model)}")
     if args.parquet is not None:
@@ -151,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                                   seed=config.seed, data_dir=data_dir, train_limit=train_limit,
                                   test_limit=test_limit)
     result = train(data, config=config, run_dir=output, resume=args.resume is not None,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, tau_decisions=replayed)
     final = result.metrics[-1]
     accuracy = result.final_accuracy
     print(f"done: {final['round']} rounds, {final['samples']:,} samples in "
@@ -171,6 +186,19 @@ def _saved_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
     if rounds is not None:
         values["engine"]["rounds"] = rounds
     return TrainConfig.from_dict(values)
+
+
+def replayed_tau(run_dir: Path) -> list[int]:
+    """The per-round tau an earlier run recorded in ``RUN_DIR/final/state.json``."""
+    state = Path(run_dir) / "final" / "state.json"
+    if not state.is_file():
+        raise ConfigError(f"--replay-tau: {state} does not exist; give the directory of a "
+                          "finished 'sparknet train' run")
+    decisions = json.loads(state.read_text()).get("tau_decisions")
+    if not isinstance(decisions, list) or not all(
+            isinstance(t, int) and t >= 1 for t in decisions):
+        raise ConfigError(f"--replay-tau: {state} holds no valid tau_decisions list")
+    return decisions
 
 
 def _slug(text: str) -> str:

@@ -88,6 +88,10 @@ def parameter_mask(source: ModelSource, layout: FlatLayout) -> np.ndarray:
 
 
 def tau_policy(config: TrainConfig) -> TauPolicy:
+    if config.engine.tau == "auto":
+        from sparknet.engine.auto_tau import AutoTau
+
+        return AutoTau()
     return FixedTau(config.engine.tau)
 
 
