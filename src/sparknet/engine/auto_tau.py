@@ -7,7 +7,8 @@ median of (round wall time - compute time). A round then has overhead fraction
 ``S / (tau*C + S)``, which is at most ``max_overhead`` when ``tau >= S*(1-f) / (f*C)``.
 
 The decision is a pure function of the recorded timings and is made once; ``TauSchedule``
-records it per round, so a resumed or repeated run replays it instead of re-measuring.
+records it per round, so a resumed or repeated run replays it instead of re-measuring, and a
+run resumed after the decision keeps it. (A run resumed during the probes probes again.)
 """
 
 from __future__ import annotations
@@ -55,10 +56,16 @@ class AutoTau:
         if not 1 <= self.min_tau <= self.max_tau:
             raise ValueError("AutoTau needs 1 <= min_tau <= max_tau")
 
-    def decide(self, round_index: int, history: list[RoundTiming]) -> int:
-        if round_index < self.probe_rounds or len(history) < self.probe_rounds:
+    def decide(self, round_index: int, history: list[RoundTiming],
+               previous: tuple[int, ...] = ()) -> int:
+        chosen = [t for t in previous[self.probe_rounds:] if t != self.probe_tau]
+        if chosen:  # decided before (this run, or the run a checkpoint came from)
+            return chosen[-1]
+        # This process's first round pays the warm-up; measure the ones after it.
+        measured = history[1: self.probe_rounds]
+        if round_index < self.probe_rounds or len(measured) < self.probe_rounds - 1:
             return self.probe_tau
-        step, overhead = measure(history[1: self.probe_rounds])
+        step, overhead = measure(measured)
         return tau_for_overhead(step_seconds=step, overhead_seconds=overhead,
                                 max_overhead=self.max_overhead, min_tau=self.min_tau,
                                 max_tau=self.max_tau)

@@ -21,14 +21,18 @@ class RoundTiming:
 
 
 class TauPolicy(Protocol):
-    def decide(self, round_index: int, history: list[RoundTiming]) -> int: ...
+    # ``previous``: the decisions so far, including those replayed from a checkpoint (whose
+    # timings a resumed run never saw).
+    def decide(self, round_index: int, history: list[RoundTiming],
+               previous: tuple[int, ...] = ()) -> int: ...
 
 
 @dataclass(frozen=True)
 class FixedTau:
     tau: int
 
-    def decide(self, round_index: int, history: list[RoundTiming]) -> int:
+    def decide(self, round_index: int, history: list[RoundTiming],
+               previous: tuple[int, ...] = ()) -> int:
         return self.tau
 
 
@@ -45,7 +49,7 @@ class TauSchedule:
             return self.decisions[round_index]
         if round_index != len(self.decisions):
             raise ValueError(f"round {round_index} asked before round {len(self.decisions)}")
-        tau = self.policy.decide(round_index, self.history)
+        tau = self.policy.decide(round_index, self.history, tuple(self.decisions))
         self.decisions.append(tau)
         return tau
 

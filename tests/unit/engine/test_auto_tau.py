@@ -58,3 +58,18 @@ def test_policy_settings_are_validated():
         AutoTau(probe_rounds=1)
     with pytest.raises(ValueError, match="max_overhead"):
         AutoTau(max_overhead=1.5)
+
+
+def test_a_run_resumed_after_the_decision_keeps_it():
+    # A resumed run replays rounds 0..4 from the checkpoint and has measured nothing yet.
+    schedule = TauSchedule(AutoTau(probe_tau=10, probe_rounds=3), decisions=[10, 10, 10, 77, 77])
+    assert schedule.tau_for(5) == 77 and schedule.tau_for(6) == 77
+
+
+def test_a_run_resumed_during_the_probes_probes_again():
+    schedule = TauSchedule(AutoTau(probe_tau=10, probe_rounds=3), decisions=[10, 10])
+    for index in (2, 3, 4):
+        assert schedule.tau_for(index) == 10
+        schedule.observe(RoundTiming(10, 0.51, 0.3))
+    assert schedule.tau_for(5) == tau_for_overhead(step_seconds=0.03, overhead_seconds=0.21,
+                                                   max_overhead=0.05)
