@@ -1,0 +1,98 @@
+"""Small networks for fault tests, importable by executors as ``sparknet.testing.faults:NAME``.
+
+Faults are armed by files in the folder named by ``$SPARKNET_FAULT_DIR`` (the standalone
+cluster sets it for its executors), so a test decides when a fault happens without the
+network's weights or the training configuration changing:
+
+- ``tripwire_net``: with ``tripwire.json`` = ``{"after_forwards": N}``, the first Python
+  worker to run its N-th forward pass writes its pid to ``tripped`` and then waits there,
+  inside a round, to be killed by the test. Every other process (and every retry) runs on.
+- ``failing_net``: while a file ``fail`` exists, every forward pass raises.
+
+Without those files both behave exactly like ``tiny_net``, so an undisturbed run with the
+same seed is the reference for a disturbed one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sparknet.testing.standalone import FAULT_DIR_ENV
+
+TRIPWIRE_PLAN = "tripwire.json"
+TRIPPED = "tripped"
+FAIL = "fail"
+# A tripped worker that nobody kills gives up after this long and fails its task instead.
+TRIPWIRE_TIMEOUT_S = 120.0
+
+
+def tiny_net() -> nn.Module:
+    """784 -> 32 -> 10 MLP for 1x28x28 inputs: a few milliseconds per step on one core."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def _fault_dir() -> Path | None:
+    folder = os.environ.get(FAULT_DIR_ENV)
+    return Path(folder) if folder else None
+
+
+class _Tripwire(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.forwards = 0  # per process: a Python worker caches the module across tasks
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        folder = _fault_dir()
+        plan = folder / TRIPWIRE_PLAN if folder is not None else None
+        if plan is not None and plan.is_file():
+            after = int(json.loads(plan.read_text())["after_forwards"])
+            if self.forwards == after and _claim(plan.with_name(TRIPPED)):
+                _wait_to_be_killed()
+        return self.net(x)
+
+
+def _claim(marker: Path) -> bool:
+    """Creates ``marker`` with this pid; only the first process anywhere succeeds."""
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w") as handle:
+        handle.write(str(os.getpid()))
+    return True
+
+
+def _wait_to_be_killed() -> None:
+    deadline = time.monotonic() + TRIPWIRE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)  # the test's signal ends this process here
+    raise RuntimeError(f"tripwire: nobody killed process {os.getpid()} within "
+                       f"{TRIPWIRE_TIMEOUT_S:.0f} s")
+
+
+class _Failing(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = tiny_net()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        folder = _fault_dir()
+        if folder is not None and (folder / FAIL).is_file():
+            raise RuntimeError("injected failure: this network fails in every forward pass")
+        return self.net(x)
+
+
+def tripwire_net() -> nn.Module:
+    return _Tripwire()
+
+
+def failing_net() -> nn.Module:
+    return _Failing()

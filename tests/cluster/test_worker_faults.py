@@ -1,0 +1,43 @@
+"""Lost Python workers and lost executor JVMs mid-round: training completes bit-identically.
+
+Each run is ``sparknet train`` as its own driver process against the standalone cluster. The
+tripwire network makes the first Python worker to reach its N-th forward pass stop inside a
+round; the test then SIGKILLs that worker (or its whole executor JVM). Spark retries the
+task and the final weights must equal those of an undisturbed run with the same seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sparknet.testing.chaos import Killer, arm_tripwire
+from sparknet.testing.standalone import EXECUTOR_MAIN, StandaloneCluster
+
+pytestmark = pytest.mark.cluster
+
+@pytest.mark.parametrize("target", ["python", "executor"])
+def test_kill_mid_round_gives_identical_weights(target: str, cluster: StandaloneCluster,
+                                                small_run: Any, faults: Path,
+                                                assert_matches_reference: Any,
+                                                tmp_path: Path) -> None:
+    apps_before = {app.name for work in cluster.work_dirs() for app in work.glob("app-*")}
+    # Each task runs TAU forward passes: the kill lands at step 3 of a task near round 4.
+    arm_tripwire(faults, after_forwards=4 * small_run.tau + 3)
+    killer = Killer(faults, target).start()  # type: ignore[arg-type]
+
+    small_run.train(tmp_path / "run")
+
+    killer.join()
+    assert killer.killed, "the tripwire never fired: nothing was killed"
+    assert ("pyspark.daemon" if target == "python" else EXECUTOR_MAIN) in killer.killed[0]
+    assert_matches_reference(tmp_path / "run")
+    assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == small_run.rounds
+    if target == "executor":
+        # The worker whose executor died launched a replacement for the same application.
+        apps = [app for work in cluster.work_dirs() for app in work.glob("app-*")
+                if app.name not in apps_before]
+        executors = sum(1 for app in apps for _ in app.iterdir())
+        assert executors == 3, f"expected 2 executors + 1 replacement, found {executors}"
