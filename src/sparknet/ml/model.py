@@ -135,7 +135,9 @@ class SparkNetModel(Model, ModelParams, MLReadable["SparkNetModel"], MLWritable)
         if self.getPredictionCol():
             out = out.withColumn(self.getPredictionCol(), top1.cast("double"))
         if self.getProbabilityCol():
-            out = out.withColumn(self.getProbabilityCol(), array_to_vector(F.col(scratch)))
+            # array_to_vector fails on null arrays; unscorable rows stay null.
+            vector = F.when(F.col(scratch).isNotNull(), array_to_vector(F.col(scratch)))
+            out = out.withColumn(self.getProbabilityCol(), vector)
         return out.drop(scratch)
 
     # -- persistence ---------------------------------------------------------------------------
