@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from sparknet.errors import ConfigError
 
-OptimizerName = Literal["sgd", "adam"]
+OptimizerName = Literal["sgd", "adam", "caffe"]
 MomentumPolicy = Literal["reset", "average"]
 OuterName = Literal["average", "weighted", "nesterov"]
 Compression = Literal["none", "bf16", "int8"]
@@ -32,7 +32,10 @@ class OptimizerConfig:
     """The optimizer each worker runs for its tau local steps.
 
     Attributes:
-        name: ``sgd`` (PyTorch's SGD, optionally with momentum/Nesterov) or ``adam``.
+        name: ``sgd`` (PyTorch's SGD, optionally with momentum/Nesterov), ``adam``, or
+            ``caffe``: the Caffe solver in ``caffe_solver`` with Caffe's update rule, its
+            lr_policy at each worker's global iteration and its iter_size (lr, momentum,
+            nesterov and weight_decay here are then unused).
         lr: learning rate of the local steps.
         momentum: SGD momentum (0 disables it).
         nesterov: use Nesterov momentum in the local SGD steps.
@@ -40,6 +43,9 @@ class OptimizerConfig:
         momentum_policy: what happens to each worker's optimizer state between rounds:
             ``reset`` starts every round from zero state (nothing extra is sent);
             ``average`` averages the state across workers like the weights (doubles traffic).
+        caffe_solver: path of a Caffe solver ``.prototxt`` (``name='caffe'`` only); parsed on
+            the driver to validate it, and read again on the executors, so it must be
+            readable there too.
     """
 
     name: OptimizerName = "sgd"
@@ -48,9 +54,11 @@ class OptimizerConfig:
     nesterov: bool = False
     weight_decay: float = 0.0
     momentum_policy: MomentumPolicy = "reset"
+    caffe_solver: str | None = None
 
     def __post_init__(self) -> None:
-        _require(self.name in ("sgd", "adam"), "optimizer.name", self.name, "use 'sgd' or 'adam'")
+        _require(self.name in ("sgd", "adam", "caffe"), "optimizer.name", self.name,
+                 "use 'sgd', 'adam' or 'caffe'")
         _require(math.isfinite(self.lr) and self.lr > 0, "optimizer.lr", self.lr,
                  "use a positive learning rate such as 0.01")
         _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum,
@@ -61,6 +69,18 @@ class OptimizerConfig:
                  "use a non-negative weight decay")
         _require(self.momentum_policy in ("reset", "average"), "optimizer.momentum_policy",
                  self.momentum_policy, "use 'reset' or 'average'")
+        _require((self.name == "caffe") == (self.caffe_solver is not None),
+                 "optimizer.caffe_solver", self.caffe_solver,
+                 "give a solver .prototxt exactly when optimizer.name is 'caffe' "
+                 "(sparknet train --caffe-solver FILE)")
+        if self.name == "caffe":
+            from sparknet.models.caffe_ref import load_solver_checked
+
+            solver = load_solver_checked(str(self.caffe_solver))
+            _require(self.momentum_policy == "reset" or solver.type in ("SGD", "Nesterov"),
+                     "optimizer.momentum_policy", self.momentum_policy,
+                     f"the {solver.type} solver keeps more than a momentum buffer; use 'reset' "
+                     "(averaging works with SGD and Nesterov solvers)")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ from sparknet.errors import SparknetError
 Handler = Callable[[argparse.Namespace], int]
 
 # One module per subcommand in sparknet/cli/, each with register(subparsers).
-SUBCOMMANDS = ("train", "env", "simulate", "export_onnx")
+SUBCOMMANDS = ("train", "env", "simulate", "export_onnx", "caffe")
 
 
 def build_parser() -> argparse.ArgumentParser:

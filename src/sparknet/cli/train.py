@@ -98,6 +98,10 @@ def register(commands: Any) -> None:
                         help="replay the per-round tau decisions of an earlier run "
                              "(its final/state.json) to repeat it bit for bit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--caffe-solver", type=Path, default=None, metavar="SOLVER",
+                        help="train the Caffe net of this solver .prototxt with its solver "
+                             "(see docs/caffe.md for how max_iter, test_interval, snapshot "
+                             "map to rounds); --model caffe:NET.prototxt overrides its net")
     parquet_input.add_arguments(parser)
     for flag in FLAGS:
         parser.add_argument(flag.name, dest=f"set_{flag.key}_{flag.section}", type=flag.type,
@@ -117,6 +121,10 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, A
             continue
         target = values if flag.section is None else values.setdefault(flag.section, {})
         target[flag.key] = value
+    if getattr(args, "caffe_solver", None) is not None:
+        from sparknet.models.caffe_ref import apply_solver
+
+        values = apply_solver(values, args.caffe_solver, input_shape=args.input_shape)
     return TrainConfig.from_dict(values), run_table
 
 
@@ -165,6 +173,12 @@ def run(args: argparse.Namespace) -> int:
         data = fashion_mnist_data(spark.sparkContext, num_workers=config.engine.num_workers,
                                   seed=config.seed, data_dir=data_dir, train_limit=train_limit,
                                   test_limit=test_limit)
+    if config.model.startswith("caffe:"):  # the Data layer's transform_param replaces scale
+        from dataclasses import replace
+
+        from sparknet.models.caffe_ref import input_spec_for
+
+        data = replace(data, spec=input_spec_for(config.model, data.spec))
     result = train(data, config=config, run_dir=output, resume=args.resume is not None,
                    progress=not args.no_progress, tau_decisions=replayed)
     final = result.metrics[-1]

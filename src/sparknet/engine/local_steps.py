@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,6 +26,10 @@ from sparknet.flat import (
     flatten_state,
     load_flat_state,
 )
+
+if TYPE_CHECKING:
+    from sparknet.caffe.solver import SolverConfig
+    from sparknet.caffe.transform import TransformConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,14 +103,50 @@ def batch_indices(*, num_examples: int, batch_size: int, steps: int, step_offset
     return out.reshape(steps, batch_size)
 
 
-def to_input(features: np.ndarray, spec: InputSpec, device: torch.device) -> torch.Tensor:
+def to_input(features: np.ndarray, spec: InputSpec, device: torch.device, *,
+             train: bool = False, rng: np.random.Generator | None = None) -> torch.Tensor:
+    if spec.transform is not None:
+        from sparknet.caffe.transform import transform_batch
+
+        pixels = np.asarray(features).reshape(features.shape[0], *spec.shape)
+        out = transform_batch(pixels, spec.transform, train=train, rng=rng,
+                              mean=_mean_image(spec.transform))
+        return torch.from_numpy(out).to(device)
     x = torch.from_numpy(np.ascontiguousarray(features)).to(device, torch.float32)
     if spec.scale != 1.0:
         x = x * spec.scale
     return x.reshape(features.shape[0], *spec.shape)
 
 
-def make_optimizer(model: nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+@lru_cache(maxsize=4)
+def _mean_image(transform: TransformConfig) -> np.ndarray | None:
+    from sparknet.caffe.transform import load_mean
+
+    return load_mean(transform)  # read once per Python worker, not per batch
+
+
+@lru_cache(maxsize=8)
+def caffe_solver(path: str) -> SolverConfig:
+    """The parsed Caffe solver, once per Python worker (validated on the driver already)."""
+    from sparknet.caffe.solver import load_solver
+
+    return load_solver(path)
+
+
+def micro_batches(config: OptimizerConfig) -> int:
+    """Mini-batches whose gradients one step sums: Caffe's iter_size, else 1."""
+    return caffe_solver(config.caffe_solver).iter_size if config.caffe_solver else 1
+
+
+def make_optimizer(model: nn.Module, config: OptimizerConfig, *,
+                   iteration: int = 0) -> torch.optim.Optimizer:
+    """The local optimizer; a Caffe solver starts at global ``iteration`` (its lr_policy)."""
+    if config.name == "caffe" and config.caffe_solver is not None:
+        from sparknet.caffe.solver import make_optimizer as make_caffe_solver
+
+        solver = make_caffe_solver(model, caffe_solver(config.caffe_solver))
+        solver.iteration = iteration
+        return solver
     if config.name == "adam":
         return torch.optim.Adam(model.parameters(), lr=config.lr,
                                 weight_decay=config.weight_decay)
@@ -119,30 +161,36 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
     model.to(device)
     load_flat_state(model, layout, state.floats, state.ints)
     model.train()
-    optimizer = make_optimizer(model, plan.optimizer)
+    optimizer = make_optimizer(model, plan.optimizer, iteration=plan.step_offset)
     params = flat_parameters_view(model, layout)
+    momentum_key = _momentum_key(plan.optimizer)
     if state.momentum is not None:
-        _load_momentum(optimizer, params, state.momentum)
+        _load_momentum(optimizer, params, state.momentum, momentum_key)
 
     started = time.perf_counter()
+    micro = micro_batches(plan.optimizer)
     indices = batch_indices(num_examples=len(shard), batch_size=plan.batch_size,
-                            steps=plan.tau, step_offset=plan.step_offset, seed=plan.seed,
-                            partition=partition)
+                            steps=plan.tau * micro, step_offset=plan.step_offset * micro,
+                            seed=plan.seed, partition=partition)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     labels_all = torch.from_numpy(shard.labels)
+    # Random crops/mirrors of a Caffe transform, like dropout, depend on (seed, round, partition).
+    crop_rng = np.random.default_rng(stream_seed(plan.seed, 3, plan.round_index, partition))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(stream_seed(plan.seed, 2, plan.round_index, partition))
-        for batch in indices:
-            x = to_input(shard.features[batch], plan.input_spec, device)
-            y = labels_all[torch.from_numpy(batch)].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
+        for step in indices.reshape(plan.tau, micro, plan.batch_size):
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            for batch in step:  # Caffe's iter_size: gradients of micro-batches are summed
+                x = to_input(shard.features[batch], plan.input_spec, device, train=True,
+                             rng=crop_rng)
+                y = labels_all[torch.from_numpy(batch)].to(device)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                loss.backward()
+                loss_sum += loss.detach().double() * y.shape[0]
+                correct += (logits.detach().argmax(1) == y).sum()
             optimizer.step()
-            loss_sum += loss.detach().double() * y.shape[0]
-            correct += (logits.detach().argmax(1) == y).sum()
 
     floats, ints = flatten_state(model, layout)
     compute_seconds = time.perf_counter() - started
@@ -151,27 +199,33 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
     encoded = encode_delta(delta, plan.compression)
     momentum = None
     if state.momentum is not None:
-        momentum = _flat_momentum(optimizer, params, layout.num_floats) * np.float32(weight)
+        momentum = (_flat_momentum(optimizer, params, layout.num_floats, momentum_key)
+                    * np.float32(weight))
     return WorkerResult(delta=encoded, weight=weight, loss_sum=float(loss_sum.item()),
-                        correct=int(correct.item()), samples=plan.tau * plan.batch_size,
+                        correct=int(correct.item()), samples=plan.tau * micro * plan.batch_size,
                         ints_max=ints, momentum_sum=momentum,
                         bytes_sent=encoded.nbytes + (0 if momentum is None else momentum.nbytes),
                         compute_seconds=compute_seconds)
 
 
+def _momentum_key(config: OptimizerConfig) -> str:
+    # CaffeSolver keeps Caffe's momentum (learning rate included) under "history".
+    return "history" if config.name == "caffe" else "momentum_buffer"
+
+
 def _load_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
-                   flat: np.ndarray) -> None:
+                   flat: np.ndarray, key: str) -> None:
     for entry, param in params:
         chunk = flat[entry.offset: entry.offset + entry.size]
-        optimizer.state[param]["momentum_buffer"] = (
+        optimizer.state[param][key] = (
             torch.from_numpy(chunk.copy()).reshape(param.shape).to(param.device, param.dtype))
 
 
 def _flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
-                   size: int) -> np.ndarray:
+                   size: int, key: str) -> np.ndarray:
     flat = np.zeros(size, dtype=np.float32)
     for entry, param in params:
-        buf = optimizer.state.get(param, {}).get("momentum_buffer")
+        buf = optimizer.state.get(param, {}).get(key)
         if buf is not None:
                 flat[entry.offset: entry.offset + entry.size] = (
                 buf.detach().reshape(-1).to("cpu", torch.float32).numpy())
@@ -189,8 +243,9 @@ def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: Shard, state: Ro
     model.eval()
     loss_sum, correct = 0.0, 0
     labels = torch.from_numpy(shard.labels)
+    rng = np.random.default_rng(0)  # only a Caffe transform with mirror draws in TEST phase
     for start in range(0, len(shard), batch_size):
-        x = to_input(shard.features[start: start + batch_size], spec, device)
+        x = to_input(shard.features[start: start + batch_size], spec, device, rng=rng)
         y = labels[start: start + batch_size].to(device)
         logits = model(x)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum").item())

@@ -344,6 +344,10 @@ def write_result(run_path: Path, result: TrainResult) -> None:
             "tau_decisions": [r["tau"] for r in result.metrics],
             "final": result.metrics[-1] if result.metrics else None, "versions": versions()}
     checkpoint.write_snapshot(run_path / "final", checkpoint.Snapshot(tensors, {}, meta))
+    if result.source.key.startswith("caffe:"):  # also as files Caffe itself reads
+        from sparknet.models.caffe_ref import write_caffe_files
+
+        write_caffe_files(result.model(), run_path / "final")
     if result.metrics:
         plot_metrics(result.metrics, run_path / "metrics.png",
                      title=f"{result.config.model}, K={result.config.engine.num_workers}, "

@@ -2,7 +2,8 @@
 
 A reference is a string: a built-in name (``lenet``, ``cnn``), a factory
 ``package.module:function`` that returns an ``nn.Module``, or ``caffe:NET.prototxt`` (optionally
-``caffe:NET.prototxt@WEIGHTS.caffemodel``). Executors build the network once per Python worker
+``caffe:NET.prototxt@WEIGHTS.caffemodel``, and ``#C,H,W`` for nets with a Data layer; see
+``sparknet.models.caffe_ref``). Executors build the network once per Python worker
 and cache it; every task then loads the broadcast weights into the cached module.
 """
 
@@ -72,10 +73,11 @@ def resolve_factory(ref: str) -> ModelFactory:
 
 
 def _caffe_factory(spec: str) -> ModelFactory:
-    net, _, weights = spec.partition("@")
-    from sparknet.caffe import logits_model  # type: ignore[attr-defined]  # deferred import
+    from sparknet.models.caffe_ref import build_model, parse_caffe_ref
+
+    ref = parse_caffe_ref(spec)
 
     def build() -> nn.Module:
-        return logits_model(net, weights or None)
+        return build_model(ref)
 
     return build

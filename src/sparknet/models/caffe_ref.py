@@ -1,0 +1,209 @@
+"""Caffe-defined networks in the engine: ``caffe:`` references, Data-layer input, solver mapping.
+
+A reference ``caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]`` names a Caffe definition, its
+optional weights and, for nets whose Data layer does not declare a shape, the per-example
+input shape. The net's first input (the Data layer's ``top[0]``) takes the features and
+``top[1]`` the label, as SparkNet mapped them. The ``sparknet.caffe`` imports stay deferred so
+the reference crosses to executors as plain data.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from sparknet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sparknet.caffe.solver import SolverConfig
+    from sparknet.caffe.transform import TransformConfig
+    from sparknet.data.shards import InputSpec
+
+PREFIX = "caffe:"
+CAFFEMODEL = "model.caffemodel"
+DEPLOY = "deploy.prototxt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaffeRef:
+    """A parsed ``caffe:`` reference; ``input_shape`` is per example (C, H, W)."""
+
+    net: str
+    weights: str | None = None
+    input_shape: tuple[int, ...] | None = None
+
+    def __str__(self) -> str:
+        text = PREFIX + self.net + (f"@{self.weights}" if self.weights else "")
+        return text + (f"#{','.join(map(str, self.input_shape))}" if self.input_shape else "")
+
+
+def is_caffe_ref(model: str) -> bool:
+    return isinstance(model, str) and model.startswith(PREFIX)
+
+
+def parse_caffe_ref(ref: str) -> CaffeRef:
+    """Parses ``caffe:NET[@WEIGHTS][#C,H,W]`` and checks the files exist."""
+    body = ref.removeprefix(PREFIX)
+    body, _, shape_text = body.partition("#")
+    net, _, weights = body.partition("@")
+    shape: tuple[int, ...] | None = None
+    if shape_text:
+        try:
+            shape = tuple(int(d) for d in shape_text.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or min(shape) < 1:
+            raise ConfigError(f"model {ref!r}: input shape {shape_text!r} is invalid; write "
+                              "it as #C,H,W, e.g. caffe:lenet.prototxt#1,28,28")
+    for kind, path in (("definition", net), ("weights", weights)):
+        if path and not Path(path).is_file():
+            raise ConfigError(f"model {ref!r}: the Caffe {kind} file {path} does not exist; "
+                              "check the path (it must be readable on every executor too)")
+    if not net:
+        raise ConfigError(f"model {ref!r} names no definition: use caffe:NET.prototxt")
+    return CaffeRef(net=net, weights=weights or None, input_shape=shape)
+
+
+def _train_definition(ref: CaffeRef) -> Any:
+    from sparknet.caffe.prototxt import filter_phase, read_net
+
+    return filter_phase(read_net(ref.net), "TRAIN")
+
+
+def _data_layer(definition: Any) -> Any | None:
+    from sparknet.caffe.net import DATA_TYPES
+
+    return next((layer for layer in definition.layer if layer.type in DATA_TYPES), None)
+
+
+def build_model(ref: CaffeRef) -> nn.Module:
+    """The TRAIN-phase net as input -> logits; fillers draw from the current torch seed."""
+    from sparknet.caffe.net import CaffeLogits, CaffeNet
+    from sparknet.caffe.weights import read_weights
+
+    definition = _train_definition(ref)
+    shapes = None
+    first = _data_layer(definition)
+    if ref.input_shape is not None and first is not None and len(first.top):
+        shapes = {first.top[0]: (1, *ref.input_shape)}
+    # initial_state() seeds torch with config.seed, so the seed also picks the Caffe fillers.
+    net = CaffeNet(definition, phase="TRAIN", input_shapes=shapes, seed=torch.initial_seed())
+    if ref.weights:
+        net.load_report = net.load_caffe_blobs(read_weights(ref.weights), source=ref.weights)
+    return CaffeLogits(net)
+
+
+def train_transform(ref: CaffeRef) -> TransformConfig | None:
+    """The TRAIN-phase Data layer's transform_param (None when it has none)."""
+    from sparknet.caffe.transform import TransformConfig
+
+    layer = _data_layer(_train_definition(ref))
+    if layer is None or not layer.HasField("transform_param"):
+        return None
+    return TransformConfig.from_proto(layer.transform_param, folder=Path(ref.net).parent)
+
+
+def input_spec_for(model: str, spec: InputSpec) -> InputSpec:
+    """``spec`` with the Data layer's transform_param in place of the default input scale."""
+    if not is_caffe_ref(model):
+        return spec
+    transform = train_transform(parse_caffe_ref(model))
+    return spec if transform is None else replace(spec, scale=1.0, transform=transform)
+
+
+def network_shape(transform: TransformConfig | None, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The per-example shape the net sees after cropping stored examples of ``shape``."""
+    if transform is None or not transform.crop_size or len(shape) != 3:
+        return shape
+    return (shape[0], transform.crop_size, transform.crop_size)
+
+
+def with_input_shape(model: str, shape: tuple[int, ...]) -> str:
+    """Adds ``#C,H,W`` to a caffe reference whose Data layer does not declare a shape."""
+    ref = parse_caffe_ref(model)
+    if ref.input_shape is not None:
+        return model
+    layer = _data_layer(_train_definition(ref))
+    if layer is None or layer.type == "Input":
+        return model
+    return str(replace(ref, input_shape=network_shape(train_transform(ref), shape)))
+
+
+def load_solver_checked(path: str | Path) -> SolverConfig:
+    from sparknet.caffe.solver import load_solver
+
+    if not Path(path).is_file():
+        raise ConfigError(f"Caffe solver {path} does not exist: give the path of a solver "
+                          ".prototxt (it must be readable on every executor too)")
+    return load_solver(path)
+
+
+def apply_solver(values: dict[str, Any], solver_path: str | Path, *,
+                 input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """Configuration values (defaults < TOML < flags) completed from a Caffe solver.
+
+    The solver sets the optimizer and the model (its ``net``, unless a ``model`` is given);
+    settings not given are mapped: rounds = ceil(max_iter / tau), eval_every =
+    ceil(test_interval / tau), checkpoint_every = ceil(snapshot / tau), batch_size = the TRAIN
+    Data layer's batch_size.
+    """
+    solver = load_solver_checked(solver_path)
+    out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v)
+                           for k, v in values.items()}
+    optimizer = out.setdefault("optimizer", {})
+    optimizer.update(name="caffe", caffe_solver=str(solver_path))
+    model: str | None = out.get("model")
+    if model is None:
+        if solver.net is None or not solver.net.is_file():
+            raise ConfigError(f"solver {solver_path} names net {solver.net}, which does not "
+                              "exist (paths are relative to the solver's folder): pass --model "
+                              "caffe:NET.prototxt")
+        model = f"{PREFIX}{solver.net}"
+    if not is_caffe_ref(model):
+        raise ConfigError(f"--caffe-solver trains a Caffe net, but model={model!r}: leave "
+                          "--model out or give caffe:NET.prototxt")
+    out["model"] = with_input_shape(model, input_shape)
+    engine = out.setdefault("engine", {})
+    layer = _data_layer(_train_definition(parse_caffe_ref(out["model"])))
+    batch = _layer_batch_size(layer) if layer is not None else 0
+    if batch and "batch_size" not in engine:
+        engine["batch_size"] = batch
+    tau = engine.get("tau", "auto")
+    if "rounds" not in engine:
+        if not isinstance(tau, int):
+            raise ConfigError("--caffe-solver maps max_iter to rounds = ceil(max_iter / tau): "
+                              "give --tau N, or --rounds R")
+        if solver.max_iter < 1:
+            raise ConfigError(f"solver {solver_path} has max_iter={solver.max_iter}: set "
+                              "max_iter or give --rounds R")
+        engine["rounds"] = math.ceil(solver.max_iter / tau)
+    if isinstance(tau, int):
+        if "eval_every" not in engine:
+            engine["eval_every"] = math.ceil(solver.test_interval / tau)
+        if "checkpoint_every" not in out:
+            out["checkpoint_every"] = math.ceil(solver.snapshot / tau)
+    return out
+
+
+def _layer_batch_size(layer: Any) -> int:
+    for name in ("data_param", "image_data_param", "memory_data_param", "hdf5_data_param"):
+        if layer.HasField(name):
+            return int(getattr(layer, name).batch_size)
+    return 0
+
+
+def write_caffe_files(module: nn.Module, folder: str | Path) -> tuple[Path, Path]:
+    """Writes the trained net as ``model.caffemodel`` plus ``deploy.prototxt`` in ``folder``."""
+    net = getattr(module, "net", None)
+    if net is None or not hasattr(net, "to_caffemodel"):
+        raise ConfigError(f"{type(module).__name__} is not a Caffe-defined network")
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    net.to_caffemodel(target / CAFFEMODEL)
+    net.to_deploy_prototxt(target / DEPLOY)
+    return target / CAFFEMODEL, target / DEPLOY

@@ -1,0 +1,110 @@
+"""A worker's local steps with a Caffe solver against a plain loop of CaffeSolver steps."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparknet.caffe import TransformConfig, load_solver, make_optimizer
+from sparknet.config import OptimizerConfig
+from sparknet.data.shards import InputSpec, Shard
+from sparknet.engine.local_steps import LocalPlan, RoundState, batch_indices, run_local_steps
+from sparknet.flat import FlatLayout, flatten_state
+from sparknet.models.caffe_ref import build_model, parse_caffe_ref
+
+SCALE = 0.00390625  # LeNet's transform_param
+
+
+def _shard(fashion: Any, n: int = 256) -> Shard:
+    split = fashion["train"]
+    return Shard(split.images[:n].copy(), split.labels[:n].copy())
+
+
+def _model(net: Path) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        return build_model(parse_caffe_ref(f"caffe:{net}#1,28,28"))
+
+
+def _reference(model: torch.nn.Module, solver_path: Path, shard: Shard, *, tau: int,
+               batch_size: int, step_offset: int, seed: int) -> tuple[np.ndarray, Any]:
+    """tau CaffeSolver steps over the batches the engine draws, each of iter_size batches."""
+    config = load_solver(solver_path)
+    solver = make_optimizer(model, config)
+    solver.iteration = step_offset
+    micro = config.iter_size
+    batches = batch_indices(num_examples=len(shard), batch_size=batch_size, steps=tau * micro,
+                            step_offset=step_offset * micro, seed=seed, partition=0)
+    for step in range(tau):
+        solver.zero_grad()
+        for batch in batches[step * micro: (step + 1) * micro]:
+            x = torch.from_numpy(shard.features[batch].astype(np.float32) * np.float32(SCALE))
+            y = torch.from_numpy(shard.labels[batch])
+            F.cross_entropy(model(x), y).backward()
+        solver.step()
+    layout = FlatLayout.of(model)
+    return flatten_state(model, layout)[0], solver
+
+
+def _plan(solver_path: Path, *, tau: int, batch_size: int, step_offset: int, seed: int,
+          policy: str = "reset") -> LocalPlan:
+    return LocalPlan(seed=seed, round_index=2, step_offset=step_offset, tau=tau,
+                     batch_size=batch_size,
+                     optimizer=OptimizerConfig(name="caffe", caffe_solver=str(solver_path),
+                                               momentum_policy=policy),
+                     input_spec=InputSpec(shape=(1, 28, 28), num_classes=10,
+                                          transform=TransformConfig(scale=SCALE)),
+                     compression="none", sample_weight=False, threads=1)
+
+
+@pytest.mark.parametrize("iter_size", [1, 3])
+def test_local_steps_equal_caffe_solver_loop(fashion: Any, lenet_files: tuple[Path, Path],
+                                             tmp_path: Path, iter_size: int) -> None:
+    solver, net = lenet_files
+    text = solver.read_text().replace('"examples/mnist/lenet_train_test.prototxt"', f'"{net}"')
+    solver_path = tmp_path / "solver.prototxt"
+    solver_path.write_text(text + f"\niter_size: {iter_size}\n")
+    shard = _shard(fashion)
+    model = _model(net)
+    reference_model = copy.deepcopy(model)
+    layout = FlatLayout.of(model)
+    floats, ints = flatten_state(model, layout)
+    # step_offset 40: the inv lr_policy must follow the worker's global iteration.
+    plan = _plan(solver_path, tau=5, batch_size=16, step_offset=40, seed=11)
+    result = run_local_steps(model, layout, shard, RoundState(floats, ints), plan, partition=0,
+                             device=torch.device("cpu"))
+    expected, _ = _reference(reference_model, solver_path, shard, tau=5, batch_size=16,
+                             step_offset=40, seed=11)
+    got = flatten_state(model, layout)[0]
+    assert np.abs(got - expected).max() <= 1e-6
+    assert np.abs(got - floats).max() > 1e-4  # the steps did move the weights
+    assert result.samples == 5 * iter_size * 16
+
+
+def test_averaged_momentum_is_the_caffe_history(fashion: Any, lenet_files: tuple[Path, Path],
+                                                solver_copy: Path) -> None:
+    _, net = lenet_files
+    shard = _shard(fashion)
+    model = _model(net)
+    reference_model = copy.deepcopy(model)
+    layout = FlatLayout.of(model)
+    floats, ints = flatten_state(model, layout)
+    plan = _plan(solver_copy, tau=3, batch_size=16, step_offset=0, seed=5, policy="average")
+    state = RoundState(floats, ints, momentum=np.zeros(layout.num_floats, np.float32))
+    result = run_local_steps(model, layout, shard, state, plan, partition=0,
+                             device=torch.device("cpu"))
+    _, solver = _reference(reference_model, solver_copy, shard, tau=3, batch_size=16,
+                           step_offset=0, seed=5)
+    assert result.momentum_sum is not None
+    history = {name: solver.state[p]["history"] for name, p in
+               reference_model.named_parameters()}
+    for entry in layout.floats:
+        got = result.momentum_sum[entry.offset: entry.offset + entry.size]
+        np.testing.assert_allclose(got, history[entry.name].reshape(-1).numpy(), atol=1e-7)
+    assert np.abs(result.momentum_sum).max() > 0

@@ -1,0 +1,141 @@
+"""caffe: model references, solver -> engine mapping and config validation (no Spark)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparknet.config import OptimizerConfig, TrainConfig
+from sparknet.data.shards import InputSpec
+from sparknet.errors import CaffeFormatError, ConfigError
+from sparknet.flat import FlatLayout, flatten_state
+from sparknet.models.caffe_ref import (
+    apply_solver,
+    build_model,
+    input_spec_for,
+    parse_caffe_ref,
+    write_caffe_files,
+)
+from sparknet.models.registry import model_source
+
+
+def test_reference_parts(lenet_files: tuple[Path, Path]) -> None:
+    _, net = lenet_files
+    ref = parse_caffe_ref(f"caffe:{net}#1,28,28")
+    assert (ref.net, ref.weights, ref.input_shape) == (str(net), None, (1, 28, 28))
+    assert str(ref) == f"caffe:{net}#1,28,28"
+
+
+@pytest.mark.parametrize("suffix", ["#1,x,28", "#0,28,28", "#"])
+def test_bad_input_shape_is_a_config_error(lenet_files: tuple[Path, Path], suffix: str) -> None:
+    _, net = lenet_files
+    with pytest.raises(ConfigError, match="input shape"):
+        model_source(f"caffe:{net}{suffix}" if suffix != "#" else f"caffe:{net}#,")
+
+
+def test_missing_files_are_named(tmp_path: Path, lenet_files: tuple[Path, Path]) -> None:
+    _, net = lenet_files
+    with pytest.raises(ConfigError, match="definition file .*nope.prototxt does not exist"):
+        model_source(f"caffe:{tmp_path}/nope.prototxt")
+    with pytest.raises(ConfigError, match="weights file .*w.caffemodel does not exist"):
+        model_source(f"caffe:{net}@{tmp_path}/w.caffemodel#1,28,28")
+
+
+def test_data_layer_net_needs_its_shape(lenet_files: tuple[Path, Path]) -> None:
+    _, net = lenet_files
+    with pytest.raises(CaffeFormatError, match="input_shapes"):
+        model_source(f"caffe:{net}").build()
+    logits = model_source(f"caffe:{net}#1,28,28").build()(torch.zeros(3, 1, 28, 28))
+    assert logits.shape == (3, 10)
+
+
+def test_seed_picks_the_fillers(lenet_files: tuple[Path, Path]) -> None:
+    _, net = lenet_files
+    ref = parse_caffe_ref(f"caffe:{net}#1,28,28")
+
+    def weights(seed: int) -> np.ndarray:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_model(ref)
+        return flatten_state(model, FlatLayout.of(model))[0]
+
+    np.testing.assert_array_equal(weights(1), weights(1))
+    assert not np.array_equal(weights(1), weights(2))
+
+
+def test_weights_suffix_loads_them(tmp_path: Path, lenet_files: tuple[Path, Path]) -> None:
+    _, net = lenet_files
+    trained = build_model(parse_caffe_ref(f"caffe:{net}#1,28,28"))
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.normal_()
+    caffemodel, _ = write_caffe_files(trained, tmp_path)
+    loaded = model_source(f"caffe:{net}@{caffemodel}#1,28,28").build()
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(loaded(x), trained(x), rtol=0, atol=0)
+
+
+def test_transform_param_replaces_the_scale(lenet_files: tuple[Path, Path]) -> None:
+    _, net = lenet_files
+    spec = input_spec_for(f"caffe:{net}#1,28,28",
+                          InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255))
+    assert spec.scale == 1.0
+    assert spec.transform is not None and spec.transform.scale == pytest.approx(0.00390625)
+    with pytest.raises(ConfigError, match="scale=0.5 with a Caffe transform"):
+        InputSpec(shape=(1, 28, 28), num_classes=10, scale=0.5, transform=spec.transform)
+
+
+def test_solver_maps_to_engine_settings(solver_copy: Path, lenet_files: tuple[Path, Path]
+                                        ) -> None:
+    _, net = lenet_files
+    values = apply_solver({"engine": {"tau": 50}}, solver_copy, input_shape=(1, 28, 28))
+    config = TrainConfig.from_dict(values)
+    # LeNet's solver: max_iter 10000, test_interval 500, snapshot 5000, Data batch_size 64.
+    assert config.model == f"caffe:{net}#1,28,28"
+    assert (config.engine.rounds, config.engine.eval_every, config.checkpoint_every) == (
+        200, 10, 100)
+    assert config.engine.batch_size == 64
+    assert (config.optimizer.name, config.optimizer.caffe_solver) == ("caffe", str(solver_copy))
+    # Flags win over the mapping.
+    given = apply_solver({"engine": {"tau": 7, "rounds": 3, "batch_size": 8}}, solver_copy,
+                         input_shape=(1, 28, 28))
+    assert (given["engine"]["rounds"], given["engine"]["batch_size"]) == (3, 8)
+
+
+def test_solver_mapping_errors(lenet_files: tuple[Path, Path], solver_copy: Path) -> None:
+    solver, net = lenet_files
+    with pytest.raises(ConfigError, match="give --tau N, or --rounds R"):
+        apply_solver({}, solver_copy, input_shape=(1, 28, 28))
+    # The BVLC solver names its net relative to Caffe's root, which is not here.
+    with pytest.raises(ConfigError, match="pass --model caffe:NET.prototxt"):
+        apply_solver({"engine": {"tau": 5}}, solver, input_shape=(1, 28, 28))
+    with pytest.raises(ConfigError, match="--caffe-solver trains a Caffe net"):
+        apply_solver({"model": "lenet", "engine": {"tau": 5}}, solver, input_shape=(1, 28, 28))
+    ok = apply_solver({"model": f"caffe:{net}", "engine": {"tau": 5}}, solver,
+                      input_shape=(1, 28, 28))
+    assert ok["model"] == f"caffe:{net}#1,28,28"
+
+
+def test_optimizer_config_validates_the_solver(tmp_path: Path, solver_copy: Path) -> None:
+    with pytest.raises(ConfigError, match="optimizer.caffe_solver=None"):
+        OptimizerConfig(name="caffe")
+    with pytest.raises(ConfigError, match="optimizer.caffe_solver="):
+        OptimizerConfig(name="sgd", caffe_solver=str(solver_copy))
+    with pytest.raises(ConfigError, match="does not exist"):
+        OptimizerConfig(name="caffe", caffe_solver=str(tmp_path / "none.prototxt"))
+    bad = tmp_path / "bad.prototxt"
+    bad.write_text(solver_copy.read_text().replace('lr_policy: "inv"', 'lr_policy: "cosine"'))
+    with pytest.raises(ConfigError, match="lr_policy='cosine' is unknown"):
+        OptimizerConfig(name="caffe", caffe_solver=str(bad))
+    broken = tmp_path / "broken.prototxt"
+    broken.write_text("base_lr: 0.01\nmomentum 0.9 {\n")
+    with pytest.raises(CaffeFormatError, match=r"broken.prototxt:2:"):
+        OptimizerConfig(name="caffe", caffe_solver=str(broken))
+    adam = tmp_path / "adam.prototxt"
+    adam.write_text(solver_copy.read_text() + '\ntype: "Adam"\n')
+    with pytest.raises(ConfigError, match="use 'reset'"):
+        OptimizerConfig(name="caffe", caffe_solver=str(adam), momentum_policy="average")
+    assert OptimizerConfig(name="caffe", caffe_solver=str(adam)).momentum_policy == "reset"
