@@ -15,6 +15,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from sparknet.testing.chaos import clear_faults, run_driver, train_command
+from sparknet.testing.data import write_fashion_subset
 from sparknet.testing.standalone import StandaloneCluster, start_cluster
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -40,10 +41,13 @@ def faults(cluster: StandaloneCluster) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def fashion_dir() -> Path:
+def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 4,000 training and 1,000 test images of Fashion-MNIST as IDX files, so each
+    driver reads a small folder instead of decompressing all 70,000 images."""
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not installed in {FASHION_DIR}: run scripts/bootstrap.sh")
-    return FASHION_DIR
+    return write_fashion_subset(tmp_path_factory.mktemp("fashion-subset"), train=4000,
+                                test=1000, source=FASHION_DIR)
 
 
 @dataclass(frozen=True)

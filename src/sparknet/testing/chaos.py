@@ -41,8 +41,9 @@ class Driver:
     log: Path
 
     @classmethod
-    def start(cls, command: list[str], *, log: Path) -> Driver:
-        env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYTHONUNBUFFERED="1")
+    def start(cls, command: list[str], *, log: Path,
+              env: dict[str, str] | None = None) -> Driver:
+        env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYTHONUNBUFFERED="1", **(env or {}))
         with open(log, "w") as handle:
             popen = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, text=True, env=env,

@@ -188,6 +188,22 @@ def standalone_cluster(root: str | Path, **kwargs: object) -> Iterator[Standalon
         cluster.stop()
 
 
+def stop_leftovers(root: str | Path) -> int:
+    """Kills every process whose working directory is under ``root`` (a cluster's folder);
+    returns how many there were. For clusters whose starting process is gone."""
+    cluster = StandaloneCluster(root=Path(root).resolve(), master_url="", web_url="")
+    leftovers = cluster.descendants()
+    for proc in leftovers:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(leftovers, timeout=15)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+    return len(leftovers)
+
+
 def _launch(root: Path, name: str, conf_dir: Path, args: list[str], *,
             local_dir: Path) -> subprocess.Popen[bytes]:
     local_dir.mkdir(parents=True, exist_ok=True)
