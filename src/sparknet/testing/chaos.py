@@ -16,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -84,11 +85,12 @@ def run_driver(command: list[str], *, log: Path, timeout: float = 300) -> tuple[
     return code, driver.output()
 
 
-def wait_for(predicate: object, *, timeout: float, what: str, poll: float = 0.05) -> None:
+def wait_for(predicate: Callable[[], object], *, timeout: float, what: str,
+             poll: float = 0.05) -> None:
     """Polls ``predicate()`` until it holds; raises TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(poll)
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,9 +179,11 @@ def start_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: i
 
 
 @contextlib.contextmanager
-def standalone_cluster(root: str | Path, **kwargs: object) -> Iterator[StandaloneCluster]:
+def standalone_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: int = 1,
+                       worker_memory: str = "2g") -> Iterator[StandaloneCluster]:
     """``with standalone_cluster(tmp) as cluster:`` ... the cluster is stopped on exit."""
-    cluster = start_cluster(root, **kwargs)  # type: ignore[arg-type]
+    cluster = start_cluster(root, num_workers=num_workers, cores_per_worker=cores_per_worker,
+                            worker_memory=worker_memory)
     try:
         yield cluster
     finally:
@@ -225,7 +227,8 @@ def _launch(root: Path, name: str, conf_dir: Path, args: list[str], *,
         log.close()
 
 
-def _wait(cluster: StandaloneCluster, ready: object, timeout: float, what: str) -> None:
+def _wait(cluster: StandaloneCluster, ready: Callable[[dict[str, object]], bool],
+          timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     last_error = ""
     while time.monotonic() < deadline:
@@ -234,7 +237,7 @@ def _wait(cluster: StandaloneCluster, ready: object, timeout: float, what: str) 
                 raise ClusterError(f"a cluster process exited with {popen.returncode} while "
                                    f"waiting for {what}; see the logs in {cluster.root}")
         try:
-            if ready(cluster.state()):  # type: ignore[operator]
+            if ready(cluster.state()):
                 return
         except OSError as exc:
             last_error = str(exc)
