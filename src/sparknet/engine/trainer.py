@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,12 +98,15 @@ def tau_policy(config: TrainConfig) -> TauPolicy:
 
 def train(data: SparkData, *, config: TrainConfig, model: ModelFactory | None = None,
           run_dir: str | Path | None = None, resume: bool = False, progress: bool = True,
-          tau_decisions: list[int] | None = None) -> TrainResult:
+          tau_decisions: list[int] | None = None,
+          stop: Callable[[dict[str, Any]], bool] | None = None) -> TrainResult:
     """Trains ``config.model`` (or the ``model`` factory) on ``data`` with SparkNet's rounds.
 
     With ``run_dir``, writes metrics, checkpoints and the final result there; ``resume``
     continues from its latest checkpoint and ends with the same weights as an undisturbed run.
     ``tau_decisions`` replays the per-round tau of an earlier run (its ``final/state.json``).
+    ``stop`` ends training early after a round whose metrics record it returns True for
+    (e.g. a target test accuracy reached).
     """
     if data.num_workers != config.engine.num_workers:
         raise ConfigError(f"the data has {data.num_workers} shards but num_workers="
@@ -180,6 +184,8 @@ def train(data: SparkData, *, config: TrainConfig, model: ModelFactory | None = 
                 _save(run_path, config, layout, floats, ints, outer, momentum, done, source)
             bar.update(1)
             bar.set_postfix(_postfix(record, records), refresh=False)
+            if stop is not None and stop(record):
+                break
     finally:
         bar.close()
         state_bc.destroy()
