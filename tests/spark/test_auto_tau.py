@@ -42,3 +42,17 @@ def test_auto_tau_is_recorded_and_a_replayed_run_is_bit_identical(spark, fashion
         data.release()
     assert [r["tau"] for r in again.metrics] == decisions
     np.testing.assert_array_equal(again.floats, first.floats)
+
+
+def test_stop_ends_training_after_the_round_it_names(spark, fashion):
+    train_set = (fashion["train"].images[:600], fashion["train"].labels[:600])
+    config = TrainConfig(model="lenet", seed=0,
+                         engine=EngineConfig(num_workers=2, tau=2, batch_size=8, rounds=10,
+                                             eval_every=0))
+    data = from_arrays(spark.sparkContext, train=train_set, test=None, spec=SPEC,
+                       num_workers=2, seed=0)
+    try:
+        result = train(data, config=config, progress=False, stop=lambda r: r["round"] == 3)
+    finally:
+        data.release()
+    assert [r["round"] for r in result.metrics] == [1, 2, 3]
