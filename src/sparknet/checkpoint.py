@@ -42,9 +42,10 @@ def write_snapshot(directory: Path, snapshot: Snapshot) -> None:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_file({k: np.ascontiguousarray(v) for k, v in snapshot.tensors.items()},
+    # np.ascontiguousarray would turn 0-d tensors (BatchNorm's counter) into shape (1,).
+    save_file({k: np.array(v, order="C") for k, v in snapshot.tensors.items()},
               str(tmp / MODEL_FILE))
-    save_file({k: np.ascontiguousarray(v) for k, v in snapshot.optimizer.items()},
+    save_file({k: np.array(v, order="C") for k, v in snapshot.optimizer.items()},
               str(tmp / STATE_FILE))
     _write_json(tmp / META_FILE, snapshot.meta)
     _fsync_dir(tmp)
@@ -77,6 +78,8 @@ def save_checkpoint(run_dir: Path, snapshot: Snapshot, *, round_index: int, keep
     _atomic_write_text(folder / LATEST, target.name)
     for old in sorted(folder.glob("round-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.glob(".round-*.tmp-*"):  # left by writers killed mid-way
+        shutil.rmtree(stale, ignore_errors=True)
     return target
 
 

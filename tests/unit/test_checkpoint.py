@@ -30,6 +30,14 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path):
     latest = checkpoint.latest_checkpoint(tmp_path)
     assert latest is not None and latest.name == "round-000001"
     assert checkpoint.read_snapshot(latest).meta["round"] == 1
+    checkpoint.save_checkpoint(tmp_path, _snapshot(2), round_index=2)
+    assert not partial.exists()  # the next successful write removes the leftover
+
+
+def test_zero_dimensional_tensors_keep_their_shape(tmp_path):
+    snap = checkpoint.Snapshot({"counter": np.array(7, np.int64)}, {}, {})
+    checkpoint.write_snapshot(tmp_path / "ck", snap)
+    assert checkpoint.read_snapshot(tmp_path / "ck").tensors["counter"].shape == ()
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):

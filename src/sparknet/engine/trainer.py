@@ -331,13 +331,12 @@ def _unflatten_named(layout: FlatLayout, tensors: dict[str, np.ndarray]) -> tupl
         raise ConfigError(f"checkpoint does not fit the model: missing {missing}, extra {extra}")
     floats = np.empty(layout.num_floats, np.float32)
     ints = np.empty(layout.num_ints, np.int64)
-    for e in layout.floats:
-        if tensors[e.name].shape != e.shape:
-            raise ConfigError(f"checkpoint tensor {e.name} has shape {tensors[e.name].shape}, "
-                              f"the model expects {e.shape}")
-        floats[e.offset: e.offset + e.size] = tensors[e.name].reshape(-1)
-    for e in layout.ints:
-        ints[e.offset: e.offset + e.size] = tensors[e.name].reshape(-1)
+    for entries, target in ((layout.floats, floats), (layout.ints, ints)):
+        for e in entries:
+            if tensors[e.name].shape != e.shape:
+                raise ConfigError(f"checkpoint tensor {e.name} has shape "
+                                  f"{tensors[e.name].shape}, the model expects {e.shape}")
+            target[e.offset: e.offset + e.size] = tensors[e.name].reshape(-1)
     return floats, ints
 
 
