@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from common import command, machine, write_report
+
 from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
 from sparknet.data.sources import fashion_mnist_data
 from sparknet.engine.spark_session import get_or_create_session

@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from common import command, machine, write_report
+
 from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data import fashion_mnist
 from sparknet.data.shards import InputSpec

@@ -21,4 +21,4 @@ class TrainingError(SparknetError, RuntimeError):
 
 
 class CaffeFormatError(SparknetError, ValueError):
-    """A Caffe file (prototxt, caffemodel, binaryproto, HDF5 snapshot) is malformed or unsupported."""
+    """A Caffe file (prototxt, caffemodel, binaryproto, HDF5) is malformed or unsupported."""

@@ -46,8 +46,9 @@ def test_one_round_of_tau_one_equals_sgd_on_the_concatenated_batch(spark, fashio
     assert len(shards[0]) == len(shards[1])
     picks = [batch_indices(num_examples=len(s), batch_size=32, steps=1, step_offset=0, seed=5,
                            partition=k)[0] for k, s in enumerate(shards)]
-    x = torch.from_numpy(np.concatenate([s.features[i] for s, i in zip(shards, picks)]))
-    y = torch.from_numpy(np.concatenate([s.labels[i] for s, i in zip(shards, picks)]))
+    pairs = list(zip(shards, picks, strict=True))
+    x = torch.from_numpy(np.concatenate([s.features[i] for s, i in pairs]))
+    y = torch.from_numpy(np.concatenate([s.labels[i] for s, i in pairs]))
     model = LeNet()
     load_flat_state(model, layout, floats, ints)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)

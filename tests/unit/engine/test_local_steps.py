@@ -72,8 +72,9 @@ def test_tau_one_average_equals_sgd_on_concatenated_batch():
     load_flat_state(reference, layout, floats, ints)
     parts = [batch_indices(num_examples=len(s), batch_size=8, steps=1, step_offset=0, seed=3,
                            partition=k)[0] for k, s in enumerate(shards)]
-    xb = torch.from_numpy(np.concatenate([s.features[i] for s, i in zip(shards, parts)]))
-    yb = torch.from_numpy(np.concatenate([s.labels[i] for s, i in zip(shards, parts)]))
+    pairs = list(zip(shards, parts, strict=True))
+    xb = torch.from_numpy(np.concatenate([s.features[i] for s, i in pairs]))
+    yb = torch.from_numpy(np.concatenate([s.labels[i] for s, i in pairs]))
     opt = torch.optim.SGD(reference.parameters(), lr=0.1)
     loss = torch.nn.functional.cross_entropy(reference(xb.float() / 255), yb)
     opt.zero_grad()
