@@ -382,7 +382,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     sparknet_best = min((r for r in report["runs"] if r["contender"].startswith("sparknet")),
                         key=lambda r: r["time_to_target_s"] or float("inf"))["contender"]
     report["sparknet_best_outer"] = sparknet_best
-    for delay in (float(d) for d in args.delays.split(",")):
+    for delay in (float(d) for d in args.delays.split(",") if d):
         lr = best[sparknet_best]
         record(sparknet_best, lr, delay,
                sparknet_run(shards, lr=lr, outer=sparknet_best.split()[-1], delay=delay,
