@@ -131,6 +131,26 @@ def measured_points(path: Path | None, target: float, outer: str) -> list[dict[s
     return points
 
 
+def markdown(rows: list[dict[str, Any]], *, target: float, outer: str, delay: float,
+             step: float) -> str:
+    """The heat map as a Markdown table (for docs/study.md)."""
+    steps = serial_steps(rows, target)
+    grid = cells(rows, target, outer)
+    lines = ["| K \\ tau | " + " | ".join(str(t) for t in TAUS) + " |",
+             "|---" * (len(TAUS) + 1) + "|"]
+    for k in KS:
+        row = []
+        for tau in TAUS:
+            if (k, tau) not in grid or steps is None:
+                row.append("not run")
+                continue
+            value = speedup(steps, grid[(k, tau)], target, step_seconds=step,
+                            overhead_seconds=delay)
+            row.append("<1" if value is None else f"{value:.2f}")
+        lines.append(f"| {k} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         fig.tight_layout()
         fig.savefig(FIGURES / f"speedup_vs_s_{round(100 * target)}.png", dpi=110)
         plt.close(fig)
+        tables = [f"{outer}, S = {delay:g} s:\n\n"
+                  + markdown(rows, target=target, outer=outer, delay=delay, step=step)
+                  for outer in ("average", "nesterov") for delay in (0.0, 1.0)]
+        (RESULTS / f"speedup_{round(100 * target)}.md").write_text("\n\n".join(tables) + "\n")
     return 0
 
 
