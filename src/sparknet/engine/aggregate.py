@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
-from sparknet.averaging import EncodedDelta, decode_delta
+from sparknet.averaging import EncodedDelta, OuterState, decode_delta, outer_step
+from sparknet.config import OuterConfig
 from sparknet.engine.local_steps import WorkerResult
 
 
@@ -47,3 +50,25 @@ def combine_in_order(indexed: Iterable[tuple[int, WorkerResult]]) -> WorkerResul
 def mean_delta(total: WorkerResult) -> np.ndarray:
     assert isinstance(total.delta, np.ndarray)
     return (total.delta / np.float32(total.weight)).astype(np.float32)
+
+
+class DriverState(NamedTuple):
+    """What the driver carries from round to round besides counters."""
+
+    floats: np.ndarray
+    ints: np.ndarray
+    momentum: np.ndarray | None
+    outer: OuterState
+
+
+def apply_round(config: OuterConfig, state: DriverState, total: WorkerResult,
+                param_mask: np.ndarray) -> DriverState | None:
+    """The next driver state from a round's ordered sum; None when the update is NaN/inf."""
+    change = mean_delta(total)
+    if not (np.isfinite(change).all() and math.isfinite(total.loss_sum)):
+        return None
+    floats, outer = outer_step(config, state.floats, change, state.outer, param_mask)
+    momentum = state.momentum
+    if momentum is not None and total.momentum_sum is not None:
+        momentum = (total.momentum_sum / np.float32(total.weight)).astype(np.float32)
+    return DriverState(floats, total.ints_max, momentum, outer)

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from sparknet import checkpoint
-from sparknet.averaging import OuterState, init_outer_state, outer_step
+from sparknet.averaging import OuterState, init_outer_state
 from sparknet.config import TrainConfig
 from sparknet.data.sources import SparkData
-from sparknet.engine.aggregate import mean_delta
+from sparknet.engine.aggregate import DriverState, apply_round
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.spark_rounds import evaluate, train_round
 from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
@@ -145,13 +145,11 @@ def train(data: SparkData, *, config: TrainConfig, model: ModelFactory | None = 
                          schedule.tau_for(round_index))
             round_started = time.perf_counter()
             total = _run_round(data, state_bc, plan, source, config, run_path)
-            change = mean_delta(total)
-            finite = bool(np.isfinite(change).all() and np.isfinite(total.loss_sum))
-            if finite:
-                floats, outer = outer_step(config.outer, floats, change, outer, mask)
-                ints = total.ints_max
-                if momentum is not None and total.momentum_sum is not None:
-                    momentum = (total.momentum_sum / np.float32(total.weight)).astype(np.float32)
+            update = apply_round(config.outer, DriverState(floats, ints, momentum, outer), total,
+                                 mask)
+            finite = update is not None
+            if update is not None:
+                floats, ints, momentum, outer = update
             elif engine.on_non_finite == "stop":
                 raise TrainingError(
                     f"round {round_index}: the training loss or update became NaN/infinite; "

@@ -9,7 +9,6 @@ bit, for any K on any machine; only the wall time is not real. It is modelled as
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparknet.averaging import init_outer_state, outer_step
+from sparknet.averaging import init_outer_state
 from sparknet.config import TrainConfig
 from sparknet.data.shards import InputSpec, Shard, split_into_shards
-from sparknet.engine.aggregate import combine_in_order, mean_delta
+from sparknet.engine.aggregate import DriverState, apply_round, combine_in_order
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult, evaluate_shard
 from sparknet.engine.local_steps import run_local_steps as _run_local_steps
 from sparknet.engine.tau import RoundTiming, TauSchedule
@@ -105,13 +104,11 @@ def simulate(train: tuple[np.ndarray, np.ndarray], *, config: TrainConfig, spec:
         results = [_run_local_steps(module, layout, shard, state, plan, partition=index,
                                     device=device) for index, shard in enumerate(shards)]
         total = tree_combine(results, fan_in=engine.tree_fan_in)
-        change = mean_delta(total)
-        finite = bool(np.isfinite(change).all() and math.isfinite(total.loss_sum))
-        if finite:
-            floats, outer = outer_step(config.outer, floats, change, outer, mask)
-            ints = total.ints_max
-            if momentum is not None and total.momentum_sum is not None:
-                momentum = (total.momentum_sum / np.float32(total.weight)).astype(np.float32)
+        update = apply_round(config.outer, DriverState(floats, ints, momentum, outer), total,
+                             mask)
+        finite = update is not None
+        if update is not None:
+            floats, ints, momentum, outer = update
         elif engine.on_non_finite == "stop":
             raise TrainingError(f"round {round_index}: the loss or update became NaN/infinite; "
                                 "lower the learning rate")
