@@ -28,3 +28,24 @@ def fashion() -> object:
     if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
         pytest.skip(f"Fashion-MNIST not installed in {FASHION_DIR}: run scripts/bootstrap.sh")
     return {split: fashion_mnist.load_split(split, FASHION_DIR) for split in ("train", "test")}
+
+
+@pytest.fixture(scope="session")
+def lenet_files() -> tuple[Path, Path]:
+    """(solver, train_test net) of Caffe's examples/mnist LeNet from ../shared/caffe."""
+    bvlc = SHARED_CAFFE / "models" / "bvlc_prototxt"
+    solver = bvlc / "examples__mnist__lenet_solver.prototxt"
+    net = bvlc / "examples__mnist__lenet_train_test.prototxt"
+    if not (solver.is_file() and net.is_file()):
+        pytest.skip(f"the shared Caffe models are not at {bvlc} (../shared/caffe)")
+    return solver, net
+
+
+@pytest.fixture()
+def solver_copy(tmp_path: Path, lenet_files: tuple[Path, Path]) -> Path:
+    """The LeNet solver with its net path pointing at the real train_test file."""
+    solver, net = lenet_files
+    text = solver.read_text().replace('"examples/mnist/lenet_train_test.prototxt"', f'"{net}"')
+    path = tmp_path / "lenet_solver.prototxt"
+    path.write_text(text)
+    return path
