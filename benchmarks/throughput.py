@@ -11,6 +11,7 @@ the per-round overhead = round wall time - the slowest worker's compute time.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import time
 
@@ -58,6 +59,22 @@ def plain_loop(images: np.ndarray, labels: np.ndarray, *, threads: int, steps: i
         torch.set_num_threads(previous)
 
 
+def _plain_process(steps: int) -> float:
+    split = fashion_mnist.load_split("train")
+    return plain_loop(split.images, split.labels, threads=1, steps=steps)
+
+
+def side_by_side(steps: int) -> list[float]:
+    """Samples/s of two plain 1-thread loops running at the same time in two processes.
+
+    Their ratio to one loop alone is the ceiling of K = 2 efficiency on this machine: the two
+    cores slow each other down (shared caches, memory bandwidth) before Spark adds anything.
+    """
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        return pool.map(_plain_process, [steps, steps])
+
+
 def engine_run(sc, train_arrays, *, k: int, tau: int, timed_rounds: int) -> dict[str, float]:
     warmup = 2
     data = from_arrays(sc, train=train_arrays, test=None, spec=SPEC, num_workers=k, seed=0)
@@ -90,9 +107,11 @@ def main() -> None:
     plain_steps = 100 if args.quick else 400
     plain = {threads: plain_loop(*arrays, threads=threads, steps=plain_steps)
              for threads in (1, 2)}
+    pair = side_by_side(plain_steps)
+    ceiling = statistics.mean(pair) / plain[1]
     rows = []
     for tau in taus:
-        timed_rounds = max(2, min(20, 2000 // (tau * 10))) if not args.quick else 2
+        timed_rounds = max(4, min(40, 400 // tau)) if not args.quick else 2
         for k in (1, 2):
             stats = engine_run(sc, arrays, k=k, tau=tau, timed_rounds=timed_rounds)
             stats.update(k=k, tau=tau, rounds=timed_rounds,
@@ -121,6 +140,10 @@ def main() -> None:
         f"({1000 * BATCH / plain[2]:.1f} ms/step); 1 thread again at the end "
         f"{plain_after:.0f} samples/s.",
         "",
+        f"Two plain 1-thread loops side by side in two processes: {pair[0]:.0f} and "
+        f"{pair[1]:.0f} samples/s, {ceiling:.3f} of one loop alone. That is the ceiling of "
+        "K = 2 efficiency on this machine before any Spark overhead.",
+        "",
         "| K | tau | samples/s | efficiency | round (ms) | slowest compute (ms) | overhead (ms) |",
         "|---|-----|-----------|------------|------------|----------------------|---------------|",
     ]
@@ -130,7 +153,8 @@ def main() -> None:
                      f"{r['overhead_ms']:.0f} |")
     path = write_report("throughput", "\n".join(lines) + "\n",
                         {"machine": info, "command": command(), "plain": plain,
-                         "plain_1_thread_after": plain_after, "rows": rows})
+                         "plain_1_thread_after": plain_after, "side_by_side": pair,
+                         "k2_ceiling": ceiling, "rows": rows})
     print(f"report: {path}")
 
 
