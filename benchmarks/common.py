@@ -29,6 +29,13 @@ def machine() -> dict[str, Any]:
             "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def machine_line() -> str:
+    """One line for a report: processor, cores, torch, and the load when the run ended."""
+    info = machine()
+    return (f"{info['cpu']}, {info['cores']} cores; torch {info['torch']}; load average "
+            f"{os.getloadavg()[0]:.1f} at the end (CPU shared with other jobs)")
+
+
 def command() -> str:
     return " ".join([Path(sys.executable).name, *sys.argv])
 

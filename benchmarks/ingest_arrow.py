@@ -14,11 +14,7 @@ the Spark Python worker processes (psutil, every 100 ms) and reports the peak of
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -28,8 +24,8 @@ from typing import Any
 
 import numpy as np
 import psutil
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import command as run_command
+from common import machine_line, write_report
 
 
 class WorkerMemory:
@@ -159,15 +155,7 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, n: int, summary: dict[str, Any], ratio: float) -> None:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    load = os.getloadavg()
-    command = " ".join([Path(sys.executable).name, *sys.argv])
-    machine = (f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__}; load average "
-               f"{load[0]:.1f} at the end (CPU shared with other jobs)")
+    command, machine = run_command(), machine_line()
     lines = [
         "# Ingest: DataFrame -> training shards, Arrow path vs row-by-row path",
         "",
@@ -189,11 +177,8 @@ def report(args: argparse.Namespace, n: int, summary: dict[str, Any], ratio: flo
         lines.append(f"| {label} | {s['median_seconds']:.2f} | {s['rows_per_second']:,.0f} | "
                      f"{s['peak_worker_rss_mib']:,.0f} |")
     lines += ["", f"**Arrow / row-by-row throughput: {ratio:.1f}x** (target >= 10x).", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest_arrow.md").write_text("\n".join(lines))
-    (RESULTS / "ingest_arrow.json").write_text(json.dumps(
-        {"command": command, "machine": machine, "rows": n, "ratio": ratio, **summary},
-        indent=2))
+    write_report("ingest_arrow", "\n".join(lines),
+                 {"command": command, "machine": machine, "rows": n, "ratio": ratio, **summary})
     print("\n".join(lines))
 
 

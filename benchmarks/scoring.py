@@ -11,19 +11,14 @@ collected. One warm-up per scorer, then ``--repeats`` alternating timed runs; me
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import command as run_command
+from common import machine_line, write_report
 
 
 def sparknet_scorer(df: Any, batch_size: int) -> Callable[[], None]:
@@ -120,15 +115,7 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, n: int, summary: dict[str, Any], ratio: float) -> None:
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor())
-    load = os.getloadavg()
-    command = " ".join([Path(sys.executable).name, *sys.argv])
-    machine = (f"{cpu}, {os.cpu_count()} cores; torch {torch.__version__}; load average "
-               f"{load[0]:.1f} at the end (CPU shared with other jobs)")
+    command, machine = run_command(), machine_line()
     lines = [
         "# Scoring: SparkNetModel.transform vs predict_batch_udf",
         "",
@@ -150,11 +137,8 @@ def report(args: argparse.Namespace, n: int, summary: dict[str, Any], ratio: flo
         lines.append(f"| {label} | {s['median_seconds']:.2f} | {s['rows_per_second']:,.0f} |")
     lines += ["", f"**transform / predict_batch_udf throughput: {ratio:.2f}x** "
               "(target >= 1.0x).", ""]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "scoring.md").write_text("\n".join(lines))
-    (RESULTS / "scoring.json").write_text(json.dumps(
-        {"command": command, "machine": machine, "rows": n, "ratio": ratio, **summary},
-        indent=2))
+    write_report("scoring", "\n".join(lines),
+                 {"command": command, "machine": machine, "rows": n, "ratio": ratio, **summary})
     print("\n".join(lines))
 
 
