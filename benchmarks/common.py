@@ -33,7 +33,7 @@ def machine_line() -> str:
     """One line for a report: processor, cores, torch, and the load when the run ended."""
     info = machine()
     return (f"{info['cpu']}, {info['cores']} cores; torch {info['torch']}; load average "
-            f"{os.getloadavg()[0]:.1f} at the end (CPU shared with other jobs)")
+            f"{os.getloadavg()[0]:.1f} at the end")
 
 
 def command() -> str:

@@ -3,16 +3,24 @@
 Same network (LeNet in Caffe's layout, same initial weights), data, batch (64 per worker or
 process) and SGD momentum 0.9 for every contender:
 
-- sparknet, K = 2 on ``local[2]``, tau = auto, Nesterov or plain-average outer step;
+- sparknet, K = 2 on ``local[2]``, Nesterov outer step, tau = auto and tau = 100;
 - PySpark's ``TorchDistributor`` with 2 processes (DDP over gloo, CPU);
 - a plain PyTorch loop with 1 thread and with 2 threads.
 
-Each contender's learning rate is chosen from {0.005, 0.01, 0.02, 0.04} by a screening run of
-``--screen-samples`` samples (highest full-test-set accuracy); then timed runs go until 89%
-on the full test set, evaluated every ``interval`` training samples (sparknet's round size
-after its probe rounds). Clocks count training only: evaluation is paused out. A delay S is
-then injected per round (sparknet, inside each round's tasks) and per all-reduce (DDP, a comm
-hook that sleeps S before all-reducing), S in {0, 0.1, 1 s}.
+Phases, in one process tree, one after another:
+
+1. Learning rates: each contender's best from {0.005, 0.01, 0.02, 0.04}, as the fewest
+   training samples to 89% in an exact replay by the simulator (the loop is one virtual worker
+   that keeps its momentum; DDP is two that average weights and momentum after every step,
+   which is DDP's gradient average; sparknet is itself). Step time does not depend on the
+   learning rate, so fewest samples is fastest.
+2. Throughput ceiling: samples/s of the plain loop with 1 and 2 threads, and of two 1-thread
+   loops in two processes side by side (the most any 2-worker scheme can get from 2 cores).
+3. Timed runs to 89% on the full test set, evaluated every ``--eval-samples`` training
+   samples (sparknet at the end of each round). Clocks count training only: evaluation is
+   paused out, and so are one-off starts (DDP's process launch, sparknet's warm-up job).
+4. The same with a delay S injected per round (sparknet, inside each round's tasks) and per
+   all-reduce (DDP, a comm hook that sleeps S before all-reducing), S in {0.1, 1 s}.
 
     .venv/bin/python benchmarks/head_to_head.py
 """
@@ -21,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -31,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -100,11 +108,21 @@ def done(limits: Limits, accuracy_now: float, samples: int, seconds: float) -> b
             or samples >= limits.max_samples or seconds >= limits.max_seconds)
 
 
+def sgd_step(model: Any, optimizer: Any, images: np.ndarray, labels: Any) -> None:
+    """One plain step on uint8 images scaled to [0, 1], as every contender's worker does."""
+    import torch
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(model(torch.from_numpy(images).float() * (1 / 255)), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 # ---------------------------------------------------------------- plain PyTorch loop
 def plain_loop(data: dict[str, np.ndarray], *, lr: float, threads: int,
                limits: Limits) -> dict[str, Any]:
     import torch
-    import torch.nn.functional as F
 
     torch.set_num_threads(threads)
     model = initial_lenet()
@@ -116,11 +134,7 @@ def plain_loop(data: dict[str, np.ndarray], *, lr: float, threads: int,
         started = time.perf_counter()
         for _ in range(limits.interval // BATCH):
             batch = next(stream)
-            x = torch.from_numpy(data["train_x"][batch]).float() * (1 / 255)
-            loss = F.cross_entropy(model(x), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            sgd_step(model, optimizer, data["train_x"][batch], labels[batch])
         seconds += time.perf_counter() - started
         samples += limits.interval
         acc = accuracy(model, data["test_x"], data["test_y"])
@@ -138,7 +152,6 @@ def ddp_main(lr: float, delay: float, interval: int, max_samples: int, max_secon
     """
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
     from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
     from torch.nn.parallel import DistributedDataParallel
 
@@ -171,11 +184,7 @@ def ddp_main(lr: float, delay: float, interval: int, max_samples: int, max_secon
         started = time.perf_counter()
         for _ in range(interval // (BATCH * world)):
             batch = next(stream)
-            x = torch.from_numpy(shard.features[batch]).float() * (1 / 255)
-            loss = F.cross_entropy(model(x), labels[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            sgd_step(model, optimizer, shard.features[batch], labels[batch])
         seconds += time.perf_counter() - started
         samples += interval
         if rank == 0:
@@ -235,13 +244,13 @@ class DelayedShards:
         self.inner.release()
 
 
-def sparknet_run(data: Any, *, lr: float, outer: str, delay: float,
-                 limits: Limits) -> dict[str, Any]:
+def sparknet_run(data: Any, *, lr: float, outer: str, delay: float, limits: Limits,
+                 tau: int | str = "auto") -> dict[str, Any]:
     from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
     from sparknet.engine.trainer import train
 
     config = TrainConfig(model="lenet", seed=SEED,
-                         engine=EngineConfig(num_workers=2, tau="auto", batch_size=BATCH,
+                         engine=EngineConfig(num_workers=2, tau=tau, batch_size=BATCH,
                                              rounds=100_000, eval_every=1),
                          optimizer=OptimizerConfig(lr=lr, momentum=0.9),
                          outer=OuterConfig(name=outer))
@@ -264,7 +273,102 @@ def sparknet_run(data: Any, *, lr: float, outer: str, delay: float,
     down = rounds * 4 * result.layout.num_floats  # the broadcast weights each worker fetches
     return {"curve": curve, "bytes_sent_per_worker": up, "bytes_received_per_worker": down,
             "rounds": rounds, "tau_decisions": [r["tau"] for r in result.metrics],
+            "warmup_seconds": result.warmup_seconds,
             "steps": sum(r["tau"] for r in result.metrics)}
+
+
+# ---------------------------------------------------------------- 1. learning-rate screening
+# Each contender as the simulator replays it; eval cadences give 6,400 samples (12,800 for
+# sparknet's tau=100 rounds) between full-test-set evaluations.
+SCREENED = {
+    "plain loop": {"k": 1, "tau": 50, "outer": "average", "momentum_policy": "average",
+                   "eval_every": 2},
+    "DDP (TorchDistributor)": {"k": 2, "tau": 1, "outer": "average",
+                               "momentum_policy": "average", "eval_every": 50},
+    "sparknet nesterov": {"k": 2, "tau": 100, "outer": "nesterov", "momentum_policy": "reset",
+                          "eval_every": 1},
+}
+
+
+def screen_one(job: tuple[str, float, int]) -> dict[str, Any]:
+    """Samples to 89% of one (contender, lr), replayed by the simulator on one thread."""
+    import torch
+
+    from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
+    from sparknet.data.shards import InputSpec
+    from sparknet.errors import TrainingError
+    from sparknet.simulate import simulate
+
+    name, lr, cap_samples = job
+    shape = SCREENED[name]
+    torch.set_num_threads(1)
+    data = fashion()
+    per_round = shape["k"] * shape["tau"] * BATCH
+    config = TrainConfig(
+        model="lenet", seed=SEED,
+        engine=EngineConfig(num_workers=shape["k"], tau=shape["tau"], batch_size=BATCH,
+                            rounds=-(-cap_samples // per_round), eval_every=shape["eval_every"]),
+        optimizer=OptimizerConfig(lr=lr, momentum=0.9, momentum_policy=shape["momentum_policy"]),
+        outer=OuterConfig(name=shape["outer"]))
+    try:
+        result = simulate((data["train_x"], data["train_y"]), config=config,
+                          test=(data["test_x"], data["test_y"]),
+                          spec=InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255),
+                          stop=lambda r: r["test_accuracy"] >= TARGET)
+    except TrainingError:  # the loss became NaN: this rate is too high for this contender
+        return {"contender": name, "lr": lr, "samples_to_target": None,
+                "final_accuracy": 0.0, "samples": 0, "diverged": True}
+    curve = result.curve()
+    hit = next((r["samples"] for r in curve if r["test_accuracy"] >= TARGET), None)
+    return {"contender": name, "lr": lr, "samples_to_target": hit,
+            "final_accuracy": curve[-1]["test_accuracy"], "samples": curve[-1]["samples"]}
+
+
+def screen(names: list[str], *, cap_samples: int, processes: int) -> list[dict[str, Any]]:
+    import multiprocessing
+
+    jobs = [(name, lr, cap_samples) for name in names for lr in LRS]
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        return pool.map(screen_one, jobs, chunksize=1)
+
+
+def best_lr(rows: list[dict[str, Any]], name: str) -> float:
+    mine = [r for r in rows if r["contender"] == name]
+    return min(mine, key=lambda r: (r["samples_to_target"] or float("inf"),
+                                    -r["final_accuracy"]))["lr"]
+
+
+# ---------------------------------------------------------------- 2. throughput ceiling
+def loop_throughput(data: dict[str, np.ndarray], threads: int, steps: int) -> float:
+    """Samples/s of the plain loop's steps (lr irrelevant to speed), after 20 warm-up steps."""
+    import torch
+
+    torch.set_num_threads(threads)
+    model = initial_lenet()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    labels = torch.from_numpy(data["train_y"])
+    stream = batches(len(labels), partition=0)
+    started = 0.0
+    for step in range(steps + 20):
+        if step == 20:
+            started = time.perf_counter()
+        batch = next(stream)
+        sgd_step(model, optimizer, data["train_x"][batch], labels[batch])
+    return steps * BATCH / (time.perf_counter() - started)
+
+
+def _side_by_side(steps: int) -> float:
+    return loop_throughput(fashion(), 1, steps)
+
+
+def ceiling(data: dict[str, np.ndarray], *, steps: int) -> dict[str, float]:
+    import multiprocessing
+
+    one = loop_throughput(data, 1, steps)
+    two = loop_throughput(data, 2, steps)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        pair = sum(pool.map(_side_by_side, [steps, steps], chunksize=1))
+    return {"loop_1_thread": one, "loop_2_threads": two, "two_1_thread_processes": pair}
 
 
 # ---------------------------------------------------------------- report
@@ -279,38 +383,35 @@ def summarise(name: str, lr: float, delay: float, run: dict[str, Any]) -> dict[s
             "bytes_sent_per_worker": run["bytes_sent_per_worker"],
             "bytes_received_per_worker": run.get("bytes_received_per_worker",
                                                  run["bytes_sent_per_worker"]),
-            **{k: run[k] for k in ("tau_decisions", "rounds", "allreduces") if k in run},
+            **{k: run[k] for k in ("tau_decisions", "rounds", "allreduces", "warmup_seconds")
+               if k in run},
             "curve": run["curve"]}
 
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--screen-samples", type=int, default=48_000)
+    parser.add_argument("--screen-cap", type=int, default=256_000,
+                        help="a screening run stops here if it has not reached 89%%")
+    parser.add_argument("--eval-samples", type=int, default=12_800,
+                        help="evaluate the loop and DDP every this many training samples")
+    parser.add_argument("--ceiling-steps", type=int, default=400)
     parser.add_argument("--max-samples", type=int, default=640_000)
     parser.add_argument("--max-seconds", type=float, default=600.0,
-                        help="training-clock cap of one run (the DDP runs with S = 1 s)")
+                        help="training-clock cap of one run")
+    parser.add_argument("--taus", default="100,auto", help="sparknet's tau settings to run")
     parser.add_argument("--delays", default="0.1,1")
     parser.add_argument("--delay-max-seconds", type=float, default=150.0,
                         help="training-clock cap of the DDP runs with a delay")
     parser.add_argument("--lr", action="append", default=[], metavar="CONTENDER=LR",
-                        help="skip screening for a contender ('plain', 'ddp', 'nesterov', "
-                             "'average') and use this learning rate")
-    parser.add_argument("--outers", default="nesterov,average",
-                        help="sparknet outer optimizers to run")
+                        help="skip screening for a contender ('plain', 'ddp', 'nesterov') and "
+                             "use this learning rate")
     parser.add_argument("--out", type=Path, default=RESULTS / "head_to_head.json")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
-    from sparknet.data.sources import fashion_mnist_data
-    from sparknet.engine.spark_session import get_or_create_session
-
-    spark = get_or_create_session("local[2]", app_name="sparknet-head-to-head")
-    data = fashion()
-    shards = fashion_mnist_data(spark.sparkContext, num_workers=2, seed=SEED)
     report: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpus": __import__("os").cpu_count(), "python": platform.python_version()},
-        "command": " ".join([sys.executable, *sys.argv]), "target": TARGET,
+        "machine": machine(), "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "target": TARGET, "eval_interval_samples": args.eval_samples,
         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "screening": [], "runs": []}
 
     def save() -> None:
@@ -320,41 +421,33 @@ def main(argv: Iterable[str] | None = None) -> int:
     def log(text: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
 
-    # 1. Learning-rate screening: a short run per lr, scored by full-test-set accuracy.
-    screen = Limits(interval=args.screen_samples, max_samples=args.screen_samples,
-                    max_seconds=1e9, target=None)
-    best: dict[str, float] = {}
-    contenders: dict[str, Callable[[float], dict[str, Any]]] = {
-        "plain loop": lambda lr: plain_loop(data, lr=lr, threads=1, limits=screen),
-        "DDP (TorchDistributor)": lambda lr: ddp(lr=lr, delay=0.0, limits=screen),
-        "sparknet nesterov": lambda lr: sparknet_run(shards, lr=lr, outer="nesterov",
-                                                     delay=0.0, limits=screen),
-        "sparknet average": lambda lr: sparknet_run(shards, lr=lr, outer="average",
-                                                    delay=0.0, limits=screen),
-    }
+    # 1. Learning rates, before Spark starts (the screening forks worker processes).
     aliases = {"plain": "plain loop", "ddp": "DDP (TorchDistributor)",
-               "nesterov": "sparknet nesterov", "average": "sparknet average"}
-    for item in args.lr:
-        key, _, value = item.partition("=")
-        best[aliases[key]] = float(value)
-    outers = args.outers.split(",")
+               "nesterov": "sparknet nesterov"}
+    best = {aliases[k]: float(v) for k, _, v in (item.partition("=") for item in args.lr)}
     report["lr_chosen_without_screening"] = sorted(best)
-    for name, runner in contenders.items():
-        if name in best or (name.startswith("sparknet") and name.split()[-1] not in outers):
-            continue
-        scores = {}
-        for lr in LRS:
-            run = runner(lr)
-            scores[lr] = run["curve"][-1]["test_accuracy"]
-            report["screening"].append({"contender": name, "lr": lr,
-                                        "samples": run["curve"][-1]["samples"],
-                                        "test_accuracy": scores[lr]})
-            log(f"screen {name} lr={lr}: {100 * scores[lr]:.2f}%")
-            save()
-        best[name] = max(scores, key=lambda lr: scores[lr])
+    names = [name for name in SCREENED if name not in best]
+    if names:
+        report["screening"] = screen(names, cap_samples=args.screen_cap, processes=2)
+        for row in report["screening"]:
+            log(f"screen {row['contender']} lr={row['lr']}: samples to 89% "
+                f"{row['samples_to_target']}, final {100 * row['final_accuracy']:.2f}%")
+        best.update({name: best_lr(report["screening"], name) for name in names})
     report["best_lr"] = best
+    save()
 
-    # 2. Timed runs to 89%. sparknet first: its round size sets everyone's eval interval.
+    # 2. Throughput ceiling of two cores.
+    data = fashion()
+    report["ceiling"] = ceiling(data, steps=args.ceiling_steps)
+    log(f"ceiling (samples/s): {report['ceiling']}")
+    save()
+
+    from sparknet.data.sources import fashion_mnist_data
+    from sparknet.engine.spark_session import get_or_create_session
+
+    spark = get_or_create_session("local[2]", app_name="sparknet-head-to-head")
+    shards = fashion_mnist_data(spark.sparkContext, num_workers=2, seed=SEED)
+
     def record(name: str, lr: float, delay: float, run: dict[str, Any]) -> dict[str, Any]:
         row = summarise(name, lr, delay, run)
         report["runs"].append(row)
@@ -363,30 +456,27 @@ def main(argv: Iterable[str] | None = None) -> int:
             f"final {100 * row['final_accuracy']:.2f}%, {row['samples_per_s']:.0f} samples/s")
         return row
 
+    # 3. Timed runs to 89%.
     free = Limits(interval=0, max_samples=args.max_samples, max_seconds=args.max_seconds)
-    for outer in outers:
-        name = f"sparknet {outer}"
-        row = record(name, best[name], 0.0,
-                     sparknet_run(shards, lr=best[name], outer=outer, delay=0.0, limits=free))
-        if outer == "nesterov":
-            interval = 2 * BATCH * row["tau_decisions"][-1]
-            report["eval_interval_samples"] = interval
-    limits = replace(free, interval=interval)
+    limits = replace(free, interval=args.eval_samples)
+    taus = [t if t == "auto" else int(t) for t in args.taus.split(",")]
+    lr = best["sparknet nesterov"]
+    for tau in taus:
+        record(f"sparknet nesterov, tau {tau}", lr, 0.0,
+               sparknet_run(shards, lr=lr, outer="nesterov", delay=0.0, limits=free, tau=tau))
     lr = best["plain loop"]
     record("plain loop, 1 thread", lr, 0.0, plain_loop(data, lr=lr, threads=1, limits=limits))
     record("plain loop, 2 threads", lr, 0.0, plain_loop(data, lr=lr, threads=2, limits=limits))
     lr = best["DDP (TorchDistributor)"]
     record("DDP (TorchDistributor)", lr, 0.0, ddp(lr=lr, delay=0.0, limits=limits))
 
-    # 3. The same with a synchronisation delay S.
-    sparknet_best = min((r for r in report["runs"] if r["contender"].startswith("sparknet")),
-                        key=lambda r: r["time_to_target_s"] or float("inf"))["contender"]
-    report["sparknet_best_outer"] = sparknet_best
+    # 4. The same with a synchronisation delay S.
     for delay in (float(d) for d in args.delays.split(",") if d):
-        lr = best[sparknet_best]
-        record(sparknet_best, lr, delay,
-               sparknet_run(shards, lr=lr, outer=sparknet_best.split()[-1], delay=delay,
-                            limits=free))
+        lr = best["sparknet nesterov"]
+        for tau in taus:
+            record(f"sparknet nesterov, tau {tau}", lr, delay,
+                   sparknet_run(shards, lr=lr, outer="nesterov", delay=delay, limits=free,
+                                tau=tau))
         lr = best["DDP (TorchDistributor)"]
         capped = replace(limits, max_seconds=args.delay_max_seconds)
         record("DDP (TorchDistributor)", lr, delay, ddp(lr=lr, delay=delay, limits=capped))

@@ -4,8 +4,8 @@ Speedup to a target = serial time / parallel time, with the serial loop's time
 ``serial_steps * C`` and the parallel time ``rounds * S + steps_per_worker * C`` (the time model
 of ``sparknet.simulate.speedup``). A run that stopped at the serial loop's number of steps
 without reaching the target is shown as "<1"; a cell never run is blank ("not run").
-Measured points (real ``local[2]`` runs, ``benchmarks/head_to_head.py``) are drawn on the
-S-sweep when ``--measured`` names its JSON.
+Measured points (real ``local[2]`` runs of ``measured.py``) are drawn on the S-sweep at their
+measured per-round overhead.
 
     .venv/bin/python benchmarks/study/plots.py --step-ms 28.4
 """
@@ -100,8 +100,8 @@ def sweep(ax: Any, rows: list[dict[str, Any]], *, target: float, outer: str, ste
         ax.plot(xs, [np.nan if v is None else v for v in per_step], "x--",
                 color=line.get_color(), label=f"K={k}, tau=1")
     for point in measured:
-        ax.plot(max(point["delay_s"], 0.01), point["speedup"], "*", markersize=12,
-                label=f"measured {point['label']}")
+        ax.plot(max(point["delay_s"], 0.01), point["speedup"], "*", markersize=11,
+                label=f"measured {point['label']}, S={point['delay_s']:.2f} s")
     ax.set_xscale("log")
     ax.axhline(1.0, color="gray", lw=0.5)
     ax.set_xlabel("S, seconds per round (0 drawn at 0.01)")
@@ -111,23 +111,15 @@ def sweep(ax: Any, rows: list[dict[str, Any]], *, target: float, outer: str, ste
 
 
 def measured_points(path: Path | None, target: float, outer: str) -> list[dict[str, Any]]:
-    """Real local[2] runs: plain loop (K=1) time to target over sparknet's, per delay."""
+    """Real local[2] runs (``measured.py``), drawn at their measured per-round overhead S."""
     if path is None or not path.is_file():
         return []
-    runs = json.loads(path.read_text())["runs"]
-
-    def time_to(run: dict[str, Any]) -> float | None:
-        hit = next((p for p in run["curve"] if p["test_accuracy"] >= target), None)
-        return None if hit is None else hit["seconds"]
-
-    serial = next((r for r in runs if r["contender"] == "plain loop, 1 thread"), None)
-    if serial is None or time_to(serial) is None:
-        return []
     points = []
-    for run in runs:
-        if run["contender"] == f"sparknet {outer}" and time_to(run) is not None:
-            points.append({"delay_s": run["delay_s"], "label": f"K=2 S={run['delay_s']:g}",
-                           "speedup": time_to(serial) / time_to(run)})
+    for run in json.loads(path.read_text())["points"]:
+        value = run.get(f"speedup_{round(100 * target)}")
+        if run["outer"] == outer and value is not None:
+            points.append({"delay_s": run["overhead_s"], "speedup": value,
+                           "label": f"K={run['k']} tau={run['tau']}"})
     return points
 
 
@@ -158,8 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-ms", type=float, required=True,
                         help="C, measured milliseconds per local step")
     parser.add_argument("--targets", default="0.85")
-    parser.add_argument("--measured", type=Path, default=HERE.parents[0] / "results" /
-                        "head_to_head.json")
+    parser.add_argument("--measured", type=Path, default=RESULTS / "measured.json")
     args = parser.parse_args(argv)
     rows = load(args.curves)
     step = args.step_ms / 1000

@@ -58,6 +58,22 @@ def task_device(preference: str) -> torch.device:
     return torch.device("cpu")
 
 
+def warm_up(shards: ShardSet, source: ModelSource, *, test: ShardSet | None = None) -> None:
+    """Starts the Python workers, loads their shards and builds their networks: one job.
+
+    These are one-off costs of a run (like launching processes for DDP); paying them before
+    the first round keeps them out of round timings, and so out of the auto-tau measurements.
+    """
+
+    def prepare(index: int, shard: Shard) -> int:
+        cached_model(source)
+        return len(shard)
+
+    shards.map_shards(prepare).collect()
+    if test is not None:
+        test.map_shards(prepare).collect()
+
+
 def train_round(shards: ShardSet, state: Broadcast[RoundState], plan: LocalPlan,
                 source: ModelSource, *, device: str, fan_in: int) -> WorkerResult:
     """Runs tau local steps on every partition and returns the ordered sum of the results."""

@@ -24,7 +24,7 @@ from sparknet.config import TrainConfig
 from sparknet.data.sources import SparkData
 from sparknet.engine.aggregate import DriverState, apply_round
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
-from sparknet.engine.spark_rounds import evaluate, train_round
+from sparknet.engine.spark_rounds import evaluate, train_round, warm_up
 from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
 from sparknet.errors import ConfigError, TrainingError
 from sparknet.flat import FlatLayout, flatten_state, load_flat_state, state_tensors
@@ -46,6 +46,7 @@ class TrainResult:
     metrics: list[dict[str, Any]]
     run_dir: Path | None
     source: ModelSource = field(repr=False)
+    warmup_seconds: float = 0.0  # the one-off job before round 0 (workers, shards, networks)
 
     def model(self) -> nn.Module:
         """A fresh network on the CPU holding the trained weights."""
@@ -135,6 +136,13 @@ def train(data: SparkData, *, config: TrainConfig, model: ModelFactory | None = 
     sc: SparkContext = data.train.context
     engine = config.engine
     records = log.records if log is not None else []
+    warmup_started = time.perf_counter()
+    try:
+        warm_up(data.train, source, test=data.test)
+    except Exception as exc:
+        raise TrainingError("preparing the workers (loading shards, building the network) "
+                            f"failed after Spark's retries: {worker_error_summary(exc)}") from None
+    warmup_seconds = time.perf_counter() - warmup_started
     bar = _progress_bar(engine.rounds, done.round_index, enabled=progress)
     state_bc = sc.broadcast(RoundState(floats, ints, momentum))
     started = time.perf_counter() - done.wall_offset
@@ -189,7 +197,8 @@ def train(data: SparkData, *, config: TrainConfig, model: ModelFactory | None = 
         state_bc.destroy()
 
     result = TrainResult(config=config, layout=layout, floats=floats, ints=ints,
-                         metrics=records, run_dir=run_path, source=source)
+                         metrics=records, run_dir=run_path, source=source,
+                         warmup_seconds=warmup_seconds)
     if run_path is not None:
         write_result(run_path, result)
     return result

@@ -11,6 +11,7 @@ from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.local_steps import WorkerResult, batch_indices
 from sparknet.engine.spark_rounds import tree_sum
 from sparknet.engine.trainer import initial_state, train
+from sparknet.errors import TrainingError
 from sparknet.flat import flatten_state, load_flat_state
 from sparknet.models import LeNet, model_source
 
@@ -66,6 +67,13 @@ def test_same_seed_gives_identical_weights(spark, fashion):
     other_seed = train(data, config=TrainConfig.from_dict({**_config().to_dict(), "seed": 6}),
                        progress=False)
     assert not np.array_equal(first.floats, other_seed.floats)
+
+
+def test_training_on_released_data_is_one_clear_error(spark, fashion):
+    data = _data(spark, fashion)
+    data.release()
+    with pytest.raises(TrainingError, match="preparing the workers"):
+        train(data, config=_config(rounds=1), progress=False)
 
 
 def test_a_task_retried_by_spark_gives_identical_weights(spark, fashion):
