@@ -1,10 +1,12 @@
 """Automatic tau: measure step time C and round overhead S, then pick tau so S <= 5% of a round.
 
-The first ``probe_rounds`` rounds run ``probe_tau`` steps each. Round 0 pays one-off costs
-(Python workers starting, models built, shards fetched), so C and S are measured on the probe
-rounds after it: ``C`` is the median compute time per step of the slowest worker, ``S`` the
-median of (round wall time - compute time). A round then has overhead fraction
-``S / (tau*C + S)``, which is at most ``max_overhead`` when ``tau >= S*(1-f) / (f*C)``.
+The first ``probe_rounds`` rounds run ``probe_tau`` steps each. The trainer's warm-up job has
+already started the workers, fetched the shards and built the networks, but the first round of
+a process still pays first-use costs (the first forward and backward passes, allocator growth),
+so C and S are measured on the probe rounds after it: ``C`` is the median compute time per
+step of the slowest worker, ``S`` the median of (round wall time - compute time). A round then
+has overhead fraction ``S / (tau*C + S)``, which is at most ``max_overhead`` when
+``tau >= S*(1-f) / (f*C)``.
 
 The decision is a pure function of the recorded timings and is made once; ``TauSchedule``
 records it per round, so a resumed or repeated run replays it instead of re-measuring, and a
@@ -61,7 +63,7 @@ class AutoTau:
         chosen = [t for t in previous[self.probe_rounds:] if t != self.probe_tau]
         if chosen:  # decided before (this run, or the run a checkpoint came from)
             return chosen[-1]
-        # This process's first round pays the warm-up; measure the ones after it.
+        # This process's first round pays first-use costs; measure the ones after it.
         measured = history[1: self.probe_rounds]
         if round_index < self.probe_rounds or len(measured) < self.probe_rounds - 1:
             return self.probe_tau
