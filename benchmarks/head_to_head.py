@@ -244,6 +244,17 @@ class DelayedShards:
         self.inner.release()
 
 
+def clock_curve(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The evaluated rounds of a sparknet run against its training clock (rounds only)."""
+    curve, seconds = [], 0.0
+    for record in metrics:
+        seconds += record["round_seconds"]
+        if record.get("test_accuracy") is not None:
+            curve.append({"samples": record["samples"], "seconds": seconds, "tau": record["tau"],
+                          "test_accuracy": record["test_accuracy"]})
+    return curve
+
+
 def sparknet_run(data: Any, *, lr: float, outer: str, delay: float, limits: Limits,
                  tau: int | str = "auto") -> dict[str, Any]:
     from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
@@ -263,11 +274,7 @@ def sparknet_run(data: Any, *, lr: float, outer: str, delay: float, limits: Limi
         return done(limits, record["test_accuracy"], record["samples"], clock["seconds"])
 
     result = train(data, config=config, progress=False, stop=stop)
-    curve, seconds = [], 0.0
-    for record in result.metrics:
-        seconds += record["round_seconds"]
-        curve.append({"samples": record["samples"], "seconds": seconds, "tau": record["tau"],
-                      "test_accuracy": record["test_accuracy"]})
+    curve = clock_curve(result.metrics)
     rounds = len(result.metrics)
     up = sum(r["bytes_per_worker"] for r in result.metrics)
     down = rounds * 4 * result.layout.num_floats  # the broadcast weights each worker fetches

@@ -50,12 +50,7 @@ def sparknet_point(*, k_shards: dict[int, Any], k: int, tau: int, outer: str,
                          outer=OuterConfig(name=outer))
     result = train(k_shards[k], config=config, progress=False,
                    stop=lambda r: (r["test_accuracy"] or 0) >= max(TARGETS))
-    curve, seconds = [], 0.0
-    for record in result.metrics:
-        seconds += record["round_seconds"]
-        if record.get("test_accuracy") is not None:
-            curve.append({"samples": record["samples"], "seconds": seconds,
-                          "test_accuracy": record["test_accuracy"]})
+    curve = h2h.clock_curve(result.metrics)
     overheads = [r["overhead_seconds"] for r in result.metrics]
     return {"k": k, "tau": tau, "outer": outer, "lr": lr, "curve": curve,
             "warmup_seconds": result.warmup_seconds,
