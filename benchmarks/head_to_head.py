@@ -32,12 +32,14 @@ import json
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import baseline
 import numpy as np
+from baseline import BATCH, SEED, batches, initial_network, sgd, torch_threads, train_steps
 from common import machine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,8 +47,6 @@ RESULTS = ROOT / "benchmarks" / "results"
 FIGURES = ROOT / "docs" / "figures"
 TARGET = 0.89
 LRS = (0.005, 0.01, 0.02, 0.04)
-BATCH = 64
-SEED = 0
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -56,19 +56,6 @@ def fashion() -> dict[str, np.ndarray]:
     train, test = fashion_mnist.load_split("train"), fashion_mnist.load_split("test")
     return {"train_x": train.images, "train_y": train.labels, "test_x": test.images,
             "test_y": test.labels}
-
-
-def initial_lenet() -> Any:
-    """LeNet with sparknet's seeded initial weights, so every contender starts equal."""
-    from sparknet.engine.trainer import initial_state
-    from sparknet.flat import load_flat_state
-    from sparknet.models.registry import model_source
-
-    source = model_source("lenet")
-    layout, floats, ints = initial_state(source, SEED)
-    model = source.build()
-    load_flat_state(model, layout, floats, ints)
-    return model
 
 
 def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -84,17 +71,6 @@ def accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     return correct / len(y)
 
 
-def batches(n: int, *, partition: int) -> Iterator[np.ndarray]:
-    """Endless seeded epoch-wise batches, the same stream sparknet's workers draw."""
-    from sparknet.engine.local_steps import batch_indices
-
-    offset = 0
-    while True:
-        yield from batch_indices(num_examples=n, batch_size=BATCH, steps=100,
-                                 step_offset=offset, seed=SEED, partition=partition)
-        offset += 100
-
-
 @dataclass
 class Limits:
     interval: int          # evaluate every this many training samples
@@ -108,39 +84,26 @@ def done(limits: Limits, accuracy_now: float, samples: int, seconds: float) -> b
             or samples >= limits.max_samples or seconds >= limits.max_seconds)
 
 
-def sgd_step(model: Any, optimizer: Any, images: np.ndarray, labels: Any) -> None:
-    """One plain step on uint8 images scaled to [0, 1], as every contender's worker does."""
-    import torch
-    import torch.nn.functional as F
-
-    loss = F.cross_entropy(model(torch.from_numpy(images).float() * (1 / 255)), labels)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
 # ---------------------------------------------------------------- plain PyTorch loop
 def plain_loop(data: dict[str, np.ndarray], *, lr: float, threads: int,
                limits: Limits) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(threads)
-    model = initial_lenet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    labels = torch.from_numpy(data["train_y"])
-    curve, samples, seconds = [], 0, 0.0
+    """The baseline loop until the target, evaluated every ``limits.interval`` samples."""
+    model = initial_network(SEED)
+    optimizer = sgd(model, lr)
+    images, labels = data["train_x"], data["train_y"]
     stream = batches(len(labels), partition=0)
-    while True:
-        started = time.perf_counter()
-        for _ in range(limits.interval // BATCH):
-            batch = next(stream)
-            sgd_step(model, optimizer, data["train_x"][batch], labels[batch])
-        seconds += time.perf_counter() - started
-        samples += limits.interval
-        acc = accuracy(model, data["test_x"], data["test_y"])
-        curve.append({"samples": samples, "seconds": seconds, "test_accuracy": acc})
-        if done(limits, acc, samples, seconds):
-            return {"curve": curve, "bytes_sent_per_worker": 0, "steps": samples // BATCH}
+    curve, samples, seconds = [], 0, 0.0
+    with torch_threads(threads):
+        while True:
+            started = time.perf_counter()
+            train_steps(model, optimizer, images, labels, stream, limits.interval // BATCH)
+            seconds += time.perf_counter() - started
+            samples += limits.interval
+            acc = accuracy(model, data["test_x"], data["test_y"])
+            curve.append({"samples": samples, "seconds": seconds, "test_accuracy": acc})
+            if done(limits, acc, samples, seconds):
+                return {"curve": curve, "bytes_sent_per_worker": 0,
+                        "steps": samples // BATCH}
 
 
 # ---------------------------------------------------------------- DDP via TorchDistributor
@@ -162,7 +125,7 @@ def ddp_main(lr: float, delay: float, interval: int, max_samples: int, max_secon
     rank, world = dist.get_rank(), dist.get_world_size()
     data = fashion()
     shard = split_into_shards(data["train_x"], data["train_y"], world, seed=SEED)[rank]
-    model = DistributedDataParallel(initial_lenet())
+    model = DistributedDataParallel(initial_network(SEED))
     stats = {"bytes": 0, "allreduces": 0}
 
     def delayed_allreduce(state, bucket):  # type: ignore[no-untyped-def]  # DDP checks these
@@ -173,8 +136,7 @@ def ddp_main(lr: float, delay: float, interval: int, max_samples: int, max_secon
         return default_hooks.allreduce_hook(None, bucket)
 
     model.register_comm_hook(delay, delayed_allreduce)
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    labels = torch.from_numpy(shard.labels)
+    optimizer = sgd(model, lr)
     stream = batches(len(shard), partition=rank)
     limits = Limits(interval, max_samples, max_seconds, target)
     curve, samples, seconds = [], 0, 0.0
@@ -182,9 +144,8 @@ def ddp_main(lr: float, delay: float, interval: int, max_samples: int, max_secon
     while True:
         dist.barrier()
         started = time.perf_counter()
-        for _ in range(interval // (BATCH * world)):
-            batch = next(stream)
-            sgd_step(model, optimizer, shard.features[batch], labels[batch])
+        train_steps(model, optimizer, shard.features, shard.labels, stream,
+                    interval // (BATCH * world))
         seconds += time.perf_counter() - started
         samples += interval
         if rank == 0:
@@ -205,7 +166,9 @@ def ddp(*, lr: float, delay: float, limits: Limits) -> dict[str, Any]:
     from pyspark import cloudpickle
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    if __name__ != "__main__":  # imported: ship this file's functions by value, not by name
+    # torchrun's processes cannot import benchmarks/: ship its functions by value, not by name
+    cloudpickle.register_pickle_by_value(baseline)
+    if __name__ != "__main__":
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
     distributor = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False)
     with tempfile.TemporaryDirectory() as folder:
@@ -346,36 +309,11 @@ def best_lr(rows: list[dict[str, Any]], name: str) -> float:
 
 
 # ---------------------------------------------------------------- 2. throughput ceiling
-def loop_throughput(data: dict[str, np.ndarray], threads: int, steps: int) -> float:
-    """Samples/s of the plain loop's steps (lr irrelevant to speed), after 20 warm-up steps."""
-    import torch
-
-    torch.set_num_threads(threads)
-    model = initial_lenet()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    labels = torch.from_numpy(data["train_y"])
-    stream = batches(len(labels), partition=0)
-    started = 0.0
-    for step in range(steps + 20):
-        if step == 20:
-            started = time.perf_counter()
-        batch = next(stream)
-        sgd_step(model, optimizer, data["train_x"][batch], labels[batch])
-    return steps * BATCH / (time.perf_counter() - started)
-
-
-def _side_by_side(steps: int) -> float:
-    return loop_throughput(fashion(), 1, steps)
-
-
 def ceiling(data: dict[str, np.ndarray], *, steps: int) -> dict[str, float]:
-    import multiprocessing
-
-    one = loop_throughput(data, 1, steps)
-    two = loop_throughput(data, 2, steps)
-    with multiprocessing.get_context("fork").Pool(2) as pool:
-        pair = sum(pool.map(_side_by_side, [steps, steps], chunksize=1))
-    return {"loop_1_thread": one, "loop_2_threads": two, "two_1_thread_processes": pair}
+    images, labels = data["train_x"], data["train_y"]
+    return {"loop_1_thread": baseline.loop_throughput(images, labels, threads=1, steps=steps),
+            "loop_2_threads": baseline.loop_throughput(images, labels, threads=2, steps=steps),
+            "two_1_thread_processes": sum(baseline.side_by_side(steps))}
 
 
 # ---------------------------------------------------------------- report

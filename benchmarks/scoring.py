@@ -17,17 +17,19 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from baseline import initial_network
 from common import command as run_command
 from common import machine_line, write_report
 
 
 def sparknet_scorer(df: Any, batch_size: int) -> Callable[[], None]:
-    from sparknet.engine.trainer import initial_state
+    from sparknet.flat import FlatLayout, flatten_state
     from sparknet.ml import SparkNetModel
     from sparknet.ml.persistence import SavedNetwork
-    from sparknet.models.registry import model_source
 
-    layout, floats, ints = initial_state(model_source("lenet"), seed=0)
+    network = initial_network(seed=0)
+    layout = FlatLayout.of(network)
+    floats, ints = flatten_state(network, layout)
     saved = SavedNetwork(network="lenet", input_shape=(1, 28, 28), num_classes=10,
                          input_scale=1.0, layout=layout, floats=floats, ints=ints)
     model = SparkNetModel._from_saved(saved, scoringBatchSize=batch_size)
@@ -43,18 +45,16 @@ def predict_batch_scorer(df: Any, batch_size: int) -> Callable[[], None]:
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql.types import ArrayType, FloatType
 
+    weights = initial_network(seed=0).state_dict()  # shipped to the workers with the UDF
+
     def make_predict_fn() -> Callable[[np.ndarray], np.ndarray]:
         import torch
 
-        from sparknet.engine.trainer import initial_state
-        from sparknet.flat import load_flat_state
-        from sparknet.models.registry import model_source
+        from sparknet.models.zoo import LeNet
 
         torch.set_num_threads(1)
-        source = model_source("lenet")
-        layout, floats, ints = initial_state(source, seed=0)
-        module = source.build()
-        load_flat_state(module, layout, floats, ints)
+        module = LeNet()
+        module.load_state_dict(weights)
         module.eval()
 
         def predict(inputs: np.ndarray) -> np.ndarray:

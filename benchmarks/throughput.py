@@ -11,13 +11,9 @@ the per-round overhead = round wall time - the slowest worker's compute time.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import statistics
-import time
 
-import numpy as np
-import torch
-import torch.nn.functional as F
+from baseline import BATCH, loop_throughput, side_by_side
 from common import command, machine, write_report
 
 from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
@@ -26,53 +22,8 @@ from sparknet.data.shards import InputSpec
 from sparknet.data.sources import from_arrays
 from sparknet.engine.spark_session import get_or_create_session
 from sparknet.engine.trainer import train
-from sparknet.models import LeNet
 
-BATCH = 64
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
-
-
-def plain_loop(images: np.ndarray, labels: np.ndarray, *, threads: int, steps: int) -> float:
-    """Samples/s of a plain PyTorch SGD loop in this process."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        torch.manual_seed(0)
-        model = LeNet()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        rng = np.random.default_rng(0)
-
-        def run(n: int) -> None:
-            for _ in range(n):
-                idx = rng.integers(0, labels.shape[0], BATCH)
-                x = torch.from_numpy(images[idx]).float() * (1 / 255)
-                loss = F.cross_entropy(model(x), torch.from_numpy(labels[idx]))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-
-        run(20)  # warm-up
-        started = time.perf_counter()
-        run(steps)
-        return steps * BATCH / (time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _plain_process(steps: int) -> float:
-    split = fashion_mnist.load_split("train")
-    return plain_loop(split.images, split.labels, threads=1, steps=steps)
-
-
-def side_by_side(steps: int) -> list[float]:
-    """Samples/s of two plain 1-thread loops running at the same time in two processes.
-
-    Their ratio to one loop alone is the ceiling of K = 2 efficiency on this machine: the two
-    cores slow each other down (shared caches, memory bandwidth) before Spark adds anything.
-    """
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(2) as pool:
-        return pool.map(_plain_process, [steps, steps])
 
 
 def engine_run(sc, train_arrays, *, k: int, tau: int, timed_rounds: int) -> dict[str, float]:
@@ -105,7 +56,9 @@ def main() -> None:
     sc = spark.sparkContext
 
     plain_steps = 100 if args.quick else 400
-    plain = {threads: plain_loop(*arrays, threads=threads, steps=plain_steps)
+    # the loop now samples with the engine's batch_indices (epoch-wise, without replacement),
+    # not uniformly with replacement: the same sampling as the K = 1 worker it is compared to
+    plain = {threads: loop_throughput(*arrays, threads=threads, steps=plain_steps)
              for threads in (1, 2)}
     pair = side_by_side(plain_steps)
     ceiling = statistics.mean(pair) / plain[1]
@@ -120,7 +73,7 @@ def main() -> None:
             print(f"K={k} tau={tau}: {stats['samples_per_s']:.0f} samples/s, efficiency "
                   f"{stats['efficiency']:.3f}, overhead {stats['overhead_ms']:.0f} ms", flush=True)
     # the plain loop again at the end: drift in machine load shows up as a difference
-    plain_after = plain_loop(*arrays, threads=1, steps=plain_steps)
+    plain_after = loop_throughput(*arrays, threads=1, steps=plain_steps)
     spark.stop()
 
     info = machine()

@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import head_to_head as h2h  # noqa: E402
+from baseline import BATCH, SEED  # noqa: E402
 from common import machine  # noqa: E402
 
 RESULTS = HERE.parent / "results" / "study"
@@ -41,10 +42,10 @@ def sparknet_point(*, k_shards: dict[int, Any], k: int, tau: int, outer: str,
     from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
     from sparknet.engine.trainer import train
 
-    eval_every = max(1, round(6400 / (k * tau * h2h.BATCH)))
-    config = TrainConfig(model="lenet", seed=h2h.SEED,
-                         engine=EngineConfig(num_workers=k, tau=tau, batch_size=h2h.BATCH,
-                                             rounds=-(-max_samples // (k * tau * h2h.BATCH)),
+    eval_every = max(1, round(6400 / (k * tau * BATCH)))
+    config = TrainConfig(model="lenet", seed=SEED,
+                         engine=EngineConfig(num_workers=k, tau=tau, batch_size=BATCH,
+                                             rounds=-(-max_samples // (k * tau * BATCH)),
                                              eval_every=eval_every),
                          optimizer=OptimizerConfig(lr=lr, momentum=0.9),
                          outer=OuterConfig(name=outer))
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spark = get_or_create_session("local[2]", app_name="sparknet-study-measured")
     ks = [int(k) for k in args.ks.split(",")]
-    k_shards = {k: fashion_mnist_data(spark.sparkContext, num_workers=k, seed=h2h.SEED)
+    k_shards = {k: fashion_mnist_data(spark.sparkContext, num_workers=k, seed=SEED)
                 for k in ks}
     report: dict[str, Any] = {"machine": machine(), "command": " ".join(
         [Path(sys.executable).name, *sys.argv]), "lr": args.lr, "points": []}

@@ -1,14 +1,19 @@
 """Training configuration: one frozen, keyword-only dataclass per component.
 
-Every dataclass validates itself in ``__post_init__``; errors name the field, the value and
-the fix. Runtime objects (SparkSession, DataFrame, models) are never fields here: configs are
-plain data that can cross to Spark executors and be written to JSON.
+Configs are plain data: they can cross to Spark executors and be written to JSON, and reading
+one back never opens another file (paths are checked when a run starts). Every field is
+declared with ``setting``: its documentation there is the only copy, and the CLI flags, the
+Spark ML Params of ``SparkNetEstimator`` and their help texts are derived from it
+(``sparknet.settings``). Every dataclass validates itself in ``__post_init__``; errors name the
+field, the value and the fix.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,174 +27,192 @@ Device = Literal["cpu", "cuda", "auto"]
 OnNonFinite = Literal["stop", "skip"]
 
 
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *, flag: str | None = None,
+            param: str | None = None, metavar: str | None = None,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+    """A config field with its one documentation string.
+
+    ``flag`` and ``param`` name the CLI flag and the Spark ML Param when the defaults (the
+    field name in kebab-case and camelCase) do not fit.
+    """
+    metadata = {"doc": doc, "flag": flag, "param": param, "metavar": metavar}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 def _require(ok: bool, field_name: str, value: object, fix: str) -> None:
     if not ok:
         raise ConfigError(f"{field_name}={value!r} is invalid: {fix}")
 
 
+def _type_ok(value: object, hint: Any) -> bool:
+    """Whether ``value`` is of the annotated type; bool is not an int here, int is a float."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return any(value == choice and type(value) is type(choice)
+                   for choice in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, option) for option in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return type(value) in (int, float)
+    if hint in (int, str, bool):
+        return type(value) is hint
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def type_name(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return " or ".join(repr(c) for c in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(option) for option in typing.get_args(hint))
+    return "null" if hint is type(None) else getattr(hint, "__name__", str(hint))
+
+
+def check_field_types(instance: Any, prefix: str) -> None:
+    """Every field holds a value of its annotated type (checked before any other rule)."""
+    hints = typing.get_type_hints(type(instance))
+    for f in dataclasses.fields(instance):
+        value = getattr(instance, f.name)
+        if not _type_ok(value, hints[f.name]):
+            raise ConfigError(f"{prefix}{f.name}={value!r} is invalid: expected "
+                              f"{type_name(hints[f.name])}")
+
+
 @dataclass(frozen=True, kw_only=True)
 class OptimizerConfig:
-    """The optimizer each worker runs for its tau local steps.
+    """The optimizer each worker runs for its tau local steps."""
 
-    Attributes:
-        name: ``sgd`` (PyTorch's SGD, optionally with momentum/Nesterov), ``adam``, or
-            ``caffe``: the Caffe solver in ``caffe_solver`` with Caffe's update rule, its
-            lr_policy at each worker's global iteration and its iter_size (lr, momentum,
-            nesterov and weight_decay here are then unused).
-        lr: learning rate of the local steps.
-        momentum: SGD momentum (0 disables it).
-        nesterov: use Nesterov momentum in the local SGD steps.
-        weight_decay: L2 penalty added to the gradient.
-        momentum_policy: what happens to each worker's optimizer state between rounds:
-            ``reset`` starts every round from zero state (nothing extra is sent);
-            ``average`` averages the state across workers like the weights (doubles traffic).
-        caffe_solver: path of a Caffe solver ``.prototxt`` (``name='caffe'`` only); parsed on
-            the driver to validate it, and read again on the executors, so it must be
-            readable there too.
-    """
-
-    name: OptimizerName = "sgd"
-    lr: float = 0.01
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    momentum_policy: MomentumPolicy = "reset"
-    caffe_solver: str | None = None
+    name: OptimizerName = setting(
+        "sgd", "local optimizer: sgd (PyTorch's SGD, optionally with momentum/Nesterov), adam, "
+        "or caffe (the Caffe solver in caffe_solver, with Caffe's update rule, lr_policy at "
+        "each worker's global iteration and iter_size; lr, momentum, nesterov and weight_decay "
+        "are then unused)", flag="--optimizer", param="optimizer")
+    lr: float = setting(0.01, "learning rate of the local steps", param="learningRate")
+    momentum: float = setting(0.9, "SGD momentum (0 disables it)")
+    nesterov: bool = setting(False, "use Nesterov momentum in the local SGD steps")
+    weight_decay: float = setting(0.0, "L2 penalty added to the gradient")
+    momentum_policy: MomentumPolicy = setting(
+        "reset", "each worker's optimizer state between rounds: reset starts every round from "
+        "zero state (nothing extra is sent); average averages it across workers like the "
+        "weights (doubles the traffic)")
+    caffe_solver: str | None = setting(
+        None, "the Caffe solver definition (solver.prototxt text) when optimizer is caffe; "
+        "the CLI flag takes the file and stores its text, so a run never reads it again",
+        metavar="SOLVER")
 
     def __post_init__(self) -> None:
-        _require(self.name in ("sgd", "adam", "caffe"), "optimizer.name", self.name,
-                 "use 'sgd', 'adam' or 'caffe'")
+        check_field_types(self, "optimizer.")
         _require(math.isfinite(self.lr) and self.lr > 0, "optimizer.lr", self.lr,
                  "use a positive learning rate such as 0.01")
         _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum,
                  "use a momentum in [0, 1), e.g. 0.9")
         _require(not (self.nesterov and self.momentum == 0), "optimizer.nesterov", self.nesterov,
                  "Nesterov needs momentum > 0")
-        _require(self.weight_decay >= 0, "optimizer.weight_decay", self.weight_decay,
-                 "use a non-negative weight decay")
-        _require(self.momentum_policy in ("reset", "average"), "optimizer.momentum_policy",
-                 self.momentum_policy, "use 'reset' or 'average'")
+        _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                 "optimizer.weight_decay", self.weight_decay, "use a non-negative weight decay")
         _require((self.name == "caffe") == (self.caffe_solver is not None),
-                 "optimizer.caffe_solver", self.caffe_solver,
-                 "give a solver .prototxt exactly when optimizer.name is 'caffe' "
+                 "optimizer.caffe_solver", _short(self.caffe_solver),
+                 "give a solver exactly when optimizer.name is 'caffe' "
                  "(sparknet train --caffe-solver FILE)")
-        if self.name == "caffe":
-            from sparknet.models.caffe_ref import load_solver_checked
 
-            solver = load_solver_checked(str(self.caffe_solver))
-            _require(self.momentum_policy == "reset" or solver.type in ("SGD", "Nesterov"),
-                     "optimizer.momentum_policy", self.momentum_policy,
-                     f"the {solver.type} solver keeps more than a momentum buffer; use 'reset' "
-                     "(averaging works with SGD and Nesterov solvers)")
+
+def _short(text: str | None) -> str | None:
+    return text if text is None or len(text) < 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True, kw_only=True)
 class OuterConfig:
-    """How the driver turns the K workers' results into the next weights.
+    """How the driver turns the K workers' results into the next weights."""
 
-    Attributes:
-        name: ``average`` (SparkNet: the mean of the workers' weights), ``weighted`` (mean
-            weighted by each worker's number of training samples), or ``nesterov`` (a Nesterov
-            momentum step on the averaged change, as in DiLoCo).
-        lr: outer learning rate (``nesterov`` only; ``average`` is lr 1, momentum 0).
-        momentum: outer momentum (``nesterov`` only).
-        compression: how workers encode the change they send back: ``none`` (float32),
-            ``bf16`` or ``int8`` (per-chunk scale); the driver sums in float32.
-    """
-
-    name: OuterName = "average"
-    lr: float = 0.7
-    momentum: float = 0.9
-    compression: Compression = "none"
+    name: OuterName = setting(
+        "average", "outer optimizer on the driver: average (SparkNet: the mean of the "
+        "workers' weights), weighted (mean weighted by each worker's number of training "
+        "samples) or nesterov (a Nesterov momentum step on the averaged change, as in DiLoCo)",
+        flag="--outer", param="outerOptimizer")
+    lr: float = setting(0.7, "outer learning rate (nesterov only)", flag="--outer-lr",
+                        param="outerLearningRate")
+    momentum: float = setting(0.9, "outer momentum (nesterov only)", flag="--outer-momentum",
+                              param="outerMomentum")
+    compression: Compression = setting(
+        "none", "how workers encode the change they send back: none (float32), bf16, or int8 "
+        "with a scale per chunk; the driver sums in float32")
 
     def __post_init__(self) -> None:
-        _require(self.name in ("average", "weighted", "nesterov"), "outer.name", self.name,
-                 "use 'average', 'weighted' or 'nesterov'")
+        check_field_types(self, "outer.")
         _require(math.isfinite(self.lr) and self.lr > 0, "outer.lr", self.lr,
                  "use a positive outer learning rate such as 0.7")
         _require(0 <= self.momentum < 1, "outer.momentum", self.momentum,
                  "use an outer momentum in [0, 1), e.g. 0.9")
-        _require(self.compression in ("none", "bf16", "int8"), "outer.compression",
-                 self.compression, "use 'none', 'bf16' or 'int8'")
 
 
 @dataclass(frozen=True, kw_only=True)
 class EngineConfig:
-    """The shape of SparkNet's parallel SGD.
+    """The shape of SparkNet's parallel SGD."""
 
-    Attributes:
-        num_workers: K, the number of data partitions trained in parallel each round.
-        tau: local SGD steps per worker per round, or ``auto`` (the default): measure step
-            time and round overhead in the first rounds, then keep overhead <= 5% of a round
-            (``sparknet.engine.auto_tau``); the decisions are recorded and replayed.
-        batch_size: b, the mini-batch size of one local step.
-        rounds: number of rounds to train (each round processes K * tau * b samples).
-        eval_every: evaluate on the test set every this many rounds (0: only at the end).
-        device: ``cpu``, ``cuda`` (the GPU Spark assigned to the task) or ``auto``.
-        threads_per_worker: PyTorch threads in each worker (1 is fastest for small CNNs).
-        tree_fan_in: the driver combines at most this many partial sums per round; larger
-            K is first summed on the executors in a tree.
-        eval_batch_size: batch size of distributed evaluation.
-        on_non_finite: a NaN/inf loss or update either stops training (``stop``) or the
-            round's update is skipped (``skip``).
-    """
-
-    num_workers: int = 2
-    tau: int | Literal["auto"] = "auto"
-    batch_size: int = 64
-    rounds: int = 20
-    eval_every: int = 5
-    device: Device = "cpu"
-    threads_per_worker: int = 1
-    tree_fan_in: int = 4
-    eval_batch_size: int = 1000
-    on_non_finite: OnNonFinite = "stop"
+    num_workers: int = setting(2, "K, the number of data partitions trained in parallel each "
+                                  "round")
+    tau: int | Literal["auto"] = setting(
+        "auto", "local SGD steps per worker per round, or auto: measure step time and round "
+        "overhead in the first rounds, then keep the overhead <= 5% of a round (the decisions "
+        "are recorded and replayed)")
+    batch_size: int = setting(64, "mini-batch size of one local step")
+    rounds: int = setting(20, "number of rounds to train (each processes K * tau * batch_size "
+                              "samples)")
+    eval_every: int = setting(5, "evaluate on the test set every this many rounds (0: only at "
+                                 "the end)")
+    device: Device = setting("cpu", "where workers run: cpu, cuda (the GPU Spark assigned to "
+                                    "the task) or auto")
+    threads_per_worker: int = setting(1, "PyTorch threads in each worker (1 is fastest for "
+                                         "small CNNs)")
+    tree_fan_in: int = setting(4, "the driver combines at most this many partial sums per "
+                                  "round; larger K is first summed on the executors in a tree")
+    eval_batch_size: int = setting(1000, "batch size of distributed evaluation")
+    on_non_finite: OnNonFinite = setting(
+        "stop", "a NaN/inf loss or update stops training (stop) or the round's update is "
+                "skipped (skip)")
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.num_workers, int) and self.num_workers >= 1,
-                 "num_workers", self.num_workers, "use K >= 1 (e.g. --num-workers 2)")
-        _require(self.tau == "auto" or (isinstance(self.tau, int) and self.tau >= 1), "tau",
-                 self.tau, "use tau >= 1 local steps per round (e.g. --tau 50) or 'auto'")
-        _require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size",
-                 self.batch_size, "use a batch size >= 1 (e.g. --batch-size 64)")
-        _require(isinstance(self.rounds, int) and self.rounds >= 1, "rounds", self.rounds,
-                 "train for at least one round")
+        check_field_types(self, "")
+        _require(self.num_workers >= 1, "num_workers", self.num_workers,
+                 "use K >= 1 (e.g. --num-workers 2)")
+        _require(self.tau == "auto" or self.tau >= 1, "tau", self.tau,
+                 "use tau >= 1 local steps per round (e.g. --tau 50) or 'auto'")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size,
+                 "use a batch size >= 1 (e.g. --batch-size 64)")
+        _require(self.rounds >= 1, "rounds", self.rounds, "train for at least one round")
         _require(self.eval_every >= 0, "eval_every", self.eval_every,
                  "use 0 (evaluate at the end only) or a positive number of rounds")
-        _require(self.device in ("cpu", "cuda", "auto"), "device", self.device,
-                 "use 'cpu', 'cuda' or 'auto'")
         _require(self.threads_per_worker >= 1, "threads_per_worker", self.threads_per_worker,
                  "use at least one thread")
         _require(self.tree_fan_in >= 2, "tree_fan_in", self.tree_fan_in, "use a fan-in >= 2")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size,
                  "use a batch size >= 1")
-        _require(self.on_non_finite in ("stop", "skip"), "on_non_finite", self.on_non_finite,
-                 "use 'stop' or 'skip'")
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """Everything that determines a training run; same config + seed gives the same weights.
+    """Everything that determines a training run; same config + seed gives the same weights."""
 
-    Attributes:
-        model: built-in model name (``lenet``, ``cnn``) or a factory ``package.module:function``.
-        seed: seeds initial weights, data order and dropout.
-        engine, optimizer, outer: the component configs.
-        checkpoint_every: write a checkpoint every this many rounds (0: only at the end).
-    """
-
-    model: str = "lenet"
-    seed: int = 0
-    engine: EngineConfig = field(default_factory=EngineConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    outer: OuterConfig = field(default_factory=OuterConfig)
-    checkpoint_every: int = 10
+    model: str = setting(
+        "lenet", "the network: a built-in name (lenet, cnn), a factory "
+        "'package.module:function' returning an nn.Module, or "
+        "'caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]'", param="network")
+    seed: int = setting(0, "seeds the initial weights, the data order and dropout")
+    engine: EngineConfig = setting(default_factory=EngineConfig)
+    optimizer: OptimizerConfig = setting(default_factory=OptimizerConfig)
+    outer: OuterConfig = setting(default_factory=OuterConfig)
+    checkpoint_every: int = setting(10, "write a checkpoint every this many rounds (0: only "
+                                        "at the end)")
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.model, str) and bool(self.model), "model", self.model,
+        check_field_types(self, "")
+        _require(bool(self.model), "model", self.model,
                  "name a built-in model (lenet, cnn) or a factory 'package.module:function'")
-        _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
-                 "use a non-negative integer seed")
+        _require(self.seed >= 0, "seed", self.seed, "use a non-negative integer seed")
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
                  "use 0 (only at the end) or a positive number of rounds")
 
@@ -199,25 +222,30 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Builds a config from nested plain data (JSON, TOML); unknown keys are errors."""
-        parts = {"engine": EngineConfig, "optimizer": OptimizerConfig, "outer": OuterConfig}
+        if not isinstance(data, dict):
+            raise ConfigError(f"a configuration must be a table of settings, got {data!r}")
         kwargs: dict[str, Any] = {}
-        top_fields = {f.name for f in dataclasses.fields(cls)}
         for key, value in data.items():
-            if key not in top_fields:
-                raise ConfigError(f"unknown configuration key {key!r}: known keys are "
-                                  f"{sorted(top_fields)}")
-            if key in parts:
+            part = SECTIONS.get(key)
+            if part is not None:
                 if not isinstance(value, dict):
                     raise ConfigError(f"{key} must be a table of settings, got {value!r}")
-                kwargs[key] = _build(parts[key], value, prefix=key)
+                kwargs[key] = build_section(part, value, prefix=key)
             else:
                 kwargs[key] = value
-        return cls(**kwargs)
+        return build_section(cls, kwargs, prefix="")
 
 
-def _build(kind: type[Any], values: dict[str, Any], *, prefix: str) -> Any:
+SECTIONS: dict[str, type[Any]] = {"engine": EngineConfig, "optimizer": OptimizerConfig,
+                                  "outer": OuterConfig}
+
+
+def build_section(kind: type[Any], values: dict[str, Any], *, prefix: str) -> Any:
     known = {f.name for f in dataclasses.fields(kind)}
     unknown = sorted(set(values) - known)
+    if unknown and not prefix:
+        raise ConfigError(f"unknown configuration key {unknown[0]!r}: known keys are "
+                          f"{sorted(known)}")
     if unknown:
         raise ConfigError(f"unknown setting {prefix}.{unknown[0]}: known settings of "
                           f"[{prefix}] are {sorted(known)}")

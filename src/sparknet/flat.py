@@ -88,13 +88,3 @@ def flat_parameters_view(module: nn.Module, layout: FlatLayout) -> list[tuple[En
     params = dict(module.named_parameters())
     return [(e, params[e.name]) for e in layout.floats if e.name in params]
 
-
-def state_tensors(layout: FlatLayout, floats: np.ndarray,
-                  ints: np.ndarray) -> dict[str, torch.Tensor]:
-    """Named tensors of a flat state, for writing checkpoints."""
-    out: dict[str, torch.Tensor] = {}
-    for e in layout.floats:
-        out[e.name] = torch.from_numpy(floats[e.offset:e.offset + e.size].copy()).reshape(e.shape)
-    for e in layout.ints:
-        out[e.name] = torch.from_numpy(ints[e.offset:e.offset + e.size].copy()).reshape(e.shape)
-    return out

@@ -15,27 +15,27 @@ from pathlib import Path
 
 import numpy as np
 
-from sparknet import checkpoint
+from sparknet import weights_dir
 
 WRITER = """
 import sys, numpy as np
 from pathlib import Path
-from sparknet import checkpoint
+from sparknet import weights_dir
 run_dir, start = Path(sys.argv[1]), int(sys.argv[2])
 for r in range(start, start + 100000):
     big = np.full(200_000, r, np.float32)  # ~800 kB, so a write takes a while
-    snap = checkpoint.Snapshot({"w": big, "step": np.array([r], np.int64)},
+    snap = weights_dir.WeightsDir({"w": big, "step": np.array([r], np.int64)},
                                {"outer_m": big[:1000] * 2}, {"round": r})
-    checkpoint.save_checkpoint(run_dir, snap, round_index=r)
+    weights_dir.save_checkpoint(run_dir, snap, round_index=r)
     if r == start:
         print("writing", flush=True)
 """
 
 
 def assert_consistent(run_dir: Path) -> int:
-    latest = checkpoint.latest_checkpoint(run_dir)
+    latest = weights_dir.latest_checkpoint(run_dir)
     assert latest is not None
-    snap = checkpoint.read_snapshot(latest)
+    snap = weights_dir.read(latest)
     r = snap.meta["round"]
     assert latest.name == f"round-{r:06d}"
     assert np.array_equal(snap.tensors["w"], np.full(200_000, r, np.float32))

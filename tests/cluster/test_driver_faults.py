@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sparknet import checkpoint
+from sparknet import weights_dir
 from sparknet.testing.chaos import Driver, run_driver, wait_for
 from sparknet.testing.faults import FAIL
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.cluster
 
 
 def latest_round(run_dir: Path) -> int:
-    latest = checkpoint.latest_checkpoint(run_dir)
+    latest = weights_dir.latest_checkpoint(run_dir)
     return -1 if latest is None else int(latest.name.removeprefix("round-"))
 
 
@@ -71,9 +71,9 @@ def test_exhausted_retries_name_round_and_error_and_keep_checkpoint(
     failed_round, kept = int(match.group(1)), Path(match.group(2))
     # checkpoint_every=1: the kept checkpoint holds exactly the rounds before the failed one.
     assert failed_round >= 2
-    assert kept == checkpoint.latest_checkpoint(run_dir)
+    assert kept == weights_dir.latest_checkpoint(run_dir)
     assert kept.name == f"round-{failed_round:06d}"
-    snapshot = checkpoint.read_snapshot(kept)
+    snapshot = weights_dir.read(kept)
     assert snapshot.meta["round"] == failed_round
     assert all(np.isfinite(t).all() for t in snapshot.tensors.values())
     assert not (run_dir / "final").exists()

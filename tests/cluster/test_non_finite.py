@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparknet import checkpoint
+from sparknet import weights_dir
 from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data import fashion_mnist
 from sparknet.engine.local_steps import batch_indices
@@ -75,9 +75,9 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     assert len(error) == 1 and re.search(
         rf"round {first_bad}: the training loss or update became NaN/infinite.*"
         r"The last good checkpoint is kept", error[0]), output[-3000:]
-    kept = checkpoint.latest_checkpoint(tmp_path / "run")
+    kept = weights_dir.latest_checkpoint(tmp_path / "run")
     assert kept is not None and kept.name == f"round-{first_bad:06d}"
-    snapshot = checkpoint.read_snapshot(kept)
+    snapshot = weights_dir.read(kept)
     assert all(np.isfinite(t).all() for t in snapshot.tensors.values())
     assert not (tmp_path / "run" / "final").exists()
 
@@ -92,5 +92,5 @@ def test_nan_loss_skips_exactly_the_poisoned_rounds(
                (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     skipped = {r["round"] - 1 for r in records if not r["update_applied"]}
     assert skipped == bad_rounds
-    final = checkpoint.read_snapshot(tmp_path / "run" / "final")
+    final = weights_dir.read(tmp_path / "run" / "final")
     assert all(np.isfinite(t).all() for t in final.tensors.values())

@@ -1,50 +1,50 @@
 import numpy as np
 import pytest
 
-from sparknet import checkpoint
+from sparknet import weights_dir
 from sparknet.errors import DataError
 
 
-def _snapshot(value: float) -> checkpoint.Snapshot:
-    return checkpoint.Snapshot({"w": np.full(3, value, np.float32)},
+def _snapshot(value: float) -> weights_dir.WeightsDir:
+    return weights_dir.WeightsDir({"w": np.full(3, value, np.float32)},
                                {"outer_momentum": np.zeros(3, np.float32)}, {"round": value})
 
 
 def test_checkpoints_round_trip_and_keep_the_newest(tmp_path):
     for r in (1, 2, 3):
-        checkpoint.save_checkpoint(tmp_path, _snapshot(r), round_index=r)
-    latest = checkpoint.latest_checkpoint(tmp_path)
+        weights_dir.save_checkpoint(tmp_path, _snapshot(r), round_index=r)
+    latest = weights_dir.latest_checkpoint(tmp_path)
     assert latest is not None and latest.name == "round-000003"
-    snap = checkpoint.read_snapshot(latest)
+    snap = weights_dir.read(latest)
     assert snap.meta["round"] == 3 and np.array_equal(snap.tensors["w"], np.full(3, 3.0))
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("round-*")) == [
         "round-000002", "round-000003"]
 
 
 def test_a_crash_while_writing_leaves_the_previous_checkpoint(tmp_path):
-    checkpoint.save_checkpoint(tmp_path, _snapshot(1), round_index=1)
+    weights_dir.save_checkpoint(tmp_path, _snapshot(1), round_index=1)
     # A writer killed mid-way leaves only its temporary directory behind.
     partial = tmp_path / "checkpoints" / ".round-000002.tmp-999"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"\x00" * 10)
-    latest = checkpoint.latest_checkpoint(tmp_path)
+    latest = weights_dir.latest_checkpoint(tmp_path)
     assert latest is not None and latest.name == "round-000001"
-    assert checkpoint.read_snapshot(latest).meta["round"] == 1
-    checkpoint.save_checkpoint(tmp_path, _snapshot(2), round_index=2)
+    assert weights_dir.read(latest).meta["round"] == 1
+    weights_dir.save_checkpoint(tmp_path, _snapshot(2), round_index=2)
     assert not partial.exists()  # the next successful write removes the leftover
 
 
 def test_zero_dimensional_tensors_keep_their_shape(tmp_path):
-    snap = checkpoint.Snapshot({"counter": np.array(7, np.int64)}, {}, {})
-    checkpoint.write_snapshot(tmp_path / "ck", snap)
-    assert checkpoint.read_snapshot(tmp_path / "ck").tensors["counter"].shape == ()
+    snap = weights_dir.WeightsDir({"counter": np.array(7, np.int64)}, {}, {})
+    weights_dir.write(tmp_path / "ck", snap)
+    assert weights_dir.read(tmp_path / "ck").tensors["counter"].shape == ()
 
 
 def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     target = tmp_path / "ck"
-    checkpoint.write_snapshot(target, _snapshot(1))
+    weights_dir.write(target, _snapshot(1))
     (target / "model.safetensors").write_bytes(b"not safetensors")
     with pytest.raises(DataError, match="corrupt"):
-        checkpoint.read_snapshot(target)
-    with pytest.raises(DataError, match="not a sparknet checkpoint"):
-        checkpoint.read_snapshot(tmp_path)
+        weights_dir.read(target)
+    with pytest.raises(DataError, match="holds no sparknet checkpoint"):
+        weights_dir.read(tmp_path)

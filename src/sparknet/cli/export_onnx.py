@@ -55,7 +55,8 @@ def load_saved(source: Path, *, input_shape: str, input_scale: float) -> Any:
                               ) from None
         result = load_result(source)
         return SavedNetwork(network=result.config.model, input_shape=shape,
-                            num_classes=network_outputs(result.config.model, shape),
+                            num_classes=network_outputs(result.source,
+                                                        result.source.network_shape(shape)),
                             input_scale=input_scale, layout=result.layout,
                             floats=result.floats, ints=result.ints)
     raise ConfigError(f"{source} is neither a saved SparkNetModel (no {WEIGHTS_DIR}/) nor a "

@@ -46,11 +46,13 @@ def _shape(text: str) -> tuple[int, ...]:
 def check(args: argparse.Namespace, config: TrainConfig) -> int:
     """Cheap checks before Spark starts; returns the number of classes."""
     from sparknet.ml.estimator import network_outputs
+    from sparknet.models.registry import resolve_model
 
     if not Path(args.parquet).exists():
         raise ConfigError(f"--parquet {args.parquet} does not exist: give a Parquet file or "
                           "folder")
-    outputs = network_outputs(config.model, args.input_shape)
+    model = resolve_model(config.model)
+    outputs = network_outputs(model, model.network_shape(args.input_shape))
     if args.num_classes is not None and args.num_classes != outputs:
         raise ConfigError(f"--num-classes {args.num_classes} but network {config.model!r} has "
                           f"{outputs} outputs: drop --num-classes or use another network")

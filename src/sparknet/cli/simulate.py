@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sparknet.cli.train import FLAGS, config_from_args
+from sparknet.cli.train import add_setting_flags, config_from_args
 from sparknet.data import fashion_mnist
 from sparknet.errors import ConfigError
 
@@ -33,15 +33,13 @@ def register(commands: Any) -> None:
                         help="evaluate on the first N test examples only")
     parser.add_argument("--output", type=Path, default=None,
                         help="write the round records as JSON lines to this file")
-    for flag in FLAGS:
-        parser.add_argument(flag.name, dest=f"set_{flag.key}_{flag.section}", type=flag.type,
-                            choices=flag.choices, default=None, help=flag.help)
+    add_setting_flags(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sparknet.data.shards import InputSpec
-    from sparknet.models.registry import model_source
+    from sparknet.models.registry import resolve_model
     from sparknet.simulate import simulate
 
     config, _ = config_from_args(args)
@@ -51,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')}={value} is invalid: use N >= 1")
-    model_source(config.model)
+    resolve_model(config.model).local_optimizer(config.optimizer)
     fashion_mnist.check_available(args.data_dir)
     train = fashion_mnist.load_split("train", args.data_dir)
     test = fashion_mnist.load_split("test", args.data_dir)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,18 +16,7 @@ from sparknet.cli import parquet_input
 from sparknet.config import TrainConfig
 from sparknet.data import fashion_mnist
 from sparknet.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Flag:
-    """A command-line flag that sets one configuration field (``section`` None: top level)."""
-
-    name: str
-    section: str | None
-    key: str
-    type: Any
-    help: str
-    choices: tuple[str, ...] | None = None
+from sparknet.settings import train_settings
 
 
 def tau_arg(text: str) -> int | str:
@@ -41,38 +29,25 @@ def tau_arg(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps or 'auto'") from None
 
 
-FLAGS = (
-    Flag("--model", None, "model", str,
-         "network: lenet, cnn, package.module:function, or caffe:NET.prototxt"),
-    Flag("--seed", None, "seed", int, "seed of weights, data order and dropout (default 0)"),
-    Flag("--checkpoint-every", None, "checkpoint_every", int,
-         "write a checkpoint every N rounds; 0: only at the end (default 10)"),
-    Flag("--num-workers", "engine", "num_workers", int, "K, workers trained in parallel (2)"),
-    Flag("--tau", "engine", "tau", tau_arg,
-         "local SGD steps per worker per round, or auto: keep overhead <= 5%% (auto)"),
-    Flag("--batch-size", "engine", "batch_size", int, "mini-batch size of a local step (64)"),
-    Flag("--rounds", "engine", "rounds", int, "number of rounds (20)"),
-    Flag("--eval-every", "engine", "eval_every", int,
-         "evaluate on the test set every N rounds; 0: at the end only (5)"),
-    Flag("--device", "engine", "device", str, "where workers train (cpu)",
-         ("cpu", "cuda", "auto")),
-    Flag("--threads-per-worker", "engine", "threads_per_worker", int,
-         "PyTorch threads per worker (1)"),
-    Flag("--on-non-finite", "engine", "on_non_finite", str,
-         "a NaN/inf loss stops training or its update is skipped (stop)", ("stop", "skip")),
-    Flag("--optimizer", "optimizer", "name", str, "local optimizer (sgd)", ("sgd", "adam")),
-    Flag("--lr", "optimizer", "lr", float, "local learning rate (0.01)"),
-    Flag("--momentum", "optimizer", "momentum", float, "local SGD momentum (0.9)"),
-    Flag("--weight-decay", "optimizer", "weight_decay", float, "L2 weight decay (0)"),
-    Flag("--momentum-policy", "optimizer", "momentum_policy", str,
-         "workers' momentum between rounds: reset or average (reset)", ("reset", "average")),
-    Flag("--outer", "outer", "name", str, "outer optimizer on the driver (average)",
-         ("average", "weighted", "nesterov")),
-    Flag("--outer-lr", "outer", "lr", float, "outer learning rate, nesterov only (0.7)"),
-    Flag("--outer-momentum", "outer", "momentum", float, "outer momentum, nesterov only (0.9)"),
-    Flag("--compression", "outer", "compression", str,
-         "encoding of the changes workers send back (none)", ("none", "bf16", "int8")),
-)
+_TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "int_or_auto": tau_arg}
+_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "int_or_auto": "N|auto"}
+# A flag whose value is a file: the plug-in that reads it fills the setting (see run()).
+_FILE_FLAGS = {"optimizer.caffe_solver": Path}
+
+
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per configuration field, with the field's doc and default as help."""
+    group = parser.add_argument_group("training settings (each also a TOML key)")
+    for s in train_settings():
+        help_text = s.help().replace("%", "%%")
+        dest = f"setting:{s.dotted}"
+        if s.kind == "bool":
+            group.add_argument(s.flag, dest=dest, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+            continue
+        group.add_argument(s.flag, dest=dest, type=_FILE_FLAGS.get(s.dotted, _TYPES[s.kind]),
+                           choices=s.choices, default=None, help=help_text,
+                           metavar=None if s.choices else s.metavar or _METAVARS[s.kind])
 
 
 def register(commands: Any) -> None:
@@ -98,14 +73,8 @@ def register(commands: Any) -> None:
                         help="replay the per-round tau decisions of an earlier run "
                              "(its final/state.json) to repeat it bit for bit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--caffe-solver", type=Path, default=None, metavar="SOLVER",
-                        help="train the Caffe net of this solver .prototxt with its solver "
-                             "(see docs/caffe.md for how max_iter, test_interval, snapshot "
-                             "map to rounds); --model caffe:NET.prototxt overrides its net")
     parquet_input.add_arguments(parser)
-    for flag in FLAGS:
-        parser.add_argument(flag.name, dest=f"set_{flag.key}_{flag.section}", type=flag.type,
-                            choices=flag.choices, default=None, help=flag.help)
+    add_setting_flags(parser)
     parser.set_defaults(handler=run)
 
 
@@ -115,16 +84,23 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, A
     run_table: dict[str, Any] = {}
     if args.config is not None:
         values, run_table = read_toml(args.config)
-    for flag in FLAGS:
-        value = getattr(args, f"set_{flag.key}_{flag.section}")
+    solver_file = None
+    for s in train_settings():
+        value = getattr(args, f"setting:{s.dotted}", None)
         if value is None:
             continue
-        target = values if flag.section is None else values.setdefault(flag.section, {})
-        target[flag.key] = value
-    if getattr(args, "caffe_solver", None) is not None:
-        from sparknet.models.caffe_ref import apply_solver
+        if s.dotted in _FILE_FLAGS:
+            solver_file = value
+            continue
+        target = values
+        for part in s.path[:-1]:
+            target = target.setdefault(part, {})
+        target[s.path[-1]] = value
+    if solver_file is not None:
+        from sparknet.caffe.model_kind import apply_solver
 
-        values = apply_solver(values, args.caffe_solver, input_shape=args.input_shape)
+        values = apply_solver(values, solver_file,
+                              input_shape=getattr(args, "input_shape", (1, 28, 28)))
     return TrainConfig.from_dict(values), run_table
 
 
@@ -143,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     from sparknet.data.sources import fashion_mnist_data
     from sparknet.engine.spark_session import check_master, get_or_create_session
     from sparknet.engine.trainer import train
-    from sparknet.models.registry import model_source
+    from sparknet.models.registry import resolve_model
 
     if args.resume is not None:
         output = Path(args.resume)
@@ -159,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     test_limit = args.test_limit or run_table.get("test_limit")
 
     # Validate everything cheap before Spark starts.
-    model_source(config.model)
+    resolve_model(config.model).local_optimizer(config.optimizer)
     num_classes = parquet_input.check(args, config) if args.parquet is not None else 0
     if args.parquet is None:
         fashion_mnist.check_available(data_dir)
@@ -173,12 +149,6 @@ def run(args: argparse.Namespace) -> int:
         data = fashion_mnist_data(spark.sparkContext, num_workers=config.engine.num_workers,
                                   seed=config.seed, data_dir=data_dir, train_limit=train_limit,
                                   test_limit=test_limit)
-    if config.model.startswith("caffe:"):  # the Data layer's transform_param replaces scale
-        from dataclasses import replace
-
-        from sparknet.models.caffe_ref import input_spec_for
-
-        data = replace(data, spec=input_spec_for(config.model, data.spec))
     result = train(data, config=config, run_dir=output, resume=args.resume is not None,
                    progress=not args.no_progress, tau_decisions=replayed)
     final = result.metrics[-1]
@@ -196,7 +166,7 @@ def _saved_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
         raise ConfigError(f"cannot resume: {saved} does not exist; give the run directory "
                           "of an earlier 'sparknet train'")
     values = json.loads(saved.read_text())
-    rounds = args.set_rounds_engine
+    rounds = getattr(args, "setting:engine.rounds")
     if rounds is not None:
         values["engine"]["rounds"] = rounds
     return TrainConfig.from_dict(values)

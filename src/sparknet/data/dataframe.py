@@ -384,15 +384,17 @@ class FrameSummary:
 
 
 def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
-                   num_workers: int, batch_size: int,
-                   invalid_images: InvalidImages = "error") -> tuple[SparkData, FrameSummary]:
+                   num_workers: int, batch_size: int, invalid_images: InvalidImages = "error",
+                   kind: FeatureKind | None = None) -> tuple[SparkData, FrameSummary]:
     """Validates ``df`` and caches it as ``num_workers`` shards; raises DataError on bad rows.
 
-    Jobs: one ``count`` and one conversion pass (which fills Spark's cache). Nothing here
-    trains; every error is raised before the first training round.
+    ``kind`` is the feature kind when the caller has already checked the columns. Jobs: one
+    ``count`` and one conversion pass (which fills Spark's cache). Nothing here trains; every
+    error is raised before the first training round.
     """
-    kind = check_columns(df, features=features, label=label)
-    check_image_shape(kind, spec.shape, column=features)
+    if kind is None:
+        kind = check_columns(df, features=features, label=label)
+        check_image_shape(kind, spec.shape, column=features)
     if invalid_images not in ("error", "skip"):
         raise ConfigError(f"invalidImages={invalid_images!r} is invalid: use 'error' or 'skip'")
     selected = df.select(feature_expr(features, kind).alias("features"),

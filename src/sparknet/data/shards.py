@@ -3,33 +3,27 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from sparknet.errors import ConfigError
 
-if TYPE_CHECKING:
-    from sparknet.caffe.transform import TransformConfig
-
 
 @dataclass(frozen=True, kw_only=True)
 class InputSpec:
-    """How stored features become network input: ``x = features.astype(float32) * scale``.
+    """What the stored features are; the model kind turns them into network input.
 
     Attributes:
-        shape: per-example input shape, e.g. (1, 28, 28).
+        shape: per-example shape of the stored features, e.g. (1, 28, 28).
         num_classes: labels are integers in [0, num_classes).
-        scale: multiplier applied to the stored features (1/255 for uint8 images).
-        transform: a Caffe Data layer's transform_param (scale, mean, crop, mirror), applied
-            to the features ``[n, *shape]`` in the workers instead of ``scale`` (which must
-            then be 1); the network's input shape is the cropped shape.
+        scale: multiplier for the stored features (1/255 for uint8 images), used by models
+            whose kind has no input preparation of its own (a Caffe net's Data layer
+            transform_param replaces it).
     """
 
     shape: tuple[int, ...]
     num_classes: int
     scale: float = 1.0
-    transform: TransformConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.shape or any(d < 1 for d in self.shape):
@@ -37,9 +31,6 @@ class InputSpec:
                               "e.g. (1, 28, 28)")
         if self.num_classes < 2:
             raise ConfigError(f"num_classes={self.num_classes} is invalid: need at least 2")
-        if self.transform is not None and self.scale != 1.0:
-            raise ConfigError(f"scale={self.scale} with a Caffe transform: the transform's own "
-                              "scale applies; set scale=1.0")
 
 
 @dataclass(frozen=True)

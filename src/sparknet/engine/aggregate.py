@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import NamedTuple
+from dataclasses import replace
 
 import numpy as np
 
-from sparknet.averaging import EncodedDelta, OuterState, decode_delta, outer_step
+from sparknet.averaging import EncodedDelta, decode_delta, outer_step
 from sparknet.config import OuterConfig
 from sparknet.engine.local_steps import WorkerResult
+from sparknet.engine.state import TrainState
 
 
 def _dense(delta: EncodedDelta | np.ndarray) -> np.ndarray:
@@ -52,18 +53,23 @@ def mean_delta(total: WorkerResult) -> np.ndarray:
     return (total.delta / np.float32(total.weight)).astype(np.float32)
 
 
-class DriverState(NamedTuple):
-    """What the driver carries from round to round besides counters."""
+def tree_combine(results: list[WorkerResult], *, fan_in: int) -> WorkerResult:
+    """The Spark runner's tree sum in one process: the same groups, summed in the same order."""
+    level = list(enumerate(results))
+    while len(level) > fan_in:
+        groups: dict[int, list[tuple[int, WorkerResult]]] = {}
+        for index, result in level:
+            groups.setdefault(index // fan_in, []).append((index, result))
+        level = [(key, combine_in_order(members)) for key, members in sorted(groups.items())]
+    return combine_in_order(level)
 
-    floats: np.ndarray
-    ints: np.ndarray
-    momentum: np.ndarray | None
-    outer: OuterState
 
+def apply_round(config: OuterConfig, state: TrainState, total: WorkerResult,
+                param_mask: np.ndarray) -> TrainState | None:
+    """The next driver state from a round's ordered sum; None when the update is NaN/inf.
 
-def apply_round(config: OuterConfig, state: DriverState, total: WorkerResult,
-                param_mask: np.ndarray) -> DriverState | None:
-    """The next driver state from a round's ordered sum; None when the update is NaN/inf."""
+    Only the weights and optimizer state change here; the caller advances the counters.
+    """
     change = mean_delta(total)
     if not (np.isfinite(change).all() and math.isfinite(total.loss_sum)):
         return None
@@ -71,4 +77,4 @@ def apply_round(config: OuterConfig, state: DriverState, total: WorkerResult,
     momentum = state.momentum
     if momentum is not None and total.momentum_sum is not None:
         momentum = (total.momentum_sum / np.float32(total.weight)).astype(np.float32)
-    return DriverState(floats, total.ints_max, momentum, outer)
+    return replace(state, floats=floats, ints=total.ints_max, momentum=momentum, outer=outer)

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -17,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparknet.averaging import EncodedDelta, encode_delta
-from sparknet.config import Compression, OptimizerConfig
-from sparknet.data.shards import InputSpec, Shard
+from sparknet.config import Compression
+from sparknet.data.shards import Shard
 from sparknet.flat import (
     Entry,
     FlatLayout,
@@ -26,23 +24,23 @@ from sparknet.flat import (
     flatten_state,
     load_flat_state,
 )
-
-if TYPE_CHECKING:
-    from sparknet.caffe.solver import SolverConfig
-    from sparknet.caffe.transform import TransformConfig
+from sparknet.models.kinds import InputPrep, LocalOptimizer
 
 
 @dataclass(frozen=True, kw_only=True)
 class LocalPlan:
-    """Plain data describing one worker's round; it crosses to executors with the closure."""
+    """Plain data describing one worker's round; it crosses to executors with the closure.
+
+    ``optimizer`` and ``input_prep`` come from the model kind (``sparknet.models.kinds``).
+    """
 
     seed: int
     round_index: int
     step_offset: int
     tau: int
     batch_size: int
-    optimizer: OptimizerConfig
-    input_spec: InputSpec
+    optimizer: LocalOptimizer
+    input_prep: InputPrep
     compression: Compression
     sample_weight: bool
     threads: int
@@ -103,57 +101,6 @@ def batch_indices(*, num_examples: int, batch_size: int, steps: int, step_offset
     return out.reshape(steps, batch_size)
 
 
-def to_input(features: np.ndarray, spec: InputSpec, device: torch.device, *,
-             train: bool = False, rng: np.random.Generator | None = None) -> torch.Tensor:
-    if spec.transform is not None:
-        from sparknet.caffe.transform import transform_batch
-
-        pixels = np.asarray(features).reshape(features.shape[0], *spec.shape)
-        out = transform_batch(pixels, spec.transform, train=train, rng=rng,
-                              mean=_mean_image(spec.transform))
-        return torch.from_numpy(out).to(device)
-    x = torch.from_numpy(np.ascontiguousarray(features)).to(device, torch.float32)
-    if spec.scale != 1.0:
-        x = x * spec.scale
-    return x.reshape(features.shape[0], *spec.shape)
-
-
-@lru_cache(maxsize=4)
-def _mean_image(transform: TransformConfig) -> np.ndarray | None:
-    from sparknet.caffe.transform import load_mean
-
-    return load_mean(transform)  # read once per Python worker, not per batch
-
-
-@lru_cache(maxsize=8)
-def caffe_solver(path: str) -> SolverConfig:
-    """The parsed Caffe solver, once per Python worker (validated on the driver already)."""
-    from sparknet.caffe.solver import load_solver
-
-    return load_solver(path)
-
-
-def micro_batches(config: OptimizerConfig) -> int:
-    """Mini-batches whose gradients one step sums: Caffe's iter_size, else 1."""
-    return caffe_solver(config.caffe_solver).iter_size if config.caffe_solver else 1
-
-
-def make_optimizer(model: nn.Module, config: OptimizerConfig, *,
-                   iteration: int = 0) -> torch.optim.Optimizer:
-    """The local optimizer; a Caffe solver starts at global ``iteration`` (its lr_policy)."""
-    if config.name == "caffe" and config.caffe_solver is not None:
-        from sparknet.caffe.solver import make_optimizer as make_caffe_solver
-
-        solver = make_caffe_solver(model, caffe_solver(config.caffe_solver))
-        solver.iteration = iteration
-        return solver
-    if config.name == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr,
-                                weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                           nesterov=config.nesterov, weight_decay=config.weight_decay)
-
-
 def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: RoundState,
                     plan: LocalPlan, *, partition: int, device: torch.device) -> WorkerResult:
     """Loads the broadcast state, runs ``plan.tau`` SGD steps on the shard, reports the change."""
@@ -161,14 +108,14 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
     model.to(device)
     load_flat_state(model, layout, state.floats, state.ints)
     model.train()
-    optimizer = make_optimizer(model, plan.optimizer, iteration=plan.step_offset)
+    optimizer = plan.optimizer.make(model, iteration=plan.step_offset)
     params = flat_parameters_view(model, layout)
-    momentum_key = _momentum_key(plan.optimizer)
+    momentum_key = plan.optimizer.momentum_key
     if state.momentum is not None:
         _load_momentum(optimizer, params, state.momentum, momentum_key)
 
     started = time.perf_counter()
-    micro = micro_batches(plan.optimizer)
+    micro = plan.optimizer.micro_batches
     indices = batch_indices(num_examples=len(shard), batch_size=plan.batch_size,
                             steps=plan.tau * micro, step_offset=plan.step_offset * micro,
                             seed=plan.seed, partition=partition)
@@ -182,8 +129,7 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
         for step in indices.reshape(plan.tau, micro, plan.batch_size):
             optimizer.zero_grad(set_to_none=True)
             for batch in step:  # Caffe's iter_size: gradients of micro-batches are summed
-                x = to_input(shard.features[batch], plan.input_spec, device, train=True,
-                             rng=crop_rng)
+                x = plan.input_prep(shard.features[batch], device, train=True, rng=crop_rng)
                 y = labels_all[torch.from_numpy(batch)].to(device)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
@@ -208,11 +154,6 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
                         compute_seconds=compute_seconds)
 
 
-def _momentum_key(config: OptimizerConfig) -> str:
-    # CaffeSolver keeps Caffe's momentum (learning rate included) under "history".
-    return "history" if config.name == "caffe" else "momentum_buffer"
-
-
 def _load_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
                    flat: np.ndarray, key: str) -> None:
     for entry, param in params:
@@ -227,14 +168,14 @@ def _flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, n
     for entry, param in params:
         buf = optimizer.state.get(param, {}).get(key)
         if buf is not None:
-                flat[entry.offset: entry.offset + entry.size] = (
+            flat[entry.offset: entry.offset + entry.size] = (
                 buf.detach().reshape(-1).to("cpu", torch.float32).numpy())
     return flat
 
 
 @torch.no_grad()
 def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: Shard, state: RoundState,
-                   spec: InputSpec, *, batch_size: int, device: torch.device,
+                   prep: InputPrep, *, batch_size: int, device: torch.device,
                    threads: int) -> tuple[float, int, int]:
     """(sum of cross-entropy, number correct, number of examples) in eval mode."""
     torch.set_num_threads(threads)
@@ -245,7 +186,7 @@ def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: Shard, state: Ro
     labels = torch.from_numpy(shard.labels)
     rng = np.random.default_rng(0)  # only a Caffe transform with mirror draws in TEST phase
     for start in range(0, len(shard), batch_size):
-        x = to_input(shard.features[start: start + batch_size], spec, device, rng=rng)
+        x = prep(shard.features[start: start + batch_size], device, train=False, rng=rng)
         y = labels[start: start + batch_size].to(device)
         logits = model(x)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum").item())

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pyspark import keyword_only
 from pyspark.ml import Model
 from pyspark.ml.util import (
     DefaultParamsReader,
@@ -30,8 +29,9 @@ from sparknet.data.dataframe import (
     default_scale,
     feature_expr,
 )
+from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError
-from sparknet.ml.params import ModelParams
+from sparknet.ml.params import SettingParams, model_settings, with_accessors
 from sparknet.ml.persistence import (
     WEIGHTS_DIR,
     SavedNetwork,
@@ -47,20 +47,12 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-class SparkNetModel(Model, ModelParams, MLReadable["SparkNetModel"], MLWritable):
+@with_accessors(model_settings())
+class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritable):
     """A trained network as a pipeline stage; made by ``SparkNetEstimator.fit`` or ``load``."""
 
-    _input_kwargs: dict[str, Any]
-
-    @keyword_only
-    def __init__(self, *, featuresCol: str = "features", predictionCol: str = "prediction",
-                 probabilityCol: str = "probability", network: str = "lenet",
-                 inputShape: list[int] | None = None, numClasses: int | None = None,
-                 inputScale: float | None = None, scoringBatchSize: int = 1024,
-                 threadsPerWorker: int = 1, device: str = "cpu",
-                 invalidImages: str = "error") -> None:
-        super().__init__()
-        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
         self._saved: SavedNetwork | None = None
         self._broadcast: tuple[SparkContext, Broadcast[tuple[np.ndarray, np.ndarray]]] | None \
             = None
@@ -89,10 +81,10 @@ class SparkNetModel(Model, ModelParams, MLReadable["SparkNetModel"], MLWritable)
     def network_module(self) -> nn.Module:
         """A fresh CPU copy of the trained network in eval mode (logits out)."""
         from sparknet.flat import load_flat_state
-        from sparknet.models.registry import model_source
+        from sparknet.models.registry import resolve_model
 
         saved = self.saved_network
-        module = model_source(saved.network).build()
+        module = resolve_model(saved.network).build()
         load_flat_state(module, saved.layout, saved.floats, saved.ints)
         return module.eval()
 
@@ -115,29 +107,33 @@ class SparkNetModel(Model, ModelParams, MLReadable["SparkNetModel"], MLWritable)
         from pyspark.ml.functions import array_to_vector
         from pyspark.sql import functions as F
 
-        saved = self.saved_network
-        column = self.getFeaturesCol()
+        from sparknet.models.registry import resolve_model
+
+        saved, scoring = self.saved_network, self.scoring_config()
+        column = scoring.features_col
         kind = check_columns(dataset, features=column, label=None)
         shape = self.getInputShape()
         check_image_shape(kind, shape, column=column)
-        scale = (self.getOrDefault(self.inputScale) if self.isDefined(self.inputScale)
-                 else default_scale(kind))
-        plan = ScoringPlan(network=saved.network, weights_token=saved.token,
-                           layout=FeatureLayout(kind=kind, shape=shape), scale=scale,
-                           batch_size=self.getScoringBatchSize(),
-                           threads=self.getOrDefault(self.threadsPerWorker),
-                           device=self.getOrDefault(self.device))
+        scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
+        model = resolve_model(saved.network)
+        prep = model.input_prep(InputSpec(shape=shape, num_classes=saved.num_classes,
+                                          scale=scale))
+        plan = ScoringPlan(model=model, prep=prep, weights_token=saved.token,
+                           layout=FeatureLayout(kind=kind, shape=shape),
+                           batch_size=scoring.scoring_batch_size,
+                           threads=self.getThreadsPerWorker(),  # type: ignore[attr-defined]
+                           device=self.getDevice())  # type: ignore[attr-defined]
         probs = probability_column(feature_expr(column, kind), plan,
                                    self._weights(dataset.sparkSession.sparkContext))
         scratch = f"__sparknet_probability_{self.uid}"
         out = dataset.withColumn(scratch, probs)
         top1 = (F.array_position(F.col(scratch), F.array_max(F.col(scratch))) - 1)
-        if self.getPredictionCol():
-            out = out.withColumn(self.getPredictionCol(), top1.cast("double"))
-        if self.getProbabilityCol():
+        if scoring.prediction_col:
+            out = out.withColumn(scoring.prediction_col, top1.cast("double"))
+        if scoring.probability_col:
             # array_to_vector fails on null arrays; unscorable rows stay null.
             vector = F.when(F.col(scratch).isNotNull(), array_to_vector(F.col(scratch)))
-            out = out.withColumn(self.getProbabilityCol(), vector)
+            out = out.withColumn(scoring.probability_col, vector)
         return out.drop(scratch)
 
     # -- persistence ---------------------------------------------------------------------------

@@ -2,7 +2,9 @@
 
 The graph takes ``features`` ``[batch, *inputShape]`` float32 holding the same values as the
 DataFrame's feature column (decoded pixels 0..255 for images), multiplies by ``inputScale``,
-runs the network and returns ``probability`` ``[batch, numClasses]`` (softmax) and ``logits``.
+prepares them as the model kind does at test time (``inputScale``, or a Caffe net's
+transform_param without random mirroring), runs the network and returns ``probability``
+``[batch, numClasses]`` (softmax) and ``logits``.
 """
 
 from __future__ import annotations
@@ -13,28 +15,33 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sparknet.data.shards import InputSpec
 from sparknet.flat import load_flat_state
 from sparknet.ml.persistence import SavedNetwork
-from sparknet.models.registry import model_source
+from sparknet.models.kinds import InputPrep
+from sparknet.models.registry import resolve_model
 
 
 class ServingNetwork(nn.Module):
-    """features -> (probability, logits), with the input scaling inside the graph."""
+    """features -> (probability, logits), with the input preparation inside the graph."""
 
-    def __init__(self, network: nn.Module, scale: float) -> None:
+    def __init__(self, network: nn.Module, prep: InputPrep) -> None:
         super().__init__()
         self.network = network
-        self.scale = scale
+        self.prep = prep
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.network(features * self.scale)
+        logits = self.network(self.prep.serving(features))
         return torch.softmax(logits, dim=1), logits
 
 
 def serving_network(saved: SavedNetwork) -> ServingNetwork:
-    module = model_source(saved.network).build()
+    model = resolve_model(saved.network)
+    module = model.build()
     load_flat_state(module, saved.layout, saved.floats, saved.ints)
-    return ServingNetwork(module, saved.input_scale).eval()
+    prep = model.input_prep(InputSpec(shape=saved.input_shape, num_classes=saved.num_classes,
+                                      scale=saved.input_scale))
+    return ServingNetwork(module, prep).eval()
 
 
 def export_onnx(saved: SavedNetwork, path: str | Path, *, opset: int = 17) -> Path:

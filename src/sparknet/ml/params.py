@@ -1,128 +1,166 @@
-"""The Params of the pipeline stage, shared by the estimator and the model where they overlap.
+"""The stage's Params, derived from the config dataclasses' fields and their docs.
 
-All Params hold JSON-friendly values (strings, numbers, lists of ints) so Spark ML persistence
-writes them as plain metadata.
+Every setting of ``TrainConfig`` (``engine.tau`` -> Param ``tau``), ``ScoringConfig`` and
+``FitConfig`` becomes a Param with the field's documentation and default; ``with_accessors``
+gives each Param a ``getX``/``setX`` pair and the class keyword-only ``__init__`` and
+``setParams``. All Params hold JSON-friendly values, so Spark ML persistence writes them as
+plain metadata.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from pyspark.ml.param import Param, Params, TypeConverters
-from pyspark.ml.param.shared import (
-    HasFeaturesCol,
-    HasLabelCol,
-    HasPredictionCol,
-    HasProbabilityCol,
-    HasSeed,
-)
 
+from sparknet.config import TrainConfig
 from sparknet.errors import ConfigError
+from sparknet.ml.config import FitConfig, ScoringConfig
+from sparknet.settings import Setting, nested, settings_of, train_settings
 
-
-def _param(name: str, doc: str, converter: Any) -> Param[Any]:
-    return Param(Params._dummy(), name, doc, typeConverter=converter)
+# The training settings the model keeps for scoring (copied to it by fit).
+MODEL_TRAIN_SETTINGS = ("model", "engine.device", "engine.threads_per_worker")
 
 
 def _int_or_auto(value: Any) -> int | str:
     """tau: a positive number of steps, or 'auto' (the engine picks it per round)."""
-    if value == "auto":
-        return "auto"
-    return TypeConverters.toInt(value)
+    return "auto" if value == "auto" else TypeConverters.toInt(value)
 
 
-class ModelParams(HasFeaturesCol, HasPredictionCol, HasProbabilityCol):
-    """What scoring needs: the network, the input shape and how features become input."""
+_CONVERTERS: dict[str, Callable[[Any], Any]] = {
+    "int": TypeConverters.toInt, "float": TypeConverters.toFloat,
+    "bool": TypeConverters.toBoolean, "str": TypeConverters.toString,
+    "int_or_auto": _int_or_auto, "int_list": TypeConverters.toListInt,
+}
 
-    network = _param(
-        "network", "the network: a built-in name (lenet, cnn), a factory "
-        "'package.module:function' or 'caffe:NET.prototxt'", TypeConverters.toString)
-    inputShape = _param(
-        "inputShape", "shape of one example as the network takes it, e.g. [1, 28, 28]; the "
-        "features are reshaped to it", TypeConverters.toListInt)
-    numClasses = _param(
-        "numClasses", "number of classes; default: the network's number of outputs",
-        TypeConverters.toInt)
-    inputScale = _param(
-        "inputScale", "network input = features * inputScale; default 1/255 for images, 1 for "
-        "vectors and arrays", TypeConverters.toFloat)
-    scoringBatchSize = _param(
-        "scoringBatchSize", "rows per forward pass in transform (default 1024)",
-        TypeConverters.toInt)
-    threadsPerWorker = _param(
-        "threadsPerWorker", "PyTorch threads per Python worker (default 1)", TypeConverters.toInt)
-    device = _param("device", "cpu, cuda or auto (default cpu)",
-                                TypeConverters.toString)
-    invalidImages = _param(
-        "invalidImages", "rows whose image bytes cannot be decoded: 'error' (default) stops "
-        "fit with a count and an example; 'skip' leaves them out and counts them",
-        TypeConverters.toString)
+T = TypeVar("T", bound=type)
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._setDefault(network="lenet", scoringBatchSize=1024, threadsPerWorker=1,
-                         device="cpu", invalidImages="error")
 
-    def getNetwork(self) -> str:
-        return self.getOrDefault(self.network)
+def _param(setting: Setting) -> Param[Any]:
+    return Param(Params._dummy(), setting.param, setting.help(),
+                 typeConverter=_CONVERTERS[setting.kind])
+
+
+def scoring_settings() -> list[Setting]:
+    return list(settings_of(ScoringConfig, ScoringConfig()))
+
+
+def fit_settings() -> list[Setting]:
+    return list(settings_of(FitConfig, FitConfig()))
+
+
+def model_settings() -> list[Setting]:
+    train = [s for s in train_settings() if s.dotted in MODEL_TRAIN_SETTINGS]
+    return train + scoring_settings()
+
+
+def estimator_settings() -> list[Setting]:
+    return train_settings() + scoring_settings() + fit_settings()
+
+
+def with_accessors(settings: Iterable[Setting]) -> Callable[[T], T]:
+    """Adds a Param, ``getX``/``setX``, ``__init__(**params)`` and ``setParams`` per setting."""
+    settings = list(settings)
+
+    def decorate(cls: T) -> T:
+        for s in settings:
+            setattr(cls, s.param, _param(s))
+            suffix = s.param[0].upper() + s.param[1:]
+            if not hasattr(cls, f"get{suffix}"):
+                setattr(cls, f"get{suffix}", _getter(s.param))
+            if not hasattr(cls, f"set{suffix}"):
+                setattr(cls, f"set{suffix}", _setter(s.param))
+        signature = inspect.Signature(
+            [inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)] +
+            [inspect.Parameter(s.param, inspect.Parameter.KEYWORD_ONLY, default=s.default)
+             for s in settings])
+        # Own functions per class, so each shows its own keyword arguments in help().
+        def __init__(self: SettingParams, **params: Any) -> None:
+            SettingParams.__init__(self, **params)
+
+        def setParams(self: SettingParams, **params: Any) -> SettingParams:
+            return SettingParams.setParams(self, **params)
+
+        for function in (__init__, setParams):
+            function.__signature__ = signature  # type: ignore[attr-defined]
+            function.__doc__ = f"Keyword-only Params of {cls.__name__}; see explainParams()."
+            function.__qualname__ = f"{cls.__name__}.{function.__name__}"
+            setattr(cls, function.__name__, function)
+        cls._setting_list = settings  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def _getter(name: str) -> Callable[[Params], Any]:
+    def get(self: Params) -> Any:
+        return self.getOrDefault(getattr(self, name))
+
+    get.__name__ = f"get{name[0].upper()}{name[1:]}"
+    get.__doc__ = f"The value of Param {name!r} (or its default)."
+    return get
+
+
+def _setter(name: str) -> Callable[[Params, Any], Params]:
+    def set_(self: Params, value: Any) -> Params:
+        return self._set(**{name: value})
+
+    set_.__name__ = f"set{name[0].upper()}{name[1:]}"
+    set_.__doc__ = f"Sets Param {name!r}."
+    return set_
+
+
+class SettingParams(Params):
+    """Params built from settings: defaults set, keyword-only construction checked."""
+
+    _setting_list: list[Setting] = []
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__()
+        self._setDefault(**{s.param: s.default for s in self._setting_list
+                            if s.default is not None})
+        self.setParams(**params)
+
+    def setParams(self, **params: Any) -> SettingParams:
+        """Sets any of the Params by name; an unknown name is a TypeError listing the known."""
+        known = {s.param for s in self._setting_list}
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no parameter {unknown[0]!r}; known "
+                            f"parameters: {', '.join(sorted(known))}")
+        return self._set(**{k: v for k, v in params.items() if v is not None})
+
+    def _values(self, settings: Iterable[Setting]) -> dict[tuple[str, ...], Any]:
+        """Set or default values by setting path; unset optional settings are left out."""
+        return {s.path: self.getOrDefault(getattr(self, s.param)) for s in settings
+                if self.isDefined(getattr(self, s.param))}
+
+    def scoring_config(self) -> ScoringConfig:
+        values = {path[-1]: value for path, value in self._values(scoring_settings()).items()}
+        if values.get("input_shape") is not None:
+            values["input_shape"] = tuple(values["input_shape"])
+        return ScoringConfig(**values)
 
     def getInputShape(self) -> tuple[int, ...]:
-        if not self.isDefined(self.inputShape):
+        if not self.isDefined(self.inputShape):  # type: ignore[attr-defined]
             raise ConfigError("inputShape is not set: give the shape one example has as network "
                               "input, e.g. inputShape=[1, 28, 28]")
-        shape = tuple(self.getOrDefault(self.inputShape))
+        shape = tuple(self.getOrDefault(self.inputShape))  # type: ignore[attr-defined]
         if not shape or any(d < 1 for d in shape):
             raise ConfigError(f"inputShape={list(shape)} is invalid: give positive dims, "
                               "e.g. [1, 28, 28]")
         return shape
 
-    def getScoringBatchSize(self) -> int:
-        value = self.getOrDefault(self.scoringBatchSize)
-        if value < 1:
-            raise ConfigError(f"scoringBatchSize={value} is invalid: use at least 1, e.g. 1024")
-        return value
+
+def train_config_of(params: SettingParams, *, rounds: int | None = None) -> TrainConfig:
+    """The ``TrainConfig`` the training Params describe (validated)."""
+    values = nested(params._values(train_settings()))
+    if rounds is not None:
+        values.setdefault("engine", {})["rounds"] = rounds
+    return TrainConfig.from_dict(values)
 
 
-class EstimatorParams(ModelParams, HasLabelCol, HasSeed):
-    """The training settings, mapped one to one onto ``TrainConfig``."""
-
-    numWorkers = _param("numWorkers", "K, partitions trained in parallel (2)",
-                                    TypeConverters.toInt)
-    tau = _param("tau", "local SGD steps per worker per round, or 'auto' (50)", _int_or_auto)
-    batchSize = _param("batchSize", "mini-batch size of a local step (64)",
-                                   TypeConverters.toInt)
-    rounds = _param("rounds", "number of rounds (20); ignored when epochs is set",
-                                TypeConverters.toInt)
-    epochs = _param(
-        "epochs", "train for this many passes over the data instead of a number of rounds: "
-        "rounds = ceil(epochs * rows / (numWorkers * tau * batchSize))", TypeConverters.toFloat)
-    optimizer = _param("optimizer", "local optimizer: sgd or adam (sgd)",
-                                   TypeConverters.toString)
-    learningRate = _param("learningRate", "local learning rate (0.01)",
-                                        TypeConverters.toFloat)
-    momentum = _param("momentum", "local SGD momentum (0.9)",
-                                    TypeConverters.toFloat)
-    weightDecay = _param("weightDecay", "L2 weight decay (0)",
-                                       TypeConverters.toFloat)
-    outerOptimizer = _param(
-        "outerOptimizer", "how the driver combines workers: average, weighted or nesterov "
-        "(average)", TypeConverters.toString)
-    outerLearningRate = _param("outerLearningRate", "nesterov only (0.7)",
-                                             TypeConverters.toFloat)
-    outerMomentum = _param("outerMomentum", "nesterov only (0.9)",
-                                         TypeConverters.toFloat)
-    compression = _param("compression", "encoding of workers' changes: none, bf16 "
-                                     "or int8 (none)", TypeConverters.toString)
-    runDir = _param(
-        "runDir", "optional local folder for metrics, checkpoints and the final weights",
-        TypeConverters.toString)
-    checkpointEvery = _param("checkpointEvery", "checkpoint every N rounds when "
-                                         "runDir is set; 0: at the end only (10)",
-                                         TypeConverters.toInt)
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self._setDefault(seed=0, numWorkers=2, tau=50, batchSize=64, rounds=20, optimizer="sgd",
-                         learningRate=0.01, momentum=0.9, weightDecay=0.0,
-                         outerOptimizer="average", outerLearningRate=0.7, outerMomentum=0.9,
-                         compression="none", checkpointEvery=10)
+def fit_config_of(params: SettingParams) -> FitConfig:
+    return FitConfig(**{path[-1]: v for path, v in params._values(fit_settings()).items()})

@@ -1,31 +1,29 @@
-"""A trained network as plain files: ``weights/model.safetensors`` + ``weights/network.json``.
+"""A trained network as a weights directory: ``weights/`` beside Spark ML's ``metadata/``.
 
-Spark ML persistence writes the Params (``metadata/``, JSON); this module writes the weights
-next to them and reads them back key by key with shape checks, without Spark, so tools such as
-``sparknet export-onnx`` can read a saved model. Nothing is pickled.
+Spark ML persistence writes the Params (JSON); the weights go through ``sparknet.weights_dir``
+like every other weights directory, so tools such as ``sparknet export-onnx`` can read a
+saved model without Spark. Nothing is pickled.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
 
+from sparknet import weights_dir
 from sparknet.errors import ConfigError, DataError
-from sparknet.flat import FlatLayout, state_tensors
-from sparknet.models.registry import model_source
+from sparknet.flat import FlatLayout
+from sparknet.models.registry import resolve_model
 
 WEIGHTS_DIR = "weights"
-TENSORS_FILE = "model.safetensors"
-META_FILE = "network.json"
-FORMAT = "sparknet-model/1"
+TENSORS_FILE = weights_dir.MODEL_FILE
+META_FILE = weights_dir.META_FILE
+FORMAT = "sparknet-model/2"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,55 +56,28 @@ def local_path(path: str) -> Path:
 
 
 def write_network(folder: Path, saved: SavedNetwork) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    # np.array, not np.ascontiguousarray: the latter turns 0-d counters into shape (1,).
-    tensors = {k: np.array(v.numpy(), order="C")
-               for k, v in state_tensors(saved.layout, saved.floats, saved.ints).items()}
-    save_file(tensors, str(folder / TENSORS_FILE))
     meta = {"format": FORMAT, "network": saved.network, "input_shape": list(saved.input_shape),
             "num_classes": saved.num_classes, "input_scale": saved.input_scale,
-            "tensors": [[e.name, list(e.shape)] for e in saved.layout.floats + saved.layout.ints],
             "sha256_prefix": saved.token}
-    (folder / META_FILE).write_text(json.dumps(meta, indent=2))
+    tensors = weights_dir.named_tensors(saved.layout, saved.floats, saved.ints)
+    weights_dir.write(folder, weights_dir.WeightsDir(tensors, {}, meta))
 
 
 def read_network(folder: Path) -> SavedNetwork:
     """Reads and checks a saved network: every tensor must match the rebuilt network."""
-    for name in (TENSORS_FILE, META_FILE):
-        if not (folder / name).is_file():
-            raise DataError(f"{folder} holds no saved sparknet network: {name} is missing; give "
-                            "the folder a SparkNetModel was saved to")
-    try:
-        meta: dict[str, Any] = json.loads((folder / META_FILE).read_text())
-        tensors = load_file(str(folder / TENSORS_FILE))
-    except (OSError, ValueError, SafetensorError) as exc:
-        raise DataError(f"saved network in {folder} cannot be read ({exc}): it is corrupt; "
-                        "save the model again") from None
+    contents = weights_dir.read(folder, what="saved sparknet network")
+    meta: dict[str, Any] = contents.meta
     if meta.get("format") != FORMAT:
         raise DataError(f"{folder / META_FILE} has format {meta.get('format')!r}, expected "
                         f"{FORMAT!r}: it was not written by this version of sparknet")
-    layout = FlatLayout.of(model_source(meta["network"]).build())
-    floats, ints = flat_from_tensors(layout, tensors, origin=str(folder))
-    return SavedNetwork(network=meta["network"], input_shape=tuple(meta["input_shape"]),
-                        num_classes=int(meta["num_classes"]),
-                        input_scale=float(meta["input_scale"]), layout=layout, floats=floats,
-                        ints=ints)
-
-
-def flat_from_tensors(layout: FlatLayout, tensors: dict[str, np.ndarray], *,
-                      origin: str) -> tuple[np.ndarray, np.ndarray]:
-    """Named tensors -> flat buffers; every tensor must be consumed and match its shape."""
-    expected = {e.name for e in layout.floats + layout.ints}
-    if set(tensors) != expected:
-        raise DataError(f"weights in {origin} do not fit the network: missing "
-                        f"{sorted(expected - set(tensors))}, unexpected "
-                        f"{sorted(set(tensors) - expected)}")
-    floats = np.empty(layout.num_floats, np.float32)
-    ints = np.empty(layout.num_ints, np.int64)
-    for entries, target in ((layout.floats, floats), (layout.ints, ints)):
-        for e in entries:
-            if tuple(tensors[e.name].shape) != e.shape:
-                raise DataError(f"tensor {e.name} in {origin} has shape "
-                                f"{tuple(tensors[e.name].shape)}, the network expects {e.shape}")
-            target[e.offset: e.offset + e.size] = tensors[e.name].reshape(-1)
-    return floats, ints
+    try:
+        network = str(meta["network"])
+        shape = tuple(int(d) for d in meta["input_shape"])
+        num_classes, scale = int(meta["num_classes"]), float(meta["input_scale"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{folder / META_FILE} has a missing or malformed field ({exc!r}): "
+                        "save the model again") from None
+    layout = FlatLayout.of(resolve_model(network).build())
+    floats, ints = weights_dir.flat_from_tensors(layout, contents.tensors, origin=str(folder))
+    return SavedNetwork(network=network, input_shape=shape, num_classes=num_classes,
+                        input_scale=scale, layout=layout, floats=floats, ints=ints)

@@ -1,14 +1,15 @@
 """Batch scoring on the executors: Arrow batches in, class probabilities out.
 
-The network crosses to executors as a reference string and the weights as one broadcast of
-the flat buffers; each Python worker builds the network once per set of weights and keeps it.
+The network crosses to executors as its model kind and the weights as one broadcast of the
+flat buffers; each Python worker takes the network from the shared cache of built networks
+(``sparknet.engine.model_cache``) and loads these weights into it when it holds others. The
+model kind's input preparation turns features into network input, as in training.
 Rows that cannot be scored (null, NaN/inf, undecodable image) get null outputs; rows of the
 wrong size are an error.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,64 +21,50 @@ from torch import nn
 
 from sparknet.data.dataframe import FeatureLayout, Report, decode_features
 from sparknet.errors import DataError
-from sparknet.flat import FlatLayout, load_flat_state
-from sparknet.models.registry import ModelSource
+from sparknet.engine.model_cache import cached_network
+from sparknet.engine.spark_runner import task_device
+from sparknet.flat import load_flat_state
+from sparknet.models.kinds import InputPrep, ModelKind
 
 if TYPE_CHECKING:
     from pyspark import Broadcast
     from pyspark.sql import Column
 
-_CACHE_SIZE = 2
-_SCORERS: OrderedDict[str, nn.Module] = OrderedDict()
-
-
 @dataclass(frozen=True, kw_only=True)
 class ScoringPlan:
     """Plain data the scoring tasks need; crosses to executors with the UDF."""
 
-    network: str
+    model: ModelKind
+    prep: InputPrep
     weights_token: str
     layout: FeatureLayout
-    scale: float
     batch_size: int
     threads: int
     device: str
 
 
 def cached_scorer(plan: ScoringPlan, floats: np.ndarray, ints: np.ndarray) -> nn.Module:
-    """The network with these weights in eval mode, built once per Python worker."""
-    key = f"{plan.network}|{plan.weights_token}|{plan.device}"
-    if key in _SCORERS:
-        _SCORERS.move_to_end(key)
-        return _SCORERS[key]
-    module = ModelSource(key=plan.network).build()
-    load_flat_state(module, FlatLayout.of(module), floats, ints)
-    module.to(_device(plan.device)).eval()
-    _SCORERS[key] = module
-    while len(_SCORERS) > _CACHE_SIZE:
-        _SCORERS.popitem(last=False)
-    return module
-
-
-def _device(preference: str) -> torch.device:
-    from sparknet.engine.spark_rounds import task_device
-
-    return task_device(preference)
+    """The network with these weights in eval mode, from the worker's cache of networks."""
+    entry = cached_network(plan.model)
+    if entry.weights_token != plan.weights_token:
+        entry.module.to("cpu")
+        load_flat_state(entry.module, entry.layout, floats, ints)
+        entry.weights_token = plan.weights_token
+    return entry.module.to(task_device(plan.device)).eval()
 
 
 @torch.inference_mode()
-def probabilities(module: nn.Module, features: np.ndarray, *, scale: float,
+def probabilities(module: nn.Module, features: np.ndarray, *, prep: InputPrep,
                   batch_size: int) -> np.ndarray:
     """Softmax of the network's outputs for ``features`` [n, *shape], ``batch_size`` at a time."""
     device = next(module.parameters()).device
     out = np.empty((features.shape[0], 0), np.float32)
     parts = []
+    rng = np.random.default_rng(0)  # only a Caffe transform with mirror draws at test time
     for start in range(0, features.shape[0], batch_size):
         # A float32 copy: Arrow-backed arrays are read-only, torch wants writable memory.
         chunk = np.array(features[start: start + batch_size], dtype=np.float32)
-        x = torch.from_numpy(chunk).to(device)
-        if scale != 1.0:
-            x = x * scale
+        x = prep(chunk, device, train=False, rng=rng)
         parts.append(torch.softmax(module(x), dim=1).cpu().numpy())
     return np.concatenate(parts) if parts else out
 
@@ -92,7 +79,7 @@ def score_array(plan: ScoringPlan, module: nn.Module, column: pa.Array) -> pa.Ar
                             f"fit inputShape {list(plan.layout.shape)} (e.g. "
                             f"{report.examples[kind]}): score data shaped like the training "
                             "data")
-    probs = probabilities(module, features, scale=plan.scale, batch_size=plan.batch_size)
+    probs = probabilities(module, features, prep=plan.prep, batch_size=plan.batch_size)
     width = probs.shape[1] if probs.ndim == 2 else 0
     full = np.zeros((len(column), width), np.float64)
     full[valid] = probs

@@ -1,7 +1,7 @@
-"""Built-in networks and model references."""
+"""Built-in networks, model kinds and the registry that resolves model references."""
 
-from sparknet.models.registry import ModelSource, model_source, resolve_factory
+from sparknet.models.kinds import ModelKind
+from sparknet.models.registry import resolve_model
 from sparknet.models.zoo import BUILTIN_MODELS, LeNet, SmallCNN
 
-__all__ = ["BUILTIN_MODELS", "LeNet", "ModelSource", "SmallCNN", "model_source",
-           "resolve_factory"]
+__all__ = ["BUILTIN_MODELS", "LeNet", "ModelKind", "SmallCNN", "resolve_model"]

@@ -1,83 +1,63 @@
-"""Model references: how a network crosses to Spark executors as plain data.
+"""Model references -> model kinds; plug-in kinds are found by their reference's prefix.
 
 A reference is a string: a built-in name (``lenet``, ``cnn``), a factory
-``package.module:function`` that returns an ``nn.Module``, or ``caffe:NET.prototxt`` (optionally
-``caffe:NET.prototxt@WEIGHTS.caffemodel``, and ``#C,H,W`` for nets with a Data layer; see
-``sparknet.models.caffe_ref``). Executors build the network once per Python worker
-and cache it; every task then loads the broadcast weights into the cached module.
+``package.module:function`` that returns an ``nn.Module``, or a plug-in reference such as
+``caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]``. On the Python API a callable works too.
+Plug-ins are modules of this package named in ``PLUGINS``, imported only when a reference with
+their prefix is resolved, so the engine never loads them for other networks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
-
-from torch import nn
+import marshal
+import pickle
+from typing import Any
 
 from sparknet.errors import ConfigError
-from sparknet.models.zoo import BUILTIN_MODELS
+from sparknet.models.kinds import BuiltinModel, FactoryModel, ModelKind, import_factory
+from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
 
-ModelFactory = Callable[[], nn.Module]
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A model reference plus, for the Python API, an in-process factory callable.
-
-    ``key`` identifies the network in executors' caches; callables are shipped by Spark's
-    closure serializer like any function a user passes to an RDD operation.
-    """
-
-    key: str
-    factory: ModelFactory | None = field(default=None, compare=False)
-
-    def build(self) -> nn.Module:
-        factory = self.factory if self.factory is not None else resolve_factory(self.key)
-        module = factory()
-        if not isinstance(module, nn.Module):
-            raise ConfigError(f"model factory {self.key!r} returned {type(module).__name__}, "
-                              "not a torch.nn.Module: make it return the network")
-        return module
+# prefix -> module whose ``resolve(ref: str) -> ModelKind`` handles it
+PLUGINS = {"caffe:": "sparknet.caffe.model_kind"}
 
 
-def model_source(model: str | ModelFactory) -> ModelSource:
-    """Validates a model reference on the driver (imports it) and wraps it for executors."""
+def resolve_model(model: str | ModelFactory | ModelKind) -> ModelKind:
+    """Validates a model reference on the driver (imports it, checks files) and resolves it."""
+    if isinstance(model, ModelKind):
+        return model
     if callable(model) and not isinstance(model, str):
-        name = getattr(model, "__qualname__", type(model).__name__)
-        return ModelSource(key=f"callable:{getattr(model, '__module__', '?')}.{name}:{id(model)}",
-                           factory=model)
-    resolve_factory(model)
-    return ModelSource(key=model)
-
-
-def resolve_factory(ref: str) -> ModelFactory:
-    if ref in BUILTIN_MODELS:
-        return BUILTIN_MODELS[ref]
-    if ref.startswith("caffe:"):
-        return _caffe_factory(ref.removeprefix("caffe:"))
-    if ":" not in ref:
-        raise ConfigError(f"unknown model {ref!r}: use one of {sorted(BUILTIN_MODELS)}, "
+        return FactoryModel(key=callable_key(model), factory=model)
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"model={model!r} is invalid: name a built-in model "
+                          f"({', '.join(sorted(BUILTIN_MODELS))}), a factory "
+                          "'package.module:function', or 'caffe:NET.prototxt'")
+    for prefix, plugin in PLUGINS.items():
+        if model.startswith(prefix):
+            resolved: ModelKind = importlib.import_module(plugin).resolve(model)
+            return resolved
+    if model in BUILTIN_MODELS:
+        return BuiltinModel(key=model)
+    if ":" not in model:
+        raise ConfigError(f"unknown model {model!r}: use one of {sorted(BUILTIN_MODELS)}, "
                           "a factory 'package.module:function', or 'caffe:NET.prototxt'")
-    module_name, _, attr = ref.partition(":")
+    import_factory(model)
+    return FactoryModel(key=model)
+
+
+def callable_key(factory: Any) -> str:
+    """A key that names the same callable in every process: never ``id()``.
+
+    Importable functions and classes pickle by reference (module and name); other callables
+    (lambdas, closures) are named by their code and the values they close over.
+    """
+    name = f"{getattr(factory, '__module__', '?')}.{getattr(factory, '__qualname__', '?')}"
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} of model factory {ref!r} "
-                          f"({exc}): check the name and that it is on PYTHONPATH") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"module {module_name!r} has no callable {attr!r} for model factory "
-                          f"{ref!r}: name a function that returns an nn.Module")
-    return factory
-
-
-def _caffe_factory(spec: str) -> ModelFactory:
-    from sparknet.models.caffe_ref import build_model, parse_caffe_ref
-
-    ref = parse_caffe_ref(spec)
-
-    def build() -> nn.Module:
-        return build_model(ref)
-
-    return build
+        body = pickle.dumps(factory, protocol=4)
+    except Exception:  # noqa: BLE001 - any pickling failure means: describe it another way
+        code = getattr(factory, "__code__", None)
+        cells = tuple(c.cell_contents for c in getattr(factory, "__closure__", None) or ())
+        body = (marshal.dumps(code) if code is not None else b"") + \
+            repr((cells, getattr(factory, "__defaults__", None))).encode()
+    return f"callable:{name}:{hashlib.sha256(body).hexdigest()[:16]}"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
+
+ModelFactory = Callable[[], nn.Module]
 
 
 def _caffe_xavier_(module: nn.Module) -> None:
@@ -70,4 +73,4 @@ def cnn() -> nn.Module:
     return SmallCNN()
 
 
-BUILTIN_MODELS = {"lenet": lenet, "cnn": cnn}
+BUILTIN_MODELS: dict[str, ModelFactory] = {"lenet": lenet, "cnn": cnn}

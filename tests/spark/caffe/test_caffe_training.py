@@ -20,9 +20,10 @@ from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data.shards import InputSpec, split_into_shards
 from sparknet.data.sources import from_arrays
 from sparknet.engine.local_steps import batch_indices
-from sparknet.engine.trainer import initial_state, load_result, train
+from sparknet.engine.loop import initial_state
+from sparknet.engine.trainer import load_result, train
 from sparknet.flat import FlatLayout, flatten_state, load_flat_state
-from sparknet.models.registry import model_source
+from sparknet.models.registry import resolve_model
 
 pytestmark = pytest.mark.spark
 
@@ -137,7 +138,7 @@ def test_k1_engine_equals_a_caffe_solver_loop(spark: Any, fashion: Any,
     finally:
         data.release()
 
-    source = model_source(config.model)
+    source = resolve_model(config.model)
     layout, floats, ints = initial_state(source, config.seed)
     model = source.build()
     load_flat_state(model, layout, floats, ints)

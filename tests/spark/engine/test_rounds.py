@@ -9,11 +9,12 @@ from sparknet.data.shards import InputSpec, Shard
 from sparknet.data.sources import SparkData, broadcast_shards, from_arrays
 from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.local_steps import WorkerResult, batch_indices
-from sparknet.engine.spark_rounds import tree_sum
-from sparknet.engine.trainer import initial_state, train
+from sparknet.engine.spark_runner import tree_sum
+from sparknet.engine.loop import initial_state
+from sparknet.engine.trainer import train
 from sparknet.errors import TrainingError
 from sparknet.flat import flatten_state, load_flat_state
-from sparknet.models import LeNet, model_source
+from sparknet.models import LeNet, resolve_model
 
 pytestmark = pytest.mark.spark
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
@@ -42,7 +43,7 @@ def test_one_round_of_tau_one_equals_sgd_on_the_concatenated_batch(spark, fashio
                          optimizer=OptimizerConfig(lr=0.1, momentum=0.0))
     result = train(data, config=config, progress=False)
 
-    layout, floats, ints = initial_state(model_source("lenet"), seed=5)
+    layout, floats, ints = initial_state(resolve_model("lenet"), seed=5)
     shards = [data.train.broadcasts[k].value for k in range(2)]
     assert len(shards[0]) == len(shards[1])
     picks = [batch_indices(num_examples=len(s), batch_size=32, steps=1, step_offset=0, seed=5,
@@ -116,7 +117,7 @@ def test_averaged_momentum_with_one_worker_continues_like_one_process(spark, fas
                                                    momentum_policy="average"))
     result = train(data, config=config, progress=False)
 
-    layout, floats, ints = initial_state(model_source("lenet"), seed=2)
+    layout, floats, ints = initial_state(resolve_model("lenet"), seed=2)
     model = LeNet()
     load_flat_state(model, layout, floats, ints)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)

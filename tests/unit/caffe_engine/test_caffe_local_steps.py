@@ -13,10 +13,10 @@ import torch.nn.functional as F
 
 from sparknet.caffe import TransformConfig, load_solver, make_optimizer
 from sparknet.config import OptimizerConfig
-from sparknet.data.shards import InputSpec, Shard
+from sparknet.data.shards import Shard
 from sparknet.engine.local_steps import LocalPlan, RoundState, batch_indices, run_local_steps
 from sparknet.flat import FlatLayout, flatten_state
-from sparknet.models.caffe_ref import build_model, parse_caffe_ref
+from sparknet.caffe.model_kind import CaffeInput, CaffeModel, build_model, parse_caffe_ref
 
 SCALE = 0.00390625  # LeNet's transform_param
 
@@ -54,12 +54,12 @@ def _reference(model: torch.nn.Module, solver_path: Path, shard: Shard, *, tau: 
 
 def _plan(solver_path: Path, *, tau: int, batch_size: int, step_offset: int, seed: int,
           policy: str = "reset") -> LocalPlan:
+    optimizer = OptimizerConfig(name="caffe", caffe_solver=solver_path.read_text(),
+                                momentum_policy=policy)
     return LocalPlan(seed=seed, round_index=2, step_offset=step_offset, tau=tau,
                      batch_size=batch_size,
-                     optimizer=OptimizerConfig(name="caffe", caffe_solver=str(solver_path),
-                                               momentum_policy=policy),
-                     input_spec=InputSpec(shape=(1, 28, 28), num_classes=10,
-                                          transform=TransformConfig(scale=SCALE)),
+                     optimizer=CaffeModel(key="lenet-solver").local_optimizer(optimizer),
+                     input_prep=CaffeInput(TransformConfig(scale=SCALE), (1, 28, 28)),
                      compression="none", sample_weight=False, threads=1)
 
 

@@ -12,14 +12,15 @@ from sparknet.config import OptimizerConfig, TrainConfig
 from sparknet.data.shards import InputSpec
 from sparknet.errors import CaffeFormatError, ConfigError
 from sparknet.flat import FlatLayout, flatten_state
-from sparknet.models.caffe_ref import (
+from sparknet.caffe.model_kind import (
+    CaffeInput,
     apply_solver,
     build_model,
-    input_spec_for,
     parse_caffe_ref,
+    read_solver_file,
     write_caffe_files,
 )
-from sparknet.models.registry import model_source
+from sparknet.models.registry import resolve_model
 
 
 def test_reference_parts(lenet_files: tuple[Path, Path]) -> None:
@@ -33,22 +34,22 @@ def test_reference_parts(lenet_files: tuple[Path, Path]) -> None:
 def test_bad_input_shape_is_a_config_error(lenet_files: tuple[Path, Path], suffix: str) -> None:
     _, net = lenet_files
     with pytest.raises(ConfigError, match="input shape"):
-        model_source(f"caffe:{net}{suffix}" if suffix != "#" else f"caffe:{net}#,")
+        resolve_model(f"caffe:{net}{suffix}" if suffix != "#" else f"caffe:{net}#,")
 
 
 def test_missing_files_are_named(tmp_path: Path, lenet_files: tuple[Path, Path]) -> None:
     _, net = lenet_files
     with pytest.raises(ConfigError, match="definition file .*nope.prototxt does not exist"):
-        model_source(f"caffe:{tmp_path}/nope.prototxt")
+        resolve_model(f"caffe:{tmp_path}/nope.prototxt")
     with pytest.raises(ConfigError, match="weights file .*w.caffemodel does not exist"):
-        model_source(f"caffe:{net}@{tmp_path}/w.caffemodel#1,28,28")
+        resolve_model(f"caffe:{net}@{tmp_path}/w.caffemodel#1,28,28")
 
 
 def test_data_layer_net_needs_its_shape(lenet_files: tuple[Path, Path]) -> None:
     _, net = lenet_files
     with pytest.raises(CaffeFormatError, match="input_shapes"):
-        model_source(f"caffe:{net}").build()
-    logits = model_source(f"caffe:{net}#1,28,28").build()(torch.zeros(3, 1, 28, 28))
+        resolve_model(f"caffe:{net}").build()
+    logits = resolve_model(f"caffe:{net}#1,28,28").build()(torch.zeros(3, 1, 28, 28))
     assert logits.shape == (3, 10)
 
 
@@ -73,19 +74,20 @@ def test_weights_suffix_loads_them(tmp_path: Path, lenet_files: tuple[Path, Path
         for p in trained.parameters():
             p.normal_()
     caffemodel, _ = write_caffe_files(trained, tmp_path)
-    loaded = model_source(f"caffe:{net}@{caffemodel}#1,28,28").build()
+    loaded = resolve_model(f"caffe:{net}@{caffemodel}#1,28,28").build()
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(loaded(x), trained(x), rtol=0, atol=0)
 
 
 def test_transform_param_replaces_the_scale(lenet_files: tuple[Path, Path]) -> None:
     _, net = lenet_files
-    spec = input_spec_for(f"caffe:{net}#1,28,28",
-                          InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255))
-    assert spec.scale == 1.0
-    assert spec.transform is not None and spec.transform.scale == pytest.approx(0.00390625)
-    with pytest.raises(ConfigError, match="scale=0.5 with a Caffe transform"):
-        InputSpec(shape=(1, 28, 28), num_classes=10, scale=0.5, transform=spec.transform)
+    prep = resolve_model(f"caffe:{net}#1,28,28").input_prep(
+        InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255))
+    assert isinstance(prep, CaffeInput)
+    assert prep.transform.scale == pytest.approx(0.00390625)
+    pixels = np.full((2, 1, 28, 28), 200, np.uint8)
+    x = prep(pixels, torch.device("cpu"), train=True, rng=np.random.default_rng(0))
+    torch.testing.assert_close(x, torch.full((2, 1, 28, 28), 200 * 0.00390625))
 
 
 def test_solver_maps_to_engine_settings(solver_copy: Path, lenet_files: tuple[Path, Path]
@@ -98,7 +100,8 @@ def test_solver_maps_to_engine_settings(solver_copy: Path, lenet_files: tuple[Pa
     assert (config.engine.rounds, config.engine.eval_every, config.checkpoint_every) == (
         200, 10, 100)
     assert config.engine.batch_size == 64
-    assert (config.optimizer.name, config.optimizer.caffe_solver) == ("caffe", str(solver_copy))
+    assert (config.optimizer.name, config.optimizer.caffe_solver) == (
+        "caffe", solver_copy.read_text())
     # Flags win over the mapping.
     given = apply_solver({"engine": {"tau": 7, "rounds": 3, "batch_size": 8}}, solver_copy,
                          input_shape=(1, 28, 28))
@@ -119,23 +122,29 @@ def test_solver_mapping_errors(lenet_files: tuple[Path, Path], solver_copy: Path
     assert ok["model"] == f"caffe:{net}#1,28,28"
 
 
-def test_optimizer_config_validates_the_solver(tmp_path: Path, solver_copy: Path) -> None:
+def test_optimizer_config_pairs_name_and_solver(solver_copy: Path) -> None:
     with pytest.raises(ConfigError, match="optimizer.caffe_solver=None"):
         OptimizerConfig(name="caffe")
     with pytest.raises(ConfigError, match="optimizer.caffe_solver="):
-        OptimizerConfig(name="sgd", caffe_solver=str(solver_copy))
+        OptimizerConfig(name="sgd", caffe_solver=solver_copy.read_text())
+
+
+def test_solver_text_is_checked_when_a_run_starts(tmp_path: Path, solver_copy: Path,
+                                                  lenet_files: tuple[Path, Path]) -> None:
+    _, net = lenet_files
+    model = resolve_model(f"caffe:{net}#1,28,28")
     with pytest.raises(ConfigError, match="does not exist"):
-        OptimizerConfig(name="caffe", caffe_solver=str(tmp_path / "none.prototxt"))
-    bad = tmp_path / "bad.prototxt"
-    bad.write_text(solver_copy.read_text().replace('lr_policy: "inv"', 'lr_policy: "cosine"'))
+        read_solver_file(tmp_path / "none.prototxt")
+    bad = solver_copy.read_text().replace('lr_policy: "inv"', 'lr_policy: "cosine"')
     with pytest.raises(ConfigError, match="lr_policy='cosine' is unknown"):
-        OptimizerConfig(name="caffe", caffe_solver=str(bad))
-    broken = tmp_path / "broken.prototxt"
-    broken.write_text("base_lr: 0.01\nmomentum 0.9 {\n")
-    with pytest.raises(CaffeFormatError, match=r"broken.prototxt:2:"):
-        OptimizerConfig(name="caffe", caffe_solver=str(broken))
-    adam = tmp_path / "adam.prototxt"
-    adam.write_text(solver_copy.read_text() + '\ntype: "Adam"\n')
+        model.local_optimizer(OptimizerConfig(name="caffe", caffe_solver=bad))
+    broken = "base_lr: 0.01\nmomentum 0.9 {\n"
+    with pytest.raises(CaffeFormatError, match=r"optimizer.caffe_solver:2:"):
+        model.local_optimizer(OptimizerConfig(name="caffe", caffe_solver=broken))
+    adam = solver_copy.read_text() + '\ntype: "Adam"\n'
     with pytest.raises(ConfigError, match="use 'reset'"):
-        OptimizerConfig(name="caffe", caffe_solver=str(adam), momentum_policy="average")
-    assert OptimizerConfig(name="caffe", caffe_solver=str(adam)).momentum_policy == "reset"
+        model.local_optimizer(OptimizerConfig(name="caffe", caffe_solver=adam,
+                                              momentum_policy="average"))
+    assert model.local_optimizer(OptimizerConfig(name="caffe", caffe_solver=adam)).micro_batches == 1
+    with pytest.raises(ConfigError, match="runs a Caffe solver on a Caffe-defined net"):
+        resolve_model("lenet").local_optimizer(OptimizerConfig(name="caffe", caffe_solver=adam))

@@ -32,7 +32,7 @@ def test_bad_input_is_one_line_before_any_work(argv, message, capsys):
 
 def test_tau_flag_takes_a_number_or_auto():
     parser = build_parser()
-    assert parser.parse_args(["train", "--tau", "auto"]).set_tau_engine == "auto"
-    assert parser.parse_args(["train", "--tau", "25"]).set_tau_engine == 25
+    assert parser.parse_args(["train", "--tau", "auto"]).__dict__["setting:engine.tau"] == "auto"
+    assert parser.parse_args(["train", "--tau", "25"]).__dict__["setting:engine.tau"] == 25
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--tau", "often"])

@@ -5,7 +5,7 @@ import pytest
 from sparknet.config import EngineConfig, TrainConfig
 from sparknet.engine.auto_tau import AutoTau, measure, tau_for_overhead
 from sparknet.engine.tau import RoundTiming, TauSchedule
-from sparknet.engine.trainer import tau_policy
+from sparknet.engine.loop import tau_policy
 from sparknet.errors import ConfigError
 
 

@@ -13,6 +13,7 @@ from sparknet.engine.local_steps import (
 )
 from sparknet.flat import FlatLayout, flatten_state, load_flat_state
 from sparknet.models import LeNet, SmallCNN
+from sparknet.models.kinds import ScaledInput, TorchOptimizer
 
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
 CPU = torch.device("cpu")
@@ -20,10 +21,11 @@ CPU = torch.device("cpu")
 
 def _plan(**overrides):
     values = dict(seed=3, round_index=0, step_offset=0, tau=1, batch_size=8,
-                  optimizer=OptimizerConfig(lr=0.1, momentum=0.0), input_spec=SPEC,
+                  optimizer=OptimizerConfig(lr=0.1, momentum=0.0),
                   compression="none", sample_weight=False, threads=1)
     values.update(overrides)
-    return LocalPlan(**values)
+    values["optimizer"] = TorchOptimizer(values["optimizer"])
+    return LocalPlan(input_prep=ScaledInput(SPEC.shape, SPEC.scale), **values)
 
 
 def _data(n=64, seed=0):

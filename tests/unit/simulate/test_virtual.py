@@ -11,10 +11,10 @@ from sparknet.data.shards import InputSpec, split_into_shards
 from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.auto_tau import AutoTau
 from sparknet.engine.local_steps import WorkerResult, batch_indices
-from sparknet.engine.trainer import initial_state
+from sparknet.engine.loop import initial_state
 from sparknet.errors import ConfigError
 from sparknet.flat import flatten_state, load_flat_state
-from sparknet.models.registry import model_source
+from sparknet.models.registry import resolve_model
 from sparknet.simulate import simulate, tree_combine
 
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
@@ -41,7 +41,7 @@ def test_one_worker_carrying_momentum_is_a_plain_sgd_loop(small):
 
     # Reference: one PyTorch model trained by torch.optim.SGD on the same batches.
     torch.set_num_threads(1)
-    source = model_source("lenet")
+    source = resolve_model("lenet")
     layout, floats, ints = initial_state(source, config.seed)
     model = source.build()
     load_flat_state(model, layout, floats, ints)

@@ -1,28 +1,37 @@
-"""Caffe-defined networks in the engine: ``caffe:`` references, Data-layer input, solver mapping.
+"""The Caffe model kind: ``caffe:`` references, Data-layer input, Caffe solvers, caffemodels.
 
 A reference ``caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]`` names a Caffe definition, its
 optional weights and, for nets whose Data layer does not declare a shape, the per-example
 input shape. The net's first input (the Data layer's ``top[0]``) takes the features and
-``top[1]`` the label, as SparkNet mapped them. The ``sparknet.caffe`` imports stay deferred so
-the reference crosses to executors as plain data.
+``top[1]`` the label, as SparkNet mapped them. The TRAIN Data layer's transform_param (scale,
+mean, crop, mirror) prepares the input wherever the net is trained or scored; a Caffe solver
+(its text is part of the config) drives the local steps; a finished run also writes
+``model.caffemodel`` + ``deploy.prototxt``. The engine reaches all of this through the
+``ModelKind`` interface only (``sparknet.models.registry`` names this module as a plug-in).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from sparknet.caffe.net import DATA_TYPES, CaffeLogits, CaffeNet
+from sparknet.caffe.prototxt import filter_phase, read_net, read_text
+from sparknet.caffe.solver import SolverConfig, parse_solver_text
+from sparknet.caffe.solver import make_optimizer as make_caffe_solver
+from sparknet.caffe.transform import TransformConfig, load_mean, transform_batch
+from sparknet.caffe.weights import read_weights
+from sparknet.config import OptimizerConfig
+from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sparknet.caffe.solver import SolverConfig
-    from sparknet.caffe.transform import TransformConfig
-    from sparknet.data.shards import InputSpec
+from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind
 
 PREFIX = "caffe:"
 CAFFEMODEL = "model.caffemodel"
@@ -42,7 +51,7 @@ class CaffeRef:
         return text + (f"#{','.join(map(str, self.input_shape))}" if self.input_shape else "")
 
 
-def is_caffe_ref(model: str) -> bool:
+def is_caffe_ref(model: object) -> bool:
     return isinstance(model, str) and model.startswith(PREFIX)
 
 
@@ -69,29 +78,28 @@ def parse_caffe_ref(ref: str) -> CaffeRef:
     return CaffeRef(net=net, weights=weights or None, input_shape=shape)
 
 
-def _train_definition(ref: CaffeRef) -> Any:
-    from sparknet.caffe.prototxt import filter_phase, read_net
+def resolve(ref: str) -> CaffeModel:
+    """The registry's entry point for ``caffe:`` references."""
+    parsed = parse_caffe_ref(ref)
+    return CaffeModel(key=str(parsed), ref=parsed, transform=train_transform(parsed))
 
+
+def _train_definition(ref: CaffeRef) -> Any:
     return filter_phase(read_net(ref.net), "TRAIN")
 
 
 def _data_layer(definition: Any) -> Any | None:
-    from sparknet.caffe.net import DATA_TYPES
-
     return next((layer for layer in definition.layer if layer.type in DATA_TYPES), None)
 
 
 def build_model(ref: CaffeRef) -> nn.Module:
     """The TRAIN-phase net as input -> logits; fillers draw from the current torch seed."""
-    from sparknet.caffe.net import CaffeLogits, CaffeNet
-    from sparknet.caffe.weights import read_weights
-
     definition = _train_definition(ref)
     shapes = None
     first = _data_layer(definition)
     if ref.input_shape is not None and first is not None and len(first.top):
         shapes = {first.top[0]: (1, *ref.input_shape)}
-    # initial_state() seeds torch with config.seed, so the seed also picks the Caffe fillers.
+    # The engine seeds torch with config.seed before building, so the seed picks the fillers.
     net = CaffeNet(definition, phase="TRAIN", input_shapes=shapes, seed=torch.initial_seed())
     if ref.weights:
         net.load_report = net.load_caffe_blobs(read_weights(ref.weights), source=ref.weights)
@@ -100,20 +108,108 @@ def build_model(ref: CaffeRef) -> nn.Module:
 
 def train_transform(ref: CaffeRef) -> TransformConfig | None:
     """The TRAIN-phase Data layer's transform_param (None when it has none)."""
-    from sparknet.caffe.transform import TransformConfig
-
     layer = _data_layer(_train_definition(ref))
     if layer is None or not layer.HasField("transform_param"):
         return None
     return TransformConfig.from_proto(layer.transform_param, folder=Path(ref.net).parent)
 
 
-def input_spec_for(model: str, spec: InputSpec) -> InputSpec:
-    """``spec`` with the Data layer's transform_param in place of the default input scale."""
-    if not is_caffe_ref(model):
-        return spec
-    transform = train_transform(parse_caffe_ref(model))
-    return spec if transform is None else replace(spec, scale=1.0, transform=transform)
+@lru_cache(maxsize=4)
+def _mean_image(transform: TransformConfig) -> np.ndarray | None:
+    return load_mean(transform)  # read once per Python worker, not per batch
+
+
+@dataclass(frozen=True)
+class CaffeInput:
+    """Caffe's DataTransformer on stored pixels ``[n, C, H, W]`` (crop, mirror, mean, scale).
+
+    Random crops and mirrors draw from the task's ``rng``, a function of (seed, round,
+    partition), so retried tasks repeat them.
+    """
+
+    transform: TransformConfig
+    stored_shape: tuple[int, ...]
+
+    @property
+    def network_shape(self) -> tuple[int, ...]:
+        return network_shape(self.transform, self.stored_shape)
+
+    def __call__(self, features: np.ndarray, device: torch.device, *, train: bool,
+                 rng: np.random.Generator) -> torch.Tensor:
+        pixels = np.asarray(features).reshape(features.shape[0], *self.stored_shape)
+        out = transform_batch(pixels, self.transform, train=train, rng=rng,
+                              mean=_mean_image(self.transform))
+        return torch.from_numpy(out).to(device)
+
+    def serving(self, features: torch.Tensor) -> torch.Tensor:
+        """TEST phase without mirroring: centre crop, mean, scale."""
+        x = features.reshape(-1, *self.stored_shape)
+        crop = self.transform.crop_size
+        if crop:
+            top, left = (x.shape[2] - crop) // 2, (x.shape[3] - crop) // 2
+            x = x[:, :, top: top + crop, left: left + crop]
+        mean = _mean_image(self.transform)
+        if mean is not None:
+            if crop:
+                mean = mean[:, top: top + crop, left: left + crop]
+            x = x - torch.from_numpy(np.ascontiguousarray(mean))
+        elif self.transform.mean_value:
+            values = torch.tensor(self.transform.mean_value, dtype=torch.float32)
+            x = x - (values if values.numel() == 1 else values.reshape(1, -1, 1, 1))
+        return x * self.transform.scale
+
+
+@dataclass(frozen=True)
+class CaffeSolverOptimizer:
+    """A Caffe solver starting at the worker's global iteration (its lr_policy)."""
+
+    solver: SolverConfig
+
+    @property
+    def micro_batches(self) -> int:
+        return self.solver.iter_size
+
+    @property
+    def momentum_key(self) -> str:
+        return "history"  # CaffeSolver keeps Caffe's momentum (learning rate included) there
+
+    def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer:
+        optimizer = make_caffe_solver(module, self.solver)
+        optimizer.iteration = iteration
+        return optimizer
+
+
+@dataclass(frozen=True)
+class CaffeModel(ModelKind):
+    """A Caffe-defined network (see the module docstring)."""
+
+    ref: CaffeRef | None = None
+    transform: TransformConfig | None = None
+
+    def build(self) -> nn.Module:
+        assert self.ref is not None
+        return build_model(self.ref)
+
+    def input_prep(self, spec: InputSpec) -> InputPrep:
+        if self.transform is None:
+            return super().input_prep(spec)
+        return CaffeInput(self.transform, spec.shape)
+
+    def network_shape(self, stored_shape: tuple[int, ...]) -> tuple[int, ...]:
+        return network_shape(self.transform, stored_shape)
+
+    def local_optimizer(self, config: OptimizerConfig) -> LocalOptimizer:
+        if config.name != "caffe" or config.caffe_solver is None:
+            return super().local_optimizer(config)
+        solver = parse_solver_text(config.caffe_solver, source="optimizer.caffe_solver")
+        if config.momentum_policy == "average" and solver.type not in ("SGD", "Nesterov"):
+            raise ConfigError(f"optimizer.momentum_policy='average' is invalid: the "
+                              f"{solver.type} solver keeps more than a momentum buffer; use "
+                              "'reset' (averaging works with SGD and Nesterov solvers)")
+        return CaffeSolverOptimizer(solver)
+
+    def write_exports(self, module: nn.Module, folder: Path) -> list[Path]:
+        return list(write_caffe_files(module, folder))
 
 
 def network_shape(transform: TransformConfig | None, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -134,29 +230,30 @@ def with_input_shape(model: str, shape: tuple[int, ...]) -> str:
     return str(replace(ref, input_shape=network_shape(train_transform(ref), shape)))
 
 
-def load_solver_checked(path: str | Path) -> SolverConfig:
-    from sparknet.caffe.solver import load_solver
-
-    if not Path(path).is_file():
+def read_solver_file(path: str | Path) -> tuple[str, SolverConfig]:
+    """(the solver's text, the parsed solver); its ``net:`` is relative to its folder."""
+    path = Path(path)
+    if not path.is_file():
         raise ConfigError(f"Caffe solver {path} does not exist: give the path of a solver "
-                          ".prototxt (it must be readable on every executor too)")
-    return load_solver(path)
+                          ".prototxt")
+    text = read_text(path)
+    return text, parse_solver_text(text, folder=path.parent, source=str(path))
 
 
 def apply_solver(values: dict[str, Any], solver_path: str | Path, *,
                  input_shape: tuple[int, ...]) -> dict[str, Any]:
-    """Configuration values (defaults < TOML < flags) completed from a Caffe solver.
+    """Configuration values (defaults < TOML < flags) completed from a Caffe solver file.
 
-    The solver sets the optimizer and the model (its ``net``, unless a ``model`` is given);
-    settings not given are mapped: rounds = ceil(max_iter / tau), eval_every =
-    ceil(test_interval / tau), checkpoint_every = ceil(snapshot / tau), batch_size = the TRAIN
-    Data layer's batch_size.
+    The solver's text becomes ``optimizer.caffe_solver`` (so the run never reads the file
+    again) and it sets the model (its ``net``, unless a ``model`` is given); settings not given
+    are mapped: rounds = ceil(max_iter / tau), eval_every = ceil(test_interval / tau),
+    checkpoint_every = ceil(snapshot / tau), batch_size = the TRAIN Data layer's batch_size.
     """
-    solver = load_solver_checked(solver_path)
+    text, solver = read_solver_file(solver_path)
     out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v)
                            for k, v in values.items()}
     optimizer = out.setdefault("optimizer", {})
-    optimizer.update(name="caffe", caffe_solver=str(solver_path))
+    optimizer.update(name="caffe", caffe_solver=text)
     model: str | None = out.get("model")
     if model is None:
         if solver.net is None or not solver.net.is_file():

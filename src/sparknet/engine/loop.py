@@ -1,0 +1,291 @@
+"""The SparkNet round loop, written once: broadcast, local steps, combine, outer step.
+
+``run_rounds`` drives any ``Runner`` (Spark tasks or in-process virtual workers): it owns the
+driver's ``TrainState``, the tau schedule, the non-finite policy, evaluation, metrics records
+and checkpoints. ``sparknet.train`` and ``sparknet.simulate`` differ only in their runner.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparknet import weights_dir
+from sparknet.config import TrainConfig
+from sparknet.data.shards import InputSpec
+from sparknet.engine.aggregate import apply_round
+from sparknet.engine.local_steps import LocalPlan, WorkerResult
+from sparknet.engine.runner import Runner
+from sparknet.engine.state import TrainState
+from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
+from sparknet.errors import ConfigError, TrainingError
+from sparknet.flat import FlatLayout, flatten_state, load_flat_state
+from sparknet.metrics import MetricsLog, plot_metrics
+from sparknet.models.kinds import ModelKind
+
+Record = dict[str, Any]
+
+
+@dataclass
+class TrainResult:
+    """The trained state, its layout and the per-round metrics."""
+
+    config: TrainConfig
+    layout: FlatLayout
+    floats: np.ndarray
+    ints: np.ndarray
+    metrics: list[Record]
+    run_dir: Path | None
+    source: ModelKind = field(repr=False)
+    warmup_seconds: float = 0.0  # the one-off preparation before round 0
+    tau_decisions: list[int] = field(default_factory=list)
+
+    def model(self) -> nn.Module:
+        """A fresh network on the CPU holding the trained weights."""
+        module = self.source.build()
+        load_flat_state(module, self.layout, self.floats, self.ints)
+        return module.eval()
+
+    @property
+    def final_accuracy(self) -> float | None:
+        evaluated = [r["test_accuracy"] for r in self.metrics if r.get("test_accuracy") is not None]
+        return evaluated[-1] if evaluated else None
+
+
+def initial_state(model: ModelKind, seed: int) -> tuple[FlatLayout, np.ndarray, np.ndarray]:
+    """The network's initial weights, a function of the seed alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = model.build()
+    layout = FlatLayout.of(module)
+    floats, ints = flatten_state(module, layout)
+    return layout, floats, ints
+
+
+def parameter_mask(model: ModelKind, layout: FlatLayout) -> np.ndarray:
+    """True where the flat buffer holds a trainable parameter (not a running statistic)."""
+    names = {name for name, _ in model.build().named_parameters()}
+    mask = np.zeros(layout.num_floats, dtype=bool)
+    for entry in layout.floats:
+        if entry.name in names:
+            mask[entry.offset: entry.offset + entry.size] = True
+    return mask
+
+
+def tau_policy(config: TrainConfig) -> TauPolicy:
+    if config.engine.tau == "auto":
+        from sparknet.engine.auto_tau import AutoTau
+
+        return AutoTau()
+    return FixedTau(config.engine.tau)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LoopOptions:
+    """How one call drives the loop (none of this changes the weights)."""
+
+    run_dir: Path | None = None
+    resume: bool = False
+    progress: bool = False
+    tau_decisions: tuple[int, ...] = ()
+    stop: Callable[[Record], bool] | None = None
+    eval_every: int | None = None  # overrides config.engine.eval_every
+
+
+def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: InputSpec,
+               options: LoopOptions) -> TrainResult:
+    """Trains ``model`` for ``config.engine.rounds`` rounds on ``runner``'s workers."""
+    engine = config.engine
+    if runner.num_workers != engine.num_workers:
+        raise ConfigError(f"the data has {runner.num_workers} shards but num_workers="
+                          f"{engine.num_workers}: build the data with the same K")
+    optimizer = model.local_optimizer(config.optimizer)
+    prep = model.input_prep(spec)
+    layout, floats, ints = initial_state(model, config.seed)
+    mask = parameter_mask(model, layout)
+    state = TrainState.initial(config, floats, ints)
+    run_path, log = _open_run(options, config)
+    if run_path is not None and options.resume:
+        state = _restore(run_path, config, layout)
+    if log is not None:
+        log.load_existing(up_to_round=state.round_index)
+    records = log.records if log is not None else []
+    schedule = TauSchedule(tau_policy(config),
+                           list(state.tau_decisions or options.tau_decisions))
+    cadence = engine.eval_every if options.eval_every is None else options.eval_every
+
+    warmup_started = runner.now()
+    runner.start(model)
+    warmup_seconds = runner.now() - warmup_started
+    bar = _progress_bar(engine.rounds, state.round_index, enabled=options.progress)
+    started = runner.now() - state.wall_seconds
+    try:
+        while state.round_index < engine.rounds:
+            tau = schedule.tau_for(state.round_index)
+            plan = LocalPlan(seed=config.seed, round_index=state.round_index,
+                             step_offset=state.step_offset, tau=tau,
+                             batch_size=engine.batch_size, optimizer=optimizer,
+                             input_prep=prep, compression=config.outer.compression,
+                             sample_weight=config.outer.name == "weighted",
+                             threads=engine.threads_per_worker)
+            round_started = runner.now()
+            try:
+                total = runner.run_round(state.for_workers(), plan, fan_in=engine.tree_fan_in)
+            except TrainingError as exc:
+                raise TrainingError(f"{exc}{_kept(run_path)}") from exc
+            updated = apply_round(config.outer, state, total, mask)
+            if updated is None and engine.on_non_finite == "stop":
+                raise TrainingError(
+                    f"round {state.round_index}: the training loss or update became "
+                    "NaN/infinite; lower the learning rate, or set engine.on_non_finite='skip' "
+                    f"to drop such updates.{_kept(run_path)}")
+            state = replace(updated or state, round_index=state.round_index + 1,
+                            step_offset=state.step_offset + tau,
+                            samples=state.samples + total.samples,
+                            tau_decisions=tuple(schedule.decisions))
+            round_seconds = runner.now() - round_started
+            schedule.observe(RoundTiming(tau, round_seconds, total.compute_seconds))
+            record = _round_record(state, total, tau, round_seconds, updated is not None)
+            if _due(state.round_index, cadence, engine.rounds) and runner.has_test_data:
+                loss, accuracy = runner.evaluate(state.for_workers(), prep,
+                                                 batch_size=engine.eval_batch_size,
+                                                 threads=engine.threads_per_worker)
+                record.update(test_loss=loss, test_accuracy=accuracy)
+            record["wall_seconds"] = runner.now() - started
+            state = replace(state, wall_seconds=record["wall_seconds"])
+            if log is not None:
+                log.append(record)
+            else:
+                records.append(record)
+            if run_path is not None and _due(state.round_index, config.checkpoint_every,
+                                             engine.rounds):
+                weights_dir.save_checkpoint(run_path, state.to_weights_dir(
+                    layout, _meta(config, model)), round_index=state.round_index)
+            bar.update(1)
+            bar.set_postfix(_postfix(record, records), refresh=False)
+            if options.stop is not None and options.stop(record):
+                break
+    finally:
+        bar.close()
+        runner.close()
+
+    result = TrainResult(config=config, layout=layout, floats=state.floats, ints=state.ints,
+                         metrics=records, run_dir=run_path, source=model,
+                         warmup_seconds=warmup_seconds, tau_decisions=list(schedule.decisions))
+    if run_path is not None:
+        write_result(run_path, result)
+    return result
+
+
+def _open_run(options: LoopOptions, config: TrainConfig) -> tuple[Path | None, MetricsLog | None]:
+    if options.run_dir is None:
+        if options.resume:
+            raise ConfigError("resume=True needs run_dir: the folder whose checkpoints to resume")
+        return None, None
+    run_path = Path(options.run_dir)
+    run_path.mkdir(parents=True, exist_ok=True)
+    (run_path / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    return run_path, MetricsLog(run_path / "metrics.jsonl")
+
+
+def _kept(run_path: Path | None) -> str:
+    latest = weights_dir.latest_checkpoint(run_path) if run_path is not None else None
+    if latest is None:
+        return " No checkpoint was written yet." if run_path is not None else ""
+    return f" The last good checkpoint is kept: {latest}."
+
+
+def _due(completed_rounds: int, every: int, total_rounds: int) -> bool:
+    return completed_rounds == total_rounds or (every > 0 and completed_rounds % every == 0)
+
+
+def _round_record(state: TrainState, total: WorkerResult, tau: int, seconds: float,
+                  applied: bool) -> Record:
+    return {
+        "round": state.round_index,
+        "tau": tau,
+        "samples": state.samples,
+        "steps_per_worker": state.step_offset,
+        "round_seconds": seconds,
+        "compute_seconds": total.compute_seconds,
+        "overhead_seconds": max(0.0, seconds - total.compute_seconds),
+        "train_loss": total.loss_sum / total.samples,
+        "train_accuracy": total.correct / total.samples,
+        "bytes_per_worker": total.bytes_sent // max(1, total.workers),
+        "update_applied": applied,
+        "test_loss": None,
+        "test_accuracy": None,
+    }
+
+
+def _postfix(record: Record, records: list[Record]) -> dict[str, str]:
+    rate = record["samples"] / max(record["wall_seconds"], 1e-9)
+    accuracies = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
+    post = {"samples/s": f"{rate:,.0f}", "loss": f"{record['train_loss']:.4f}"}
+    if accuracies:
+        post["test_acc"] = f"{100 * accuracies[-1]:.2f}%"
+    return post
+
+
+def _progress_bar(total: int, initial: int, *, enabled: bool) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="round", unit="round", disable=not enabled,
+                dynamic_ncols=True)
+
+
+def versions() -> dict[str, str]:
+    import sparknet
+
+    found = {"sparknet": sparknet.__version__, "torch": torch.__version__,
+             "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        from importlib.metadata import version
+
+        found["pyspark"] = version("pyspark")
+    except Exception:  # noqa: BLE001 - versions are informative only
+        pass
+    return found
+
+
+def _meta(config: TrainConfig, model: ModelKind) -> Record:
+    return {"config": config.to_dict(), "model_key": model.key,
+            "rng": {"kind": "counter-based", "seed": config.seed,
+                    "note": "every random draw is derived from (seed, round, partition)"},
+            "versions": versions()}
+
+
+def _restore(run_path: Path, config: TrainConfig, layout: FlatLayout) -> TrainState:
+    latest = weights_dir.latest_checkpoint(run_path)
+    if latest is None:
+        raise ConfigError(f"cannot resume: {run_path} has no checkpoint (checkpoints/LATEST); "
+                          "start a new run without --resume")
+    contents = weights_dir.read(latest)
+    saved = TrainConfig.from_dict(contents.meta["config"])
+    if replace(saved, engine=replace(saved.engine, rounds=config.engine.rounds)) != config:
+        raise ConfigError(f"cannot resume {run_path}: its configuration differs from this one "
+                          "(only engine.rounds may change); resume with the saved config.json")
+    return TrainState.from_weights_dir(contents, layout, origin=str(latest))
+
+
+def write_result(run_path: Path, result: TrainResult) -> None:
+    """The run's result: final weights (safetensors), metadata (JSON), exports and a plot."""
+    meta = {**_meta(result.config, result.source),
+            "final_test_accuracy": result.final_accuracy,
+            "tau_decisions": [r["tau"] for r in result.metrics],
+            "final": result.metrics[-1] if result.metrics else None}
+    tensors = weights_dir.named_tensors(result.layout, result.floats, result.ints)
+    weights_dir.write(run_path / "final", weights_dir.WeightsDir(tensors, {}, meta))
+    result.source.write_exports(result.model(), run_path / "final")
+    if result.metrics:
+        plot_metrics(result.metrics, run_path / "metrics.png",
+                     title=f"{result.config.model}, K={result.config.engine.num_workers}, "
+                           f"tau={result.config.engine.tau}")

@@ -1,0 +1,128 @@
+"""The seam between the round loop and where the K workers run.
+
+A ``Runner`` runs one round's K tasks and combines their results in partition order, runs the
+distributed evaluation, and keeps the clock the loop records. ``InProcessRunner`` runs the K
+virtual workers one after another in this process (the simulator); ``SparkRunner``
+(``sparknet.engine.spark_runner``) runs them as Spark tasks. Both call the same worker
+functions and the same ordered sum, so their weights are bit-identical.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from sparknet.data.shards import Shard, split_into_shards
+from sparknet.engine.aggregate import tree_combine
+from sparknet.engine.local_steps import (
+    LocalPlan,
+    RoundState,
+    WorkerResult,
+    evaluate_shard,
+    run_local_steps,
+)
+from sparknet.errors import ConfigError
+from sparknet.flat import FlatLayout
+from sparknet.models.kinds import InputPrep, ModelKind
+
+
+class Runner(Protocol):
+    """Where a round's tasks run; the loop needs nothing else from Spark."""
+
+    @property
+    def num_workers(self) -> int: ...
+
+    @property
+    def has_test_data(self) -> bool: ...
+
+    def now(self) -> float:
+        """The clock rounds are timed by (seconds)."""
+        ...
+
+    def start(self, model: ModelKind) -> None:
+        """One-off preparation before round 0 (start workers, load data, build networks)."""
+        ...
+
+    def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
+        """Every worker's ``run_local_steps``, summed in partition order."""
+        ...
+
+    def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
+                 threads: int) -> tuple[float, float]:
+        """(mean loss, top-1 accuracy) on the test data."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class InProcessRunner:
+    """K virtual workers in turn on this thread, with a modelled clock.
+
+    A round takes ``max(worker compute) + overhead_seconds`` on the clock, as on a cluster
+    whose slowest worker and a synchronisation overhead S set the pace.
+    """
+
+    def __init__(self, train: tuple[np.ndarray, np.ndarray], *, num_workers: int, seed: int,
+                 test: tuple[np.ndarray, np.ndarray] | None = None, device: str = "cpu",
+                 overhead_seconds: float = 0.0) -> None:
+        if device != "cpu":
+            raise ConfigError(f"device={device!r}: the in-process runner uses the CPU; use "
+                              "--device cpu")
+        if overhead_seconds < 0:
+            raise ConfigError(f"overhead_seconds={overhead_seconds} is invalid: use S >= 0")
+        self.shards = split_into_shards(*train, num_workers, seed=seed)
+        if min(len(s) for s in self.shards) == 0:
+            raise ConfigError(f"{len(train[1])} training examples cannot fill "
+                              f"num_workers={num_workers} shards: use fewer workers")
+        self.test = Shard(*test) if test is not None else None
+        self.overhead_seconds = overhead_seconds
+        self.clock = 0.0
+        self.compute_total = 0.0
+        self.steps_total = 0
+        self._module: torch.nn.Module | None = None
+        self._layout: FlatLayout | None = None
+
+    @property
+    def num_workers(self) -> int:
+        return len(self.shards)
+
+    @property
+    def has_test_data(self) -> bool:
+        return self.test is not None
+
+    @property
+    def step_seconds(self) -> float:
+        """Measured compute time of one local step, averaged over every worker and round."""
+        return self.compute_total / max(1, self.steps_total)
+
+    def now(self) -> float:
+        return self.clock
+
+    def start(self, model: ModelKind) -> None:
+        self._module = model.build()
+        self._layout = FlatLayout.of(self._module)
+
+    def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
+        assert self._module is not None and self._layout is not None
+        results = [run_local_steps(self._module, self._layout, shard, state, plan,
+                                   partition=index, device=torch.device("cpu"))
+                   for index, shard in enumerate(self.shards)]
+        total = tree_combine(results, fan_in=fan_in)
+        compute = max(r.compute_seconds for r in results)
+        self.compute_total += sum(r.compute_seconds for r in results)
+        self.steps_total += plan.tau * len(results)
+        self.clock += compute + self.overhead_seconds
+        return total
+
+    def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
+                 threads: int) -> tuple[float, float]:
+        assert self._module is not None and self._layout is not None and self.test is not None
+        loss, correct, count = evaluate_shard(self._module, self._layout, self.test, state, prep,
+                                              batch_size=batch_size,
+                                              device=torch.device("cpu"), threads=threads)
+        return loss / count, correct / count
+
+    def close(self) -> None:
+        self._module = None

@@ -1,0 +1,179 @@
+"""The Spark runner: each round and each evaluation is one ordinary (non-barrier) Spark job.
+
+Only plain data crosses to executors: the broadcast ``RoundState``, a ``LocalPlan`` and the
+model kind. Each Python worker builds the network once (``engine.model_cache``); a task's
+result is a pure function of its inputs, so Spark may retry any task anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING
+
+import torch
+
+from sparknet.data.shards import Shard
+from sparknet.data.sources import SparkData
+from sparknet.engine.aggregate import combine_in_order
+from sparknet.engine.local_steps import (
+    LocalPlan,
+    RoundState,
+    WorkerResult,
+    evaluate_shard,
+    run_local_steps,
+)
+from sparknet.engine.model_cache import cached_network
+from sparknet.errors import TrainingError
+from sparknet.models.kinds import InputPrep, ModelKind
+
+if TYPE_CHECKING:
+    from pyspark import RDD, Broadcast
+
+
+def task_device(preference: str) -> torch.device:
+    """The device for this task: the GPU Spark assigned to it, if asked for and present."""
+    if preference == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        gpus = context.resources().get("gpu") if context is not None else None
+        if gpus is not None and gpus.addresses:
+            return torch.device(f"cuda:{gpus.addresses[0]}")
+        return torch.device("cuda")
+    if preference == "cuda":
+        raise TrainingError("device 'cuda' was asked for but this executor has no CUDA device: "
+                            "use --device auto or cpu, or give executors GPUs")
+    return torch.device("cpu")
+
+
+def worker_error_summary(exc: BaseException) -> str:
+    """The last exception line of a worker's Python traceback inside a Spark error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    candidates = [line for line in lines
+                  if ("Error" in line or "Exception" in line) and not line.startswith("at ")
+                  and "Traceback" not in line and not line.startswith("File ")]
+    for line in reversed(candidates):
+        if not line.startswith(("org.apache", "py4j", "pyspark.errors", "An exception")):
+            return line[:500]
+    return (lines[-1] if lines else type(exc).__name__)[:500]
+
+
+class SparkRunner:
+    """Runs the K workers as the K partitions of ``data.train`` on a SparkContext."""
+
+    def __init__(self, data: SparkData, *, device: str = "cpu") -> None:
+        self.data = data
+        self.device = device
+        self._model: ModelKind | None = None
+        self._broadcast: Broadcast[RoundState] | None = None
+        self._broadcast_of: RoundState | None = None
+
+    @property
+    def num_workers(self) -> int:
+        return self.data.num_workers
+
+    @property
+    def has_test_data(self) -> bool:
+        return self.data.test is not None
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def start(self, model: ModelKind) -> None:
+        """Starts the Python workers, loads their shards and builds their networks: one job.
+
+        These are one-off costs of a run (like launching processes for DDP); paying them before
+        the first round keeps them out of round timings, and so out of the auto-tau measurements.
+        """
+        self._model = model
+
+        def prepare(index: int, shard: Shard) -> int:
+            cached_network(model)
+            return len(shard)
+
+        try:
+            for shards in (self.data.train, self.data.test):
+                if shards is not None:
+                    shards.map_shards(prepare).collect()
+        except Exception as exc:
+            raise TrainingError("preparing the workers (loading shards, building the network) "
+                                f"failed after Spark's retries: {worker_error_summary(exc)}"
+                                ) from exc
+
+    def _state(self, state: RoundState) -> Broadcast[RoundState]:
+        """One broadcast per driver state, shared by a round's tasks and the evaluation."""
+        if self._broadcast is None or not _same_arrays(self._broadcast_of, state):
+            fresh = self.data.train.context.broadcast(state)
+            self.close()
+            self._broadcast, self._broadcast_of = fresh, state
+        return self._broadcast
+
+    def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
+        model, device, shared = self._model, self.device, self._state(state)
+        assert model is not None
+
+        def train_shard(index: int, shard: Shard) -> tuple[int, WorkerResult]:
+            network = cached_network(model)
+            network.weights_token = None  # training changes the weights in place
+            return index, run_local_steps(network.module, network.layout, shard, shared.value,
+                                          plan, partition=index, device=task_device(device))
+
+        try:
+            return tree_sum(self.data.train.map_shards(train_shard),
+                            num_partitions=self.data.train.num_shards, fan_in=fan_in)
+        except Exception as exc:
+            raise TrainingError(f"round {plan.round_index} failed after Spark's retries; the "
+                                f"worker's error: {worker_error_summary(exc)}.") from exc
+
+    def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
+                 threads: int) -> tuple[float, float]:
+        model, device, shared = self._model, self.device, self._state(state)
+        assert model is not None and self.data.test is not None
+
+        def evaluate_one(index: int, shard: Shard) -> tuple[float, int, int]:
+            network = cached_network(model)
+            network.weights_token = None
+            return evaluate_shard(network.module, network.layout, shard, shared.value, prep,
+                                  batch_size=batch_size, device=task_device(device),
+                                  threads=threads)
+
+        try:
+            parts = self.data.test.map_shards(evaluate_one).collect()
+        except Exception as exc:
+            raise TrainingError("evaluation failed after Spark's retries; the worker's error: "
+                                f"{worker_error_summary(exc)}.") from exc
+        loss = sum(p[0] for p in parts)
+        correct = sum(p[1] for p in parts)
+        total = sum(p[2] for p in parts)
+        return loss / total, correct / total
+
+    def close(self) -> None:
+        if self._broadcast is not None:
+            self._broadcast.destroy()
+        self._broadcast = self._broadcast_of = None
+
+
+def _same_arrays(a: RoundState | None, b: RoundState) -> bool:
+    return a is not None and all(getattr(a, f) is getattr(b, f)
+                                 for f in ("floats", "ints", "momentum"))
+
+
+def tree_sum(indexed: RDD[tuple[int, WorkerResult]], *, num_partitions: int,
+             fan_in: int) -> WorkerResult:
+    """Sums results in partition order; the driver receives at most ``fan_in`` of them.
+
+    Above ``fan_in`` partitions, groups of ``fan_in`` consecutive partitions are summed on the
+    executors first (level by level), each group in index order so the sum is reproducible.
+    """
+    level, count = indexed, num_partitions
+    while count > fan_in:
+        groups = math.ceil(count / fan_in)
+        level = (level.map(lambda item: (item[0] // fan_in, item))
+                 .groupByKey(groups, partitionFunc=lambda key: key)
+                 .map(lambda group: (group[0], combine_in_order(group[1]))))
+        count = groups
+    return combine_in_order(level.collect())
+

@@ -1,0 +1,73 @@
+"""The driver's training state: one object from round to round, broadcast to checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sparknet.averaging import OuterState, init_outer_state
+from sparknet.config import TrainConfig
+from sparknet.engine.local_steps import RoundState
+from sparknet.errors import DataError
+from sparknet.flat import FlatLayout
+from sparknet.weights_dir import WeightsDir, flat_from_tensors, named_tensors
+
+MOMENTUM_KEY = "worker_momentum"
+
+
+@dataclass(frozen=True)
+class TrainState:
+    """Weights, optimizer state and progress after ``round_index`` rounds.
+
+    ``momentum`` is the workers' averaged momentum (momentum_policy ``average``), ``outer``
+    the outer optimizer's state; the counters say how far training has come.
+    """
+
+    floats: np.ndarray
+    ints: np.ndarray
+    momentum: np.ndarray | None
+    outer: OuterState
+    round_index: int = 0
+    step_offset: int = 0
+    samples: int = 0
+    wall_seconds: float = 0.0
+    tau_decisions: tuple[int, ...] = ()
+
+    @classmethod
+    def initial(cls, config: TrainConfig, floats: np.ndarray, ints: np.ndarray) -> TrainState:
+        momentum = (np.zeros(floats.size, np.float32)
+                    if config.optimizer.momentum_policy == "average" else None)
+        return cls(floats, ints, momentum, init_outer_state(config.outer, floats.size))
+
+    def for_workers(self) -> RoundState:
+        """What the workers need of it: the part that is broadcast each round."""
+        return RoundState(self.floats, self.ints, self.momentum)
+
+    def to_weights_dir(self, layout: FlatLayout, meta: dict[str, Any]) -> WeightsDir:
+        optimizer = dict(self.outer.tensors())
+        if self.momentum is not None:
+            optimizer[MOMENTUM_KEY] = self.momentum
+        progress = {"round": self.round_index, "step_offset": self.step_offset,
+                    "samples": self.samples, "wall_seconds": self.wall_seconds,
+                    "tau_decisions": list(self.tau_decisions)}
+        return WeightsDir(named_tensors(layout, self.floats, self.ints), optimizer,
+                          {**meta, **progress})
+
+    @classmethod
+    def from_weights_dir(cls, contents: WeightsDir, layout: FlatLayout, *,
+                         origin: str) -> TrainState:
+        floats, ints = flat_from_tensors(layout, contents.tensors, origin=origin)
+        outer = OuterState.from_tensors({k: v for k, v in contents.optimizer.items()
+                                         if k.startswith("outer_")})
+        meta = contents.meta
+        try:
+            return cls(floats, ints, contents.optimizer.get(MOMENTUM_KEY), outer,
+                       round_index=int(meta["round"]), step_offset=int(meta["step_offset"]),
+                       samples=int(meta["samples"]),
+                       wall_seconds=float(meta["wall_seconds"]),
+                       tau_decisions=tuple(int(t) for t in meta["tau_decisions"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"checkpoint {origin} has a missing or malformed progress field "
+                            f"({exc!r}): resume from an earlier checkpoint") from None

@@ -1,0 +1,64 @@
+"""The pipeline stage's own settings (columns, input, scoring), beside ``TrainConfig``.
+
+Declared with ``sparknet.config.setting`` like every config, so the stage's Params, their
+documentation, getters and setters are derived from these fields (``sparknet.ml.params``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from sparknet.config import check_field_types, setting
+from sparknet.errors import ConfigError
+
+InvalidImages = Literal["error", "skip"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringConfig:
+    """What ``SparkNetModel.transform`` needs besides the network and its weights."""
+
+    features_col: str = setting(
+        "features", "features column: an ML Vector, array<numeric>, binary PNG/JPEG bytes or "
+        "the struct of spark.read.format('image')", param="featuresCol")
+    prediction_col: str = setting("prediction", "output column of the top-1 class (double)",
+                                  param="predictionCol")
+    probability_col: str = setting(
+        "probability", "output column of the class probabilities (an ML DenseVector)",
+        param="probabilityCol")
+    input_shape: tuple[int, ...] | None = setting(
+        None, "shape of one example as stored, e.g. [1, 28, 28]; the features are reshaped "
+        "to it")
+    num_classes: int | None = setting(
+        None, "number of classes; default: the network's number of outputs")
+    input_scale: float | None = setting(
+        None, "network input = features * inputScale for networks without their own input "
+        "preparation (a Caffe net's Data layer transform_param replaces it); default 1/255 for "
+        "images, 1 for vectors and arrays")
+    scoring_batch_size: int = setting(1024, "rows per forward pass in transform")
+    invalid_images: InvalidImages = setting(
+        "error", "rows whose image bytes cannot be decoded: error stops fit with a count and "
+        "an example; skip leaves them out and counts them")
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "")
+        if self.scoring_batch_size < 1:
+            raise ConfigError(f"scoringBatchSize={self.scoring_batch_size} is invalid: use at "
+                              "least 1, e.g. 1024")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FitConfig:
+    """What ``SparkNetEstimator.fit`` needs besides ``TrainConfig`` and ``ScoringConfig``."""
+
+    label_col: str = setting("label", "label column: integers or integral doubles",
+                             param="labelCol")
+    epochs: float | None = setting(
+        None, "train for this many passes over the data instead of a number of rounds: "
+        "rounds = ceil(epochs * rows / (numWorkers * tau * batchSize)); needs a fixed tau")
+    run_dir: str | None = setting(
+        None, "optional local folder for metrics, checkpoints and the final weights")
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "")

@@ -1,0 +1,164 @@
+"""Model kinds: what a model reference resolves to, and what the engine asks of it.
+
+A ``ModelKind`` is plain, picklable data that crosses to executors. It supplies the network
+(``build``), how stored features become network input (``input_prep``), the local optimizer
+(``local_optimizer``) and extra files a finished run writes (``write_exports``). The engine
+only calls these methods; a kind such as Caffe's lives in its own package and is found through
+``sparknet.models.registry``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from sparknet.config import OptimizerConfig
+from sparknet.data.shards import InputSpec
+from sparknet.errors import ConfigError
+from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
+
+
+class InputPrep(Protocol):
+    """Stored features ``[n, *stored shape]`` -> a float32 network input batch on ``device``."""
+
+    @property
+    def network_shape(self) -> tuple[int, ...]: ...
+
+    def __call__(self, features: np.ndarray, device: torch.device, *, train: bool,
+                 rng: np.random.Generator) -> torch.Tensor: ...
+
+    def serving(self, features: torch.Tensor) -> torch.Tensor:
+        """The evaluation-time preparation as torch operations (for ONNX graphs)."""
+        ...
+
+
+class LocalOptimizer(Protocol):
+    """Builds the optimizer a worker runs its tau steps with."""
+
+    @property
+    def micro_batches(self) -> int:
+        """Mini-batches whose gradients one step sums (Caffe's iter_size)."""
+        ...
+
+    @property
+    def momentum_key(self) -> str:
+        """Key of the momentum buffer in the optimizer's per-parameter state."""
+        ...
+
+    def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer: ...
+
+
+@dataclass(frozen=True)
+class ScaledInput:
+    """``x = features.astype(float32) * scale``, reshaped to the network's input shape."""
+
+    shape: tuple[int, ...]
+    scale: float
+
+    @property
+    def network_shape(self) -> tuple[int, ...]:
+        return self.shape
+
+    def __call__(self, features: np.ndarray, device: torch.device, *, train: bool,
+                 rng: np.random.Generator) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(features)).to(device, torch.float32)
+        if self.scale != 1.0:
+            x = x * self.scale
+        return x.reshape(features.shape[0], *self.shape)
+
+    def serving(self, features: torch.Tensor) -> torch.Tensor:
+        return features * self.scale
+
+
+@dataclass(frozen=True)
+class TorchOptimizer:
+    """PyTorch's SGD or Adam with the config's settings."""
+
+    config: OptimizerConfig
+    micro_batches: int = 1
+    momentum_key: str = "momentum_buffer"
+
+    def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer:
+        c = self.config
+        if c.name == "adam":
+            return torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        return torch.optim.SGD(module.parameters(), lr=c.lr, momentum=c.momentum,
+                               nesterov=c.nesterov, weight_decay=c.weight_decay)
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A resolved model reference; ``key`` names the network in executors' caches."""
+
+    key: str
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def input_prep(self, spec: InputSpec) -> InputPrep:
+        return ScaledInput(spec.shape, spec.scale)
+
+    def network_shape(self, stored_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape one example has as network input, for examples stored as given."""
+        return stored_shape
+
+    def local_optimizer(self, config: OptimizerConfig) -> LocalOptimizer:
+        if config.name == "caffe":
+            raise ConfigError(f"optimizer 'caffe' runs a Caffe solver on a Caffe-defined net, "
+                              f"but the model is {self.key!r}: use --model caffe:NET.prototxt, "
+                              "or optimizer sgd/adam")
+        return TorchOptimizer(config)
+
+    def write_exports(self, module: nn.Module, folder: Path) -> list[Path]:
+        """Extra files a finished run writes next to its weights (none by default)."""
+        return []
+
+
+def _checked(module: object, key: str) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise ConfigError(f"model factory {key!r} returned {type(module).__name__}, not a "
+                          "torch.nn.Module: make it return the network")
+    return module
+
+
+@dataclass(frozen=True)
+class BuiltinModel(ModelKind):
+    """One of sparknet's own networks (``lenet``, ``cnn``)."""
+
+    def build(self) -> nn.Module:
+        return BUILTIN_MODELS[self.key]()
+
+
+@dataclass(frozen=True)
+class FactoryModel(ModelKind):
+    """A user's factory: ``package.module:function``, or a callable on the Python API.
+
+    A callable crosses to executors with Spark's closure serializer like any function passed
+    to an RDD operation; a reference string is imported there.
+    """
+
+    factory: ModelFactory | None = field(default=None, compare=False)
+
+    def build(self) -> nn.Module:
+        factory = self.factory if self.factory is not None else import_factory(self.key)
+        return _checked(factory(), self.key)
+
+
+def import_factory(ref: str) -> ModelFactory:
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"cannot import module {module_name!r} of model factory {ref!r} "
+                          f"({exc}): check the name and that it is on PYTHONPATH") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ConfigError(f"module {module_name!r} has no callable {attr!r} for model factory "
+                          f"{ref!r}: name a function that returns an nn.Module")
+    return factory  # type: ignore[no-any-return]

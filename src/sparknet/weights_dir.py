@@ -1,0 +1,155 @@
+"""Weights directories: safetensors + JSON, never pickles; one format for every use.
+
+A run's ``final/``, each checkpoint ``checkpoints/round-NNNNNN`` and a saved model's
+``weights/`` are the same kind of directory: ``model.safetensors`` (the network's state by
+state-dict name), ``optimizer.safetensors`` (outer momentum, averaged worker momentum; empty
+for a saved model) and ``state.json`` (everything else, plain JSON). A directory is written to
+a temporary sibling and renamed into place, and a checkpoint's ``LATEST`` pointer is replaced
+atomically: a crash at any moment leaves the previous directory or the new one, never a
+half-written one that loads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from sparknet.errors import DataError
+from sparknet.flat import FlatLayout
+
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "optimizer.safetensors"
+META_FILE = "state.json"
+LATEST = "LATEST"
+
+
+@dataclass(frozen=True)
+class WeightsDir:
+    """The contents of one weights directory."""
+
+    tensors: dict[str, np.ndarray]          # model state by state-dict name
+    optimizer: dict[str, np.ndarray]        # outer momentum, averaged worker momentum
+    meta: dict[str, Any]                    # round, config, format, versions...
+
+
+def write(directory: Path, contents: WeightsDir) -> None:
+    """Writes a weights directory atomically (temporary sibling, then rename)."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    # np.ascontiguousarray would turn 0-d tensors (BatchNorm's counter) into shape (1,).
+    save_file({k: np.array(v, order="C") for k, v in contents.tensors.items()},
+              str(tmp / MODEL_FILE))
+    save_file({k: np.array(v, order="C") for k, v in contents.optimizer.items()},
+              str(tmp / STATE_FILE))
+    _write_json(tmp / META_FILE, contents.meta)
+    _fsync_dir(tmp)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.rename(tmp, directory)
+    _fsync_dir(directory.parent)
+
+
+def read(directory: Path, *, what: str = "sparknet checkpoint") -> WeightsDir:
+    """Reads a weights directory; a missing or corrupt file is one DataError naming it."""
+    directory = Path(directory)
+    for name in (MODEL_FILE, STATE_FILE, META_FILE):
+        if not (directory / name).is_file():
+            raise DataError(f"{directory} holds no {what}: {name} is missing")
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+        contents = WeightsDir(load_file(str(directory / MODEL_FILE)),
+                              load_file(str(directory / STATE_FILE)), meta)
+    except (OSError, ValueError, SafetensorError) as exc:
+        raise DataError(f"{what} {directory} cannot be read ({exc}): it is corrupt; write it "
+                        "again, or resume from an earlier one") from None
+    if not isinstance(meta, dict):
+        raise DataError(f"{directory / META_FILE} holds {type(meta).__name__}, not a JSON "
+                        f"object: the {what} is corrupt")
+    return contents
+
+
+def flat_from_tensors(layout: FlatLayout, tensors: dict[str, np.ndarray], *,
+                      origin: str) -> tuple[np.ndarray, np.ndarray]:
+    """Named tensors -> flat buffers: every tensor is consumed and must match its shape."""
+    expected = {e.name for e in layout.floats + layout.ints}
+    if set(tensors) != expected:
+        raise DataError(f"weights in {origin} do not fit the network: missing "
+                        f"{sorted(expected - set(tensors))}, unexpected "
+                        f"{sorted(set(tensors) - expected)}")
+    floats = np.empty(layout.num_floats, np.float32)
+    ints = np.empty(layout.num_ints, np.int64)
+    for entries, target in ((layout.floats, floats), (layout.ints, ints)):
+        for e in entries:
+            if tuple(tensors[e.name].shape) != e.shape:
+                raise DataError(f"tensor {e.name} in {origin} has shape "
+                                f"{tuple(tensors[e.name].shape)}, the network expects {e.shape}")
+            target[e.offset: e.offset + e.size] = tensors[e.name].reshape(-1)
+    return floats, ints
+
+
+def named_tensors(layout: FlatLayout, floats: np.ndarray,
+                  ints: np.ndarray) -> dict[str, np.ndarray]:
+    """Flat buffers -> named tensors (copies), the inverse of ``flat_from_tensors``."""
+    out: dict[str, np.ndarray] = {}
+    for e in layout.floats:
+        out[e.name] = floats[e.offset: e.offset + e.size].reshape(e.shape).copy()
+    for e in layout.ints:
+        out[e.name] = ints[e.offset: e.offset + e.size].reshape(e.shape).copy()
+    return out
+
+
+def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
+                    keep: int = 2) -> Path:
+    """Writes ``checkpoints/round-NNNNNN``, points ``LATEST`` at it, keeps the newest ``keep``."""
+    folder = Path(run_dir) / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"round-{round_index:06d}"
+    write(target, contents)
+    _atomic_write_text(folder / LATEST, target.name)
+    for old in sorted(folder.glob("round-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    for stale in folder.glob(".round-*.tmp-*"):  # left by writers killed mid-way
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = Path(run_dir) / "checkpoints" / LATEST
+    if not pointer.is_file():
+        return None
+    return pointer.parent / pointer.read_text().strip()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    with open(path, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
