@@ -77,14 +77,16 @@ def with_accessors(settings: Iterable[Setting]) -> Callable[[T], T]:
             [inspect.Parameter(s.param, inspect.Parameter.KEYWORD_ONLY, default=s.default)
              for s in settings])
         # Own functions per class, so each shows its own keyword arguments in help().
+        own_init = cls.__dict__.get("__init__", SettingParams.__init__)
+
         def __init__(self: SettingParams, **params: Any) -> None:
-            SettingParams.__init__(self, **params)
+            own_init(self, **params)
 
         def setParams(self: SettingParams, **params: Any) -> SettingParams:
             return SettingParams.setParams(self, **params)
 
         for function in (__init__, setParams):
-            function.__signature__ = signature  # type: ignore[attr-defined]
+            function.__signature__ = signature  # type: ignore[union-attr]
             function.__doc__ = f"Keyword-only Params of {cls.__name__}; see explainParams()."
             function.__qualname__ = f"{cls.__name__}.{function.__name__}"
             setattr(cls, function.__name__, function)
@@ -164,3 +166,14 @@ def train_config_of(params: SettingParams, *, rounds: int | None = None) -> Trai
 
 def fit_config_of(params: SettingParams) -> FitConfig:
     return FitConfig(**{path[-1]: v for path, v in params._values(fit_settings()).items()})
+
+
+def params_markdown() -> str:
+    """The Params as a Markdown table (docs/ml.md holds this; a test keeps them equal)."""
+    model = {s.param for s in model_settings()}
+    lines = ["| Param | setting | default | on the model | meaning |", "|---|---|---|---|---|"]
+    for s in estimator_settings():
+        default = "unset" if s.default is None else f"`{s.default}`"
+        lines.append(f"| `{s.param}` | `{s.dotted}` | {default} | "
+                     f"{'yes' if s.param in model else ''} | {s.doc} |")
+    return "\n".join(lines) + "\n"

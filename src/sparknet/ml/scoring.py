@@ -20,9 +20,9 @@ import torch
 from torch import nn
 
 from sparknet.data.dataframe import FeatureLayout, Report, decode_features
-from sparknet.errors import DataError
 from sparknet.engine.model_cache import cached_network
 from sparknet.engine.spark_runner import task_device
+from sparknet.errors import DataError
 from sparknet.flat import load_flat_state
 from sparknet.models.kinds import InputPrep, ModelKind
 

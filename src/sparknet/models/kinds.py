@@ -161,4 +161,4 @@ def import_factory(ref: str) -> ModelFactory:
     if not callable(factory):
         raise ConfigError(f"module {module_name!r} has no callable {attr!r} for model factory "
                           f"{ref!r}: name a function that returns an nn.Module")
-    return factory  # type: ignore[no-any-return]
+    return factory

@@ -9,8 +9,8 @@ from sparknet.data.shards import InputSpec, Shard
 from sparknet.data.sources import SparkData, broadcast_shards, from_arrays
 from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.local_steps import WorkerResult, batch_indices
-from sparknet.engine.spark_runner import tree_sum
 from sparknet.engine.loop import initial_state
+from sparknet.engine.spark_runner import tree_sum
 from sparknet.engine.trainer import train
 from sparknet.errors import TrainingError
 from sparknet.flat import flatten_state, load_flat_state
@@ -73,8 +73,33 @@ def test_same_seed_gives_identical_weights(spark, fashion):
 def test_training_on_released_data_is_one_clear_error(spark, fashion):
     data = _data(spark, fashion)
     data.release()
-    with pytest.raises(TrainingError, match="preparing the workers"):
+    with pytest.raises(TrainingError, match="preparing the workers") as info:
         train(data, config=_config(rounds=1), progress=False)
+    assert "\n" not in str(info.value)
+    assert info.value.__cause__ is not None  # the worker's error is kept for debugging
+
+
+def test_a_failing_round_keeps_the_workers_error_as_its_cause(spark, fashion):
+    data = _data(spark, fashion)
+    try:
+        with pytest.raises(TrainingError, match=r"round 0 failed .*boom") as info:
+            train(data, config=_config(rounds=1), model=_exploding_net, progress=False)
+    finally:
+        data.release()
+    assert "boom" in str(info.value.__cause__)
+
+
+class _Exploding(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(784, 10)
+
+    def forward(self, x):
+        raise ValueError("boom")
+
+
+def _exploding_net():
+    return _Exploding()
 
 
 def test_a_task_retried_by_spark_gives_identical_weights(spark, fashion):

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CAFFE_DIR = Path(__file__).resolve().parents[3] / ".." / "shared" / "caffe"
+CAFFE_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "caffe"
 
 
 def caffe_path(*parts: str) -> Path:

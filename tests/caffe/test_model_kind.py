@@ -8,10 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from sparknet.config import OptimizerConfig, TrainConfig
-from sparknet.data.shards import InputSpec
-from sparknet.errors import CaffeFormatError, ConfigError
-from sparknet.flat import FlatLayout, flatten_state
 from sparknet.caffe.model_kind import (
     CaffeInput,
     apply_solver,
@@ -20,6 +16,10 @@ from sparknet.caffe.model_kind import (
     read_solver_file,
     write_caffe_files,
 )
+from sparknet.config import OptimizerConfig, TrainConfig
+from sparknet.data.shards import InputSpec
+from sparknet.errors import CaffeFormatError, ConfigError
+from sparknet.flat import FlatLayout, flatten_state
 from sparknet.models.registry import resolve_model
 
 
@@ -145,6 +145,7 @@ def test_solver_text_is_checked_when_a_run_starts(tmp_path: Path, solver_copy: P
     with pytest.raises(ConfigError, match="use 'reset'"):
         model.local_optimizer(OptimizerConfig(name="caffe", caffe_solver=adam,
                                               momentum_policy="average"))
-    assert model.local_optimizer(OptimizerConfig(name="caffe", caffe_solver=adam)).micro_batches == 1
+    plain = OptimizerConfig(name="caffe", caffe_solver=adam)
+    assert model.local_optimizer(plain).micro_batches == 1
     with pytest.raises(ConfigError, match="runs a Caffe solver on a Caffe-defined net"):
         resolve_model("lenet").local_optimizer(OptimizerConfig(name="caffe", caffe_solver=adam))

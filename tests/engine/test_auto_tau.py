@@ -4,8 +4,8 @@ import pytest
 
 from sparknet.config import EngineConfig, TrainConfig
 from sparknet.engine.auto_tau import AutoTau, measure, tau_for_overhead
-from sparknet.engine.tau import RoundTiming, TauSchedule
 from sparknet.engine.loop import tau_policy
+from sparknet.engine.tau import RoundTiming, TauSchedule
 from sparknet.errors import ConfigError
 
 

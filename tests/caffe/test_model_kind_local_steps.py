@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from sparknet.caffe import TransformConfig, load_solver, make_optimizer
+from sparknet.caffe.model_kind import CaffeInput, CaffeModel, build_model, parse_caffe_ref
 from sparknet.config import OptimizerConfig
 from sparknet.data.shards import Shard
 from sparknet.engine.local_steps import LocalPlan, RoundState, batch_indices, run_local_steps
 from sparknet.flat import FlatLayout, flatten_state
-from sparknet.caffe.model_kind import CaffeInput, CaffeModel, build_model, parse_caffe_ref
 
 SCALE = 0.00390625  # LeNet's transform_param
 
