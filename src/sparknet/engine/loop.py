@@ -29,7 +29,7 @@ from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
 from sparknet.errors import ConfigError, TrainingError
 from sparknet.flat import FlatLayout, flatten_state, load_flat_state
 from sparknet.metrics import MetricsLog, plot_metrics
-from sparknet.models.kinds import ModelKind
+from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind
 
 Record = dict[str, Any]
 
@@ -103,86 +103,119 @@ class LoopOptions:
 def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: InputSpec,
                options: LoopOptions) -> TrainResult:
     """Trains ``model`` for ``config.engine.rounds`` rounds on ``runner``'s workers."""
-    engine = config.engine
-    if runner.num_workers != engine.num_workers:
+    if runner.num_workers != config.engine.num_workers:
         raise ConfigError(f"the data has {runner.num_workers} shards but num_workers="
-                          f"{engine.num_workers}: build the data with the same K")
-    optimizer = model.local_optimizer(config.optimizer)
-    prep = model.input_prep(spec)
-    layout, floats, ints = initial_state(model, config.seed)
-    mask = parameter_mask(model, layout)
-    state = TrainState.initial(config, floats, ints)
-    run_path, log = _open_run(options, config)
-    if run_path is not None and options.resume:
-        state = _restore(run_path, config, layout)
-    if log is not None:
-        log.load_existing(up_to_round=state.round_index)
-    records = log.records if log is not None else []
-    schedule = TauSchedule(tau_policy(config),
-                           list(state.tau_decisions or options.tau_decisions))
-    cadence = engine.eval_every if options.eval_every is None else options.eval_every
-
+                          f"{config.engine.num_workers}: build the data with the same K")
+    run, state = _Run.prepare(runner, config=config, model=model, spec=spec, options=options)
     warmup_started = runner.now()
     runner.start(model)
     warmup_seconds = runner.now() - warmup_started
-    bar = _progress_bar(engine.rounds, state.round_index, enabled=options.progress)
+    bar = _progress_bar(config.engine.rounds, state.round_index, enabled=options.progress)
     started = runner.now() - state.wall_seconds
     try:
-        while state.round_index < engine.rounds:
-            tau = schedule.tau_for(state.round_index)
-            plan = LocalPlan(seed=config.seed, round_index=state.round_index,
-                             step_offset=state.step_offset, tau=tau,
-                             batch_size=engine.batch_size, optimizer=optimizer,
-                             input_prep=prep, compression=config.outer.compression,
-                             sample_weight=config.outer.name == "weighted",
-                             threads=engine.threads_per_worker)
-            round_started = runner.now()
-            try:
-                total = runner.run_round(state.for_workers(), plan, fan_in=engine.tree_fan_in)
-            except TrainingError as exc:
-                raise TrainingError(f"{exc}{_kept(run_path)}") from exc
-            updated = apply_round(config.outer, state, total, mask)
-            if updated is None and engine.on_non_finite == "stop":
-                raise TrainingError(
-                    f"round {state.round_index}: the training loss or update became "
-                    "NaN/infinite; lower the learning rate, or set engine.on_non_finite='skip' "
-                    f"to drop such updates.{_kept(run_path)}")
-            state = replace(updated or state, round_index=state.round_index + 1,
-                            step_offset=state.step_offset + tau,
-                            samples=state.samples + total.samples,
-                            tau_decisions=tuple(schedule.decisions))
-            round_seconds = runner.now() - round_started
-            schedule.observe(RoundTiming(tau, round_seconds, total.compute_seconds))
-            record = _round_record(state, total, tau, round_seconds, updated is not None)
-            if _due(state.round_index, cadence, engine.rounds) and runner.has_test_data:
-                loss, accuracy = runner.evaluate(state.for_workers(), prep,
-                                                 batch_size=engine.eval_batch_size,
-                                                 threads=engine.threads_per_worker)
-                record.update(test_loss=loss, test_accuracy=accuracy)
+        while state.round_index < config.engine.rounds:
+            state, record = run.one_round(state)
             record["wall_seconds"] = runner.now() - started
             state = replace(state, wall_seconds=record["wall_seconds"])
-            if log is not None:
-                log.append(record)
-            else:
-                records.append(record)
-            if run_path is not None and _due(state.round_index, config.checkpoint_every,
-                                             engine.rounds):
-                weights_dir.save_checkpoint(run_path, state.to_weights_dir(
-                    layout, _meta(config, model)), round_index=state.round_index)
+            run.keep(state, record)
             bar.update(1)
-            bar.set_postfix(_postfix(record, records), refresh=False)
+            bar.set_postfix(_postfix(record, run.records), refresh=False)
             if options.stop is not None and options.stop(record):
                 break
     finally:
         bar.close()
         runner.close()
-
-    result = TrainResult(config=config, layout=layout, floats=state.floats, ints=state.ints,
-                         metrics=records, run_dir=run_path, source=model,
-                         warmup_seconds=warmup_seconds, tau_decisions=list(schedule.decisions))
-    if run_path is not None:
-        write_result(run_path, result)
+    result = TrainResult(config=config, layout=run.layout, floats=state.floats, ints=state.ints,
+                         metrics=run.records, run_dir=run.run_path, source=model,
+                         warmup_seconds=warmup_seconds,
+                         tau_decisions=list(run.schedule.decisions))
+    if run.run_path is not None:
+        write_result(run.run_path, result)
     return result
+
+
+@dataclass
+class _Run:
+    """What stays fixed while the rounds run, and the one round they repeat."""
+
+    runner: Runner
+    config: TrainConfig
+    model: ModelKind
+    optimizer: LocalOptimizer
+    prep: InputPrep
+    layout: FlatLayout
+    mask: np.ndarray
+    schedule: TauSchedule
+    eval_every: int
+    run_path: Path | None
+    log: MetricsLog | None
+    records: list[Record]
+
+    @classmethod
+    def prepare(cls, runner: Runner, *, config: TrainConfig, model: ModelKind,
+                spec: InputSpec, options: LoopOptions) -> tuple[_Run, TrainState]:
+        """The fixed parts and the starting state (restored from a checkpoint on resume)."""
+        optimizer, prep = model.local_optimizer(config.optimizer), model.input_prep(spec)
+        layout, floats, ints = initial_state(model, config.seed)
+        state = TrainState.initial(config, floats, ints)
+        run_path, log = _open_run(options, config)
+        if run_path is not None and options.resume:
+            state = _restore(run_path, config, layout)
+        if log is not None:
+            log.load_existing(up_to_round=state.round_index)
+        schedule = TauSchedule(tau_policy(config),
+                               list(state.tau_decisions or options.tau_decisions))
+        eval_every = config.engine.eval_every if options.eval_every is None else options.eval_every
+        run = cls(runner, config, model, optimizer, prep, layout, parameter_mask(model, layout),
+                  schedule, eval_every, run_path, log, log.records if log is not None else [])
+        return run, state
+
+    def one_round(self, state: TrainState) -> tuple[TrainState, Record]:
+        """Broadcast, K workers' local steps, ordered sum, outer step; then evaluation."""
+        engine = self.config.engine
+        tau = self.schedule.tau_for(state.round_index)
+        plan = LocalPlan(seed=self.config.seed, round_index=state.round_index,
+                         step_offset=state.step_offset, tau=tau, batch_size=engine.batch_size,
+                         optimizer=self.optimizer, input_prep=self.prep,
+                         compression=self.config.outer.compression,
+                         sample_weight=self.config.outer.name == "weighted",
+                         threads=engine.threads_per_worker)
+        round_started = self.runner.now()
+        try:
+            total = self.runner.run_round(state.for_workers(), plan, fan_in=engine.tree_fan_in)
+        except TrainingError as exc:
+            raise TrainingError(f"{exc}{_kept(self.run_path)}") from exc
+        updated = apply_round(self.config.outer, state, total, self.mask)
+        if updated is None and engine.on_non_finite == "stop":
+            raise TrainingError(
+                f"round {state.round_index}: the training loss or update became NaN/infinite; "
+                "lower the learning rate, or set engine.on_non_finite='skip' to drop such "
+                f"updates.{_kept(self.run_path)}")
+        state = replace(updated or state, round_index=state.round_index + 1,
+                        step_offset=state.step_offset + tau,
+                        samples=state.samples + total.samples,
+                        tau_decisions=tuple(self.schedule.decisions))
+        round_seconds = self.runner.now() - round_started
+        self.schedule.observe(RoundTiming(tau, round_seconds, total.compute_seconds))
+        record = _round_record(state, total, tau, round_seconds, updated is not None)
+        if _due(state.round_index, self.eval_every, engine.rounds) and \
+                self.runner.has_test_data:
+            loss, accuracy = self.runner.evaluate(state.for_workers(), self.prep,
+                                                  batch_size=engine.eval_batch_size,
+                                                  threads=engine.threads_per_worker)
+            record.update(test_loss=loss, test_accuracy=accuracy)
+        return state, record
+
+    def keep(self, state: TrainState, record: Record) -> None:
+        """Logs the round's record and writes a checkpoint when one is due."""
+        if self.log is not None:
+            self.log.append(record)
+        else:
+            self.records.append(record)
+        if self.run_path is not None and _due(state.round_index, self.config.checkpoint_every,
+                                              self.config.engine.rounds):
+            contents = state.to_weights_dir(self.layout, _meta(self.config, self.model))
+            weights_dir.save_checkpoint(self.run_path, contents, round_index=state.round_index)
 
 
 def _open_run(options: LoopOptions, config: TrainConfig) -> tuple[Path | None, MetricsLog | None]:
