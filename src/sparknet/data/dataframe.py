@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from sparknet.data.frames import FrameShards, ShardLayout, is_connect
 from sparknet.data.shards import InputSpec, Shard
 from sparknet.data.sources import ShardSet, SparkData
 from sparknet.errors import ConfigError, DataError
@@ -38,6 +40,7 @@ FeatureKind = Literal["vector", "array", "binary", "image"]
 InvalidImages = Literal["error", "skip"]
 IMAGE_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
 _MAX_CHUNK_ROWS = 512
+_CHUNKS = "features binary, labels binary, rows long, report string"
 _NUMERIC = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType")
 _INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
 
@@ -410,6 +413,9 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     layout = FeatureLayout(kind=kind, shape=spec.shape)
     plan = _ChunkPlan(layout=layout, num_classes=spec.num_classes,
                       chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))))
+    if is_connect(df.sparkSession):
+        return _frame_data(selected, plan, spec=spec, num_workers=num_workers,
+                           features=features, label=label, invalid_images=invalid_images)
     pairs = _converted_pairs(selected, plan, num_workers).cache()
     try:
         stats = pairs.map(lambda pair: (len(pair[0]), pair[1])).collect()
@@ -423,6 +429,46 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     train = _PairCachedShards(handles=sc.parallelize(range(num_workers), num_workers),
                               cached=shards, parent=pairs)
     return SparkData(train=train, test=None, spec=spec, train_sizes=summary.shard_sizes,
+                     test_size=0), summary
+
+
+def _frame_data(selected: DataFrame, plan: _ChunkPlan, *, spec: InputSpec, num_workers: int,
+                features: str, label: str, invalid_images: InvalidImages
+                ) -> tuple[SparkData, FrameSummary]:
+    """The same chunks as ``_converted_pairs``, kept as a cached DataFrame (Spark Connect).
+
+    Chunk i of the round-robin repartition lands in the same partition, in the same order,
+    as on a classic session, so the shards (and the trained weights) are the same.
+    """
+    def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return _convert_partition(plan, batches)
+
+    def tag(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        shard = context.partitionId() if context is not None else 0
+        for batch in batches:
+            yield batch.add_column(0, "shard", pa.array([shard] * batch.num_rows, pa.int32()))
+
+    frame = (selected.mapInArrow(convert, _CHUNKS).repartition(num_workers)
+             .mapInArrow(tag, f"shard int, {_CHUNKS}").cache())
+    try:
+        table = frame.select("shard", "rows", "report").toArrow()
+        per_shard: list[tuple[int, Report]] = [(0, Report()) for _ in range(num_workers)]
+        for shard, rows, report in zip(*(table.column(c).to_pylist()
+                                         for c in ("shard", "rows", "report")), strict=True):
+            per_shard[shard][1].merge(Report.from_json(report))
+            per_shard[shard] = (per_shard[shard][0] + rows, per_shard[shard][1])
+        summary = _check_reports([(n, r.to_json()) for n, r in per_shard], features=features,
+                                 label=label, spec=spec, invalid_images=invalid_images)
+    except BaseException:
+        frame.unpersist()
+        raise
+    shards = FrameShards(frame=frame, num_shards=num_workers,
+                         layout=ShardLayout(str(storage_dtype(plan.layout.kind)), spec.shape),
+                         token=uuid.uuid4().hex[:12])
+    return SparkData(train=shards, test=None, spec=spec, train_sizes=summary.shard_sizes,
                      test_size=0), summary
 
 
@@ -447,8 +493,7 @@ def _converted_pairs(selected: DataFrame, plan: _ChunkPlan,
     def assemble(rows: Iterable[Any]) -> Iterable[tuple[Shard, str]]:
         return _assemble(layout, rows)
 
-    chunks = selected.mapInArrow(convert, "features binary, labels binary, rows long, "
-                                          "report string")
+    chunks = selected.mapInArrow(convert, _CHUNKS)
     # Round-robin over chunks of rows: balanced shards, and every shard sees every input
     # partition (sorted-by-class data is mixed). Deterministic for the same input.
     return chunks.repartition(num_partitions).rdd.mapPartitions(assemble)

@@ -1,6 +1,6 @@
 """Training data placed on Spark as K shards, one per worker, sent to executors only once.
 
-Two placements:
+Three placements:
 
 - ``broadcast`` (data that starts on the driver: Fashion-MNIST, NumPy arrays): each shard is a
   Spark broadcast variable. A Python worker loads a shard the first time a task uses it and
@@ -8,6 +8,11 @@ Two placements:
   replacement fetches the broadcast blocks again from the driver.
 - ``rdd`` (data that starts in a DataFrame): a cached RDD with one shard per partition. Each
   round reads the partition from Spark's cache; a lost partition is recomputed from lineage.
+- ``frame`` (any data on a Spark Connect session, which has no SparkContext): a cached
+  DataFrame of shard chunks (``sparknet.data.frames``), read by ``mapInArrow`` each round.
+
+``from_arrays`` and ``fashion_mnist_data`` take a SparkSession (classic or Connect) or a
+SparkContext and choose the placement from it.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -25,6 +30,9 @@ from sparknet.errors import TrainingError
 
 if TYPE_CHECKING:
     from pyspark import RDD, Broadcast, SparkContext
+    from pyspark.sql import SparkSession
+
+    from sparknet.data.frames import FrameShards
 
 T = TypeVar("T")
 
@@ -86,8 +94,8 @@ def cached_shards(rdd: RDD[Shard]) -> ShardSet:
 class SparkData:
     """Training (and optional test) shards on Spark plus how to turn features into input."""
 
-    train: ShardSet
-    test: ShardSet | None
+    train: ShardSet | FrameShards
+    test: ShardSet | FrameShards | None
     spec: InputSpec
     train_sizes: tuple[int, ...]
     test_size: int
@@ -103,20 +111,29 @@ class SparkData:
             self.test.release()
 
 
-def from_arrays(sc: SparkContext, *, train: tuple[np.ndarray, np.ndarray],
+def from_arrays(spark: SparkSession | SparkContext, *, train: tuple[np.ndarray, np.ndarray],
                 test: tuple[np.ndarray, np.ndarray] | None, spec: InputSpec, num_workers: int,
                 seed: int) -> SparkData:
-    """Shuffles the training arrays into ``num_workers`` shards and broadcasts them."""
+    """Shuffles the training arrays into ``num_workers`` shards and sends them once."""
     train_shards = split_into_shards(*train, num_workers, seed=seed)
-    test_set, test_size = None, 0
-    if test is not None:
-        test_set = broadcast_shards(sc, contiguous_shards(*test, num_workers))
-        test_size = int(test[1].shape[0])
-    return SparkData(train=broadcast_shards(sc, train_shards), test=test_set, spec=spec,
-                     train_sizes=tuple(len(s) for s in train_shards), test_size=test_size)
+    test_shards = contiguous_shards(*test, num_workers) if test is not None else None
+    place = _placement(spark)
+    return SparkData(train=place(train_shards),
+                     test=place(test_shards) if test_shards is not None else None, spec=spec,
+                     train_sizes=tuple(len(s) for s in train_shards),
+                     test_size=int(test[1].shape[0]) if test is not None else 0)
 
 
-def fashion_mnist_data(sc: SparkContext, *, num_workers: int, seed: int,
+def _placement(spark: SparkSession | SparkContext) -> Callable[[list[Shard]], Any]:
+    from sparknet.data.frames import frame_shards, is_connect
+
+    if is_connect(spark):
+        return lambda shards: frame_shards(spark, shards)  # type: ignore[arg-type]
+    sc = spark.sparkContext if hasattr(spark, "sparkContext") else spark
+    return lambda shards: broadcast_shards(sc, shards)
+
+
+def fashion_mnist_data(sc: SparkSession | SparkContext, *, num_workers: int, seed: int,
                        data_dir: str | Path = fashion_mnist.DEFAULT_DIR,
                        train_limit: int | None = None,
                        test_limit: int | None = None) -> SparkData:

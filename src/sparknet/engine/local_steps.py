@@ -137,6 +137,7 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
                 loss_sum += loss.detach().double() * y.shape[0]
                 correct += (logits.detach().argmax(1) == y).sum()
             optimizer.step()
+    optimizer.zero_grad(set_to_none=True)  # a cached network holds no gradients between rounds
 
     floats, ints = flatten_state(model, layout)
     compute_seconds = time.perf_counter() - started

@@ -108,7 +108,9 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
                           f"{config.engine.num_workers}: build the data with the same K")
     run, state = _Run.prepare(runner, config=config, model=model, spec=spec, options=options)
     warmup_started = runner.now()
-    runner.start(model)
+    shared = state.for_workers()
+    runner.start(model, state_bytes=shared.floats.nbytes + shared.ints.nbytes +
+                 (0 if shared.momentum is None else shared.momentum.nbytes))
     warmup_seconds = runner.now() - warmup_started
     bar = _progress_bar(config.engine.rounds, state.round_index, enabled=options.progress)
     started = runner.now() - state.wall_seconds

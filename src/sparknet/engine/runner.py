@@ -41,8 +41,12 @@ class Runner(Protocol):
         """The clock rounds are timed by (seconds)."""
         ...
 
-    def start(self, model: ModelKind) -> None:
-        """One-off preparation before round 0 (start workers, load data, build networks)."""
+    def start(self, model: ModelKind, *, state_bytes: int) -> None:
+        """One-off preparation before round 0 (start workers, load data, build networks).
+
+        ``state_bytes``: the size of what each round sends to the workers, for runners whose
+        transport has a limit.
+        """
         ...
 
     def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
@@ -100,7 +104,7 @@ class InProcessRunner:
     def now(self) -> float:
         return self.clock
 
-    def start(self, model: ModelKind) -> None:
+    def start(self, model: ModelKind, *, state_bytes: int) -> None:
         self._module = model.build()
         self._layout = FlatLayout.of(self._module)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from sparknet.data.shards import Shard
-from sparknet.data.sources import SparkData
+from sparknet.data.sources import ShardSet
 from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.local_steps import (
     LocalPlan,
@@ -62,10 +62,11 @@ def worker_error_summary(exc: BaseException) -> str:
 
 
 class SparkRunner:
-    """Runs the K workers as the K partitions of ``data.train`` on a SparkContext."""
+    """Runs the K workers as the K partitions of ``train`` on a SparkContext."""
 
-    def __init__(self, data: SparkData, *, device: str = "cpu") -> None:
-        self.data = data
+    def __init__(self, train: ShardSet, *, test: ShardSet | None = None,
+                 device: str = "cpu") -> None:
+        self.train, self.test = train, test
         self.device = device
         self._model: ModelKind | None = None
         self._broadcast: Broadcast[RoundState] | None = None
@@ -73,16 +74,16 @@ class SparkRunner:
 
     @property
     def num_workers(self) -> int:
-        return self.data.num_workers
+        return self.train.num_shards
 
     @property
     def has_test_data(self) -> bool:
-        return self.data.test is not None
+        return self.test is not None
 
     def now(self) -> float:
         return time.perf_counter()
 
-    def start(self, model: ModelKind) -> None:
+    def start(self, model: ModelKind, *, state_bytes: int) -> None:
         """Starts the Python workers, loads their shards and builds their networks: one job.
 
         These are one-off costs of a run (like launching processes for DDP); paying them before
@@ -95,7 +96,7 @@ class SparkRunner:
             return len(shard)
 
         try:
-            for shards in (self.data.train, self.data.test):
+            for shards in (self.train, self.test):
                 if shards is not None:
                     shards.map_shards(prepare).collect()
         except Exception as exc:
@@ -106,7 +107,7 @@ class SparkRunner:
     def _state(self, state: RoundState) -> Broadcast[RoundState]:
         """One broadcast per driver state, shared by a round's tasks and the evaluation."""
         if self._broadcast is None or not _same_arrays(self._broadcast_of, state):
-            fresh = self.data.train.context.broadcast(state)
+            fresh = self.train.context.broadcast(state)
             self.close()
             self._broadcast, self._broadcast_of = fresh, state
         return self._broadcast
@@ -122,8 +123,8 @@ class SparkRunner:
                                           plan, partition=index, device=task_device(device))
 
         try:
-            return tree_sum(self.data.train.map_shards(train_shard),
-                            num_partitions=self.data.train.num_shards, fan_in=fan_in)
+            return tree_sum(self.train.map_shards(train_shard),
+                            num_partitions=self.train.num_shards, fan_in=fan_in)
         except Exception as exc:
             raise TrainingError(f"round {plan.round_index} failed after Spark's retries; the "
                                 f"worker's error: {worker_error_summary(exc)}.") from exc
@@ -131,7 +132,7 @@ class SparkRunner:
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int) -> tuple[float, float]:
         model, device, shared = self._model, self.device, self._state(state)
-        assert model is not None and self.data.test is not None
+        assert model is not None and self.test is not None
 
         def evaluate_one(index: int, shard: Shard) -> tuple[float, int, int]:
             network = cached_network(model)
@@ -141,7 +142,7 @@ class SparkRunner:
                                   threads=threads)
 
         try:
-            parts = self.data.test.map_shards(evaluate_one).collect()
+            parts = self.test.map_shards(evaluate_one).collect()
         except Exception as exc:
             raise TrainingError("evaluation failed after Spark's retries; the worker's error: "
                                 f"{worker_error_summary(exc)}.") from exc

@@ -9,8 +9,11 @@ from typing import Any
 
 from sparknet import weights_dir
 from sparknet.config import TrainConfig
+from sparknet.data.frames import FrameShards
 from sparknet.data.sources import SparkData
+from sparknet.engine.frame_runner import FrameRunner
 from sparknet.engine.loop import LoopOptions, TrainResult, run_rounds
+from sparknet.engine.runner import Runner
 from sparknet.engine.spark_runner import SparkRunner
 from sparknet.errors import DataError
 from sparknet.flat import FlatLayout
@@ -22,8 +25,13 @@ from sparknet.models.zoo import ModelFactory
 def train(data: SparkData, *, config: TrainConfig,
           model: ModelFactory | ModelKind | None = None, run_dir: str | Path | None = None,
           resume: bool = False, progress: bool = True, tau_decisions: list[int] | None = None,
-          stop: Callable[[dict[str, Any]], bool] | None = None) -> TrainResult:
+          stop: Callable[[dict[str, Any]], bool] | None = None,
+          state_dir: str | Path | None = None) -> TrainResult:
     """Trains ``config.model`` (or the ``model`` factory) on ``data`` with SparkNet's rounds.
+
+    The runner follows the data's placement: Spark jobs with broadcasts on a classic session,
+    DataFrame jobs on Spark Connect (where ``state_dir``, a folder every executor can read,
+    carries the round's state when it is too large for the plan).
 
     With ``run_dir``, writes metrics, checkpoints and the final result there; ``resume``
     continues from its latest checkpoint and ends with the same weights as an undisturbed run.
@@ -34,8 +42,18 @@ def train(data: SparkData, *, config: TrainConfig,
     kind = resolve_model(model if model is not None else config.model)
     options = LoopOptions(run_dir=Path(run_dir) if run_dir is not None else None, resume=resume,
                           progress=progress, tau_decisions=tuple(tau_decisions or ()), stop=stop)
-    return run_rounds(SparkRunner(data, device=config.engine.device), config=config,
-                      model=kind, spec=data.spec, options=options)
+    return run_rounds(runner_for(data, device=config.engine.device, state_dir=state_dir),
+                      config=config, model=kind, spec=data.spec, options=options)
+
+
+def runner_for(data: SparkData, *, device: str,
+               state_dir: str | Path | None = None) -> Runner:
+    """The runner for where the data lives: DataFrame jobs for frame shards, else RDD jobs."""
+    if isinstance(data.train, FrameShards):
+        assert data.test is None or isinstance(data.test, FrameShards)
+        return FrameRunner(data.train, test=data.test, device=device, state_dir=state_dir)
+    assert not isinstance(data.test, FrameShards)
+    return SparkRunner(data.train, test=data.test, device=device)
 
 
 def load_result(run_dir: str | Path, *,

@@ -29,6 +29,7 @@ from sparknet.data.dataframe import (
     default_scale,
     feature_expr,
 )
+from sparknet.data.frames import is_connect
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError
 from sparknet.ml.params import SettingParams, model_settings, with_accessors
@@ -39,11 +40,11 @@ from sparknet.ml.persistence import (
     read_network,
     write_network,
 )
-from sparknet.ml.scoring import ScoringPlan, probability_column
+from sparknet.ml.scoring import InlineWeights, ScoringPlan, Weights, probability_column
 
 if TYPE_CHECKING:
     from pyspark import Broadcast, SparkContext
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
     from torch import nn
 
 
@@ -94,8 +95,12 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
 
         return export_onnx(self.saved_network, path, opset=opset)
 
-    def _weights(self, sc: SparkContext) -> Broadcast[tuple[np.ndarray, np.ndarray]]:
+    def _weights(self, session: SparkSession) -> Weights:
+        if is_connect(session):  # no SparkContext: the weights travel inside the plan
+            saved = self.saved_network
+            return InlineWeights((saved.floats, saved.ints))
         # One broadcast per SparkContext, reused by every transform of this model.
+        sc = session.sparkContext
         if self._broadcast is None or self._broadcast[0] is not sc:
             saved = self.saved_network
             self._broadcast = (sc, sc.broadcast((saved.floats, saved.ints)))
@@ -124,7 +129,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                            threads=self.getThreadsPerWorker(),  # type: ignore[attr-defined]
                            device=self.getDevice())  # type: ignore[attr-defined]
         probs = probability_column(feature_expr(column, kind), plan,
-                                   self._weights(dataset.sparkSession.sparkContext))
+                                   self._weights(dataset.sparkSession))
         scratch = f"__sparknet_probability_{self.uid}"
         out = dataset.withColumn(scratch, probs)
         top1 = (F.array_position(F.col(scratch), F.array_max(F.col(scratch))) - 1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -27,8 +27,21 @@ from sparknet.flat import load_flat_state
 from sparknet.models.kinds import InputPrep, ModelKind
 
 if TYPE_CHECKING:
-    from pyspark import Broadcast
     from pyspark.sql import Column
+
+@dataclass(frozen=True)
+class InlineWeights:
+    """The weights inside the plan, for sessions without broadcasts (Spark Connect)."""
+
+    value: tuple[np.ndarray, np.ndarray]
+
+
+class Weights(Protocol):
+    """A broadcast of the weights, or ``InlineWeights``: what tasks read ``.value`` from."""
+
+    @property
+    def value(self) -> tuple[np.ndarray, np.ndarray]: ...
+
 
 @dataclass(frozen=True, kw_only=True)
 class ScoringPlan:
@@ -88,8 +101,7 @@ def score_array(plan: ScoringPlan, module: nn.Module, column: pa.Array) -> pa.Ar
                                     mask=None if valid.all() else pa.array(~valid))
 
 
-def probability_column(feature: Column, plan: ScoringPlan,
-                       weights: Broadcast[tuple[np.ndarray, np.ndarray]]) -> Column:
+def probability_column(feature: Column, plan: ScoringPlan, weights: Weights) -> Column:
     """An Arrow UDF over ``feature`` (already in Arrow form) giving array<double> probabilities."""
     from pyspark.sql.functions import arrow_udf  # type: ignore[attr-defined]  # pyspark>=4.1
 

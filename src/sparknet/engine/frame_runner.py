@@ -1,0 +1,271 @@
+"""The DataFrame runner: SparkNet's rounds with DataFrame APIs only, for Spark Connect.
+
+A Connect session has no SparkContext, so no broadcast and no RDDs. Each round here is one
+``mapInArrow`` over the cached shards (``data.frames.FrameShards``); the round's state reaches
+the tasks inside the plan (``InlineState``) or, for large networks, as a file every executor
+can read (``FileState``); the K results come back as Arrow rows and, above ``tree_fan_in``
+workers, are summed on the executors level by level (``groupBy(...).applyInArrow``) in
+partition order, so the driver holds at most ``tree_fan_in`` full copies. The worker
+functions and the ordered sum are the classic runner's: the weights are bit-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from sparknet.averaging import EncodedDelta
+from sparknet.data.frames import FrameShards, read_shards
+from sparknet.engine.aggregate import combine_in_order
+from sparknet.engine.local_steps import (
+    LocalPlan,
+    RoundState,
+    WorkerResult,
+    evaluate_shard,
+    run_local_steps,
+)
+from sparknet.engine.model_cache import cached_network
+from sparknet.engine.spark_runner import task_device, worker_error_summary
+from sparknet.errors import ConfigError, TrainingError
+from sparknet.models.kinds import InputPrep, ModelKind
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+# A plan above this size is refused by Spark Connect's default gRPC message limit (128 MiB);
+# measured in benchmarks/connect.py, with room for the rest of the plan.
+INLINE_LIMIT_BYTES = 96 * 2**20
+
+RESULT_SCHEMA = ("shard int, weight double, loss_sum double, correct long, samples long, "
+                 "bytes_sent long, workers long, compute_seconds double, kind string, "
+                 "delta binary, scales binary, ints binary, momentum binary")
+_ARROW_RESULT = pa.schema([
+    ("shard", pa.int32()), ("weight", pa.float64()), ("loss_sum", pa.float64()),
+    ("correct", pa.int64()), ("samples", pa.int64()), ("bytes_sent", pa.int64()),
+    ("workers", pa.int64()), ("compute_seconds", pa.float64()), ("kind", pa.string()),
+    ("delta", pa.binary()), ("scales", pa.binary()), ("ints", pa.binary()),
+    ("momentum", pa.binary())])
+EVAL_SCHEMA = "shard int, loss double, correct long, count long"
+_ARROW_EVAL = pa.schema([("shard", pa.int32()), ("loss", pa.float64()),
+                         ("correct", pa.int64()), ("count", pa.int64())])
+_DTYPES = {"none": np.float32, "bf16": np.int16, "int8": np.int8}
+
+
+@dataclass(frozen=True)
+class InlineState:
+    """The round's state carried inside the Spark plan."""
+
+    state: RoundState
+
+    def load(self) -> RoundState:
+        return self.state
+
+
+@dataclass(frozen=True)
+class FileState:
+    """The round's state in a file on storage every executor reads; checked by its digest."""
+
+    path: str
+    digest: str
+    num_floats: int
+    num_ints: int
+    has_momentum: bool
+
+    def load(self) -> RoundState:
+        raw = Path(self.path).read_bytes()
+        if hashlib.sha256(raw).hexdigest() != self.digest:
+            raise TrainingError(f"state file {self.path} does not match its digest: it was "
+                                "changed or is not on storage shared by every executor")
+        floats = np.frombuffer(raw, np.float32, self.num_floats)
+        offset = floats.nbytes
+        ints = np.frombuffer(raw, np.int64, self.num_ints, offset)
+        offset += ints.nbytes
+        momentum = (np.frombuffer(raw, np.float32, self.num_floats, offset)
+                    if self.has_momentum else None)
+        return RoundState(floats, ints, momentum)
+
+
+def write_state_file(folder: Path, state: RoundState, round_index: int) -> FileState:
+    parts = [state.floats.astype(np.float32, copy=False).tobytes(),
+             state.ints.astype(np.int64, copy=False).tobytes()]
+    if state.momentum is not None:
+        parts.append(state.momentum.astype(np.float32, copy=False).tobytes())
+    raw = b"".join(parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"state-{round_index:06d}.bin"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(raw)
+    tmp.replace(path)
+    return FileState(str(path), hashlib.sha256(raw).hexdigest(), state.floats.size,
+                     state.ints.size, state.momentum is not None)
+
+
+def result_row(index: int, result: WorkerResult) -> dict[str, Any]:
+    """A WorkerResult as plain Arrow values (never pickled)."""
+    delta = result.delta
+    encoded = delta if isinstance(delta, EncodedDelta) else EncodedDelta("none", delta)
+    return {"shard": index, "weight": result.weight, "loss_sum": result.loss_sum,
+            "correct": result.correct, "samples": result.samples,
+            "bytes_sent": result.bytes_sent, "workers": result.workers,
+            "compute_seconds": result.compute_seconds, "kind": encoded.kind,
+            "delta": encoded.data.tobytes(),
+            "scales": None if encoded.scales is None else encoded.scales.tobytes(),
+            "ints": result.ints_max.astype(np.int64).tobytes(),
+            "momentum": None if result.momentum_sum is None else result.momentum_sum.tobytes()}
+
+
+def results_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
+    return pa.RecordBatch.from_pylist(rows, schema=_ARROW_RESULT)
+
+
+def from_row(row: dict[str, Any]) -> tuple[int, WorkerResult]:
+    kind = row["kind"]
+    data = np.frombuffer(row["delta"], _DTYPES[kind]).copy()
+    scales = None if row["scales"] is None else np.frombuffer(row["scales"], np.float32).copy()
+    delta: EncodedDelta | np.ndarray = (data if kind == "none"
+                                        else EncodedDelta(kind, data, scales))
+    momentum = (None if row["momentum"] is None
+                else np.frombuffer(row["momentum"], np.float32).copy())
+    return int(row["shard"]), WorkerResult(
+        delta=delta, weight=row["weight"], loss_sum=row["loss_sum"], correct=row["correct"],
+        samples=row["samples"], ints_max=np.frombuffer(row["ints"], np.int64).copy(),
+        momentum_sum=momentum, bytes_sent=row["bytes_sent"], workers=row["workers"],
+        compute_seconds=row["compute_seconds"])
+
+
+def _combine_group(table: pa.Table) -> pa.Table:
+    """Runs on executors: one group of consecutive partitions, summed in index order."""
+    rows = table.to_pylist()
+    total = combine_in_order(from_row(row) for row in rows)
+    return pa.Table.from_batches([results_batch([result_row(int(rows[0]["group"]), total)])])
+
+
+def tree_sum_frame(results: DataFrame, *, count: int, fan_in: int) -> WorkerResult:
+    """The classic runner's ``tree_sum`` with DataFrame operations only."""
+    from pyspark.sql import functions as F
+
+    level = results
+    while count > fan_in:
+        level = (level.withColumn("group", F.floor(F.col("shard") / fan_in).cast("int"))
+                 .groupBy("group").applyInArrow(_combine_group, RESULT_SCHEMA))
+        count = math.ceil(count / fan_in)
+    return combine_in_order(from_row(row) for row in level.toArrow().to_pylist())
+
+
+class FrameRunner:
+    """Runs the K workers as ``mapInArrow`` tasks over a ``FrameShards``."""
+
+    def __init__(self, train: FrameShards, *, test: FrameShards | None = None,
+                 device: str = "cpu", state_dir: str | Path | None = None) -> None:
+        self.train, self.test = train, test
+        self.device = device
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self._model: ModelKind | None = None
+
+    @property
+    def num_workers(self) -> int:
+        return self.train.num_shards
+
+    @property
+    def has_test_data(self) -> bool:
+        return self.test is not None
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def _check_state_size(self, size: int) -> None:
+        """Refuses, before any job, a state too large for the plan with nowhere else to go."""
+        if size > INLINE_LIMIT_BYTES and self.state_dir is None:
+            raise ConfigError(
+                f"the network's state is {size / 2**20:.0f} MiB, above the "
+                f"{INLINE_LIMIT_BYTES / 2**20:.0f} MiB a Spark Connect plan carries: give a "
+                "state directory that every executor can read (state_dir=..., "
+                "sparknet train --state-dir DIR)")
+
+    def _transport(self, state: RoundState, round_index: int) -> InlineState | FileState:
+        if self.state_dir is None:
+            return InlineState(state)
+        return write_state_file(self.state_dir, state, round_index)
+
+    def start(self, model: ModelKind, *, state_bytes: int) -> None:
+        self._check_state_size(state_bytes)
+        self._model = model
+        layout = self.train.layout
+
+        def prepare(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            cached_network(model)
+            count = sum(len(shard) for _, shard in read_shards(batches, layout))
+            yield pa.RecordBatch.from_pydict({"rows": [count]})
+
+        try:
+            for shards in (self.train, self.test):
+                if shards is not None:
+                    shards.frame.mapInArrow(prepare, "rows long").toArrow()
+        except Exception as exc:
+            raise TrainingError("preparing the workers (loading shards, building the network) "
+                                f"failed after Spark's retries: {worker_error_summary(exc)}"
+                                ) from exc
+
+    def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
+        model, device, layout = self._model, self.device, self.train.layout
+        assert model is not None
+        shared = self._transport(state, plan.round_index)
+
+        def train_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            rows = []
+            for index, shard in read_shards(batches, layout):
+                network = cached_network(model)
+                network.weights_token = None  # training changes the weights in place
+                result = run_local_steps(network.module, network.layout, shard, shared.load(),
+                                         plan, partition=index, device=task_device(device))
+                rows.append(result_row(index, result))
+            yield results_batch(rows)
+
+        try:
+            results = self.train.frame.mapInArrow(train_partition, RESULT_SCHEMA)
+            return tree_sum_frame(results, count=self.train.num_shards, fan_in=fan_in)
+        except Exception as exc:
+            raise TrainingError(f"round {plan.round_index} failed after Spark's retries; the "
+                                f"worker's error: {worker_error_summary(exc)}.") from exc
+
+    def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
+                 threads: int) -> tuple[float, float]:
+        model, device = self._model, self.device
+        assert model is not None and self.test is not None
+        layout = self.test.layout
+        shared = self._transport(state, -1)
+
+        def evaluate_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            rows: dict[str, list[Any]] = {"shard": [], "loss": [], "correct": [], "count": []}
+            for index, shard in read_shards(batches, layout):
+                network = cached_network(model)
+                network.weights_token = None
+                loss, correct, count = evaluate_shard(
+                    network.module, network.layout, shard, shared.load(), prep,
+                    batch_size=batch_size, device=task_device(device), threads=threads)
+                for key, value in zip(rows, (index, loss, correct, count), strict=True):
+                    rows[key].append(value)
+            yield pa.RecordBatch.from_pydict(rows, schema=_ARROW_EVAL)
+
+        try:
+            table = self.test.frame.mapInArrow(evaluate_partition, EVAL_SCHEMA).toArrow()
+        except Exception as exc:
+            raise TrainingError("evaluation failed after Spark's retries; the worker's error: "
+                                f"{worker_error_summary(exc)}.") from exc
+        parts = sorted(zip(*(table.column(c).to_pylist()
+                             for c in ("shard", "loss", "correct", "count")), strict=True))
+        total = sum(p[3] for p in parts)  # summed in shard order, as the classic runner does
+        return sum(p[1] for p in parts) / total, sum(p[2] for p in parts) / total
+
+    def close(self) -> None:
+        if self.state_dir is not None:
+            for stale in self.state_dir.glob("state-*.bin"):
+                stale.unlink(missing_ok=True)
