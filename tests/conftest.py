@@ -49,3 +49,17 @@ def solver_copy(tmp_path: Path, lenet_files: tuple[Path, Path]) -> Path:
     path = tmp_path / "lenet_solver.prototxt"
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A Spark Connect server (local[2,4]) started with PySpark's own launcher."""
+    from sparknet.testing.connect_server import start_connect_server
+
+    server = start_connect_server(tmp_path_factory.mktemp("connect"))
+    try:
+        yield server
+    finally:
+        server.stop()
+    assert not server.descendants(), "the Connect server left processes behind"
+

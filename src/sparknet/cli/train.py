@@ -58,6 +58,11 @@ def register(commands: Any) -> None:
                         "[outer] tables and top-level model/seed (flags override it)")
     parser.add_argument("--master", default=None,
                         help="Spark master URL (default local[K] with K = --num-workers)")
+    parser.add_argument("--remote", default=None, metavar="sc://HOST:PORT",
+                        help="train through a Spark Connect server instead of a master")
+    parser.add_argument("--state-dir", default=None, metavar="DIR",
+                        help="Spark Connect only: a folder every executor can read, for the "
+                             "round's state of networks too large to travel in the plan")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help=f"Fashion-MNIST folder (default {fashion_mnist.DEFAULT_DIR})")
     parser.add_argument("--train-limit", type=int, default=None,
@@ -117,7 +122,12 @@ def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from sparknet.data.sources import fashion_mnist_data
-    from sparknet.engine.spark_session import check_master, get_or_create_session
+    from sparknet.engine.spark_session import (
+        check_master,
+        check_remote,
+        get_or_create_session,
+        remote_session,
+    )
     from sparknet.engine.trainer import train
     from sparknet.models.registry import resolve_model
 
@@ -139,17 +149,26 @@ def run(args: argparse.Namespace) -> int:
     num_classes = parquet_input.check(args, config) if args.parquet is not None else 0
     if args.parquet is None:
         fashion_mnist.check_available(data_dir)
-    check_master(master)
+    if args.remote is not None:
+        if args.master is not None:
+            raise ConfigError("--master and --remote are both given: a run uses a master or "
+                              "a Spark Connect server; drop one")
+        check_remote(args.remote)
+    else:
+        check_master(master)
     replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
 
-    spark = get_or_create_session(master, app_name=f"sparknet-{_slug(config.model)}")
+    app_name = f"sparknet-{_slug(config.model)}"
+    spark = (remote_session(args.remote, app_name=app_name) if args.remote is not None
+             else get_or_create_session(master, app_name=app_name))
     if args.parquet is not None:
         data = parquet_input.load(spark, args, config, num_classes)
     else:
-        data = fashion_mnist_data(spark.sparkContext, num_workers=config.engine.num_workers,
+        data = fashion_mnist_data(spark, num_workers=config.engine.num_workers,
                                   seed=config.seed, data_dir=data_dir, train_limit=train_limit,
                                   test_limit=test_limit)
     result = train(data, config=config, run_dir=output, resume=args.resume is not None,
+                   state_dir=args.state_dir,
                    progress=not args.no_progress, tau_decisions=replayed)
     final = result.metrics[-1]
     accuracy = result.final_accuracy

@@ -3,9 +3,10 @@
 A Connect session has no SparkContext, so no broadcast and no RDDs. Each round here is one
 ``mapInArrow`` over the cached shards (``data.frames.FrameShards``); the round's state reaches
 the tasks inside the plan (``InlineState``) or, for large networks, as a file every executor
-can read (``FileState``); the K results come back as Arrow rows and, above ``tree_fan_in``
-workers, are summed on the executors level by level (``groupBy(...).applyInArrow``) in
-partition order, so the driver holds at most ``tree_fan_in`` full copies. The worker
+can read (``FileState``); the K results come back as Arrow rows (with a state directory, as
+safetensors files those rows name) and, above ``tree_fan_in`` workers, are summed on the
+executors level by level (``groupBy(...).applyInArrow``) in partition order, so the driver
+holds at most ``tree_fan_in`` full copies. The worker
 functions and the ordered sum are the classic runner's: the weights are bit-identical.
 """
 
@@ -13,14 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
+from safetensors.numpy import load_file, save_file
 
 from sparknet.averaging import EncodedDelta
 from sparknet.data.frames import FrameShards, read_shards
@@ -46,17 +49,18 @@ INLINE_LIMIT_BYTES = 96 * 2**20
 
 RESULT_SCHEMA = ("shard int, weight double, loss_sum double, correct long, samples long, "
                  "bytes_sent long, workers long, compute_seconds double, kind string, "
-                 "delta binary, scales binary, ints binary, momentum binary")
+                 "delta binary, scales binary, ints binary, momentum binary, file string")
 _ARROW_RESULT = pa.schema([
     ("shard", pa.int32()), ("weight", pa.float64()), ("loss_sum", pa.float64()),
     ("correct", pa.int64()), ("samples", pa.int64()), ("bytes_sent", pa.int64()),
     ("workers", pa.int64()), ("compute_seconds", pa.float64()), ("kind", pa.string()),
     ("delta", pa.binary()), ("scales", pa.binary()), ("ints", pa.binary()),
-    ("momentum", pa.binary())])
+    ("momentum", pa.binary()), ("file", pa.string())])
 EVAL_SCHEMA = "shard int, loss double, correct long, count long"
 _ARROW_EVAL = pa.schema([("shard", pa.int32()), ("loss", pa.float64()),
                          ("correct", pa.int64()), ("count", pa.int64())])
 _DTYPES = {"none": np.float32, "bf16": np.int16, "int8": np.int8}
+_ARRAYS = ("delta", "scales", "ints", "momentum")
 
 
 @dataclass(frozen=True)
@@ -101,25 +105,52 @@ def write_state_file(folder: Path, state: RoundState, round_index: int) -> FileS
     raw = b"".join(parts)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"state-{round_index:06d}.bin"
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")
     tmp.write_bytes(raw)
     tmp.replace(path)
     return FileState(str(path), hashlib.sha256(raw).hexdigest(), state.floats.size,
                      state.ints.size, state.momentum is not None)
 
 
-def result_row(index: int, result: WorkerResult) -> dict[str, Any]:
-    """A WorkerResult as plain Arrow values (never pickled)."""
+@dataclass(frozen=True)
+class ResultFiles:
+    """Where workers put their results when they are too large for Arrow rows (``state_dir``).
+
+    A file is named by (round, level, index), so a retried task rewrites the same bytes.
+    """
+
+    folder: str
+    round_index: int
+
+    def path(self, level: int, index: int) -> Path:
+        return Path(self.folder) / f"result-{self.round_index:06d}-{level}-{index:06d}.safetensors"
+
+    def remove(self) -> None:
+        for stale in Path(self.folder).glob(f"result-{self.round_index:06d}-*"):
+            stale.unlink(missing_ok=True)
+
+
+def result_row(index: int, result: WorkerResult, files: ResultFiles | None = None,
+               level: int = 0) -> dict[str, Any]:
+    """A WorkerResult as plain Arrow values, its arrays inline or in a safetensors file."""
     delta = result.delta
     encoded = delta if isinstance(delta, EncodedDelta) else EncodedDelta("none", delta)
-    return {"shard": index, "weight": result.weight, "loss_sum": result.loss_sum,
-            "correct": result.correct, "samples": result.samples,
-            "bytes_sent": result.bytes_sent, "workers": result.workers,
-            "compute_seconds": result.compute_seconds, "kind": encoded.kind,
-            "delta": encoded.data.tobytes(),
-            "scales": None if encoded.scales is None else encoded.scales.tobytes(),
-            "ints": result.ints_max.astype(np.int64).tobytes(),
-            "momentum": None if result.momentum_sum is None else result.momentum_sum.tobytes()}
+    arrays = {"delta": encoded.data, "scales": encoded.scales,
+              "ints": result.ints_max.astype(np.int64), "momentum": result.momentum_sum}
+    row = {"shard": index, "weight": result.weight, "loss_sum": result.loss_sum,
+           "correct": result.correct, "samples": result.samples,
+           "bytes_sent": result.bytes_sent, "workers": result.workers,
+           "compute_seconds": result.compute_seconds, "kind": encoded.kind, "file": None,
+           **dict.fromkeys(_ARRAYS)}
+    if files is None:
+        row.update({k: None if v is None else v.tobytes() for k, v in arrays.items()})
+        return row
+    path = files.path(level, index)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    save_file({k: v for k, v in arrays.items() if v is not None}, str(tmp))
+    tmp.replace(path)
+    row["file"] = str(path)
+    return row
 
 
 def results_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
@@ -128,34 +159,46 @@ def results_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
 
 def from_row(row: dict[str, Any]) -> tuple[int, WorkerResult]:
     kind = row["kind"]
-    data = np.frombuffer(row["delta"], _DTYPES[kind]).copy()
-    scales = None if row["scales"] is None else np.frombuffer(row["scales"], np.float32).copy()
+    dtypes = {"delta": _DTYPES[kind], "scales": np.float32, "ints": np.int64,
+              "momentum": np.float32}
+    if row["file"] is not None:
+        arrays: dict[str, np.ndarray | None] = dict.fromkeys(_ARRAYS)
+        arrays.update(load_file(row["file"]))
+    else:
+        arrays = {k: None if row[k] is None else np.frombuffer(row[k], dtypes[k]).copy()
+                  for k in _ARRAYS}
+    data, ints = arrays["delta"], arrays["ints"]
+    assert data is not None and ints is not None
     delta: EncodedDelta | np.ndarray = (data if kind == "none"
-                                        else EncodedDelta(kind, data, scales))
-    momentum = (None if row["momentum"] is None
-                else np.frombuffer(row["momentum"], np.float32).copy())
+                                        else EncodedDelta(kind, data, arrays["scales"]))
     return int(row["shard"]), WorkerResult(
         delta=delta, weight=row["weight"], loss_sum=row["loss_sum"], correct=row["correct"],
-        samples=row["samples"], ints_max=np.frombuffer(row["ints"], np.int64).copy(),
-        momentum_sum=momentum, bytes_sent=row["bytes_sent"], workers=row["workers"],
+        samples=row["samples"], ints_max=ints, momentum_sum=arrays["momentum"],
+        bytes_sent=row["bytes_sent"], workers=row["workers"],
         compute_seconds=row["compute_seconds"])
 
 
-def _combine_group(table: pa.Table) -> pa.Table:
-    """Runs on executors: one group of consecutive partitions, summed in index order."""
-    rows = table.to_pylist()
-    total = combine_in_order(from_row(row) for row in rows)
-    return pa.Table.from_batches([results_batch([result_row(int(rows[0]["group"]), total)])])
+def _group_combiner(files: ResultFiles | None, depth: int) -> Callable[[pa.Table], pa.Table]:
+    def combine_group(table: pa.Table) -> pa.Table:
+        """Runs on executors: one group of consecutive partitions, in index order."""
+        rows = table.to_pylist()
+        total = combine_in_order(from_row(row) for row in rows)
+        row = result_row(int(rows[0]["group"]), total, files, depth)
+        return pa.Table.from_batches([results_batch([row])])
+
+    return combine_group
 
 
-def tree_sum_frame(results: DataFrame, *, count: int, fan_in: int) -> WorkerResult:
+def tree_sum_frame(results: DataFrame, *, count: int, fan_in: int,
+                   files: ResultFiles | None = None) -> WorkerResult:
     """The classic runner's ``tree_sum`` with DataFrame operations only."""
     from pyspark.sql import functions as F
 
-    level = results
+    level, depth = results, 0
     while count > fan_in:
+        depth += 1
         level = (level.withColumn("group", F.floor(F.col("shard") / fan_in).cast("int"))
-                 .groupBy("group").applyInArrow(_combine_group, RESULT_SCHEMA))
+                 .groupBy("group").applyInArrow(_group_combiner(files, depth), RESULT_SCHEMA))
         count = math.ceil(count / fan_in)
     return combine_in_order(from_row(row) for row in level.toArrow().to_pylist())
 
@@ -218,6 +261,8 @@ class FrameRunner:
         model, device, layout = self._model, self.device, self.train.layout
         assert model is not None
         shared = self._transport(state, plan.round_index)
+        files = (ResultFiles(str(self.state_dir), plan.round_index)
+                 if self.state_dir is not None else None)
 
         def train_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             rows = []
@@ -226,15 +271,19 @@ class FrameRunner:
                 network.weights_token = None  # training changes the weights in place
                 result = run_local_steps(network.module, network.layout, shard, shared.load(),
                                          plan, partition=index, device=task_device(device))
-                rows.append(result_row(index, result))
+                rows.append(result_row(index, result, files))
             yield results_batch(rows)
 
         try:
             results = self.train.frame.mapInArrow(train_partition, RESULT_SCHEMA)
-            return tree_sum_frame(results, count=self.train.num_shards, fan_in=fan_in)
+            return tree_sum_frame(results, count=self.train.num_shards, fan_in=fan_in,
+                                  files=files)
         except Exception as exc:
             raise TrainingError(f"round {plan.round_index} failed after Spark's retries; the "
                                 f"worker's error: {worker_error_summary(exc)}.") from exc
+        finally:
+            if files is not None:
+                files.remove()
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int) -> tuple[float, float]:
@@ -267,5 +316,5 @@ class FrameRunner:
 
     def close(self) -> None:
         if self.state_dir is not None:
-            for stale in self.state_dir.glob("state-*.bin"):
+            for stale in self.state_dir.glob("state-*"):
                 stale.unlink(missing_ok=True)

@@ -52,6 +52,9 @@ def task_device(preference: str) -> torch.device:
 def worker_error_summary(exc: BaseException) -> str:
     """The last exception line of a worker's Python traceback inside a Spark error."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    grpc = [line for line in lines if line.startswith("details = ")]
+    if grpc:  # a Spark Connect call the server or the client refused
+        return grpc[0].removeprefix("details = ").strip('"')[:500]
     candidates = [line for line in lines
                   if ("Error" in line or "Exception" in line) and not line.startswith("at ")
                   and "Traceback" not in line and not line.startswith("File ")]

@@ -40,6 +40,30 @@ def check_master(master: str) -> None:
                       "spark://HOST:PORT, yarn or k8s://...")
 
 
+def check_remote(url: str) -> None:
+    """Validates a Spark Connect URL ``sc://HOST:PORT[/;params]`` and checks the port answers."""
+    hostport = url.removeprefix("sc://").split("/")[0].split(";")[0]
+    host, _, port = hostport.rpartition(":")
+    if not url.startswith("sc://") or not host or not port.isdigit():
+        raise ConfigError(f"--remote {url!r} is not a Spark Connect URL: use sc://HOST:PORT "
+                          "(the server's default port is 15002)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Spark Connect server at {url} "
+                          f"({exc.strerror or exc}): start it (sbin/start-connect-server.sh) "
+                          "or fix --remote") from None
+
+
+def remote_session(url: str, *, app_name: str = "sparknet") -> SparkSession:
+    """A Spark Connect session; the server's executors run the training tasks."""
+    check_remote(url)
+    from pyspark.sql import SparkSession
+
+    return SparkSession.builder.remote(url).appName(app_name).getOrCreate()
+
+
 @contextlib.contextmanager
 def _worker_python(master: str) -> Iterator[None]:
     """Same-machine Python workers run this interpreter, where sparknet is installed.

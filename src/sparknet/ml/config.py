@@ -59,6 +59,9 @@ class FitConfig:
         "rounds = ceil(epochs * rows / (numWorkers * tau * batchSize)); needs a fixed tau")
     run_dir: str | None = setting(
         None, "optional local folder for metrics, checkpoints and the final weights")
+    state_dir: str | None = setting(
+        None, "Spark Connect only: a folder every executor can read, for the round's state "
+        "of networks too large to travel inside the plan")
 
     def __post_init__(self) -> None:
         check_field_types(self, "")

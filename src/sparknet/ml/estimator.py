@@ -86,7 +86,7 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
                                                                             rounds=rounds))
         try:
             result = train(data, config=config, model=model, run_dir=fit.run_dir,
-                           progress=False)
+                           progress=False, state_dir=fit.state_dir)
         finally:
             data.release()
         self.last_result = result

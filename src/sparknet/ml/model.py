@@ -8,6 +8,7 @@ nulls in both columns.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -155,6 +156,13 @@ class _ModelWriter(MLWriter):
     def __init__(self, instance: SparkNetModel) -> None:
         super().__init__()
         self.instance = instance
+
+    def _handleOverwrite(self, path: str) -> None:
+        # The folder is local (or mounted) on this machine: removed here, with no JVM call,
+        # so overwrite() works on Spark Connect too.
+        folder = local_path(path)
+        if folder.is_dir():
+            shutil.rmtree(folder)
 
     def saveImpl(self, path: str) -> None:
         saved = self.instance.saved_network
