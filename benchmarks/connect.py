@@ -202,7 +202,8 @@ def markdown(r: dict[str, Any]) -> str:
               "## How large a state the transport carries",
               "", "An MLP 784-H-10 sized to the state below, K = 2, tau = 1, batch 8 (so the "
               "round is almost all transport); overhead = round time minus the slowest "
-              "worker's compute. `inline`: the state inside the plan and the results as Arrow "
+              "worker's compute; each size against a fresh server. `inline`: the state inside "
+              "the plan and the results as Arrow "
               "rows (the default); `files`: the state written once per round to a folder "
               "every executor reads (`--state-dir`), the results as files there too. The "
               "Connect server runs with `--driver-memory 4g`.", "",
