@@ -28,15 +28,15 @@ from safetensors.numpy import load_file, save_file
 from sparknet.averaging import EncodedDelta
 from sparknet.data.frames import FrameShards, read_shards
 from sparknet.engine.aggregate import combine_in_order
-from sparknet.engine.local_steps import (
-    LocalPlan,
-    RoundState,
-    WorkerResult,
-    evaluate_shard,
-    run_local_steps,
-)
+from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
-from sparknet.engine.spark_runner import task_device, worker_error_summary
+from sparknet.engine.tasks import (
+    evaluate_one,
+    evaluation_failed,
+    preparing_failed,
+    round_failed,
+    train_shard,
+)
 from sparknet.errors import ConfigError, TrainingError
 from sparknet.models.kinds import InputPrep, ModelKind
 
@@ -253,9 +253,7 @@ class FrameRunner:
                 if shards is not None:
                     shards.frame.mapInArrow(prepare, "rows long").toArrow()
         except Exception as exc:
-            raise TrainingError("preparing the workers (loading shards, building the network) "
-                                f"failed after Spark's retries: {worker_error_summary(exc)}"
-                                ) from exc
+            raise preparing_failed(exc) from exc
 
     def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
         model, device, layout = self._model, self.device, self.train.layout
@@ -267,10 +265,7 @@ class FrameRunner:
         def train_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             rows = []
             for index, shard in read_shards(batches, layout):
-                network = cached_network(model)
-                network.weights_token = None  # training changes the weights in place
-                result = run_local_steps(network.module, network.layout, shard, shared.load(),
-                                         plan, partition=index, device=task_device(device))
+                result = train_shard(model, index, shard, shared.load(), plan, device)
                 rows.append(result_row(index, result, files))
             yield results_batch(rows)
 
@@ -279,8 +274,7 @@ class FrameRunner:
             return tree_sum_frame(results, count=self.train.num_shards, fan_in=fan_in,
                                   files=files)
         except Exception as exc:
-            raise TrainingError(f"round {plan.round_index} failed after Spark's retries; the "
-                                f"worker's error: {worker_error_summary(exc)}.") from exc
+            raise round_failed(plan.round_index, exc) from exc
         finally:
             if files is not None:
                 files.remove()
@@ -295,11 +289,9 @@ class FrameRunner:
         def evaluate_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             rows: dict[str, list[Any]] = {"shard": [], "loss": [], "correct": [], "count": []}
             for index, shard in read_shards(batches, layout):
-                network = cached_network(model)
-                network.weights_token = None
-                loss, correct, count = evaluate_shard(
-                    network.module, network.layout, shard, shared.load(), prep,
-                    batch_size=batch_size, device=task_device(device), threads=threads)
+                loss, correct, count = evaluate_one(model, shard, shared.load(), prep,
+                                                    device=device, batch_size=batch_size,
+                                                    threads=threads)
                 for key, value in zip(rows, (index, loss, correct, count), strict=True):
                     rows[key].append(value)
             yield pa.RecordBatch.from_pydict(rows, schema=_ARROW_EVAL)
@@ -307,8 +299,7 @@ class FrameRunner:
         try:
             table = self.test.frame.mapInArrow(evaluate_partition, EVAL_SCHEMA).toArrow()
         except Exception as exc:
-            raise TrainingError("evaluation failed after Spark's retries; the worker's error: "
-                                f"{worker_error_summary(exc)}.") from exc
+            raise evaluation_failed(exc) from exc
         parts = sorted(zip(*(table.column(c).to_pylist()
                              for c in ("shard", "loss", "correct", "count")), strict=True))
         total = sum(p[3] for p in parts)  # summed in shard order, as the classic runner does

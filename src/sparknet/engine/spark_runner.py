@@ -11,57 +11,22 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-import torch
-
 from sparknet.data.shards import Shard
 from sparknet.data.sources import ShardSet
 from sparknet.engine.aggregate import combine_in_order
-from sparknet.engine.local_steps import (
-    LocalPlan,
-    RoundState,
-    WorkerResult,
-    evaluate_shard,
-    run_local_steps,
-)
+from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
-from sparknet.errors import TrainingError
+from sparknet.engine.tasks import (
+    evaluate_one,
+    evaluation_failed,
+    preparing_failed,
+    round_failed,
+    train_shard,
+)
 from sparknet.models.kinds import InputPrep, ModelKind
 
 if TYPE_CHECKING:
     from pyspark import RDD, Broadcast
-
-
-def task_device(preference: str) -> torch.device:
-    """The device for this task: the GPU Spark assigned to it, if asked for and present."""
-    if preference == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        gpus = context.resources().get("gpu") if context is not None else None
-        if gpus is not None and gpus.addresses:
-            return torch.device(f"cuda:{gpus.addresses[0]}")
-        return torch.device("cuda")
-    if preference == "cuda":
-        raise TrainingError("device 'cuda' was asked for but this executor has no CUDA device: "
-                            "use --device auto or cpu, or give executors GPUs")
-    return torch.device("cpu")
-
-
-def worker_error_summary(exc: BaseException) -> str:
-    """The last exception line of a worker's Python traceback inside a Spark error."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    grpc = [line for line in lines if line.startswith("details = ")]
-    if grpc:  # a Spark Connect call the server or the client refused
-        return grpc[0].removeprefix("details = ").strip('"')[:500]
-    candidates = [line for line in lines
-                  if ("Error" in line or "Exception" in line) and not line.startswith("at ")
-                  and "Traceback" not in line and not line.startswith("File ")]
-    for line in reversed(candidates):
-        if not line.startswith(("org.apache", "py4j", "pyspark.errors", "An exception")):
-            return line[:500]
-    return (lines[-1] if lines else type(exc).__name__)[:500]
 
 
 class SparkRunner:
@@ -103,9 +68,7 @@ class SparkRunner:
                 if shards is not None:
                     shards.map_shards(prepare).collect()
         except Exception as exc:
-            raise TrainingError("preparing the workers (loading shards, building the network) "
-                                f"failed after Spark's retries: {worker_error_summary(exc)}"
-                                ) from exc
+            raise preparing_failed(exc) from exc
 
     def _state(self, state: RoundState) -> Broadcast[RoundState]:
         """One broadcast per driver state, shared by a round's tasks and the evaluation."""
@@ -119,36 +82,28 @@ class SparkRunner:
         model, device, shared = self._model, self.device, self._state(state)
         assert model is not None
 
-        def train_shard(index: int, shard: Shard) -> tuple[int, WorkerResult]:
-            network = cached_network(model)
-            network.weights_token = None  # training changes the weights in place
-            return index, run_local_steps(network.module, network.layout, shard, shared.value,
-                                          plan, partition=index, device=task_device(device))
+        def train_one(index: int, shard: Shard) -> tuple[int, WorkerResult]:
+            return index, train_shard(model, index, shard, shared.value, plan, device)
 
         try:
-            return tree_sum(self.train.map_shards(train_shard),
+            return tree_sum(self.train.map_shards(train_one),
                             num_partitions=self.train.num_shards, fan_in=fan_in)
         except Exception as exc:
-            raise TrainingError(f"round {plan.round_index} failed after Spark's retries; the "
-                                f"worker's error: {worker_error_summary(exc)}.") from exc
+            raise round_failed(plan.round_index, exc) from exc
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int) -> tuple[float, float]:
         model, device, shared = self._model, self.device, self._state(state)
         assert model is not None and self.test is not None
 
-        def evaluate_one(index: int, shard: Shard) -> tuple[float, int, int]:
-            network = cached_network(model)
-            network.weights_token = None
-            return evaluate_shard(network.module, network.layout, shard, shared.value, prep,
-                                  batch_size=batch_size, device=task_device(device),
-                                  threads=threads)
+        def evaluate_shard(index: int, shard: Shard) -> tuple[float, int, int]:
+            return evaluate_one(model, shard, shared.value, prep, device=device,
+                                batch_size=batch_size, threads=threads)
 
         try:
-            parts = self.test.map_shards(evaluate_one).collect()
+            parts = self.test.map_shards(evaluate_shard).collect()
         except Exception as exc:
-            raise TrainingError("evaluation failed after Spark's retries; the worker's error: "
-                                f"{worker_error_summary(exc)}.") from exc
+            raise evaluation_failed(exc) from exc
         loss = sum(p[0] for p in parts)
         correct = sum(p[1] for p in parts)
         total = sum(p[2] for p in parts)

@@ -21,7 +21,7 @@ from torch import nn
 
 from sparknet.data.dataframe import FeatureLayout, Report, decode_features
 from sparknet.engine.model_cache import cached_network
-from sparknet.engine.spark_runner import task_device
+from sparknet.engine.tasks import task_device
 from sparknet.errors import DataError
 from sparknet.flat import load_flat_state
 from sparknet.models.kinds import InputPrep, ModelKind

@@ -1,0 +1,88 @@
+"""What a Spark task runs on an executor, shared by the RDD and the DataFrame runner.
+
+Each task takes its network from the worker's cache, runs the pure worker functions of
+``engine.local_steps`` on the device Spark gave it, and a failure after Spark's retries becomes
+one ``TrainingError`` line that keeps the worker's exception as its cause.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sparknet.data.shards import Shard
+from sparknet.engine.local_steps import (
+    LocalPlan,
+    RoundState,
+    WorkerResult,
+    evaluate_shard,
+    run_local_steps,
+)
+from sparknet.engine.model_cache import cached_network
+from sparknet.errors import TrainingError
+from sparknet.models.kinds import InputPrep, ModelKind
+
+
+def task_device(preference: str) -> torch.device:
+    """The device for this task: the GPU Spark assigned to it, if asked for and present."""
+    if preference == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        gpus = context.resources().get("gpu") if context is not None else None
+        if gpus is not None and gpus.addresses:
+            return torch.device(f"cuda:{gpus.addresses[0]}")
+        return torch.device("cuda")
+    if preference == "cuda":
+        raise TrainingError("device 'cuda' was asked for but this executor has no CUDA device: "
+                            "use --device auto or cpu, or give executors GPUs")
+    return torch.device("cpu")
+
+
+def train_shard(model: ModelKind, index: int, shard: Shard, state: RoundState,
+                plan: LocalPlan, device: str) -> WorkerResult:
+    """One worker's round: tau local steps on its shard from the broadcast state."""
+    network = cached_network(model)
+    network.weights_token = None  # training changes the weights in place
+    return run_local_steps(network.module, network.layout, shard, state, plan,
+                           partition=index, device=task_device(device))
+
+
+def evaluate_one(model: ModelKind, shard: Shard, state: RoundState, prep: InputPrep, *,
+                 device: str, batch_size: int, threads: int) -> tuple[float, int, int]:
+    """(sum of losses, number correct, examples) of one test shard."""
+    network = cached_network(model)
+    network.weights_token = None
+    return evaluate_shard(network.module, network.layout, shard, state, prep,
+                          batch_size=batch_size, device=task_device(device), threads=threads)
+
+
+def worker_error_summary(exc: BaseException) -> str:
+    """The last exception line of a worker's Python traceback inside a Spark error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    grpc = [line for line in lines if line.startswith("details = ")]
+    if grpc:  # a Spark Connect call the server or the client refused
+        return grpc[0].removeprefix("details = ").strip('"')[:500]
+    candidates = [line for line in lines
+                  if ("Error" in line or "Exception" in line) and not line.startswith("at ")
+                  and "Traceback" not in line and not line.startswith("File ")]
+    for line in reversed(candidates):
+        if not line.startswith(("org.apache", "py4j", "pyspark.errors", "An exception")):
+            return line[:500]
+    return (lines[-1] if lines else type(exc).__name__)[:500]
+
+
+def preparing_failed(exc: BaseException) -> TrainingError:
+    return TrainingError("preparing the workers (loading shards, building the network) failed "
+                         f"after Spark's retries: {worker_error_summary(exc)}")
+
+
+def round_failed(round_index: int, exc: BaseException) -> TrainingError:
+    return TrainingError(f"round {round_index} failed after Spark's retries; the worker's "
+                         f"error: {worker_error_summary(exc)}.")
+
+
+def evaluation_failed(exc: BaseException) -> TrainingError:
+    return TrainingError("evaluation failed after Spark's retries; the worker's error: "
+                         f"{worker_error_summary(exc)}.")
