@@ -122,12 +122,6 @@ def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     from sparknet.data.sources import fashion_mnist_data
-    from sparknet.engine.spark_session import (
-        check_master,
-        check_remote,
-        get_or_create_session,
-        remote_session,
-    )
     from sparknet.engine.trainer import train
     from sparknet.models.registry import resolve_model
 
@@ -149,18 +143,10 @@ def run(args: argparse.Namespace) -> int:
     num_classes = parquet_input.check(args, config) if args.parquet is not None else 0
     if args.parquet is None:
         fashion_mnist.check_available(data_dir)
-    if args.remote is not None:
-        if args.master is not None:
-            raise ConfigError("--master and --remote are both given: a run uses a master or "
-                              "a Spark Connect server; drop one")
-        check_remote(args.remote)
-    else:
-        check_master(master)
+    open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}")
     replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
 
-    app_name = f"sparknet-{_slug(config.model)}"
-    spark = (remote_session(args.remote, app_name=app_name) if args.remote is not None
-             else get_or_create_session(master, app_name=app_name))
+    spark = open_session()
     if args.parquet is not None:
         data = parquet_input.load(spark, args, config, num_classes)
     else:
@@ -176,6 +162,25 @@ def run(args: argparse.Namespace) -> int:
           f"{final['wall_seconds']:.1f} s; test accuracy "
           f"{'n/a' if accuracy is None else f'{100 * accuracy:.2f}%'}; results in {output}")
     return 0
+
+
+def _session_opener(args: argparse.Namespace, master: str, *, app_name: str) -> Any:
+    """Checks the master or the Spark Connect URL now; opens the session when called."""
+    from sparknet.engine.spark_session import (
+        check_master,
+        check_remote,
+        get_or_create_session,
+        remote_session,
+    )
+
+    if args.remote is None:
+        check_master(master)
+        return lambda: get_or_create_session(master, app_name=app_name)
+    if args.master is not None:
+        raise ConfigError("--master and --remote are both given: a run uses a master or a "
+                          "Spark Connect server; drop one")
+    check_remote(args.remote)
+    return lambda: remote_session(args.remote, app_name=app_name)
 
 
 def _saved_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
