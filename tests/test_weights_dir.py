@@ -48,3 +48,25 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
         weights_dir.read(target)
     with pytest.raises(DataError, match="holds no sparknet checkpoint"):
         weights_dir.read(tmp_path)
+
+
+def test_latest_must_name_a_checkpoint_of_this_run(tmp_path):
+    weights_dir.save_checkpoint(tmp_path, _snapshot(1), round_index=1)
+    pointer = tmp_path / "checkpoints" / "LATEST"
+    for bad in ("../../elsewhere", "/etc", "round-1", "round-000001/.."):
+        pointer.write_text(bad)
+        with pytest.raises(DataError, match="not a checkpoint of this run"):
+            weights_dir.latest_checkpoint(tmp_path)
+    pointer.write_text("round-000001\n")
+    assert weights_dir.latest_checkpoint(tmp_path) == tmp_path / "checkpoints" / "round-000001"
+
+
+def test_a_cut_short_metrics_line_is_dropped_on_resume(tmp_path):
+    from sparknet.metrics import MetricsLog
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"round": 1, "x": 1}\n{"round": 2, "x": 2}\n{"round": 3, "x"')
+    log = MetricsLog(path)
+    log.load_existing(up_to_round=2)
+    assert [r["round"] for r in log.records] == [1, 2]
+    assert path.read_text() == '{"round": 1, "x": 1}\n{"round": 2, "x": 2}\n'

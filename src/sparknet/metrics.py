@@ -15,11 +15,19 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = []
 
     def load_existing(self, *, up_to_round: int) -> None:
-        """Keeps the records of rounds already done (on resume) and rewrites the file."""
+        """Keeps the records of rounds already done (on resume) and rewrites the file.
+
+        A line that is not a whole record (a write cut short by a kill) is dropped: the
+        checkpoint, not the log, says which rounds are done.
+        """
         if self.path.is_file():
-            for line in self.path.read_text().splitlines():
-                record = json.loads(line)
-                if record["round"] <= up_to_round:
+            for line in self.path.read_text(errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                    done = isinstance(record, dict) and int(record["round"]) <= up_to_round
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if done:
                     self.records.append(record)
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "optimizer.safetensors"
 META_FILE = "state.json"
 LATEST = "LATEST"
+_CHECKPOINT_NAME = re.compile(r"round-\d{6}")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ def write(directory: Path, contents: WeightsDir) -> None:
               str(tmp / MODEL_FILE))
     save_file({k: np.array(v, order="C") for k, v in contents.optimizer.items()},
               str(tmp / STATE_FILE))
+    for name in (MODEL_FILE, STATE_FILE):  # on disk before the rename makes them visible
+        _fsync_file(tmp / name)
     _write_json(tmp / META_FILE, contents.meta)
     _fsync_dir(tmp)
     if directory.exists():
@@ -116,7 +120,8 @@ def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"round-{round_index:06d}"
     write(target, contents)
-    _atomic_write_text(folder / LATEST, target.name)
+    atomic_write_text(folder / LATEST, target.name)
+    _fsync_dir(folder)  # the renamed LATEST survives a crash too
     for old in sorted(folder.glob("round-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     for stale in folder.glob(".round-*.tmp-*"):  # left by writers killed mid-way
@@ -125,10 +130,16 @@ def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint ``LATEST`` names; it must be a ``round-NNNNNN`` folder beside it."""
     pointer = Path(run_dir) / "checkpoints" / LATEST
     if not pointer.is_file():
         return None
-    return pointer.parent / pointer.read_text().strip()
+    name = pointer.read_text().strip()
+    if not _CHECKPOINT_NAME.fullmatch(name):
+        raise DataError(f"{pointer} names {name[:80]!r}, not a checkpoint of this run "
+                        "(round-NNNNNN): the run directory was changed; resume from a "
+                        "checkpoint inside it")
+    return pointer.parent / name
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -138,13 +149,19 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
         os.fsync(handle.fileno())
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replaces ``path`` with ``text`` so that a crash leaves the old or the new content."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def _fsync_dir(path: Path) -> None:

@@ -227,7 +227,8 @@ def _open_run(options: LoopOptions, config: TrainConfig) -> tuple[Path | None, M
         return None, None
     run_path = Path(options.run_dir)
     run_path.mkdir(parents=True, exist_ok=True)
-    (run_path / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    weights_dir.atomic_write_text(run_path / "config.json",
+                                  json.dumps(config.to_dict(), indent=2))
     return run_path, MetricsLog(run_path / "metrics.jsonl")
 
 
