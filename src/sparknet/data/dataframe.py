@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -466,8 +465,7 @@ def _frame_data(selected: DataFrame, plan: _ChunkPlan, *, spec: InputSpec, num_w
         frame.unpersist()
         raise
     shards = FrameShards(frame=frame, num_shards=num_workers,
-                         layout=ShardLayout(str(storage_dtype(plan.layout.kind)), spec.shape),
-                         token=uuid.uuid4().hex[:12])
+                         layout=ShardLayout(str(storage_dtype(plan.layout.kind)), spec.shape))
     return SparkData(train=shards, test=None, spec=spec, train_sizes=summary.shard_sizes,
                      test_size=0), summary
 

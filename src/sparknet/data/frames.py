@@ -9,7 +9,6 @@ data. Works on classic and Connect sessions alike; only DataFrame APIs are used.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,7 +40,6 @@ class FrameShards:
     frame: DataFrame
     num_shards: int
     layout: ShardLayout
-    token: str  # names this data in executors' logs and caches
 
     @property
     def session(self) -> SparkSession:
@@ -73,8 +71,7 @@ def frame_shards(spark: SparkSession, shards: list[Shard]) -> FrameShards:
     table = pa.concat_tables([chunk_table(i, s) for i, s in enumerate(shards)])
     frame = spark.createDataFrame(table).repartitionByRange(len(shards), "shard").cache()
     layout = ShardLayout(dtype=str(shards[0].features.dtype), shape=shards[0].features.shape[1:])
-    return FrameShards(frame=frame, num_shards=len(shards), layout=layout,
-                       token=uuid.uuid4().hex[:12])
+    return FrameShards(frame=frame, num_shards=len(shards), layout=layout)
 
 
 def read_shards(batches: Iterable[pa.RecordBatch], layout: ShardLayout
