@@ -63,3 +63,35 @@ def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]
         server.stop()
     assert not server.descendants(), "the Connect server left processes behind"
 
+
+
+@pytest.fixture()
+def stopped_run(fashion: dict[str, object]):
+    """Makes a run directory as ``sparknet train --train-limit 256`` leaves it when stopped
+    after 2 of 4 rounds (checkpoints each round), trained in-process without Spark."""
+    import numpy as np
+
+    from sparknet.cli.run_settings import DataSource, save_run_file
+    from sparknet.config import TrainConfig
+    from sparknet.data.shards import InputSpec
+    from sparknet.engine.loop import LoopOptions, run_rounds
+    from sparknet.engine.runner import InProcessRunner
+    from sparknet.models.registry import resolve_model
+
+    def make(run_dir: Path, *, data_dir: Path = FASHION_DIR, model: str = "lenet",
+             outer: str = "nesterov") -> Path:
+        train = fashion["train"]  # type: ignore[index]
+        arrays = (np.asarray(train.images[:256]), np.asarray(train.labels[:256]))
+        config = TrainConfig.from_dict({
+            "model": model, "checkpoint_every": 1, "outer": {"name": outer},
+            "engine": {"num_workers": 2, "tau": 2, "batch_size": 16, "rounds": 4,
+                       "eval_every": 0}})
+        runner = InProcessRunner(arrays, num_workers=2, seed=config.seed)
+        run_rounds(runner, config=config, model=resolve_model(model),
+                   spec=InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255),
+                   options=LoopOptions(run_dir=run_dir, stop=lambda r: r["round"] == 2))
+        save_run_file(run_dir, DataSource(kind="fashion-mnist", path=str(data_dir),
+                                          train_limit=256))
+        return run_dir
+
+    return make

@@ -14,10 +14,11 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sparknet.errors import ConfigError
+from sparknet.errors import ConfigError, DataError
 
 OptimizerName = Literal["sgd", "adam", "caffe"]
 MomentumPolicy = Literal["reset", "average"]
@@ -234,6 +235,32 @@ class TrainConfig:
             else:
                 kwargs[key] = value
         return build_section(cls, kwargs, prefix="")
+
+
+def config_from_file(data: Any, *, origin: str) -> TrainConfig:
+    """A configuration read back from a run's file; anything invalid names the file."""
+    try:
+        return TrainConfig.from_dict(data)
+    except ConfigError as exc:
+        raise DataError(f"{origin} holds no valid configuration ({exc}): the run directory "
+                        "was changed or is corrupt") from None
+
+
+def first_difference(a: dict[str, Any], b: dict[str, Any], *, skip: Collection[str] = (),
+                     prefix: str = "") -> str | None:
+    """The first dotted key whose value differs between two nested settings tables."""
+    for key in sorted(set(a) | set(b)):
+        dotted = f"{prefix}{key}"
+        if dotted in skip:
+            continue
+        left, right = a.get(key), b.get(key)
+        if isinstance(left, dict) and isinstance(right, dict):
+            found = first_difference(left, right, skip=skip, prefix=f"{dotted}.")
+            if found is not None:
+                return found
+        elif left != right:
+            return dotted
+    return None
 
 
 SECTIONS: dict[str, type[Any]] = {"engine": EngineConfig, "optimizer": OptimizerConfig,

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sparknet.weights_dir import open_new, replace_link
+
 
 class MetricsLog:
     """Appends one JSON object per round to ``metrics.jsonl``."""
@@ -15,26 +17,35 @@ class MetricsLog:
         self.records: list[dict[str, Any]] = []
 
     def load_existing(self, *, up_to_round: int) -> None:
-        """Keeps the records of rounds already done (on resume) and rewrites the file.
-
-        A line that is not a whole record (a write cut short by a kill) is dropped: the
-        checkpoint, not the log, says which rounds are done.
-        """
-        if self.path.is_file():
-            for line in self.path.read_text(errors="replace").splitlines():
-                try:
-                    record = json.loads(line)
-                    done = isinstance(record, dict) and int(record["round"]) <= up_to_round
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if done:
-                    self.records.append(record)
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.records))
+        """Keeps the records of rounds already done (on resume) and rewrites the file."""
+        self.records = [r for r in read_records(self.path) if r["round"] <= up_to_round]
+        self.path.unlink(missing_ok=True)  # a link is replaced, never written through
+        with open_new(self.path) as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in self.records))
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
-        with open(self.path, "a") as handle:
+        with open_new(self.path, append=True) as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The whole per-round records in ``path``, in order.
+
+    A line that is not a whole record (a write cut short by a kill, an edit) is dropped: the
+    checkpoint, not the log, says which rounds are done.
+    """
+    records: list[dict[str, Any]] = []
+    if not Path(path).is_file():
+        return records
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+            if isinstance(record, dict) and isinstance(record["round"], int):
+                records.append(record)
+        except (ValueError, KeyError):
+            continue
+    return records
 
 
 def plot_metrics(records: list[dict[str, Any]], path: Path, *, title: str = "sparknet") -> None:
@@ -60,5 +71,6 @@ def plot_metrics(records: list[dict[str, Any]], path: Path, *, title: str = "spa
             axes[row, col].set_xlabel(x_label)
             axes[row, col].grid(alpha=0.3)
     fig.suptitle(title)
+    replace_link(Path(path))
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -11,6 +11,7 @@ half-written one that loads.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -46,8 +47,7 @@ def write(directory: Path, contents: WeightsDir) -> None:
     """Writes a weights directory atomically (temporary sibling, then rename)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    _remove(tmp)
     tmp.mkdir(parents=True)
     # np.ascontiguousarray would turn 0-d tensors (BatchNorm's counter) into shape (1,).
     save_file({k: np.array(v, order="C") for k, v in contents.tensors.items()},
@@ -58,8 +58,7 @@ def write(directory: Path, contents: WeightsDir) -> None:
         _fsync_file(tmp / name)
     _write_json(tmp / META_FILE, contents.meta)
     _fsync_dir(tmp)
-    if directory.exists():
-        shutil.rmtree(directory)
+    _remove(directory)
     os.rename(tmp, directory)
     _fsync_dir(directory.parent)
 
@@ -117,6 +116,10 @@ def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
                     keep: int = 2) -> Path:
     """Writes ``checkpoints/round-NNNNNN``, points ``LATEST`` at it, keeps the newest ``keep``."""
     folder = Path(run_dir) / "checkpoints"
+    if folder.is_symlink():
+        raise DataError(f"{folder} is a symbolic link: sparknet writes checkpoints only inside "
+                        "the run directory; make it a real folder (or link the whole run "
+                        "directory instead)")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"round-{round_index:06d}"
     write(target, contents)
@@ -150,13 +153,44 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replaces ``path`` with ``text`` so that a crash leaves the old or the new content."""
+    """Replaces ``path`` with ``text`` so that a crash leaves the old or the new content.
+
+    A link at ``path`` is replaced, not written through.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as handle:
+    tmp.unlink(missing_ok=True)
+    with open_new(tmp) as handle:
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def open_new(path: Path, *, append: bool = False) -> Any:
+    """Opens a file for writing without following a link at ``path`` (a link out of the run
+    directory would make sparknet overwrite a file elsewhere): ELOOP becomes a DataError."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_EXCL)
+    try:
+        return os.fdopen(os.open(path, flags, 0o644), "a" if append else "w")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise DataError(f"{path} is a symbolic link: sparknet does not write through links "
+                            "in a run directory; remove it") from None
+        raise
+
+
+def replace_link(path: Path) -> None:
+    """Removes a link where sparknet is about to write a file of its own."""
+    if path.is_symlink():
+        path.unlink()
+
+
+def _remove(path: Path) -> None:
+    """Removes a folder, or a link in its place (never the folder a link points to)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _fsync_file(path: Path) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from sparknet.errors import SparknetError
 
@@ -14,10 +16,17 @@ Handler = Callable[[argparse.Namespace], int]
 SUBCOMMANDS = ("train", "env", "simulate", "export_onnx", "caffe")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors are one line too, naming the flag and where to read about it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"sparknet: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="sparknet",
         description="Train PyTorch networks on data in Spark with SparkNet's parallel SGD.",
     )
@@ -27,7 +36,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_interrupts(record: logging.LogRecord) -> bool:
+    """Drops py4j's logged traceback of a Ctrl-C that arrived mid-call: the CLI says it once."""
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Libraries that log through the root logger (py4j does) get one plain handler, filtered.
+    logging.basicConfig(format="sparknet: %(levelname)s: %(message)s")
+    for log_handler in logging.getLogger().handlers:
+        log_handler.addFilter(_quiet_interrupts)
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler

@@ -15,22 +15,42 @@ from sparknet.errors import ConfigError
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from sparknet.cli.run_settings import DataSource
     from sparknet.config import TrainConfig
     from sparknet.data.sources import SparkData
+    from sparknet.models.kinds import ModelKind
 
 
 def add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("Parquet input (instead of Fashion-MNIST)")
     group.add_argument("--parquet", type=Path, default=None, metavar="PATH",
                        help="train on this Parquet file or folder")
-    group.add_argument("--features", default="features", metavar="COL",
+    group.add_argument("--features", default=None, metavar="COL",
                        help="features column of --parquet (default features)")
-    group.add_argument("--label", default="label", metavar="COL",
+    group.add_argument("--label", default=None, metavar="COL",
                        help="label column of --parquet (default label)")
-    group.add_argument("--input-shape", type=_shape, default=(1, 28, 28), metavar="C,H,W",
+    group.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                        help="shape of one example as network input (default 1,28,28)")
     group.add_argument("--num-classes", type=int, default=None, metavar="N",
                        help="number of classes (default: the network's number of outputs)")
+
+
+DEFAULT_COLUMNS: dict[str, Any] = {"features": "features", "label": "label",
+                                   "input_shape": [1, 28, 28], "num_classes": None}
+
+
+def given_columns(args: argparse.Namespace) -> dict[str, Any]:
+    """The Parquet options named on the command line (a resumed run compares them)."""
+    given = {key: getattr(args, key) for key in DEFAULT_COLUMNS
+             if getattr(args, key) is not None}
+    if "input_shape" in given:
+        given["input_shape"] = list(given["input_shape"])
+    return given
+
+
+def columns(args: argparse.Namespace) -> dict[str, Any]:
+    """Every Parquet option, defaults filled in: saved with the run (plain JSON)."""
+    return {**DEFAULT_COLUMNS, **given_columns(args)}
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -43,34 +63,38 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def check(args: argparse.Namespace, config: TrainConfig) -> int:
+def check(source: DataSource, model: ModelKind) -> int:
     """Cheap checks before Spark starts; returns the number of classes."""
     from sparknet.ml.estimator import network_outputs
-    from sparknet.models.registry import resolve_model
+    from sparknet.models.kinds import check_output_shape
 
-    if not Path(args.parquet).exists():
-        raise ConfigError(f"--parquet {args.parquet} does not exist: give a Parquet file or "
+    if not Path(source.path).exists():
+        raise ConfigError(f"--parquet {source.path} does not exist: give a Parquet file or "
                           "folder")
-    model = resolve_model(config.model)
-    outputs = network_outputs(model, model.network_shape(args.input_shape))
-    if args.num_classes is not None and args.num_classes != outputs:
-        raise ConfigError(f"--num-classes {args.num_classes} but network {config.model!r} has "
+    shape = tuple(source.columns["input_shape"])
+    outputs = network_outputs(model, model.network_shape(shape))
+    wanted = source.columns["num_classes"]
+    if wanted is not None and wanted != outputs:
+        raise ConfigError(f"--num-classes {wanted} but network {model.key!r} has "
                           f"{outputs} outputs: drop --num-classes or use another network")
+    check_output_shape(model, shape, outputs)
     return outputs
 
 
-def load(spark: SparkSession, args: argparse.Namespace, config: TrainConfig,
+def load(spark: SparkSession, source: DataSource, config: TrainConfig,
          num_classes: int) -> SparkData:
     """Validates the Parquet data and caches it as K shards (raises DataError on bad rows)."""
     from sparknet.data.dataframe import check_columns, dataframe_data, default_scale
     from sparknet.data.shards import InputSpec
 
-    df = spark.read.parquet(str(args.parquet))
-    kind = check_columns(df, features=args.features, label=args.label)
-    spec = InputSpec(shape=args.input_shape, num_classes=num_classes, scale=default_scale(kind))
-    data, summary = dataframe_data(df, features=args.features, label=args.label, spec=spec,
+    features, label = source.columns["features"], source.columns["label"]
+    df = spark.read.parquet(source.path)
+    kind = check_columns(df, features=features, label=label)
+    spec = InputSpec(shape=tuple(source.columns["input_shape"]), num_classes=num_classes,
+                     scale=default_scale(kind))
+    data, summary = dataframe_data(df, features=features, label=label, spec=spec,
                                    num_workers=config.engine.num_workers,
                                    batch_size=config.engine.batch_size)
     print(f"parquet: {sum(summary.shard_sizes):,} rows in {len(summary.shard_sizes)} shards "
-          f"from {args.parquet}")
+          f"from {source.path}")
     return data

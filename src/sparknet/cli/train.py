@@ -13,9 +13,24 @@ from pathlib import Path
 from typing import Any
 
 from sparknet.cli import parquet_input
-from sparknet.config import TrainConfig
+from sparknet.cli.run_settings import (
+    DEFAULT_START_TIMEOUT,
+    DataSource,
+    RunSettings,
+    absolute,
+    check_limits,
+    check_run_table,
+    check_writable,
+    default_master,
+    positive_int,
+    positive_seconds,
+    save_run_file,
+    saved_data_source,
+)
+from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data import fashion_mnist
-from sparknet.errors import ConfigError
+from sparknet.errors import ConfigError, DataError
+from sparknet.models.kinds import ModelKind, check_output_shape
 from sparknet.settings import train_settings
 
 
@@ -55,9 +70,10 @@ def register(commands: Any) -> None:
         "train", help="train a network with SparkNet's parallel SGD",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, help="TOML file with [engine], [optimizer], "
-                        "[outer] tables and top-level model/seed (flags override it)")
+                        "[outer] and [run] tables and top-level model/seed (flags override it)")
     parser.add_argument("--master", default=None,
-                        help="Spark master URL (default local[K] with K = --num-workers)")
+                        help="Spark master URL (default local[K,4]: K threads, each failed "
+                             "task tried up to 4 times)")
     parser.add_argument("--remote", default=None, metavar="sc://HOST:PORT",
                         help="train through a Spark Connect server instead of a master")
     parser.add_argument("--state-dir", default=None, metavar="DIR",
@@ -65,26 +81,30 @@ def register(commands: Any) -> None:
                              "round's state of networks too large to travel in the plan")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help=f"Fashion-MNIST folder (default {fashion_mnist.DEFAULT_DIR})")
-    parser.add_argument("--train-limit", type=int, default=None,
+    parser.add_argument("--train-limit", type=positive_int, default=None, metavar="N",
                         help="use only the first N training examples (quick runs)")
-    parser.add_argument("--test-limit", type=int, default=None,
+    parser.add_argument("--test-limit", type=positive_int, default=None, metavar="N",
                         help="use only the first N test examples")
     parser.add_argument("--output", type=Path, default=None,
                         help="run directory for metrics, checkpoints and the result "
                              "(default runs/<model>-K<K>-tau<tau>)")
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
-                        help="continue the run in DIR from its latest checkpoint")
+                        help="continue the run in DIR from its latest checkpoint, with its saved "
+                             "settings and data (only --rounds may change)")
     parser.add_argument("--replay-tau", type=Path, default=None, metavar="RUN_DIR",
                         help="replay the per-round tau decisions of an earlier run "
                              "(its final/state.json) to repeat it bit for bit")
+    parser.add_argument("--start-timeout", type=positive_seconds, default=None, metavar="S",
+                        help="seconds to wait for Spark to start and an executor to register "
+                             f"(default {DEFAULT_START_TIMEOUT:.0f})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parquet_input.add_arguments(parser)
     add_setting_flags(parser)
     parser.set_defaults(handler=run)
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
-    """The TrainConfig from defaults < TOML < flags, and the file's [run] table."""
+def given_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The settings the TOML file and the flags give (flags win), and the file's [run] table."""
     values: dict[str, Any] = {}
     run_table: dict[str, Any] = {}
     if args.config is not None:
@@ -104,96 +124,207 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, A
     if solver_file is not None:
         from sparknet.caffe.model_kind import apply_solver
 
-        values = apply_solver(values, solver_file,
-                              input_shape=getattr(args, "input_shape", (1, 28, 28)))
+        values = apply_solver(values, solver_file, input_shape=args.input_shape or (1, 28, 28))
+    return values, run_table
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, Any]]:
+    """The TrainConfig from defaults < TOML < flags, and the file's [run] table."""
+    values, run_table = given_values(args)
     return TrainConfig.from_dict(values), run_table
 
 
 def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder: give the TOML file itself")
     try:
-        data = tomllib.loads(Path(path).read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist: check the --config path") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text: give a TOML file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read ({exc.strerror or exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-    run_table = data.pop("run", {})
+    run_table = check_run_table(data.pop("run", {}), str(path))
     return data, run_table
 
 
 def run(args: argparse.Namespace) -> int:
     from sparknet.data.sources import fashion_mnist_data
     from sparknet.engine.trainer import train
-    from sparknet.models.registry import resolve_model
 
     if args.resume is not None:
-        output = Path(args.resume)
-        config, run_table = _saved_config(output, args), dict[str, Any]()
+        config, model, settings = _resumed_run(args)
     else:
-        config, run_table = config_from_args(args)
-        output = args.output or Path(run_table.get("output") or
-                                     f"runs/{_slug(config.model)}-K{config.engine.num_workers}"
-                                     f"-tau{config.engine.tau}")
-    data_dir = args.data_dir or Path(run_table.get("data_dir", fashion_mnist.DEFAULT_DIR))
-    master = args.master or run_table.get("master") or f"local[{config.engine.num_workers}]"
-    train_limit = args.train_limit or run_table.get("train_limit")
-    test_limit = args.test_limit or run_table.get("test_limit")
-
-    # Validate everything cheap before Spark starts.
-    resolve_model(config.model).local_optimizer(config.optimizer)
-    num_classes = parquet_input.check(args, config) if args.parquet is not None else 0
-    if args.parquet is None:
-        fashion_mnist.check_available(data_dir)
-    open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}")
+        config, model, settings = _new_run(args)
+    data_source = settings.data
+    check_limits(data_source, num_workers=config.engine.num_workers,
+                 batch_size=config.engine.batch_size)
+    model.local_optimizer(config.optimizer)
+    if data_source.kind == "parquet":
+        num_classes = parquet_input.check(data_source, model)
+    else:
+        fashion_mnist.check_available(data_source.path)
+        num_classes = fashion_mnist.NUM_CLASSES
+        check_output_shape(model, fashion_mnist.SHAPE, num_classes)
+    check_writable(settings.output)
+    master = settings.master or default_master(config.engine.num_workers)
+    open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}",
+                                   timeout=settings.start_timeout,
+                                   log_file=settings.output / "spark.log")
     replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
+    if args.resume is None:
+        save_run_file(settings.output, data_source)
 
     spark = open_session()
-    if args.parquet is not None:
-        data = parquet_input.load(spark, args, config, num_classes)
+    if data_source.kind == "parquet":
+        data = parquet_input.load(spark, data_source, config, num_classes)
     else:
         data = fashion_mnist_data(spark, num_workers=config.engine.num_workers,
-                                  seed=config.seed, data_dir=data_dir, train_limit=train_limit,
-                                  test_limit=test_limit)
-    result = train(data, config=config, run_dir=output, resume=args.resume is not None,
-                   state_dir=args.state_dir,
+                                  seed=config.seed, data_dir=data_source.path,
+                                  train_limit=data_source.train_limit,
+                                  test_limit=data_source.test_limit)
+    result = train(data, config=config, model=model, run_dir=settings.output,
+                   resume=args.resume is not None, state_dir=args.state_dir,
                    progress=not args.no_progress, tau_decisions=replayed)
     final = result.metrics[-1]
     accuracy = result.final_accuracy
     print(f"done: {final['round']} rounds, {final['samples']:,} samples in "
           f"{final['wall_seconds']:.1f} s; test accuracy "
-          f"{'n/a' if accuracy is None else f'{100 * accuracy:.2f}%'}; results in {output}")
+          f"{'n/a' if accuracy is None else f'{100 * accuracy:.2f}%'}; results in "
+          f"{settings.output}")
     return 0
 
 
-def _session_opener(args: argparse.Namespace, master: str, *, app_name: str) -> Any:
+def _new_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunSettings]:
+    from sparknet.models.registry import resolve_model
+
+    config, table = config_from_args(args)
+    output = args.output or Path(table.get("output") or
+                                 f"runs/{_slug(config.model)}-K{config.engine.num_workers}"
+                                 f"-tau{config.engine.tau}")
+    return config, resolve_model(config.model), RunSettings(
+        output=Path(output), master=args.master or table.get("master"),
+        data=_data_source(args, table),
+        start_timeout=args.start_timeout or table.get("start_timeout", DEFAULT_START_TIMEOUT))
+
+
+def _data_source(args: argparse.Namespace, table: dict[str, Any]) -> DataSource:
+    train_limit = _first(args.train_limit, table.get("train_limit"))
+    test_limit = _first(args.test_limit, table.get("test_limit"))
+    if args.parquet is not None:
+        if train_limit is not None or test_limit is not None:
+            raise ConfigError("--train-limit and --test-limit apply to Fashion-MNIST, not to "
+                              "--parquet: filter the table instead")
+        return DataSource(kind="parquet", path=absolute(args.parquet),
+                          columns=parquet_input.columns(args))
+    data_dir = _first(args.data_dir, table.get("data_dir"), fashion_mnist.DEFAULT_DIR)
+    return DataSource(kind="fashion-mnist", path=absolute(data_dir), train_limit=train_limit,
+                      test_limit=test_limit)
+
+
+def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunSettings]:
+    """The saved configuration and data hold; a flag that changes them is refused by name.
+
+    Only --rounds may change (to extend a run); the master, the progress bar and timeouts are
+    not part of the run and may differ.
+    """
+    from sparknet.engine.loop import check_resumable
+    from sparknet.models.registry import resolve_saved_model
+
+    run_dir = Path(args.resume)
+    saved_file = run_dir / "config.json"
+    if not saved_file.is_file():
+        raise ConfigError(f"cannot resume: {saved_file} does not exist; give the run directory "
+                          "of an earlier 'sparknet train'")
+    try:
+        saved_values = json.loads(saved_file.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{saved_file} cannot be read ({exc}): the run directory is corrupt"
+                        ) from None
+    saved = config_from_file(saved_values, origin=str(saved_file))
+    given, table = given_values(args)
+    rounds = given.get("engine", {}).pop("rounds", None)
+    changed = first_difference(saved.to_dict(), TrainConfig.from_dict(
+        _overlay(saved.to_dict(), given)).to_dict())
+    if changed is not None:
+        raise ConfigError(f"--resume: {changed} differs from the run's saved value in "
+                          f"{saved_file}; a resumed run keeps its settings (only --rounds may "
+                          "change)")
+    if rounds is not None:
+        saved = TrainConfig.from_dict(_overlay(saved.to_dict(), {"engine": {"rounds": rounds}}))
+    data = saved_data_source(run_dir)
+    _check_same_data(data, _data_source_given(args, table))
+    for name, value in (("--output", args.output or table.get("output")),):
+        if value is not None and Path(value).resolve() != run_dir.resolve():
+            raise ConfigError(f"{name} {value} is not the resumed run {run_dir}: drop {name}")
+    model = resolve_saved_model(saved.model, origin=str(saved_file), given=given.get("model"))
+    check_resumable(run_dir, saved, model)
+    return saved, model, RunSettings(
+        output=run_dir, master=args.master or table.get("master"), data=data,
+        start_timeout=args.start_timeout or table.get("start_timeout", DEFAULT_START_TIMEOUT))
+
+
+def _data_source_given(args: argparse.Namespace, table: dict[str, Any]) -> dict[str, Any]:
+    """The data settings named on this command line or in its [run] table (not defaults)."""
+    given = {"train_limit": _first(args.train_limit, table.get("train_limit")),
+             "test_limit": _first(args.test_limit, table.get("test_limit"))}
+    data_dir = _first(args.data_dir, table.get("data_dir"))
+    if data_dir is not None:
+        given["path"] = absolute(data_dir)
+    if args.parquet is not None:
+        given["path"] = absolute(args.parquet)
+    given["columns"] = parquet_input.given_columns(args)
+    return {k: v for k, v in given.items() if v not in (None, {})}
+
+
+def _check_same_data(saved: DataSource, given: dict[str, Any]) -> None:
+    flags = {"path": "--parquet" if saved.kind == "parquet" else "--data-dir",
+             "train_limit": "--train-limit", "test_limit": "--test-limit"}
+    pairs = [(flags[key], getattr(saved, key), value) for key, value in given.items()
+             if key != "columns"]
+    pairs += [(f"--{key.replace('_', '-')}", saved.columns.get(key), value)
+              for key, value in given.get("columns", {}).items()]
+    for flag, current, value in pairs:
+        if current != value:
+            raise ConfigError(f"--resume: {flag} {value} differs from the run's {current} "
+                              "(its run.json); a resumed run trains on the same data")
+
+
+def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        merged[key] = (_overlay(base[key], value) if isinstance(value, dict) and
+                       isinstance(base.get(key), dict) else value)
+    return merged
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+def _session_opener(args: argparse.Namespace, master: str, *, app_name: str,
+                    timeout: float, log_file: Path) -> Any:
     """Checks the master or the Spark Connect URL now; opens the session when called."""
     from sparknet.engine.spark_session import (
         check_master,
         check_remote,
-        get_or_create_session,
         remote_session,
+        start_session,
     )
 
     if args.remote is None:
         check_master(master)
-        return lambda: get_or_create_session(master, app_name=app_name)
+        return lambda: start_session(master, app_name=app_name, timeout=timeout,
+                                     log_file=log_file)
     if args.master is not None:
         raise ConfigError("--master and --remote are both given: a run uses a master or a "
                           "Spark Connect server; drop one")
     check_remote(args.remote)
     return lambda: remote_session(args.remote, app_name=app_name)
-
-
-def _saved_config(run_dir: Path, args: argparse.Namespace) -> TrainConfig:
-    """On resume the saved configuration holds; only --rounds may extend it."""
-    saved = run_dir / "config.json"
-    if not saved.is_file():
-        raise ConfigError(f"cannot resume: {saved} does not exist; give the run directory "
-                          "of an earlier 'sparknet train'")
-    values = json.loads(saved.read_text())
-    rounds = getattr(args, "setting:engine.rounds")
-    if rounds is not None:
-        values["engine"]["rounds"] = rounds
-    return TrainConfig.from_dict(values)
 
 
 def replayed_tau(run_dir: Path) -> list[int]:

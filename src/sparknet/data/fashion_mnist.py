@@ -12,6 +12,8 @@ import numpy as np
 from sparknet.errors import DataError
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
+SHAPE = (1, 28, 28)  # one example as stored: grey 28 x 28 pixels
+NUM_CLASSES = 10
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),

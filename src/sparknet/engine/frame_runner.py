@@ -34,6 +34,7 @@ from sparknet.engine.tasks import (
     evaluate_one,
     evaluation_failed,
     preparing_failed,
+    retry_policy,
     round_failed,
     train_shard,
 )
@@ -212,6 +213,7 @@ class FrameRunner:
         self.device = device
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self._model: ModelKind | None = None
+        self._retries = retry_policy(None, None)  # a Connect client cannot see the master
 
     @property
     def num_workers(self) -> int:
@@ -253,7 +255,7 @@ class FrameRunner:
                 if shards is not None:
                     shards.frame.mapInArrow(prepare, "rows long").toArrow()
         except Exception as exc:
-            raise preparing_failed(exc) from exc
+            raise preparing_failed(exc, self._retries) from exc
 
     def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
         model, device, layout = self._model, self.device, self.train.layout
@@ -274,7 +276,7 @@ class FrameRunner:
             return tree_sum_frame(results, count=self.train.num_shards, fan_in=fan_in,
                                   files=files)
         except Exception as exc:
-            raise round_failed(plan.round_index, exc) from exc
+            raise round_failed(plan.round_index, exc, self._retries) from exc
         finally:
             if files is not None:
                 files.remove()
@@ -299,7 +301,7 @@ class FrameRunner:
         try:
             table = self.test.frame.mapInArrow(evaluate_partition, EVAL_SCHEMA).toArrow()
         except Exception as exc:
-            raise evaluation_failed(exc) from exc
+            raise evaluation_failed(exc, self._retries) from exc
         parts = sorted(zip(*(table.column(c).to_pylist()
                              for c in ("shard", "loss", "correct", "count")), strict=True))
         total = sum(p[3] for p in parts)  # summed in shard order, as the classic runner does

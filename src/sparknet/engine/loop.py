@@ -19,17 +19,17 @@ import torch
 from torch import nn
 
 from sparknet import weights_dir
-from sparknet.config import TrainConfig
+from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data.shards import InputSpec
 from sparknet.engine.aggregate import apply_round
 from sparknet.engine.local_steps import LocalPlan, WorkerResult
 from sparknet.engine.runner import Runner
 from sparknet.engine.state import TrainState
 from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
-from sparknet.errors import ConfigError, TrainingError
+from sparknet.errors import ConfigError, DataError, TrainingError
 from sparknet.flat import FlatLayout, flatten_state, load_flat_state
 from sparknet.metrics import MetricsLog, plot_metrics
-from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind
+from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind, check_output_shape
 
 Record = dict[str, Any]
 
@@ -158,11 +158,12 @@ class _Run:
                 spec: InputSpec, options: LoopOptions) -> tuple[_Run, TrainState]:
         """The fixed parts and the starting state (restored from a checkpoint on resume)."""
         optimizer, prep = model.local_optimizer(config.optimizer), model.input_prep(spec)
+        check_output_shape(model, spec.shape, spec.num_classes)
         layout, floats, ints = initial_state(model, config.seed)
         state = TrainState.initial(config, floats, ints)
         run_path, log = _open_run(options, config)
         if run_path is not None and options.resume:
-            state = _restore(run_path, config, layout)
+            state = _restore(run_path, config, layout, fresh=state)
         if log is not None:
             log.load_existing(up_to_round=state.round_index)
         schedule = TauSchedule(tau_policy(config),
@@ -299,17 +300,65 @@ def _meta(config: TrainConfig, model: ModelKind) -> Record:
             "versions": versions()}
 
 
-def _restore(run_path: Path, config: TrainConfig, layout: FlatLayout) -> TrainState:
+def check_resumable(run_dir: Path, config: TrainConfig, model: ModelKind) -> int:
+    """Checks, before any Spark job, that ``run_dir``'s latest checkpoint can continue with
+    ``config``; returns the number of rounds it has done. Raises one-line errors."""
+    layout, floats, ints = initial_state(model, config.seed)
+    return _restore(Path(run_dir), config, layout,
+                    fresh=TrainState.initial(config, floats, ints)).round_index
+
+
+def _restore(run_path: Path, config: TrainConfig, layout: FlatLayout,
+             fresh: TrainState) -> TrainState:
+    """The state of the run's latest checkpoint, checked field by field against this run."""
     latest = weights_dir.latest_checkpoint(run_path)
     if latest is None:
         raise ConfigError(f"cannot resume: {run_path} has no checkpoint (checkpoints/LATEST); "
                           "start a new run without --resume")
     contents = weights_dir.read(latest)
-    saved = TrainConfig.from_dict(contents.meta["config"])
+    origin = str(latest / weights_dir.META_FILE)
+    saved = config_from_file(contents.meta.get("config"), origin=origin)
     if replace(saved, engine=replace(saved.engine, rounds=config.engine.rounds)) != config:
-        raise ConfigError(f"cannot resume {run_path}: its configuration differs from this one "
-                          "(only engine.rounds may change); resume with the saved config.json")
-    return TrainState.from_weights_dir(contents, layout, origin=str(latest))
+        field_name = first_difference(saved.to_dict(), config.to_dict(), skip={"engine.rounds"})
+        raise ConfigError(f"cannot resume {run_path}: its {field_name} differs from this "
+                          "run's (only engine.rounds may change); resume with the saved "
+                          "config.json")
+    state = TrainState.from_weights_dir(contents, layout, origin=str(latest))
+    _check_progress(state, fresh, config, latest)
+    return state
+
+
+def _check_progress(state: TrainState, fresh: TrainState, config: TrainConfig,
+                    latest: Path) -> None:
+    """A checkpoint's counters and optimizer tensors must agree with its name and the plan."""
+    origin = latest / weights_dir.META_FILE
+    done = state.round_index
+    if latest.name != f"round-{done:06d}":
+        raise DataError(f"{origin}: round {done} does not match the checkpoint's name "
+                        f"{latest.name}: the run directory was changed; resume from a "
+                        "checkpoint sparknet wrote")
+    if done > config.engine.rounds:
+        raise ConfigError(f"the run already did {done} rounds, more than rounds="
+                          f"{config.engine.rounds}: give --rounds {done} or more to resume it")
+    taus = state.tau_decisions
+    if len(taus) < done or min(taus, default=1) < 1 or sum(taus[:done]) != state.step_offset \
+            or state.samples < 0 or not 0 <= state.wall_seconds < float("inf"):
+        raise DataError(f"{origin}: step_offset, samples, wall_seconds or tau_decisions do not "
+                        f"fit {done} rounds: the checkpoint was changed; resume from one "
+                        "sparknet wrote")
+    for name, found, expected in (
+            ("worker_momentum", state.momentum, fresh.momentum),
+            ("outer_momentum", state.outer.momentum, fresh.outer.momentum)):
+        found_shape = None if found is None else (found.shape, found.dtype)
+        expected_shape = None if expected is None else (expected.shape, expected.dtype)
+        if found_shape != expected_shape:
+            raise DataError(f"{latest / weights_dir.STATE_FILE}: tensor {name} is "
+                            f"{_describe(found_shape)}, this run needs "
+                            f"{_describe(expected_shape)}: the checkpoint was changed")
+
+
+def _describe(shape: tuple[Any, Any] | None) -> str:
+    return "absent" if shape is None else f"{shape[1]} of shape {shape[0]}"
 
 
 def write_result(run_path: Path, result: TrainResult) -> None:

@@ -20,6 +20,7 @@ from sparknet.engine.tasks import (
     evaluate_one,
     evaluation_failed,
     preparing_failed,
+    retry_policy,
     round_failed,
     train_shard,
 )
@@ -39,6 +40,9 @@ class SparkRunner:
         self._model: ModelKind | None = None
         self._broadcast: Broadcast[RoundState] | None = None
         self._broadcast_of: RoundState | None = None
+        context = train.context
+        self._retries = retry_policy(context.master,
+                                     context.getConf().get("spark.task.maxFailures"))
 
     @property
     def num_workers(self) -> int:
@@ -68,7 +72,7 @@ class SparkRunner:
                 if shards is not None:
                     shards.map_shards(prepare).collect()
         except Exception as exc:
-            raise preparing_failed(exc) from exc
+            raise preparing_failed(exc, self._retries) from exc
 
     def _state(self, state: RoundState) -> Broadcast[RoundState]:
         """One broadcast per driver state, shared by a round's tasks and the evaluation."""
@@ -89,7 +93,7 @@ class SparkRunner:
             return tree_sum(self.train.map_shards(train_one),
                             num_partitions=self.train.num_shards, fan_in=fan_in)
         except Exception as exc:
-            raise round_failed(plan.round_index, exc) from exc
+            raise round_failed(plan.round_index, exc, self._retries) from exc
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int) -> tuple[float, float]:
@@ -103,7 +107,7 @@ class SparkRunner:
         try:
             parts = self.test.map_shards(evaluate_shard).collect()
         except Exception as exc:
-            raise evaluation_failed(exc) from exc
+            raise evaluation_failed(exc, self._retries) from exc
         loss = sum(p[0] for p in parts)
         correct = sum(p[1] for p in parts)
         total = sum(p[2] for p in parts)

@@ -7,10 +7,16 @@ import os
 import re
 import socket
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+from urllib.parse import urlparse
 
-from sparknet.errors import ConfigError
+from sparknet.errors import ConfigError, TrainingError
+from sparknet.weights_dir import replace_link
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -19,25 +25,49 @@ _LOCAL = re.compile(r"^local(\[(\*|\d+)(,\s*\d+)?\])?$")
 
 
 def check_master(master: str) -> None:
-    """Validates a master URL; for ``spark://`` masters, checks the port answers."""
-    if _LOCAL.match(master) or master.startswith("local-cluster[") or master in ("yarn",):
+    """Validates a master URL before Spark starts; for network masters, checks the port answers."""
+    local = _LOCAL.match(master)
+    if local:
+        threads, failures = local.group(2), (local.group(3) or "").strip(", ")
+        if threads == "0" or failures == "0":
+            what = "threads" if threads == "0" else "task attempts"
+            raise ConfigError(f"master {master!r} asks for zero {what}: use local[K] with "
+                              "K >= 1 (local[K,4] retries each failed task)")
+        return
+    if master.startswith("local-cluster["):
+        return
+    if master == "yarn":
+        if not (os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")):
+            raise ConfigError("master 'yarn' needs HADOOP_CONF_DIR or YARN_CONF_DIR set to the "
+                              "folder of the cluster's configuration files")
         return
     if master.startswith("k8s://"):
+        api = master.removeprefix("k8s://")
+        parsed = urlparse(api if "://" in api else f"https://{api}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(f"master {master!r} is not of the form k8s://https://HOST:PORT "
+                              "(the Kubernetes API server)")
+        _check_port(master, parsed.hostname,
+                    parsed.port or (443 if parsed.scheme == "https" else 80))
         return
     if master.startswith("spark://"):
         for hostport in master.removeprefix("spark://").split(","):
             host, _, port = hostport.rpartition(":")
             if not host or not port.isdigit():
                 raise ConfigError(f"master {master!r} is not of the form spark://HOST:PORT")
-            try:
-                with socket.create_connection((host, int(port)), timeout=5):
-                    pass
-            except OSError as exc:
-                raise ConfigError(f"cannot reach Spark master {master} ({exc.strerror or exc}): "
-                                  "start the master or fix --master") from None
+            _check_port(master, host, int(port))
         return
     raise ConfigError(f"master {master!r} is not a Spark master URL: use local[K], "
                       "spark://HOST:PORT, yarn or k8s://...")
+
+
+def _check_port(master: str, host: str, port: int) -> None:
+    try:
+        with socket.create_connection((host, port), timeout=5):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"cannot reach Spark master {master} ({exc.strerror or exc}): "
+                          "start the master or fix --master") from None
 
 
 def check_remote(url: str) -> None:
@@ -81,12 +111,20 @@ def _worker_python(master: str) -> Iterator[None]:
 
 
 def get_or_create_session(master: str, *, app_name: str = "sparknet",
-                          extra_conf: dict[str, str] | None = None) -> SparkSession:
-    """A SparkSession with settings suited to round-based training."""
+                          extra_conf: dict[str, str] | None = None,
+                          log_file: Path | None = None) -> SparkSession:
+    """A SparkSession with settings suited to round-based training.
+
+    With ``log_file``, the driver JVM's log goes there instead of the terminal (the command
+    line's choice: its own messages are the one-line ones).
+    """
     check_master(master)
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.master(master).appName(app_name)
+    if log_file is not None:
+        builder = builder.config("spark.driver.extraJavaOptions",
+                                 f"-Dlog4j2.configurationFile=file:{_log_config(log_file)}")
     conf = {
         "spark.python.worker.reuse": "true",  # keeps the per-worker model cache warm
         "spark.ui.showConsoleProgress": "false",
@@ -101,3 +139,74 @@ def get_or_create_session(master: str, *, app_name: str = "sparknet",
         session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def _log_config(log_file: Path) -> Path:
+    """A log4j2 configuration that writes every JVM log line to ``log_file``."""
+    replace_link(Path(log_file))  # never log through a link out of the run directory
+    folder = Path(tempfile.mkdtemp(prefix="sparknet-log4j2-"))
+    config = folder / "log4j2.properties"
+    config.write_text("\n".join([
+        "rootLogger.level = warn",
+        "rootLogger.appenderRef.file.ref = file",
+        "appender.file.type = File",
+        "appender.file.name = file",
+        f"appender.file.fileName = {Path(log_file).resolve()}",
+        "appender.file.layout.type = PatternLayout",
+        "appender.file.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex",
+        ""]))
+    return config
+
+
+def start_session(master: str, *, app_name: str, timeout: float,
+                  log_file: Path | None = None) -> SparkSession:
+    """``get_or_create_session`` that gives up after ``timeout`` seconds, in one line.
+
+    A master that accepts connections but never registers the application, or a cluster
+    with no worker able to host an executor, would otherwise hang or end in a JVM traceback.
+    """
+    outcome: dict[str, object] = {}
+
+    def create() -> None:
+        try:
+            outcome["session"] = get_or_create_session(master, app_name=app_name,
+                                                       log_file=log_file)
+        except Exception as exc:  # noqa: BLE001 - reported below as one line
+            outcome["error"] = exc
+
+    starter = threading.Thread(target=create, name="sparknet-session-start", daemon=True)
+    starter.start()
+    starter.join(timeout)
+    if starter.is_alive():
+        raise TrainingError(f"Spark did not start against master {master} within {timeout:.0f} s: "
+                            "check that it is a Spark master (its web UI, port 8080, lists it "
+                            "as ALIVE), or raise start_timeout")
+    if "error" in outcome:
+        raise TrainingError(f"Spark could not start with master {master} "
+                            f"({_first_line(outcome['error'])}): check that the master is "
+                            "running and answers (its web UI, port 8080)"
+                            + (f"; the JVM's log is in {log_file}" if log_file else ""))
+    session = cast("SparkSession", outcome["session"])
+    if not _LOCAL.match(master):
+        _wait_for_executors(session, master, deadline=time.monotonic() + timeout)
+    return session
+
+
+def _wait_for_executors(session: SparkSession, master: str, *, deadline: float) -> None:
+    """Returns once one executor has registered; a cluster with none is one line, not a hang."""
+    status = session.sparkContext._jsc.sc().getExecutorMemoryStatus()
+    while status.size() <= 1:  # the driver's own block manager is always listed
+        if time.monotonic() > deadline:
+            session.stop()
+            raise TrainingError(
+                f"no executor registered with master {master} in time: no worker has the free "
+                "cores and memory this application asks for; check the workers on the master's "
+                "web UI (port 8080), spark.executor.cores/memory, or raise start_timeout")
+        time.sleep(0.5)
+        status = session.sparkContext._jsc.sc().getExecutorMemoryStatus()
+
+
+def _first_line(exc: object) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    java = [line for line in lines if "Exception:" in line and not line.startswith("at ")]
+    return (java[0] if java else lines[0] if lines else type(exc).__name__)[:300]

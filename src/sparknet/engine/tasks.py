@@ -7,6 +7,8 @@ one ``TrainingError`` line that keeps the worker's exception as its cause.
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from sparknet.data.shards import Shard
@@ -73,16 +75,33 @@ def worker_error_summary(exc: BaseException) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:500]
 
 
-def preparing_failed(exc: BaseException) -> TrainingError:
+def retry_policy(master: str | None, max_failures: str | None) -> str:
+    """How Spark retried a failed task, so that an error line says what really happened.
+
+    ``local[K]`` never retries (Spark ignores spark.task.maxFailures there); ``local[K,F]``
+    makes F attempts; other masters make spark.task.maxFailures attempts (default 4).
+    """
+    if master is None:
+        return "after Spark's retries (spark.task.maxFailures)"
+    local = re.fullmatch(r"local(?:\[(?:\*|\d+)(?:,\s*(\d+))?\])?", master)
+    attempts = int(local.group(1) or 1) if local else int(max_failures or 4)
+    if attempts <= 1:
+        fix = (f" (master {master} does not retry tasks; local[K,4] does)" if local else
+               " (spark.task.maxFailures=1)")
+        return f"on its first attempt, with no retry{fix}"
+    return f"in all {attempts} attempts of a task"
+
+
+def preparing_failed(exc: BaseException, retries: str) -> TrainingError:
     return TrainingError("preparing the workers (loading shards, building the network) failed "
-                         f"after Spark's retries: {worker_error_summary(exc)}")
+                         f"{retries}: {worker_error_summary(exc)}")
 
 
-def round_failed(round_index: int, exc: BaseException) -> TrainingError:
-    return TrainingError(f"round {round_index} failed after Spark's retries; the worker's "
-                         f"error: {worker_error_summary(exc)}.")
+def round_failed(round_index: int, exc: BaseException, retries: str) -> TrainingError:
+    return TrainingError(f"round {round_index} failed {retries}; the worker's error: "
+                         f"{worker_error_summary(exc)}.")
 
 
-def evaluation_failed(exc: BaseException) -> TrainingError:
-    return TrainingError("evaluation failed after Spark's retries; the worker's error: "
+def evaluation_failed(exc: BaseException, retries: str) -> TrainingError:
+    return TrainingError(f"evaluation failed {retries}; the worker's error: "
                          f"{worker_error_summary(exc)}.")

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sparknet import weights_dir
-from sparknet.config import TrainConfig
+from sparknet.config import TrainConfig, config_from_file
 from sparknet.data.frames import FrameShards
 from sparknet.data.sources import SparkData
 from sparknet.engine.frame_runner import FrameRunner
 from sparknet.engine.loop import LoopOptions, TrainResult, run_rounds
 from sparknet.engine.runner import Runner
 from sparknet.engine.spark_runner import SparkRunner
-from sparknet.errors import DataError
 from sparknet.flat import FlatLayout
+from sparknet.metrics import read_records
 from sparknet.models.kinds import ModelKind
-from sparknet.models.registry import resolve_model
+from sparknet.models.registry import resolve_model, resolve_saved_model
 from sparknet.models.zoo import ModelFactory
 
 
@@ -58,19 +57,18 @@ def runner_for(data: SparkData, *, device: str,
 
 def load_result(run_dir: str | Path, *,
                 model: ModelFactory | ModelKind | None = None) -> TrainResult:
-    """Loads a run's final result (no unpickling) and rebuilds the network."""
+    """Loads a run's final result (no unpickling) and rebuilds the network.
+
+    A run trained on a factory needs ``model`` (the same factory) unless this process named
+    it already: loading never imports code the run's files name.
+    """
     final = weights_dir.read(Path(run_dir) / "final", what="finished sparknet run")
-    try:
-        config = TrainConfig.from_dict(final.meta["config"])
-    except KeyError:
-        raise DataError(f"{Path(run_dir) / 'final' / weights_dir.META_FILE} has no config: "
-                        "the run directory is corrupt") from None
-    kind = resolve_model(model if model is not None else config.model)
+    config = config_from_file(final.meta.get("config"),
+                              origin=str(Path(run_dir) / "final" / weights_dir.META_FILE))
+    kind = resolve_saved_model(config.model, origin=f"run {run_dir}", given=model)
     layout = FlatLayout.of(kind.build())
     floats, ints = weights_dir.flat_from_tensors(layout, final.tensors, origin=str(run_dir))
-    metrics_path = Path(run_dir) / "metrics.jsonl"
-    metrics = ([json.loads(line) for line in metrics_path.read_text().splitlines()]
-               if metrics_path.is_file() else [])
+    metrics = read_records(Path(run_dir) / "metrics.jsonl")
     return TrainResult(config=config, layout=layout, floats=floats, ints=ints,
                        metrics=metrics, run_dir=Path(run_dir), source=kind,
                        tau_decisions=list(final.meta.get("tau_decisions", [])))

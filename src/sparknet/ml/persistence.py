@@ -18,7 +18,7 @@ import numpy as np
 from sparknet import weights_dir
 from sparknet.errors import ConfigError, DataError
 from sparknet.flat import FlatLayout
-from sparknet.models.registry import resolve_model
+from sparknet.models.registry import resolve_saved_model
 
 WEIGHTS_DIR = "weights"
 TENSORS_FILE = weights_dir.MODEL_FILE
@@ -77,7 +77,7 @@ def read_network(folder: Path) -> SavedNetwork:
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{folder / META_FILE} has a missing or malformed field ({exc!r}): "
                         "save the model again") from None
-    layout = FlatLayout.of(resolve_model(network).build())
+    layout = FlatLayout.of(resolve_saved_model(network, origin=str(folder / META_FILE)).build())
     floats, ints = weights_dir.flat_from_tensors(layout, contents.tensors, origin=str(folder))
     return SavedNetwork(network=network, input_shape=shape, num_classes=num_classes,
                         input_scale=scale, layout=layout, floats=floats, ints=ints)

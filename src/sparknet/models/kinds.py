@@ -162,3 +162,28 @@ def import_factory(ref: str) -> ModelFactory:
         raise ConfigError(f"module {module_name!r} has no callable {attr!r} for model factory "
                           f"{ref!r}: name a function that returns an nn.Module")
     return factory
+
+
+def check_output_shape(model: ModelKind, stored_shape: tuple[int, ...],
+                       num_classes: int) -> None:
+    """Builds the network on the driver and runs it on one zero example, before any Spark job:
+    a factory that raises, a network that cannot take the input, or logits that do not fit
+    the classes are one line here instead of a wall of executor tracebacks later."""
+    shape = model.network_shape(stored_shape)
+    try:
+        with torch.random.fork_rng(devices=[]):  # the trial leaves the seeded streams alone
+            module = model.build().eval()
+            with torch.no_grad():
+                out = module(torch.zeros((1, *shape)))
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure of user code becomes one line
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"network {model.key!r} failed a trial run on the driver with one "
+                          f"example of shape {list(shape)} ({type(exc).__name__}: {first}): fix "
+                          "the network or the input shape") from None
+    found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if found != (1, num_classes):
+        raise ConfigError(f"network {model.key!r} returns {found} for one example, not "
+                          f"[1, {num_classes}] logits for the data's {num_classes} classes: fix "
+                          "the network's last layer or the number of classes")

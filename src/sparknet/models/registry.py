@@ -5,6 +5,11 @@ A reference is a string: a built-in name (``lenet``, ``cnn``), a factory
 ``caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]``. On the Python API a callable works too.
 Plug-ins are modules of this package named in ``PLUGINS``, imported only when a reference with
 their prefix is resolved, so the engine never loads them for other networks.
+
+A reference read from a file (a run directory, a saved model) goes through
+``resolve_saved_model``: built-in networks and plug-in kinds load from data, but a factory is
+imported only when this process's code named it (``resolve_model``, ``trust_factory``), so a
+file can never make sparknet import a module or call a function.
 """
 
 from __future__ import annotations
@@ -15,12 +20,45 @@ import marshal
 import pickle
 from typing import Any
 
-from sparknet.errors import ConfigError
+from sparknet.errors import ConfigError, DataError
 from sparknet.models.kinds import BuiltinModel, FactoryModel, ModelKind, import_factory
 from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
 
 # prefix -> module whose ``resolve(ref: str) -> ModelKind`` handles it
 PLUGINS = {"caffe:": "sparknet.caffe.model_kind"}
+
+# Factory references this process's code has named: the only ones a file may name.
+_TRUSTED_FACTORIES: set[str] = set()
+
+
+def trust_factory(ref: str) -> None:
+    """Lets files (saved models, run directories) name the factory ``ref``, e.g. before
+    ``SparkNetModel.load`` of a model trained on ``ref``; the module is imported now."""
+    resolve_model(ref)
+
+
+def resolve_saved_model(ref: Any, *, origin: str,
+                        given: str | ModelFactory | ModelKind | None = None) -> ModelKind:
+    """The model kind a file names, without importing code the file chose.
+
+    ``given`` is the caller's own reference for it (a factory, a callable, a kind): it is used
+    and must be the same reference when both are strings. Without it, a factory reference
+    resolves only if this process named it before (``resolve_model``, ``trust_factory``).
+    """
+    if not isinstance(ref, str) or not ref:
+        raise DataError(f"{origin} names no model (found {ref!r}): the file is corrupt")
+    if given is not None:
+        if isinstance(given, str) and given != ref:
+            raise ConfigError(f"{origin} was trained with model {ref!r}, not {given!r}: pass "
+                              "the run's own model")
+        return resolve_model(given)
+    if ref in BUILTIN_MODELS or ref in _TRUSTED_FACTORIES or \
+            any(ref.startswith(prefix) for prefix in PLUGINS):
+        return resolve_model(ref)
+    raise ConfigError(f"{origin} names the network factory {ref!r}; sparknet never imports code "
+                      "a file names: pass the factory again (model=..., or --model "
+                      f"{ref[:80]} on the command line) or call "
+                      f"sparknet.models.trust_factory({ref[:80]!r}) first")
 
 
 def resolve_model(model: str | ModelFactory | ModelKind) -> ModelKind:
@@ -43,6 +81,7 @@ def resolve_model(model: str | ModelFactory | ModelKind) -> ModelKind:
         raise ConfigError(f"unknown model {model!r}: use one of {sorted(BUILTIN_MODELS)}, "
                           "a factory 'package.module:function', or 'caffe:NET.prototxt'")
     import_factory(model)
+    _TRUSTED_FACTORIES.add(model)
     return FactoryModel(key=model)
 
 
