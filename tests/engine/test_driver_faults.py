@@ -64,7 +64,7 @@ def test_exhausted_retries_name_round_and_error_and_keep_checkpoint(
     assert code == 2, output[-3000:]
     error = [line for line in output.splitlines() if line.startswith("sparknet: error:")]
     assert len(error) == 1, output[-3000:]
-    match = re.search(r"round (\d+) failed after Spark's retries; the worker's error: "
+    match = re.search(r"round (\d+) failed in all 4 attempts of a task; the worker's error: "
                       r"RuntimeError: injected failure: this network fails in every forward "
                       r"pass\. The last good checkpoint is kept: (\S+)\.$", error[0])
     assert match, error[0]

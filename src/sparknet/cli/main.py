@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -57,6 +58,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sparknet: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if os.environ.get("SPARKNET_TRACEBACK"):
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"sparknet: error: unexpected {type(exc).__name__}: {first} (a bug, or a "
+              "problem of this machine; SPARKNET_TRACEBACK=1 shows the traceback)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

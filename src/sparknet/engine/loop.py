@@ -7,6 +7,7 @@ and checkpoints. ``sparknet.train`` and ``sparknet.simulate`` differ only in the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from collections.abc import Callable
@@ -124,9 +125,15 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
             bar.set_postfix(_postfix(record, run.records), refresh=False)
             if options.stop is not None and options.stop(record):
                 break
-    finally:
+    except BaseException:
         bar.close()
-        runner.close()
+        # After a Ctrl-C mid-call the JVM connection is gone: cleaning up must not replace
+        # the error being raised with one about the cleanup.
+        with contextlib.suppress(Exception):
+            runner.close()
+        raise
+    bar.close()
+    runner.close()
     result = TrainResult(config=config, layout=run.layout, floats=state.floats, ints=state.ints,
                          metrics=run.records, run_dir=run.run_path, source=model,
                          warmup_seconds=warmup_seconds,

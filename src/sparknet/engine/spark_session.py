@@ -178,9 +178,9 @@ def start_session(master: str, *, app_name: str, timeout: float,
     starter.start()
     starter.join(timeout)
     if starter.is_alive():
-        raise TrainingError(f"Spark did not start against master {master} within {timeout:.0f} s: "
-                            "check that it is a Spark master (its web UI, port 8080, lists it "
-                            "as ALIVE), or raise start_timeout")
+        raise TrainingError(f"Spark did not start with master {master} within {timeout:.0f} s: "
+                            "check that it is a running Spark master (its web UI, port 8080, "
+                            "lists it as ALIVE), or raise --start-timeout")
     if "error" in outcome:
         raise TrainingError(f"Spark could not start with master {master} "
                             f"({_first_line(outcome['error'])}): check that the master is "
@@ -201,7 +201,7 @@ def _wait_for_executors(session: SparkSession, master: str, *, deadline: float) 
             raise TrainingError(
                 f"no executor registered with master {master} in time: no worker has the free "
                 "cores and memory this application asks for; check the workers on the master's "
-                "web UI (port 8080), spark.executor.cores/memory, or raise start_timeout")
+                "web UI (port 8080), spark.executor.cores/memory, or raise --start-timeout")
         time.sleep(0.5)
         status = session.sparkContext._jsc.sc().getExecutorMemoryStatus()
 

@@ -14,6 +14,7 @@ from sparknet.engine.frame_runner import FrameRunner
 from sparknet.engine.loop import LoopOptions, TrainResult, run_rounds
 from sparknet.engine.runner import Runner
 from sparknet.engine.spark_runner import SparkRunner
+from sparknet.errors import ConfigError, DataError
 from sparknet.flat import FlatLayout
 from sparknet.metrics import read_records
 from sparknet.models.kinds import ModelKind
@@ -39,6 +40,11 @@ def train(data: SparkData, *, config: TrainConfig,
     (e.g. a target test accuracy reached).
     """
     kind = resolve_model(model if model is not None else config.model)
+    smallest, batch = min(data.train_sizes), config.engine.batch_size
+    if smallest < batch:  # a worker would draw the same examples twice within a batch
+        raise ConfigError(f"the smallest of the {data.num_workers} training shards holds "
+                          f"{smallest} examples, fewer than one batch of {batch}: use more "
+                          "data, fewer workers or a smaller batch_size")
     options = LoopOptions(run_dir=Path(run_dir) if run_dir is not None else None, resume=resume,
                           progress=progress, tau_decisions=tuple(tau_decisions or ()), stop=stop)
     return run_rounds(runner_for(data, device=config.engine.device, state_dir=state_dir),
@@ -69,6 +75,10 @@ def load_result(run_dir: str | Path, *,
     layout = FlatLayout.of(kind.build())
     floats, ints = weights_dir.flat_from_tensors(layout, final.tensors, origin=str(run_dir))
     metrics = read_records(Path(run_dir) / "metrics.jsonl")
+    taus = final.meta.get("tau_decisions", [])
+    if not isinstance(taus, list) or not all(type(t) is int and t >= 1 for t in taus):
+        raise DataError(f"{Path(run_dir) / 'final' / weights_dir.META_FILE}: tau_decisions is "
+                        "not a list of step counts: the run directory was changed")
     return TrainResult(config=config, layout=layout, floats=floats, ints=ints,
                        metrics=metrics, run_dir=Path(run_dir), source=kind,
-                       tau_decisions=list(final.meta.get("tau_decisions", [])))
+                       tau_decisions=list(taus))

@@ -44,7 +44,8 @@ class Driver:
     @classmethod
     def start(cls, command: list[str], *, log: Path,
               env: dict[str, str] | None = None) -> Driver:
-        env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYTHONUNBUFFERED="1", **(env or {}))
+        env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "PYTHONUNBUFFERED": "1",
+               **(env or {})}
         with open(log, "w") as handle:
             popen = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, text=True, env=env,

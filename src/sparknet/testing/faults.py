@@ -8,6 +8,8 @@ network's weights or the training configuration changing:
   worker to run its N-th forward pass writes its pid to ``tripped`` and then waits there,
   inside a round, to be killed by the test. Every other process (and every retry) runs on.
 - ``failing_net``: while a file ``fail`` exists, every forward pass raises.
+- ``eval_failing_net``: while a file ``fail`` exists, every forward pass in eval mode (the
+  test-set evaluation) raises; training runs on.
 
 Without those files both behave exactly like ``tiny_net``, so an undisturbed run with the
 same seed is the reference for a disturbed one.
@@ -79,14 +81,17 @@ def _wait_to_be_killed() -> None:
 
 
 class _Failing(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, *, only_in_eval: bool = False) -> None:
         super().__init__()
         self.net = tiny_net()
+        self.only_in_eval = only_in_eval
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         folder = _fault_dir()
-        if folder is not None and (folder / FAIL).is_file():
-            raise RuntimeError("injected failure: this network fails in every forward pass")
+        armed = folder is not None and (folder / FAIL).is_file()
+        if armed and not (self.only_in_eval and self.training):
+            raise RuntimeError("injected failure: this network fails in every "
+                               f"{'evaluation' if self.only_in_eval else 'forward'} pass")
         return self.net(x)
 
 
@@ -96,3 +101,7 @@ def tripwire_net() -> nn.Module:
 
 def failing_net() -> nn.Module:
     return _Failing()
+
+
+def eval_failing_net() -> nn.Module:
+    return _Failing(only_in_eval=True)

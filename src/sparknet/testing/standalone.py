@@ -23,6 +23,7 @@ from pathlib import Path
 import psutil
 
 from sparknet.errors import SparknetError
+from sparknet.testing.netns import VirtualHosts
 
 # Executors inherit the worker's environment; this tells fault-injecting test models where
 # their plan files live (see sparknet.testing.faults).
@@ -141,9 +142,14 @@ class StandaloneCluster:
 
 
 def start_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: int = 1,
-                  worker_memory: str = "2g", timeout: float = 120.0) -> StandaloneCluster:
+                  worker_memory: str = "2g", timeout: float = 120.0,
+                  hosts: VirtualHosts | None = None,
+                  master_opts: str = "") -> StandaloneCluster:
     """Starts a master and ``num_workers`` workers on 127.0.0.1 and waits until all registered.
 
+    With ``hosts``, the master listens on the bridge address and worker ``i`` runs in the
+    network namespace ``hosts.namespace(i)`` (a separate host on a virtual link).
+    ``master_opts`` are JVM options for the master (SPARK_MASTER_OPTS).
     Everything the cluster writes goes under ``root``; on any failure the started processes
     are stopped before the error propagates.
     """
@@ -152,24 +158,28 @@ def start_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: i
     conf_dir.mkdir(parents=True, exist_ok=True)
     (conf_dir / "log4j2.properties").write_text(_LOG4J)
     (root / "faults").mkdir(exist_ok=True)
+    master_host = hosts.host_ip if hosts is not None else "127.0.0.1"
     port, web_port = free_port(), free_port()
-    cluster = StandaloneCluster(root=root, master_url=f"spark://127.0.0.1:{port}",
-                                web_url=f"http://127.0.0.1:{web_port}")
+    cluster = StandaloneCluster(root=root, master_url=f"spark://{master_host}:{port}",
+                                web_url=f"http://{master_host}:{web_port}")
     try:
         cluster.processes.append(_launch(
             root, "master", conf_dir,
-            ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-             "--webui-port", str(web_port)], local_dir=root / "master" / "local"))
+            ["org.apache.spark.deploy.master.Master", "--host", master_host, "--port",
+             str(port), "--webui-port", str(web_port)], local_dir=root / "master" / "local",
+            local_ip=master_host, extra_env={"SPARK_MASTER_OPTS": master_opts}))
         _wait(cluster, lambda s: s.get("status") == "ALIVE", timeout, "the master to start")
         for index in range(num_workers):
             home = root / f"worker-{index}"
             (home / "work").mkdir(parents=True, exist_ok=True)
+            worker_host = hosts.worker_ip(index) if hosts is not None else "127.0.0.1"
             cluster.processes.append(_launch(
                 root, f"worker-{index}", conf_dir,
-                ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
+                ["org.apache.spark.deploy.worker.Worker", "--host", worker_host,
                  "--cores", str(cores_per_worker), "--memory", worker_memory,
                  "--work-dir", str(home / "work"), "--webui-port", str(free_port()),
-                 cluster.master_url], local_dir=home / "local"))
+                 cluster.master_url], local_dir=home / "local", local_ip=worker_host,
+                prefix=hosts.command_prefix(index) if hosts is not None else []))
         _wait(cluster, lambda s: s.get("aliveworkers") == num_workers, timeout,
               f"{num_workers} workers to register")
     except BaseException:
@@ -207,22 +217,24 @@ def stop_leftovers(root: str | Path) -> int:
 
 
 def _launch(root: Path, name: str, conf_dir: Path, args: list[str], *,
-            local_dir: Path) -> subprocess.Popen[bytes]:
+            local_dir: Path, local_ip: str = "127.0.0.1", prefix: list[str] | None = None,
+            extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     local_dir.mkdir(parents=True, exist_ok=True)
     home = spark_home()
     env = dict(os.environ)
     env.update({
         "SPARK_HOME": str(home), "SPARK_CONF_DIR": str(conf_dir),
-        "SPARK_LOCAL_DIRS": str(local_dir), "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_LOCAL_DIRS": str(local_dir), "SPARK_LOCAL_IP": local_ip,
         "SPARK_LOG_DIR": str(root / "logs"), "SPARK_PID_DIR": str(root),
         "PYSPARK_PYTHON": sys.executable, FAULT_DIR_ENV: str(root / "faults"),
+        **(extra_env or {}),
     })
     log = open(root / f"{name}.log", "wb")  # noqa: SIM115 - the child owns it from here
     try:
         # Own process group: stop() can signal the JVM and the executors it launched at once.
-        return subprocess.Popen([str(home / "bin" / "spark-class"), *args], cwd=root, env=env,
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+        return subprocess.Popen([*(prefix or []), str(home / "bin" / "spark-class"), *args],
+                                cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
     finally:
         log.close()
 
