@@ -209,4 +209,4 @@ def _wait_for_executors(session: SparkSession, master: str, *, deadline: float) 
 def _first_line(exc: object) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     java = [line for line in lines if "Exception:" in line and not line.startswith("at ")]
-    return (java[0] if java else lines[0] if lines else type(exc).__name__)[:300]
+    return (java[0] if java else lines[0] if lines else type(exc).__name__).lstrip(": ")[:300]

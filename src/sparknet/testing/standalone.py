@@ -144,12 +144,13 @@ class StandaloneCluster:
 def start_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: int = 1,
                   worker_memory: str = "2g", timeout: float = 120.0,
                   hosts: VirtualHosts | None = None,
-                  master_opts: str = "") -> StandaloneCluster:
+                  daemon_opts: str = "") -> StandaloneCluster:
     """Starts a master and ``num_workers`` workers on 127.0.0.1 and waits until all registered.
 
     With ``hosts``, the master listens on the bridge address and worker ``i`` runs in the
     network namespace ``hosts.namespace(i)`` (a separate host on a virtual link).
-    ``master_opts`` are JVM options for the master (SPARK_MASTER_OPTS).
+    ``daemon_opts`` are JVM options for the master and the workers (e.g. a shorter
+    ``spark.worker.timeout``, which both must agree on).
     Everything the cluster writes goes under ``root``; on any failure the started processes
     are stopped before the error propagates.
     """
@@ -167,7 +168,7 @@ def start_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: i
             root, "master", conf_dir,
             ["org.apache.spark.deploy.master.Master", "--host", master_host, "--port",
              str(port), "--webui-port", str(web_port)], local_dir=root / "master" / "local",
-            local_ip=master_host, extra_env={"SPARK_MASTER_OPTS": master_opts}))
+            local_ip=master_host, extra_env={"SPARK_MASTER_OPTS": daemon_opts}))
         _wait(cluster, lambda s: s.get("status") == "ALIVE", timeout, "the master to start")
         for index in range(num_workers):
             home = root / f"worker-{index}"
@@ -179,7 +180,8 @@ def start_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: i
                  "--cores", str(cores_per_worker), "--memory", worker_memory,
                  "--work-dir", str(home / "work"), "--webui-port", str(free_port()),
                  cluster.master_url], local_dir=home / "local", local_ip=worker_host,
-                prefix=hosts.command_prefix(index) if hosts is not None else []))
+                prefix=hosts.command_prefix(index) if hosts is not None else [],
+                extra_env={"SPARK_WORKER_OPTS": daemon_opts}))
         _wait(cluster, lambda s: s.get("aliveworkers") == num_workers, timeout,
               f"{num_workers} workers to register")
     except BaseException:
