@@ -89,25 +89,22 @@ def check_run_table(table: Any, origin: str) -> dict[str, Any]:
     return table
 
 
-def positive_int(text: str) -> int:
-    """argparse type for counts that must be >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
+def _positive(convert: type, what: str) -> Any:
+    """An argparse type: ``convert(text)``, which must be a ``what`` above zero."""
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{value} is not >= 1" if convert is int
+                                             else f"{value} is not > 0")
+        return value
+    return parse
 
 
-def positive_seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value} is not > 0")
-    return value
+positive_int = _positive(int, "a whole number")
+positive_seconds = _positive(float, "a number of seconds")
 
 
 def check_limits(data: DataSource, *, num_workers: int, batch_size: int) -> None:
