@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from sparknet.data.shards import Shard
+from sparknet.data.shards import ShardRows
 from sparknet.engine.local_steps import (
     LocalPlan,
     RoundState,
@@ -40,7 +40,7 @@ def task_device(preference: str) -> torch.device:
     return torch.device("cpu")
 
 
-def train_shard(model: ModelKind, index: int, shard: Shard, state: RoundState,
+def train_shard(model: ModelKind, index: int, shard: ShardRows, state: RoundState,
                 plan: LocalPlan, device: str) -> WorkerResult:
     """One worker's round: tau local steps on its shard from the broadcast state."""
     network = cached_network(model)
@@ -49,7 +49,7 @@ def train_shard(model: ModelKind, index: int, shard: Shard, state: RoundState,
                            partition=index, device=task_device(device))
 
 
-def evaluate_one(model: ModelKind, shard: Shard, state: RoundState, prep: InputPrep, *,
+def evaluate_one(model: ModelKind, shard: ShardRows, state: RoundState, prep: InputPrep, *,
                  device: str, batch_size: int, threads: int) -> tuple[float, int, int]:
     """(sum of losses, number correct, examples) of one test shard."""
     network = cached_network(model)

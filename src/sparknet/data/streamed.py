@@ -1,0 +1,284 @@
+"""Streamed shards: each partition written once to a local Arrow IPC file, read per batch.
+
+The ``stream`` placement, for data larger than the executors' memory. The warm-up job writes
+partition i's rows, as stored (encoded PNG/JPEG bytes, uint8 pixels or float32 values, plus
+int64 labels), to one Arrow IPC file in the executor's local directory (Spark's per-executor
+``SparkFiles`` folder, removed with the executor) and caches a one-row marker for it. A round's
+task finds the marker in Spark's cache on the same executor, so it finds the file there; when
+that executor is lost, Spark recomputes the marker from the DataFrame's lineage on another
+executor, which writes the file again (same rows, same order).
+
+Memory a Python worker holds for data (the bound ``docs/streaming.md`` documents): a task maps
+its file only while it runs and reads just the rows of each mini-batch, so the data it holds is
+the mini-batch in flight (stored rows, decoded pixels and the network input) plus the pages of
+the file the task touched, which the kernel drops when the task ends (evaluation drops them
+after every batch). None of it grows with the number of rows in the file; the rest of the file
+stays in the operating system's page cache.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from sparknet.data.images import ImageDecoder
+from sparknet.data.sources import ShardSet
+from sparknet.errors import TrainingError
+
+if TYPE_CHECKING:
+    from pyspark import RDD
+
+T = TypeVar("T")
+StoredKind = Literal["pixels", "floats", "encoded"]
+# Rows per record batch of a shard file: a task gathers a mini-batch's rows from these.
+FILE_BATCH_ROWS = 4096
+_FOLDER = "sparknet-stream"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamLayout:
+    """How a shard file's rows are stored and turned into stored features (plain data).
+
+    ``shape`` is the per-example shape the reader returns ([channels, height, width] for
+    images, which encoded rows are decoded and, if need be, resized to).
+    """
+
+    kind: StoredKind
+    shape: tuple[int, ...]
+    decode_threads: int = 2
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(np.float32) if self.kind == "floats" else np.dtype(np.uint8)
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+
+def shard_path(token: str, index: int) -> Path:
+    """Where partition ``index`` of the shard set ``token`` lives on this executor."""
+    from pyspark import SparkFiles
+
+    return Path(SparkFiles.getRootDirectory()) / _FOLDER / f"{token}-{index}.arrow"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (the warm-up job)
+
+
+def _schema(layout: StreamLayout) -> pa.Schema:
+    features = (pa.binary() if layout.kind == "encoded"
+                else pa.binary(layout.row_bytes))  # fixed-size rows: a row's offset is known
+    return pa.schema([("features", features), ("labels", pa.int64())])
+
+
+def chunk_rows(layout: StreamLayout, features: bytes, labels: bytes, rows: int
+               ) -> tuple[list[bytes], np.ndarray]:
+    """One chunk (``sparknet.data.dataframe`` format) -> per-row stored bytes and labels.
+
+    Encoded chunks start with ``rows`` int64 lengths, then the images' bytes back to back.
+    """
+    label_array = np.frombuffer(labels, np.int64)
+    if layout.kind != "encoded":
+        size = layout.row_bytes
+        return [features[i * size: (i + 1) * size] for i in range(rows)], label_array
+    lengths = np.frombuffer(features[: 8 * rows], np.int64)
+    ends = 8 * rows + np.cumsum(lengths)
+    starts = ends - lengths
+    return [features[int(s): int(e)] for s, e in zip(starts, ends, strict=True)], label_array
+
+
+def write_shard_file(path: Path, layout: StreamLayout,
+                     chunks: Iterable[tuple[bytes, bytes, int]]) -> int:
+    """Writes the rows of ``chunks`` to ``path`` (atomically) in order; returns the row count.
+
+    Holds at most one chunk and one record batch of rows in memory.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    schema = _schema(layout)
+    pending: list[bytes] = []
+    pending_labels: list[np.ndarray] = []
+    total = 0
+
+    def flush(writer: pa.ipc.RecordBatchFileWriter) -> None:
+        labels = np.concatenate(pending_labels) if pending_labels else np.empty(0, np.int64)
+        writer.write_batch(pa.record_batch([pa.array(pending, schema.field(0).type),
+                                            pa.array(labels, pa.int64())], schema=schema))
+        pending.clear()
+        pending_labels.clear()
+
+    try:
+        with pa.OSFile(str(temporary), "wb") as sink, \
+                pa.ipc.new_file(sink, schema) as writer:
+            for features, labels, rows in chunks:
+                stored, label_array = chunk_rows(layout, features, labels, rows)
+                start = 0
+                while start < rows:
+                    take = min(FILE_BATCH_ROWS - len(pending), rows - start)
+                    pending.extend(stored[start: start + take])
+                    pending_labels.append(label_array[start: start + take])
+                    start, total = start + take, total + take
+                    if len(pending) == FILE_BATCH_ROWS:
+                        flush(writer)
+            if pending:
+                flush(writer)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading (every round and every evaluation)
+
+
+class StreamedShard:
+    """One partition's file, mapped for the duration of a task; reads rows by index.
+
+    Duck-types ``sparknet.data.shards.Shard`` for the worker functions: ``len(shard)`` and
+    ``shard.rows(index) -> (stored features, labels)``.
+    """
+
+    def __init__(self, path: Path, layout: StreamLayout) -> None:
+        self.layout = layout
+        with open(path, "rb") as handle:
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        reader = pa.ipc.open_file(pa.py_buffer(self._map))
+        self._features: list[Any] = []
+        self._labels: list[np.ndarray] = []
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            column, labels = batch.column(0), batch.column(1)
+            self._labels.append(np.frombuffer(labels.buffers()[1], np.int64,
+                                              count=len(labels), offset=labels.offset * 8))
+            buffers = column.buffers()
+            if layout.kind == "encoded":
+                offsets = np.frombuffer(buffers[1], np.int32, count=len(column) + 1,
+                                        offset=column.offset * 4)
+                self._features.append((offsets, np.frombuffer(buffers[2], np.uint8)))
+            else:
+                size = layout.row_bytes
+                self._features.append(np.frombuffer(buffers[1], np.uint8,
+                                                    count=len(column) * size,
+                                                    offset=column.offset * size
+                                                    ).reshape(-1, size))
+        self._length = sum(len(labels) for labels in self._labels)
+        self._decoder = (ImageDecoder(layout.shape, threads=layout.decode_threads)
+                         if layout.kind == "encoded" else None)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def rows(self, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+        """(stored features ``[n, *shape]`` decoded to pixels for images, int64 labels)."""
+        sequential = isinstance(index, slice)  # evaluation: each page is read once
+        if isinstance(index, slice):
+            index = np.arange(self._length)[index]
+        chunk, offset = np.divmod(np.asarray(index, np.int64), FILE_BATCH_ROWS)
+        places = list(zip(chunk.tolist(), offset.tolist(), strict=True))
+        labels = np.empty(len(places), np.int64)
+        for row, (c, o) in enumerate(places):
+            labels[row] = self._labels[c][o]
+        if self._decoder is not None:
+            features = self._decoder.decode([self._blob(c, o) for c, o in places])
+        else:
+            out = np.empty((len(places), self.layout.row_bytes), np.uint8)
+            for row, (c, o) in enumerate(places):
+                out[row] = self._features[c][o]
+            features = out.view(self.layout.dtype).reshape(len(places), *self.layout.shape)
+        if sequential:
+            self.drop_pages()
+        return features, labels
+
+    def _blob(self, chunk: int, offset: int) -> memoryview:
+        offsets, data = self._features[chunk]
+        return memoryview(data[offsets[offset]: offsets[offset + 1]])
+
+    def drop_pages(self) -> None:
+        """Returns the file pages this task touched to the page cache (out of this process)."""
+        self._map.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        self.drop_pages()
+        self._features.clear()
+        self._labels.clear()
+
+
+@dataclass(frozen=True)
+class StreamedShards(ShardSet):
+    """K shard files on the executors; ``handles`` is the cached marker RDD that wrote them.
+
+    A marker row is ``(index, rows, report)``; reading it from Spark's cache is what sends a
+    round's task to the executor that holds the file.
+    """
+
+    token: str = ""
+    layout: StreamLayout | None = None
+
+    def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]:
+        token, layout = self.token, self.layout
+        assert layout is not None
+
+        def from_file(index: int, markers: Iterable[Any]) -> Iterator[T]:
+            for _ in markers:  # the cached marker, read so the lineage stays in force
+                pass
+            path = shard_path(token, index)
+            if not path.is_file():
+                raise TrainingError(
+                    f"streamed shard {index} is not on this executor ({path}): the task ran "
+                    "away from the executor holding it; Spark retries it there")
+            shard = StreamedShard(path, layout)
+            try:
+                yield fn(index, shard)
+            finally:
+                shard.close()
+
+        return self.handles.mapPartitionsWithIndex(from_file)
+
+    def release(self) -> None:
+        token = self.token
+
+        def remove(index: int, _: Iterable[Any]) -> Iterator[int]:
+            shard_path(token, index).unlink(missing_ok=True)
+            yield index
+
+        try:
+            self.handles.mapPartitionsWithIndex(remove).collect()
+        finally:
+            self.handles.unpersist()
+
+
+def stream_chunks(chunks: RDD[Any], layout: StreamLayout, *,
+                  marker: Callable[[int, int, Iterable[Any]], Any]) -> StreamedShards:
+    """Writes partition i of ``chunks`` to shard file i on its executor; caches the markers.
+
+    ``chunks`` rows are ``(features, labels, rows, report)`` (``sparknet.data.dataframe``'s
+    chunk format); ``marker(index, rows, reports)`` builds the cached marker value. Nothing runs
+    until the first job on the result (the warm-up job).
+    """
+    token = uuid.uuid4().hex
+
+    def write(index: int, rows: Iterable[Any]) -> Iterator[Any]:
+        reports: list[str] = []
+
+        def stored() -> Iterator[tuple[bytes, bytes, int]]:
+            for row in rows:
+                if row[3]:
+                    reports.append(row[3])
+                yield row[0], row[1], row[2]
+
+        count = write_shard_file(shard_path(token, index), layout, stored())
+        yield marker(index, count, reports)
+
+    marked = chunks.mapPartitionsWithIndex(write).cache()
+    return StreamedShards(handles=marked, token=token, layout=layout)

@@ -1,0 +1,64 @@
+"""Streamed shards (``sparknet.data.streamed``): same weights as in memory, bounded reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sparknet.config import TrainConfig
+from sparknet.data.shards import InputSpec, Shard
+from sparknet.data.streamed import FILE_BATCH_ROWS, StreamedShard, StreamLayout, write_shard_file
+
+SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+
+
+def _config(**engine: Any) -> TrainConfig:
+    return TrainConfig.from_dict({"model": "lenet", "seed": 5, "checkpoint_every": 0,
+                                  "engine": {"num_workers": 2, "tau": 5, "batch_size": 32,
+                                             "rounds": 3, "eval_every": 3, **engine},
+                                  "optimizer": {"lr": 0.05}})
+
+
+def test_shard_file_reads_back_rows_by_index(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    count = 2 * FILE_BATCH_ROWS + 17  # three record batches, the last one short
+    features = rng.integers(0, 256, (count, 1, 4, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, count).astype(np.int64)
+    layout = StreamLayout(kind="pixels", shape=(1, 4, 3))
+    chunks = [(features[i: i + 1000].tobytes(), labels[i: i + 1000].tobytes(),
+               len(labels[i: i + 1000])) for i in range(0, count, 1000)]
+    assert write_shard_file(tmp_path / "s.arrow", layout, chunks) == count
+    shard = StreamedShard(tmp_path / "s.arrow", layout)
+    index = rng.permutation(count)[:300]
+    got_features, got_labels = shard.rows(index)
+    assert len(shard) == count
+    assert np.array_equal(got_features, features[index])
+    assert np.array_equal(got_labels, labels[index])
+    whole, whole_labels = shard.rows(slice(count - 50, count + 10))
+    assert np.array_equal(whole, features[-50:]) and np.array_equal(whole_labels, labels[-50:])
+    assert np.array_equal(Shard(features, labels).rows(index)[0], got_features)
+    shard.close()
+
+
+@pytest.mark.spark
+def test_streamed_arrays_give_the_in_memory_weights(spark: Any, fashion: Any) -> None:
+    from sparknet.data.sources import from_arrays
+    from sparknet.engine.trainer import train
+
+    split, test = fashion["train"], fashion["test"]
+    arrays = {"train": (split.images[:3000], split.labels[:3000]),
+              "test": (test.images[:500], test.labels[:500])}
+    results = {}
+    for streamed in (False, True):
+        data = from_arrays(spark, spec=SPEC, num_workers=2, seed=5, streamed=streamed,
+                           **arrays)  # type: ignore[arg-type]
+        try:
+            results[streamed] = train(data, config=_config(), progress=False)
+        finally:
+            data.release()
+    assert np.array_equal(results[True].floats, results[False].floats)
+    assert results[True].metrics[-1]["test_accuracy"] == \
+        results[False].metrics[-1]["test_accuracy"]
