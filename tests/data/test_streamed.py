@@ -62,3 +62,38 @@ def test_streamed_arrays_give_the_in_memory_weights(spark: Any, fashion: Any) ->
     assert np.array_equal(results[True].floats, results[False].floats)
     assert results[True].metrics[-1]["test_accuracy"] == \
         results[False].metrics[-1]["test_accuracy"]
+
+
+@pytest.fixture(scope="session")
+def jpeg_folder(tmp_path_factory: pytest.TempPathFactory, fashion: Any) -> Path:
+    """1,200 training and 300 validation Fashion-MNIST images as 28x28 grey JPEG files."""
+    from sparknet.testing.data import write_image_folder
+
+    root = tmp_path_factory.mktemp("jpegs")
+    write_image_folder(root / "train", split="train", count=1200)
+    write_image_folder(root / "val", split="test", count=300)
+    return root
+
+
+@pytest.mark.spark
+def test_streamed_image_folder_gives_the_in_memory_weights(spark: Any, jpeg_folder: Path
+                                                           ) -> None:
+    from sparknet.data.images import image_folder_data
+    from sparknet.engine.trainer import train
+
+    spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+    results = {}
+    for streamed in (False, True):
+        data, classes, summary = image_folder_data(
+            spark, jpeg_folder / "train", val=jpeg_folder / "val", spec=spec, num_workers=2,
+            batch_size=32, streamed=streamed)
+        assert sum(summary.shard_sizes) == 1200 and data.test_size == 300
+        try:
+            results[streamed] = train(data, config=_config(rounds=2, eval_every=1),
+                                      progress=False)
+        finally:
+            data.release()
+    assert classes[0] == "0-T_shirt_top" and len(classes) == 10
+    assert np.array_equal(results[True].floats, results[False].floats)
+    assert results[True].metrics[-1]["test_accuracy"] == \
+        results[False].metrics[-1]["test_accuracy"]

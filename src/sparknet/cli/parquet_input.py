@@ -70,7 +70,9 @@ def load(spark: SparkSession, args: argparse.Namespace, config: TrainConfig,
     spec = InputSpec(shape=args.input_shape, num_classes=num_classes, scale=default_scale(kind))
     data, summary = dataframe_data(df, features=args.features, label=args.label, spec=spec,
                                    num_workers=config.engine.num_workers,
-                                   batch_size=config.engine.batch_size)
+                                   batch_size=config.engine.batch_size,
+                                   streamed=getattr(args, "stream", False),
+                                   decode_threads=config.engine.decode_threads)
     print(f"parquet: {sum(summary.shard_sizes):,} rows in {len(summary.shard_sizes)} shards "
           f"from {args.parquet}")
     return data

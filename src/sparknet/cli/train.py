@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from sparknet.cli import parquet_input
+from sparknet.cli import image_input, parquet_input
 from sparknet.config import TrainConfig
 from sparknet.data import fashion_mnist
 from sparknet.errors import ConfigError
@@ -79,6 +79,7 @@ def register(commands: Any) -> None:
                              "(its final/state.json) to repeat it bit for bit")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parquet_input.add_arguments(parser)
+    image_input.add_arguments(parser)
     add_setting_flags(parser)
     parser.set_defaults(handler=run)
 
@@ -141,18 +142,25 @@ def run(args: argparse.Namespace) -> int:
     # Validate everything cheap before Spark starts.
     resolve_model(config.model).local_optimizer(config.optimizer)
     num_classes = parquet_input.check(args, config) if args.parquet is not None else 0
-    if args.parquet is None:
+    classes: list[str] | None = None
+    if args.images is not None:
+        classes, num_classes = image_input.check(args, config)
+    elif args.parquet is None:
         fashion_mnist.check_available(data_dir)
     open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}")
     replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
 
     spark = open_session()
-    if args.parquet is not None:
+    if classes is not None:
+        data = image_input.load(spark, args, config, num_classes)
+        image_input.save_classes(output, classes)
+    elif args.parquet is not None:
         data = parquet_input.load(spark, args, config, num_classes)
     else:
         data = fashion_mnist_data(spark, num_workers=config.engine.num_workers,
                                   seed=config.seed, data_dir=data_dir, train_limit=train_limit,
-                                  test_limit=test_limit)
+                                  test_limit=test_limit, streamed=args.stream,
+                                  decode_threads=config.engine.decode_threads)
     result = train(data, config=config, run_dir=output, resume=args.resume is not None,
                    state_dir=args.state_dir,
                    progress=not args.no_progress, tau_decisions=replayed)
