@@ -97,3 +97,32 @@ def test_streamed_image_folder_gives_the_in_memory_weights(spark: Any, jpeg_fold
     assert np.array_equal(results[True].floats, results[False].floats)
     assert results[True].metrics[-1]["test_accuracy"] == \
         results[False].metrics[-1]["test_accuracy"]
+
+
+def test_encoded_rows_across_byte_limited_batches_decode_to_the_images(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from PIL import Image
+
+    from sparknet.data import streamed
+
+    monkeypatch.setattr(streamed, "FILE_BATCH_BYTES", 3000)  # record batches of a few rows
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (50, 3, 8, 6), dtype=np.uint8)
+    blobs = []
+    for image in pixels:
+        out = io.BytesIO()
+        Image.fromarray(image.transpose(1, 2, 0)).save(out, format="PNG")  # lossless
+        blobs.append(out.getvalue())
+    labels = np.arange(50, dtype=np.int64) % 7
+    layout = StreamLayout(kind="encoded", shape=(3, 8, 6), decode_threads=3)
+    chunk = (np.array([len(b) for b in blobs], np.int64).tobytes() + b"".join(blobs),
+             labels.tobytes(), 50)
+    write_shard_file(tmp_path / "e.arrow", layout, [chunk])
+    shard = StreamedShard(tmp_path / "e.arrow", layout)
+    assert len(shard._labels) > 2  # the byte limit cut it into several record batches
+    index = rng.permutation(50)[:20]
+    features, got_labels = shard.rows(index)
+    assert np.array_equal(features, pixels[index]) and np.array_equal(got_labels, labels[index])
+    shard.close()

@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 StoredKind = Literal["pixels", "floats", "encoded"]
-# Rows per record batch of a shard file: a task gathers a mini-batch's rows from these.
+# A shard file's record batches hold up to this many rows and bytes: the writer holds one.
 FILE_BATCH_ROWS = 4096
+FILE_BATCH_BYTES = 8 << 20
 _FOLDER = "sparknet-stream"
 
 
@@ -107,29 +108,30 @@ def write_shard_file(path: Path, layout: StreamLayout,
     temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     schema = _schema(layout)
     pending: list[bytes] = []
-    pending_labels: list[np.ndarray] = []
-    total = 0
+    pending_labels: list[int] = []
+    total = pending_bytes = 0
 
     def flush(writer: pa.ipc.RecordBatchFileWriter) -> None:
-        labels = np.concatenate(pending_labels) if pending_labels else np.empty(0, np.int64)
         writer.write_batch(pa.record_batch([pa.array(pending, schema.field(0).type),
-                                            pa.array(labels, pa.int64())], schema=schema))
+                                            pa.array(pending_labels, pa.int64())],
+                                           schema=schema))
         pending.clear()
         pending_labels.clear()
+        nonlocal pending_bytes
+        pending_bytes = 0
 
     try:
         with pa.OSFile(str(temporary), "wb") as sink, \
                 pa.ipc.new_file(sink, schema) as writer:
             for features, labels, rows in chunks:
                 stored, label_array = chunk_rows(layout, features, labels, rows)
-                start = 0
-                while start < rows:
-                    take = min(FILE_BATCH_ROWS - len(pending), rows - start)
-                    pending.extend(stored[start: start + take])
-                    pending_labels.append(label_array[start: start + take])
-                    start, total = start + take, total + take
-                    if len(pending) == FILE_BATCH_ROWS:
+                for row in range(rows):
+                    pending.append(stored[row])
+                    pending_labels.append(int(label_array[row]))
+                    pending_bytes += len(stored[row])
+                    if len(pending) == FILE_BATCH_ROWS or pending_bytes >= FILE_BATCH_BYTES:
                         flush(writer)
+                total += rows
             if pending:
                 flush(writer)
         os.replace(temporary, path)
@@ -172,7 +174,9 @@ class StreamedShard:
                                                     count=len(column) * size,
                                                     offset=column.offset * size
                                                     ).reshape(-1, size))
-        self._length = sum(len(labels) for labels in self._labels)
+        sizes = [len(labels) for labels in self._labels]
+        self._starts = np.cumsum([0, *sizes])[:-1]
+        self._length = int(sum(sizes))
         self._decoder = (ImageDecoder(layout.shape, threads=layout.decode_threads)
                          if layout.kind == "encoded" else None)
 
@@ -184,7 +188,9 @@ class StreamedShard:
         sequential = isinstance(index, slice)  # evaluation: each page is read once
         if isinstance(index, slice):
             index = np.arange(self._length)[index]
-        chunk, offset = np.divmod(np.asarray(index, np.int64), FILE_BATCH_ROWS)
+        index = np.asarray(index, np.int64)
+        chunk = np.searchsorted(self._starts, index, side="right") - 1
+        offset = index - self._starts[chunk]
         places = list(zip(chunk.tolist(), offset.tolist(), strict=True))
         labels = np.empty(len(places), np.int64)
         for row, (c, o) in enumerate(places):

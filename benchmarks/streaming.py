@@ -1,0 +1,333 @@
+"""Streamed shards (``sparknet.data.streamed``): memory bound, speed, round cost vs data size.
+
+Four measurements, each in one run on one machine (``local[2]``, K = 2, LeNet):
+
+1. memory: a streamed DataFrame of uint8 images (Fashion-MNIST rows, generated on the
+   executors, never on the driver) at two sizes, 1x and 4x; the peak resident memory (VmHWM)
+   of every Spark Python worker while it trains, against the documented bound.
+2. speed: Fashion-MNIST uint8, streamed vs in memory (broadcast), samples/s at tau = 50.
+3. decode: a 64x64 RGB JPEG folder, images/s on one core through a streamed shard (read +
+   decode + the model's input preparation) vs a plain ``torch.utils.data.DataLoader`` reading
+   the same files with the same decoder and preparation (``num_workers=0``: one core each).
+4. round cost: Spark's per-round overhead (round time minus the workers' compute time) with
+   10x more rows per partition.
+
+    flock /tmp/sparknet-bench.lock .venv/bin/python benchmarks/streaming.py [--small N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from common import command as run_command
+from common import machine_line, write_report
+
+MiB = 1 << 20
+
+
+class WorkerPeaks:
+    """Peak VmHWM of each Spark Python worker process (pid -> bytes), sampled in a thread."""
+
+    def __init__(self, jvm_pid: int) -> None:
+        self.jvm = psutil.Process(jvm_pid)
+        self.peaks: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for child in self.jvm.children(recursive=True):
+                try:
+                    status = Path(f"/proc/{child.pid}/status").read_text()
+                except OSError:
+                    continue
+                if "python" not in child.name():
+                    continue
+                hwm = int(status.split("VmHWM:")[1].split()[0]) * 1024
+                self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), hwm)
+            time.sleep(0.05)
+
+    def __enter__(self) -> WorkerPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _config(*, tau: int, rounds: int, eval_every: int = 0) -> Any:
+    from sparknet.config import TrainConfig
+
+    return TrainConfig.from_dict({"model": "lenet", "seed": 0, "checkpoint_every": 0,
+                                  "engine": {"num_workers": 2, "tau": tau, "batch_size": 64,
+                                             "rounds": rounds, "eval_every": eval_every},
+                                  "optimizer": {"lr": 0.01}})
+
+
+def _generated_frame(spark: Any, rows: int) -> Any:
+    """``rows`` Fashion-MNIST images (cycled) as Spark image structs, made on the executors."""
+    import pyarrow as pa
+
+    from sparknet.data import fashion_mnist
+
+    struct = ("image struct<origin:string, height:int, width:int, nChannels:int, mode:int, "
+              "data:binary>, label double")
+
+    def make(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        split = fashion_mnist.load_split("train")
+        for batch in batches:
+            ids = batch.column(0).to_numpy() % len(split.labels)
+            n = len(ids)
+            data = [split.images[i, 0].tobytes() for i in ids]
+            image = pa.StructArray.from_arrays(
+                [pa.array([""] * n), pa.array([28] * n, pa.int32()),
+                 pa.array([28] * n, pa.int32()), pa.array([1] * n, pa.int32()),
+                 pa.array([0] * n, pa.int32()), pa.array(data, pa.binary())],
+                names=["origin", "height", "width", "nChannels", "mode", "data"])
+            yield pa.RecordBatch.from_arrays(
+                [image, pa.array(split.labels[ids].astype(np.float64))], names=["image", "label"])
+
+    partitions = max(2, rows // 200_000)
+    return spark.range(0, rows, numPartitions=partitions).mapInArrow(make, struct)
+
+
+def memory(spark: Any, jvm: int, rows_1x: int, rounds: int) -> dict[str, Any]:
+    from sparknet.data.dataframe import dataframe_data
+    from sparknet.data.shards import InputSpec
+    from sparknet.engine.trainer import train
+
+    spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+    out: dict[str, Any] = {}
+    for scale in (1, 4):
+        rows = rows_1x * scale
+        started = time.perf_counter()
+        data, _ = dataframe_data(_generated_frame(spark, rows), features="image", label="label",
+                                 spec=spec, num_workers=2, batch_size=64, streamed=True)
+        written = time.perf_counter() - started
+        try:
+            with WorkerPeaks(jvm) as peaks:
+                result = train(data, config=_config(tau=50, rounds=rounds), progress=False)
+        finally:
+            data.release()
+        out[f"{scale}x"] = {"rows": rows, "stored_mib": rows * (784 + 8) / MiB,
+                            "write_seconds": written,
+                            "worker_peak_mib": sorted(p / MiB for p in peaks.peaks.values()),
+                            "train_accuracy": result.metrics[-1]["train_accuracy"]}
+        print(f"memory {scale}x: {out[f'{scale}x']}", flush=True)
+    return out
+
+
+def _samples_per_second(result: Any) -> float:
+    rounds = result.metrics[2:]  # the first rounds warm caches up
+    return sum(r["samples"] for r in rounds) / sum(r["round_seconds"] for r in rounds)
+
+
+def _overhead(result: Any) -> float:
+    return statistics.median(r["overhead_seconds"] for r in result.metrics[2:])
+
+
+def speed(spark: Any, rows: int, rounds: int, repeats: int) -> dict[str, Any]:
+    from sparknet.data import fashion_mnist
+    from sparknet.data.shards import InputSpec
+    from sparknet.data.sources import from_arrays
+    from sparknet.engine.trainer import train
+
+    split = fashion_mnist.load_split("train")
+    take = np.arange(rows) % len(split.labels)
+    arrays = (split.images[take], split.labels[take])
+    spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+    rates: dict[str, list[float]] = {"memory": [], "streamed": []}
+    overheads: dict[str, list[float]] = {"memory": [], "streamed": []}
+    for _ in range(repeats):
+        for name in ("memory", "streamed"):
+            data = from_arrays(spark, train=arrays, test=None, spec=spec, num_workers=2,
+                               seed=0, streamed=name == "streamed")
+            try:
+                result = train(data, config=_config(tau=50, rounds=rounds), progress=False)
+            finally:
+                data.release()
+            rates[name].append(_samples_per_second(result))
+            overheads[name].append(_overhead(result))
+    return {"rows": rows, "samples_per_s": {k: statistics.median(v) for k, v in rates.items()},
+            "overhead_s": {k: statistics.median(v) for k, v in overheads.items()},
+            "runs": rates}
+
+
+def decode(folder: Path, files: int, repeats: int) -> dict[str, Any]:
+    """Images/s on one core: streamed shard vs DataLoader, same decoder and preparation."""
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from sparknet.data.dataframe import Report
+    from sparknet.data.images import decode_image
+    from sparknet.data.streamed import StreamedShard, StreamLayout, write_shard_file
+    from sparknet.models.kinds import ScaledInput
+    from sparknet.testing.data import write_image_folder
+
+    torch.set_num_threads(1)
+    write_image_folder(folder, split="train", count=files, size=64, rgb=True)
+    paths = sorted(folder.glob("*/*.jpg"))
+    labels = np.array([int(p.parent.name.split("-")[0]) for p in paths], np.int64)
+    shape = (3, 64, 64)
+    prep = ScaledInput(shape, 1 / 255)
+    device = torch.device("cpu")
+    rng = np.random.default_rng(0)
+    blobs = [p.read_bytes() for p in paths]
+    lengths = np.array([len(b) for b in blobs], np.int64)
+    chunk = (lengths.tobytes() + b"".join(blobs), labels.tobytes(), len(blobs))
+    layout = StreamLayout(kind="encoded", shape=shape, decode_threads=1)
+    write_shard_file(folder / "shard.arrow", layout, [chunk])
+    del Report
+
+    class Files(Dataset[tuple[np.ndarray, int]]):
+        def __len__(self) -> int:
+            return len(paths)
+
+        def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+            return decode_image(paths[i].read_bytes(), shape), int(labels[i])
+
+    def streamed() -> float:
+        shard = StreamedShard(folder / "shard.arrow", layout)
+        order = rng.permutation(len(shard))
+        started = time.perf_counter()
+        for start in range(0, len(order), 64):
+            features, y = shard.rows(order[start: start + 64])
+            prep(features, device, train=True, rng=rng)
+        elapsed = time.perf_counter() - started
+        shard.close()
+        return len(order) / elapsed
+
+    def loader() -> float:
+        batches = DataLoader(Files(), batch_size=64, shuffle=True, num_workers=0,
+                             collate_fn=lambda items: (np.stack([x for x, _ in items]),
+                                                       np.array([y for _, y in items])))
+        started = time.perf_counter()
+        for features, _ in batches:
+            prep(features, device, train=True, rng=rng)
+        return len(paths) / (time.perf_counter() - started)
+
+    streamed(), loader()  # warm up: page cache, Pillow
+    rates: dict[str, list[float]] = {"streamed": [], "dataloader": []}
+    for _ in range(repeats):
+        rates["streamed"].append(streamed())
+        rates["dataloader"].append(loader())
+    return {"files": len(paths), "images_per_s_per_core": {k: statistics.median(v)
+                                                            for k, v in rates.items()},
+            "runs": rates}
+
+
+def round_cost(spark: Any, rows_small: int, rounds: int, repeats: int) -> dict[str, Any]:
+    from sparknet.data import fashion_mnist
+    from sparknet.data.shards import InputSpec
+    from sparknet.data.sources import from_arrays
+    from sparknet.engine.trainer import train
+
+    split = fashion_mnist.load_split("train")
+    spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+    overheads: dict[str, list[float]] = {"1x": [], "10x": []}
+    for _ in range(repeats):
+        for name, rows in (("1x", rows_small), ("10x", 10 * rows_small)):
+            take = np.arange(rows) % len(split.labels)
+            data = from_arrays(spark, train=(split.images[take], split.labels[take]), test=None,
+                               spec=spec, num_workers=2, seed=0, streamed=True)
+            try:
+                result = train(data, config=_config(tau=50, rounds=rounds), progress=False)
+            finally:
+                data.release()
+            overheads[name].append(_overhead(result))
+    return {"rows_per_partition": {"1x": rows_small // 2, "10x": 5 * rows_small},
+            "overhead_s": {k: statistics.median(v) for k, v in overheads.items()},
+            "runs": overheads}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--memory-rows", type=int, default=1_500_000,
+                        help="rows of the 1x dataset (784 + 8 bytes each)")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--decode-files", type=int, default=4000)
+    parser.add_argument("--parts", default="speed,decode,round,memory")
+    args = parser.parse_args()
+    parts = set(args.parts.split(","))
+
+    from sparknet.engine.spark_session import get_or_create_session
+
+    spark = get_or_create_session("local[2]", app_name="sparknet-bench-streaming")
+    jvm = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
+    results: dict[str, Any] = {"machine": machine_line(), "command": run_command()}
+    if "speed" in parts:
+        results["speed"] = speed(spark, 60_000, args.rounds, args.repeats)
+        print("speed", results["speed"], flush=True)
+    if "decode" in parts:
+        with tempfile.TemporaryDirectory() as folder:
+            results["decode"] = decode(Path(folder), args.decode_files, args.repeats)
+        print("decode", results["decode"], flush=True)
+    if "round" in parts:
+        results["round_cost"] = round_cost(spark, 12_000, args.rounds, args.repeats)
+        print("round", results["round_cost"], flush=True)
+    if "memory" in parts:
+        results["memory"] = memory(spark, jvm, args.memory_rows, args.rounds)
+    spark.stop()
+    path = write_report("streaming", report(results), results)
+    print(f"wrote {path}")
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = ["# Streamed shards", "", f"Machine: {results['machine']}.",
+             f"Command: `{results['command']}`.", ""]
+    if "speed" in results:
+        s = results["speed"]["samples_per_s"]
+        ratio = s["streamed"] / s["memory"]
+        lines += ["## Speed: streamed vs in memory (Fashion-MNIST uint8, LeNet, K=2, tau=50)", "",
+                  "| source | samples/s (median) |", "|---|---|",
+                  f"| in memory (broadcast) | {s['memory']:.0f} |",
+                  f"| streamed (local Arrow file) | {s['streamed']:.0f} |", "",
+                  f"Ratio streamed / in memory: **{ratio:.3f}** (target >= 0.95: "
+                  f"{'met' if ratio >= 0.95 else 'MISSED'}).", ""]
+    if "decode" in results:
+        d = results["decode"]["images_per_s_per_core"]
+        ratio = d["streamed"] / d["dataloader"]
+        lines += ["## JPEG decode + prepare per core (64x64 RGB, Pillow, batch 64)", "",
+                  "| reader | images/s on one core (median) |", "|---|---|",
+                  f"| streamed shard (Arrow file, decode_threads=1) | {d['streamed']:.0f} |",
+                  f"| torch DataLoader over the files (num_workers=0) | {d['dataloader']:.0f} |",
+                  "", f"Ratio: **{ratio:.2f}** (target >= 1.0: "
+                  f"{'met' if ratio >= 1.0 else 'MISSED'}).", ""]
+    if "round_cost" in results:
+        r = results["round_cost"]
+        o = r["overhead_s"]
+        change = o["10x"] / o["1x"] - 1
+        lines += ["## Per-round overhead vs rows per partition (streamed, tau=50)", "",
+                  "| rows per partition | overhead per round (median, s) |", "|---|---|",
+                  f"| {r['rows_per_partition']['1x']:,} | {o['1x']:.3f} |",
+                  f"| {r['rows_per_partition']['10x']:,} | {o['10x']:.3f} |", "",
+                  f"Change with 10x data: **{100 * change:+.1f}%** (target within 10%: "
+                  f"{'met' if abs(change) <= 0.10 else 'MISSED'}).", ""]
+    if "memory" in results:
+        m = results["memory"]
+        lines += ["## Memory: peak RSS per Python worker, streamed, two dataset sizes", "",
+                  "| dataset | rows | stored (MiB) | peak VmHWM per Python worker (MiB) |",
+                  "|---|---|---|---|"]
+        for name, row in m.items():
+            peaks = ", ".join(f"{p:.0f}" for p in row["worker_peak_mib"])
+            lines.append(f"| {name} | {row['rows']:,} | {row['stored_mib']:.0f} | {peaks} |")
+        top = {name: max(row["worker_peak_mib"]) for name, row in m.items()}
+        change = top["4x"] / top["1x"] - 1
+        lines += ["", f"Largest worker peak, 4x vs 1x: **{100 * change:+.1f}%** (target "
+                  f"within 10%: {'met' if abs(change) <= 0.10 else 'MISSED'}).", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
