@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -456,8 +456,8 @@ def _frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec, num_wo
                 ) -> tuple[SparkData, FrameSummary]:
     """The same chunks as ``_converted_pairs``, kept as a cached DataFrame (Spark Connect).
 
-    Chunk i of the round-robin repartition lands in the same partition, in the same order,
-    as on a classic session, so the shards (and the trained weights) are the same.
+    Chunks are dealt and ordered as on a classic session (``dealt_chunks``), so the shards
+    (and the trained weights) are the same.
     """
     def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return convert_partition(plan, batches)
@@ -470,7 +470,7 @@ def _frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec, num_wo
         for batch in batches:
             yield batch.add_column(0, "shard", pa.array([shard] * batch.num_rows, pa.int32()))
 
-    frame = (selected.mapInArrow(convert, CHUNKS).repartition(num_workers)
+    frame = (dealt_chunks(selected, convert, num_workers)
              .mapInArrow(tag, f"shard int, {CHUNKS}").cache())
     try:
         table = frame.select("shard", "rows", "report").toArrow()
@@ -488,6 +488,33 @@ def _frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec, num_wo
                          layout=ShardLayout(str(storage_dtype(plan.layout.kind)), spec.shape))
     return SparkData(train=shards, test=None, spec=spec, train_sizes=summary.shard_sizes,
                      test_size=0), summary
+
+
+def dealt_chunks(selected: DataFrame, convert: Callable[[Iterator[pa.RecordBatch]],
+                                                        Iterator[pa.RecordBatch]],
+                 num_partitions: int) -> DataFrame:
+    """Chunks dealt round-robin into ``num_partitions``, each partition in a fixed order.
+
+    Round-robin over chunks of rows gives balanced shards, and every shard sees every input
+    partition (sorted-by-class data is mixed). A shuffle delivers blocks in arrival order on a
+    cluster, so each partition is sorted by (input partition, chunk number): a shard holds the
+    same rows in the same order on every run, retry and recomputation.
+    """
+    def tagged(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        source = context.partitionId() if context is not None else 0
+        seq = 0
+        for batch in convert(batches):
+            rows = batch.num_rows
+            yield (batch.append_column("source", pa.array([source] * rows, pa.int32()))
+                   .append_column("seq", pa.array(range(seq, seq + rows), pa.int64())))
+            seq += rows
+
+    return (selected.mapInArrow(tagged, f"{CHUNKS}, source int, seq long")
+            .repartition(num_partitions).sortWithinPartitions("source", "seq")
+            .drop("source", "seq"))
 
 
 @dataclass(frozen=True)
@@ -511,10 +538,7 @@ def _converted_pairs(selected: DataFrame, plan: ChunkPlan,
     def assemble(rows: Iterable[Any]) -> Iterable[tuple[Shard, str]]:
         return _assemble(layout, rows)
 
-    chunks = selected.mapInArrow(convert, CHUNKS)
-    # Round-robin over chunks of rows: balanced shards, and every shard sees every input
-    # partition (sorted-by-class data is mixed). Deterministic for the same input.
-    return chunks.repartition(num_partitions).rdd.mapPartitions(assemble)
+    return dealt_chunks(selected, convert, num_partitions).rdd.mapPartitions(assemble)
 
 
 _MESSAGES = {

@@ -17,12 +17,12 @@ import numpy as np
 import pyarrow as pa
 
 from sparknet.data.dataframe import (
-    CHUNKS,
     ChunkPlan,
     FrameSummary,
     Report,
     Where,
     convert_partition,
+    dealt_chunks,
     decode_labels,
 )
 from sparknet.data.frames import CHUNK_ROWS
@@ -116,7 +116,7 @@ def streamed_frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec
                           shape=spec.shape, decode_threads=decode_threads)
     convert = partial(convert_encoded_partition if kind == "binary" else convert_partition,
                       plan)
-    chunks = selected.mapInArrow(convert, CHUNKS).repartition(num_workers).rdd
+    chunks = dealt_chunks(selected, convert, num_workers).rdd
     shards = stream_chunks(chunks, layout, marker=_merged_marker)
     try:
         markers: RDD[tuple[int, int, str]] = shards.handles  # type: ignore[assignment]
