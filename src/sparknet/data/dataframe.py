@@ -495,11 +495,15 @@ def dealt_chunks(selected: DataFrame, convert: Callable[[Iterator[pa.RecordBatch
                  num_partitions: int) -> DataFrame:
     """Chunks dealt round-robin into ``num_partitions``, each partition in a fixed order.
 
-    Round-robin over chunks of rows gives balanced shards, and every shard sees every input
-    partition (sorted-by-class data is mixed). A shuffle delivers blocks in arrival order on a
-    cluster, so each partition is sorted by (input partition, chunk number): a shard holds the
-    same rows in the same order on every run, retry and recomputation.
+    Input partition p deals its chunks to partitions p, p+1, ... (mod K): balanced shards, and
+    every shard sees every input partition (sorted-by-class data is mixed). Where a chunk goes
+    depends only on (input partition, chunk number), never on its bytes, and each partition is
+    sorted by the same pair, because a shuffle on a cluster delivers blocks in arrival order:
+    a shard holds the same rows in the same order on every run, retry and recomputation, for
+    every way of storing the features.
     """
+    keys = _partition_keys(selected.sparkSession, num_partitions)
+
     def tagged(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
@@ -507,14 +511,32 @@ def dealt_chunks(selected: DataFrame, convert: Callable[[Iterator[pa.RecordBatch
         source = context.partitionId() if context is not None else 0
         seq = 0
         for batch in convert(batches):
-            rows = batch.num_rows
-            yield (batch.append_column("source", pa.array([source] * rows, pa.int32()))
-                   .append_column("seq", pa.array(range(seq, seq + rows), pa.int64())))
-            seq += rows
+            numbers = range(seq, seq + batch.num_rows)
+            yield (batch.append_column("source",
+                                       pa.array([source] * batch.num_rows, pa.int32()))
+                   .append_column("seq", pa.array(numbers, pa.int64()))
+                   .append_column("dest", pa.array([keys[(source + n) % num_partitions]
+                                                    for n in numbers], pa.int64())))
+            seq += batch.num_rows
 
-    return (selected.mapInArrow(tagged, f"{CHUNKS}, source int, seq long")
-            .repartition(num_partitions).sortWithinPartitions("source", "seq")
-            .drop("source", "seq"))
+    return (selected.mapInArrow(tagged, f"{CHUNKS}, source int, seq long, dest long")
+            .repartition(num_partitions, "dest").sortWithinPartitions("source", "seq")
+            .drop("source", "seq", "dest"))
+
+
+def _partition_keys(spark: Any, num_partitions: int) -> list[int]:
+    """For each partition k, the smallest long that Spark's hash partitioning sends to k."""
+    from pyspark.sql import functions as F
+
+    keys: dict[int, int] = {}
+    limit = 64 * num_partitions
+    while len(keys) < num_partitions:
+        rows = (spark.range(0, limit).select("id", F.pmod(F.hash("id"), F.lit(num_partitions))
+                                             .alias("k"))
+                .groupBy("k").agg(F.min("id").alias("id")).collect())
+        keys = {int(row["k"]): int(row["id"]) for row in rows}
+        limit *= 4
+    return [keys[k] for k in range(num_partitions)]
 
 
 @dataclass(frozen=True)

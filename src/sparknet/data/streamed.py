@@ -193,14 +193,22 @@ class StreamedShard:
         offset = index - self._starts[chunk]
         places = list(zip(chunk.tolist(), offset.tolist(), strict=True))
         labels = np.empty(len(places), np.int64)
-        for row, (c, o) in enumerate(places):
-            labels[row] = self._labels[c][o]
         if self._decoder is not None:
+            for row, (c, o) in enumerate(places):
+                labels[row] = self._labels[c][o]
             features = self._decoder.decode([self._blob(c, o) for c, o in places])
         else:
             out = np.empty((len(places), self.layout.row_bytes), np.uint8)
-            for row, (c, o) in enumerate(places):
-                out[row] = self._features[c][o]
+            used = np.unique(chunk)
+            if 4 * used.size < len(places):  # few record batches: one gather per batch
+                for c in used.tolist():
+                    rows = np.flatnonzero(chunk == c)
+                    out[rows] = self._features[c][offset[rows]]
+                    labels[rows] = self._labels[c][offset[rows]]
+            else:
+                for row, (c, o) in enumerate(places):
+                    out[row] = self._features[c][o]
+                    labels[row] = self._labels[c][o]
             features = out.view(self.layout.dtype).reshape(len(places), *self.layout.shape)
         if sequential:
             self.drop_pages()
