@@ -283,49 +283,56 @@ def main() -> None:
     print(f"wrote {path}")
 
 
+def _section(title: str, header: str, rows: list[tuple[str, str]], verdict: str) -> list[str]:
+    return [f"## {title}", "", f"| {header} |", "|---|---|",
+            *[f"| {name} | {value} |" for name, value in rows], "", verdict, ""]
+
+
+def _verdict(label: str, value: str, ok: bool, target: str) -> str:
+    return f"{label}: **{value}** (target {target}: {'met' if ok else 'MISSED'})."
+
+
 def report(results: dict[str, Any]) -> str:
     lines = ["# Streamed shards", "", f"Machine: {results['machine']}.",
              f"Command: `{results['command']}`.", ""]
-    if "speed" in results:
-        s = results["speed"]["samples_per_s"]
-        ratio = s["streamed"] / s["memory"]
-        lines += ["## Speed: streamed vs in memory (Fashion-MNIST uint8, LeNet, K=2, tau=50)", "",
-                  "| source | samples/s (median) |", "|---|---|",
-                  f"| in memory (broadcast) | {s['memory']:.0f} |",
-                  f"| streamed (local Arrow file) | {s['streamed']:.0f} |", "",
-                  f"Ratio streamed / in memory: **{ratio:.3f}** (target >= 0.95: "
-                  f"{'met' if ratio >= 0.95 else 'MISSED'}).", ""]
-    if "decode" in results:
-        d = results["decode"]["images_per_s_per_core"]
-        ratio = d["streamed"] / d["dataloader"]
-        lines += ["## JPEG decode + prepare per core (64x64 RGB, Pillow, batch 64)", "",
-                  "| reader | images/s on one core (median) |", "|---|---|",
-                  f"| streamed shard (Arrow file, decode_threads=1) | {d['streamed']:.0f} |",
-                  f"| torch DataLoader over the files (num_workers=0) | {d['dataloader']:.0f} |",
-                  "", f"Ratio: **{ratio:.2f}** (target >= 1.0: "
-                  f"{'met' if ratio >= 1.0 else 'MISSED'}).", ""]
+    pairs = [("speed", "samples_per_s", "memory",
+              "Speed: streamed vs in memory (Fashion-MNIST uint8, LeNet, K=2, tau=50)",
+              "source | samples/s (median)", "in memory (broadcast)",
+              "streamed (local Arrow file)", 0.95),
+             ("decode", "images_per_s_per_core", "dataloader",
+              "JPEG decode + prepare per core (64x64 RGB, Pillow, batch 64)",
+              "reader | images/s on one core (median)",
+              "torch DataLoader over the files (num_workers=0)",
+              "streamed shard (Arrow file, decode_threads=1)", 1.0)]
+    for part, key, base, title, header, base_name, ours_name, target in pairs:
+        if part in results:
+            rates = results[part][key]
+            ratio = rates["streamed"] / rates[base]
+            lines += _section(title, header, [(base_name, f"{rates[base]:.0f}"),
+                                              (ours_name, f"{rates['streamed']:.0f}")],
+                              _verdict("Ratio streamed / baseline", f"{ratio:.3f}",
+                                       ratio >= target, f">= {target}"))
     if "round_cost" in results:
         r = results["round_cost"]
-        o = r["overhead_s"]
+        o, rows = r["overhead_s"], r["rows_per_partition"]
         change = o["10x"] / o["1x"] - 1
-        lines += ["## Per-round overhead vs rows per partition (streamed, tau=50)", "",
-                  "| rows per partition | overhead per round (median, s) |", "|---|---|",
-                  f"| {r['rows_per_partition']['1x']:,} | {o['1x']:.3f} |",
-                  f"| {r['rows_per_partition']['10x']:,} | {o['10x']:.3f} |", "",
-                  f"Change with 10x data: **{100 * change:+.1f}%** (target within 10%: "
-                  f"{'met' if abs(change) <= 0.10 else 'MISSED'}).", ""]
+        lines += _section(
+            "Per-round overhead vs rows per partition (streamed, tau=50)",
+            "rows per partition | overhead per round (median, s)",
+            [(f"{rows['1x']:,}", f"{o['1x']:.3f}"), (f"{rows['10x']:,}", f"{o['10x']:.3f}")],
+            _verdict("Change with 10x data", f"{100 * change:+.1f}%", abs(change) <= 0.10,
+                     "within 10%"))
     if "memory" in results:
         m = results["memory"]
-        lines += ["## Memory: peak RSS per Python worker, streamed, two dataset sizes", "",
-                  "| dataset | rows | stored (MiB) | peak VmHWM per Python worker (MiB) |",
-                  "|---|---|---|---|"]
-        for name, row in m.items():
-            peaks = ", ".join(f"{p:.0f}" for p in row["worker_peak_mib"])
-            lines.append(f"| {name} | {row['rows']:,} | {row['stored_mib']:.0f} | {peaks} |")
         top = {name: max(row["worker_peak_mib"]) for name, row in m.items()}
         change = top["4x"] / top["1x"] - 1
-        lines += ["", f"Largest worker peak, 4x vs 1x: **{100 * change:+.1f}%** (target "
-                  f"within 10%: {'met' if abs(change) <= 0.10 else 'MISSED'}).", ""]
+        lines += _section(
+            "Memory: peak RSS (VmHWM) per Python worker, streamed, two dataset sizes",
+            "dataset (rows, stored MiB) | peak per Python worker (MiB)",
+            [(f"{name} ({row['rows']:,}, {row['stored_mib']:.0f})",
+              ", ".join(f"{p:.0f}" for p in row["worker_peak_mib"])) for name, row in m.items()],
+            _verdict("Largest worker peak, 4x vs 1x", f"{100 * change:+.1f}%",
+                     abs(change) <= 0.10, "within 10%"))
     return "\n".join(lines) + "\n"
 
 

@@ -24,21 +24,10 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def small_folder(tmp_path_factory: pytest.TempPathFactory, fashion: Any) -> Path:
-    """600 training and 200 validation images as 28x28 grey JPEG files."""
-    from sparknet.testing.data import write_image_folder
-
-    root = tmp_path_factory.mktemp("images")
-    write_image_folder(root / "train", split="train", count=600)
-    write_image_folder(root / "val", split="test", count=200)
-    return root
-
-
 @pytest.fixture()
-def copied(small_folder: Path, tmp_path: Path) -> Path:
+def copied(jpeg_folder: Path, tmp_path: Path) -> Path:
     """A writable copy of the training folder."""
-    return Path(shutil.copytree(small_folder / "train", tmp_path / "train"))
+    return Path(shutil.copytree(jpeg_folder / "train", tmp_path / "train"))
 
 
 @pytest.mark.parametrize(("layout", "expected"), [
@@ -81,7 +70,7 @@ def test_a_corrupt_file_is_named_or_skipped_and_counted(spark: Any, copied: Path
                                          batch_size=16, invalid_images="skip")
     data.release()
     assert summary.skipped_images == 1 and victim.name in str(summary.skipped_example)
-    assert sum(summary.shard_sizes) == 599
+    assert sum(summary.shard_sizes) == 1199
 
 
 @pytest.mark.spark
@@ -100,18 +89,18 @@ def test_mixed_sizes_train_under_the_resize_policy(spark: Any, copied: Path) -> 
         result = train(data, config=config, progress=False)
     finally:
         data.release()
-    assert sum(summary.shard_sizes) == 600 and np.isfinite(result.floats).all()
+    assert sum(summary.shard_sizes) == 1200 and np.isfinite(result.floats).all()
 
 
 @pytest.mark.spark
-def test_val_folder_with_other_classes_is_an_error(spark: Any, small_folder: Path,
+def test_val_folder_with_other_classes_is_an_error(spark: Any, jpeg_folder: Path,
                                                    tmp_path: Path) -> None:
     from sparknet.data.images import image_folder_frame
 
-    val = Path(shutil.copytree(small_folder / "val", tmp_path / "val"))
+    val = Path(shutil.copytree(jpeg_folder / "val", tmp_path / "val"))
     (val / "0-T_shirt_top").rename(val / "zebra")
     with pytest.raises(DataError, match="class folders the training data lacks"):
-        image_folder_frame(spark, val, classes=class_names(small_folder / "train"),
+        image_folder_frame(spark, val, classes=class_names(jpeg_folder / "train"),
                            flag="--val-images")
 
 

@@ -64,17 +64,6 @@ def test_streamed_arrays_give_the_in_memory_weights(spark: Any, fashion: Any) ->
         results[False].metrics[-1]["test_accuracy"]
 
 
-@pytest.fixture(scope="session")
-def jpeg_folder(tmp_path_factory: pytest.TempPathFactory, fashion: Any) -> Path:
-    """1,200 training and 300 validation Fashion-MNIST images as 28x28 grey JPEG files."""
-    from sparknet.testing.data import write_image_folder
-
-    root = tmp_path_factory.mktemp("jpegs")
-    write_image_folder(root / "train", split="train", count=1200)
-    write_image_folder(root / "val", split="test", count=300)
-    return root
-
-
 @pytest.mark.spark
 def test_streamed_image_folder_gives_the_in_memory_weights(spark: Any, jpeg_folder: Path
                                                            ) -> None:
