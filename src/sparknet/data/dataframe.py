@@ -393,8 +393,9 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     """Validates ``df`` and caches it as ``num_workers`` shards; raises DataError on bad rows.
 
     ``kind`` is the feature kind when the caller has already checked the columns. Jobs: one
-    ``count`` and one conversion pass (which fills Spark's cache). Nothing here trains; every
-    error is raised before the first training round.
+    ``count``, a tiny one for the partition keys (``dealt_chunks``) and one conversion pass
+    (which fills Spark's cache). Nothing here trains; every error is raised before the first
+    training round.
 
     ``streamed`` writes each shard to a file on its executor instead
     (``sparknet.data.streamed``): the same rows in the same order, so training gives the same
