@@ -18,6 +18,8 @@ Four measurements, each in one run on one machine (``local[2]``, K = 2, LeNet):
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import statistics
 import tempfile
 import threading
@@ -28,14 +30,18 @@ from typing import Any
 
 import numpy as np
 import psutil
+from common import RESULTS, machine_line, write_report
 from common import command as run_command
-from common import machine_line, write_report
 
 MiB = 1 << 20
 
 
 class WorkerPeaks:
-    """Peak VmHWM of each Spark Python worker process (pid -> bytes), sampled in a thread."""
+    """Peak resident memory of each Spark Python process (pid -> bytes) over a phase.
+
+    On entry every Python process under the JVM gets its peak reset (``clear_refs`` 5), so
+    VmHWM covers this phase only; a thread samples it every 50 ms.
+    """
 
     def __init__(self, jvm_pid: int) -> None:
         self.jvm = psutil.Process(jvm_pid)
@@ -43,26 +49,41 @@ class WorkerPeaks:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def _pythons(self) -> list[int]:
+        found = []
+        for child in self.jvm.children(recursive=True):
+            try:
+                if "python" in child.name():
+                    found.append(child.pid)
+            except psutil.Error:
+                continue
+        return found
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            for child in self.jvm.children(recursive=True):
+            for pid in self._pythons():
                 try:
-                    status = Path(f"/proc/{child.pid}/status").read_text()
+                    status = Path(f"/proc/{pid}/status").read_text()
                 except OSError:
                     continue
-                if "python" not in child.name():
-                    continue
-                hwm = int(status.split("VmHWM:")[1].split()[0]) * 1024
-                self.peaks[child.pid] = max(self.peaks.get(child.pid, 0), hwm)
+                if "VmHWM:" in status:
+                    hwm = int(status.split("VmHWM:")[1].split()[0]) * 1024
+                    self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
             time.sleep(0.05)
 
     def __enter__(self) -> WorkerPeaks:
+        for pid in self._pythons():
+            with contextlib.suppress(OSError):
+                Path(f"/proc/{pid}/clear_refs").write_text("5")
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
+
+    def mib(self) -> list[float]:
+        return sorted(round(p / MiB, 1) for p in self.peaks.values())
 
 
 def _config(*, tau: int, rounds: int, eval_every: int = 0) -> Any:
@@ -111,17 +132,19 @@ def memory(spark: Any, jvm: int, rows_1x: int, rounds: int) -> dict[str, Any]:
     for scale in (1, 4):
         rows = rows_1x * scale
         started = time.perf_counter()
-        data, _ = dataframe_data(_generated_frame(spark, rows), features="image", label="label",
-                                 spec=spec, num_workers=2, batch_size=64, streamed=True)
+        with WorkerPeaks(jvm) as writing:
+            data, _ = dataframe_data(_generated_frame(spark, rows), features="image",
+                                     label="label", spec=spec, num_workers=2, batch_size=64,
+                                     streamed=True)
         written = time.perf_counter() - started
         try:
-            with WorkerPeaks(jvm) as peaks:
+            with WorkerPeaks(jvm) as training:
                 result = train(data, config=_config(tau=50, rounds=rounds), progress=False)
         finally:
             data.release()
         out[f"{scale}x"] = {"rows": rows, "stored_mib": rows * (784 + 8) / MiB,
-                            "write_seconds": written,
-                            "worker_peak_mib": sorted(p / MiB for p in peaks.peaks.values()),
+                            "write_seconds": written, "writing_peak_mib": writing.mib(),
+                            "worker_peak_mib": training.mib(),
                             "train_accuracy": result.metrics[-1]["train_accuracy"]}
         print(f"memory {scale}x: {out[f'{scale}x']}", flush=True)
     return out
@@ -258,6 +281,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--decode-files", type=int, default=4000)
     parser.add_argument("--parts", default="speed,decode,round,memory")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the parts of the last report that this run does not measure")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
 
@@ -266,6 +291,14 @@ def main() -> None:
     spark = get_or_create_session("local[2]", app_name="sparknet-bench-streaming")
     jvm = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
     results: dict[str, Any] = {"machine": machine_line(), "command": run_command()}
+    if args.keep and (RESULTS / "streaming.json").is_file():
+        # Parts measured by an earlier run stay, each with its own command and machine line.
+        earlier = json.loads((RESULTS / "streaming.json").read_text())
+        results["earlier"] = {"machine": earlier.get("machine"),
+                              "command": earlier.get("command"),
+                              "parts": sorted(set(earlier) & {"speed", "decode",
+                                                              "round_cost", "memory"} - parts)}
+        results.update({k: v for k, v in earlier.items() if k in results["earlier"]["parts"]})
     if "speed" in parts:
         results["speed"] = speed(spark, 60_000, args.rounds, args.repeats)
         print("speed", results["speed"], flush=True)
@@ -295,6 +328,10 @@ def _verdict(label: str, value: str, ok: bool, target: str) -> str:
 def report(results: dict[str, Any]) -> str:
     lines = ["# Streamed shards", "", f"Machine: {results['machine']}.",
              f"Command: `{results['command']}`.", ""]
+    if "earlier" in results:
+        e = results["earlier"]
+        lines += [f"Parts {', '.join(e['parts'])} are from an earlier run: `{e['command']}` on "
+                  f"{e['machine']}.", ""]
     pairs = [("speed", "samples_per_s", "memory",
               "Speed: streamed vs in memory (Fashion-MNIST uint8, LeNet, K=2, tau=50)",
               "source | samples/s (median)", "in memory (broadcast)",
@@ -329,8 +366,10 @@ def report(results: dict[str, Any]) -> str:
         lines += _section(
             "Memory: peak RSS (VmHWM) per Python worker, streamed, two dataset sizes",
             "dataset (rows, stored MiB) | peak per Python worker (MiB)",
-            [(f"{name} ({row['rows']:,}, {row['stored_mib']:.0f})",
-              ", ".join(f"{p:.0f}" for p in row["worker_peak_mib"])) for name, row in m.items()],
+            [(f"{name} ({row['rows']:,}, {row['stored_mib']:.0f}), {phase}",
+              ", ".join(f"{p:.0f}" for p in row[key])) for name, row in m.items()
+             for phase, key in (("writing the files", "writing_peak_mib"),
+                                ("training", "worker_peak_mib"))],
             _verdict("Largest worker peak, 4x vs 1x", f"{100 * change:+.1f}%",
                      abs(change) <= 0.10, "within 10%"))
     return "\n".join(lines) + "\n"
