@@ -8,17 +8,15 @@ task finds the marker in Spark's cache on the same executor, so it finds the fil
 that executor is lost, Spark recomputes the marker from the DataFrame's lineage on another
 executor, which writes the file again (same rows, same order).
 
-Memory a Python worker holds for data (the bound ``docs/streaming.md`` documents): a task maps
-its file only while it runs and reads just the rows of each mini-batch, so the data it holds is
-the mini-batch in flight (stored rows, decoded pixels and the network input) plus the pages of
-the file the task touched, which the kernel drops when the task ends (evaluation drops them
-after every batch). None of it grows with the number of rows in the file; the rest of the file
-stays in the operating system's page cache.
+Memory a Python worker holds for data (the bound ``docs/streaming.md`` documents): a task reads
+just the rows of each mini-batch from its file with ``pread`` (the file's footer and batch
+headers are read once per task through a short-lived memory map), so the data it holds is the
+mini-batch in flight: stored rows, decoded pixels and the network input. None of it grows with
+the number of rows in the file; the file itself stays in the operating system's page cache.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -144,88 +142,126 @@ def write_shard_file(path: Path, layout: StreamLayout,
 # Reading (every round and every evaluation)
 
 
-class StreamedShard:
-    """One partition's file, mapped for the duration of a task; reads rows by index.
+@dataclass(frozen=True)
+class _Block:
+    """Where one record batch's rows lie in the file (byte positions)."""
 
-    Duck-types ``sparknet.data.shards.Shard`` for the worker functions: ``len(shard)`` and
-    ``shard.rows(index) -> (stored features, labels)``.
+    first_row: int
+    rows: int
+    labels_at: int
+    features_at: int
+    offsets_at: int  # encoded rows: the int32 offsets into the bytes at ``features_at``
+
+
+def _blocks(path: Path, layout: StreamLayout) -> list[_Block]:
+    """Reads the file's footer and record-batch headers (zero-copy) for the buffers' places."""
+    mapped = pa.memory_map(str(path))
+    try:
+        base = mapped.read_buffer(1).address  # the map's first byte
+        reader = pa.ipc.open_file(mapped)
+        blocks, first = [], 0
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            column, labels = batch.column(0), batch.column(1)
+            buffers = column.buffers()
+            label_at = labels.buffers()[1].address - base + 8 * labels.offset
+            if layout.kind == "encoded":
+                block = _Block(first, len(column), label_at, buffers[2].address - base,
+                               buffers[1].address - base + 4 * column.offset)
+            else:
+                block = _Block(first, len(column), label_at, buffers[1].address - base +
+                               layout.row_bytes * column.offset, -1)
+            blocks.append(block)
+            first += block.rows
+        return blocks
+    finally:
+        mapped.close()
+
+
+def _int64(parts: list[bytes]) -> np.ndarray:
+    return np.frombuffer(bytearray(b"".join(parts)), np.int64)
+
+
+class StreamedShard:
+    """One partition's file, open for the duration of a task; reads rows by index.
+
+    Rows are read with ``pread`` into the batch's own arrays: nothing of the file is mapped
+    into the process, so the data a task holds is the batch in flight (see the module
+    docstring); the file stays in the page cache. Duck-types ``sparknet.data.shards.Shard`` for
+    the worker functions: ``len(shard)`` and ``shard.rows(index) -> (features, labels)``.
     """
 
     def __init__(self, path: Path, layout: StreamLayout) -> None:
         self.layout = layout
-        with open(path, "rb") as handle:
-            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        reader = pa.ipc.open_file(pa.py_buffer(self._map))
-        self._features: list[Any] = []
-        self._labels: list[np.ndarray] = []
-        for i in range(reader.num_record_batches):
-            batch = reader.get_batch(i)
-            column, labels = batch.column(0), batch.column(1)
-            self._labels.append(np.frombuffer(labels.buffers()[1], np.int64,
-                                              count=len(labels), offset=labels.offset * 8))
-            buffers = column.buffers()
-            if layout.kind == "encoded":
-                offsets = np.frombuffer(buffers[1], np.int32, count=len(column) + 1,
-                                        offset=column.offset * 4)
-                self._features.append((offsets, np.frombuffer(buffers[2], np.uint8)))
-            else:
-                size = layout.row_bytes
-                self._features.append(np.frombuffer(buffers[1], np.uint8,
-                                                    count=len(column) * size,
-                                                    offset=column.offset * size
-                                                    ).reshape(-1, size))
-        sizes = [len(labels) for labels in self._labels]
-        self._starts = np.cumsum([0, *sizes])[:-1]
-        self._length = int(sum(sizes))
+        self._blocks = _blocks(path, layout)
+        self._starts = np.array([b.first_row for b in self._blocks], np.int64)
+        self._length = sum(b.rows for b in self._blocks)
+        self._fd = os.open(path, os.O_RDONLY)
         self._decoder = (ImageDecoder(layout.shape, threads=layout.decode_threads)
                          if layout.kind == "encoded" else None)
 
     def __len__(self) -> int:
         return self._length
 
+    def _read(self, size: int, position: int) -> bytes:
+        data = os.pread(self._fd, size, position)
+        if len(data) != size:
+            raise TrainingError(f"streamed shard file ended early at byte {position}: it was "
+                                "changed or truncated while training; start the run again")
+        return data
+
     def rows(self, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
         """(stored features ``[n, *shape]`` decoded to pixels for images, int64 labels)."""
-        sequential = isinstance(index, slice)  # evaluation: each page is read once
         if isinstance(index, slice):
-            index = np.arange(self._length)[index]
+            return self._run(*index.indices(self._length)[:2])
         index = np.asarray(index, np.int64)
         chunk = np.searchsorted(self._starts, index, side="right") - 1
-        offset = index - self._starts[chunk]
-        places = list(zip(chunk.tolist(), offset.tolist(), strict=True))
-        labels = np.empty(len(places), np.int64)
-        if self._decoder is not None:
-            for row, (c, o) in enumerate(places):
-                labels[row] = self._labels[c][o]
-            features = self._decoder.decode([self._blob(c, o) for c, o in places])
-        else:
-            out = np.empty((len(places), self.layout.row_bytes), np.uint8)
-            used = np.unique(chunk)
-            if 4 * used.size < len(places):  # few record batches: one gather per batch
-                for c in used.tolist():
-                    rows = np.flatnonzero(chunk == c)
-                    out[rows] = self._features[c][offset[rows]]
-                    labels[rows] = self._labels[c][offset[rows]]
+        labels: list[bytes] = []
+        features: list[bytes] = []
+        size = self.layout.row_bytes
+        for c, i in zip(chunk.tolist(), index.tolist(), strict=True):
+            block = self._blocks[c]
+            offset = i - block.first_row
+            labels.append(self._read(8, block.labels_at + 8 * offset))
+            if self._decoder is None:
+                features.append(self._read(size, block.features_at + size * offset))
             else:
-                for row, (c, o) in enumerate(places):
-                    out[row] = self._features[c][o]
-                    labels[row] = self._labels[c][o]
-            features = out.view(self.layout.dtype).reshape(len(places), *self.layout.shape)
-        if sequential:
-            self.drop_pages()
-        return features, labels
+                start, end = np.frombuffer(self._read(8, block.offsets_at + 4 * offset),
+                                           np.int32).tolist()
+                features.append(self._read(end - start, block.features_at + start))
+        return self._stored(features, index.size), _int64(labels)
 
-    def _blob(self, chunk: int, offset: int) -> memoryview:
-        offsets, data = self._features[chunk]
-        return memoryview(data[offsets[offset]: offsets[offset + 1]])
+    def _run(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``start..stop`` in order (evaluation): one read per record batch."""
+        labels: list[bytes] = []
+        features: list[bytes] = []
+        size = self.layout.row_bytes
+        for block in self._blocks:
+            first = max(start, block.first_row) - block.first_row
+            last = min(stop, block.first_row + block.rows) - block.first_row
+            if first >= last:
+                continue
+            labels.append(self._read(8 * (last - first), block.labels_at + 8 * first))
+            if self._decoder is None:
+                features.append(self._read(size * (last - first),
+                                           block.features_at + size * first))
+                continue
+            ends = np.frombuffer(self._read(4 * (last - first + 1),
+                                            block.offsets_at + 4 * first), np.int32)
+            data = self._read(int(ends[-1] - ends[0]), block.features_at + int(ends[0]))
+            starts = (ends - ends[0]).tolist()
+            features += [data[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        return self._stored(features, max(0, stop - start)), _int64(labels)
 
-    def drop_pages(self) -> None:
-        """Returns the file pages this task touched to the page cache (out of this process)."""
-        self._map.madvise(mmap.MADV_DONTNEED)
+    def _stored(self, parts: list[bytes], count: int) -> np.ndarray:
+        if self._decoder is not None:
+            return self._decoder.decode(parts)
+        # bytearray: writable memory, which torch.from_numpy expects.
+        flat = np.frombuffer(bytearray(b"".join(parts)), self.layout.dtype)
+        return flat.reshape(count, *self.layout.shape)
 
     def close(self) -> None:
-        self.drop_pages()
-        self._features.clear()
-        self._labels.clear()
+        os.close(self._fd)
 
 
 @dataclass(frozen=True)
