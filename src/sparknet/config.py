@@ -172,6 +172,9 @@ class EngineConfig:
     tree_fan_in: int = setting(4, "the driver combines at most this many partial sums per "
                                   "round; larger K is first summed on the executors in a tree")
     eval_batch_size: int = setting(1000, "batch size of distributed evaluation")
+    decode_threads: int = setting(
+        2, "threads per worker that decode a batch of streamed PNG/JPEG images (--images, "
+           "streamed binary columns)")
     on_non_finite: OnNonFinite = setting(
         "stop", "a NaN/inf loss or update stops training (stop) or the round's update is "
                 "skipped (skip)")
@@ -192,6 +195,8 @@ class EngineConfig:
         _require(self.tree_fan_in >= 2, "tree_fan_in", self.tree_fan_in, "use a fan-in >= 2")
         _require(self.eval_batch_size >= 1, "eval_batch_size", self.eval_batch_size,
                  "use a batch size >= 1")
+        _require(self.decode_threads >= 1, "decode_threads", self.decode_threads,
+                 "use at least one decoding thread")
 
 
 @dataclass(frozen=True, kw_only=True)

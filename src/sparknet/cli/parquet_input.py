@@ -82,7 +82,7 @@ def check(source: DataSource, model: ModelKind) -> int:
 
 
 def load(spark: SparkSession, source: DataSource, config: TrainConfig,
-         num_classes: int) -> SparkData:
+         num_classes: int, *, streamed: bool = False) -> SparkData:
     """Validates the Parquet data and caches it as K shards (raises DataError on bad rows)."""
     from sparknet.data.dataframe import check_columns, dataframe_data, default_scale
     from sparknet.data.shards import InputSpec
@@ -94,7 +94,9 @@ def load(spark: SparkSession, source: DataSource, config: TrainConfig,
                      scale=default_scale(kind))
     data, summary = dataframe_data(df, features=features, label=label, spec=spec,
                                    num_workers=config.engine.num_workers,
-                                   batch_size=config.engine.batch_size)
+                                   batch_size=config.engine.batch_size,
+                                   streamed=streamed,
+                                   decode_threads=config.engine.decode_threads)
     print(f"parquet: {sum(summary.shard_sizes):,} rows in {len(summary.shard_sizes)} shards "
           f"from {source.path}")
     return data

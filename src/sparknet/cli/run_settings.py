@@ -22,6 +22,7 @@ from sparknet.errors import ConfigError, DataError
 from sparknet.weights_dir import atomic_write_text
 
 RUN_FILE = "run.json"
+DATA_KINDS = ("fashion-mnist", "parquet", "images")
 RUN_FORMAT = "sparknet-run/1"
 DEFAULT_START_TIMEOUT = 120.0
 
@@ -40,15 +41,16 @@ RUN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 class DataSource:
     """The examples a run trains on; equal sources with equal fingerprints are the same data."""
 
-    kind: str                                   # "fashion-mnist" or "parquet"
-    path: str                                   # data_dir, or the Parquet file/folder
+    kind: str                                   # "fashion-mnist", "parquet" or "images"
+    path: str                                   # data_dir, the Parquet or image folder
     train_limit: int | None = None
     test_limit: int | None = None
     columns: dict[str, Any] = field(default_factory=dict)  # parquet: features, label, ...
 
     def fingerprint(self) -> str:
-        """Fashion-MNIST: a hash of its files' bytes; Parquet: of each file's name, size and
-        modification time (reading a large table twice would cost more than the check)."""
+        """Fashion-MNIST: a hash of its files' bytes; Parquet and image folders: of each file's
+        name, size and modification time (reading a large dataset twice would cost more than
+        the check)."""
         digest = hashlib.sha256()
         root = Path(self.path)
         if self.kind == "fashion-mnist":
@@ -157,7 +159,7 @@ def saved_data_source(run_dir: Path) -> DataSource:
                             train_limit=data["train_limit"], test_limit=data["test_limit"],
                             columns=data["columns"])
         fingerprint = data["fingerprint"]
-        valid = (record["format"] == RUN_FORMAT and source.kind in ("fashion-mnist", "parquet")
+        valid = (record["format"] == RUN_FORMAT and source.kind in DATA_KINDS
                  and isinstance(source.path, str) and isinstance(source.columns, dict)
                  and all(v is None or (type(v) is int and v >= 1)
                          for v in (source.train_limit, source.test_limit)))

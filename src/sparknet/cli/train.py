@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from sparknet.cli import parquet_input
+from sparknet.cli import image_input, parquet_input
 from sparknet.cli.run_settings import (
     DEFAULT_START_TIMEOUT,
     DataSource,
@@ -99,6 +99,7 @@ def register(commands: Any) -> None:
                              f"(default {DEFAULT_START_TIMEOUT:.0f})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parquet_input.add_arguments(parser)
+    image_input.add_arguments(parser)
     add_setting_flags(parser)
     parser.set_defaults(handler=run)
 
@@ -164,7 +165,10 @@ def run(args: argparse.Namespace) -> int:
     check_limits(data_source, num_workers=config.engine.num_workers,
                  batch_size=config.engine.batch_size)
     model.local_optimizer(config.optimizer)
-    if data_source.kind == "parquet":
+    classes: list[str] | None = None
+    if data_source.kind == "images":
+        classes, num_classes = image_input.check(data_source, model, remote=args.remote)
+    elif data_source.kind == "parquet":
         num_classes = parquet_input.check(data_source, model)
     else:
         fashion_mnist.check_available(data_source.path)
@@ -180,13 +184,17 @@ def run(args: argparse.Namespace) -> int:
         save_run_file(settings.output, data_source)
 
     spark = open_session()
-    if data_source.kind == "parquet":
-        data = parquet_input.load(spark, data_source, config, num_classes)
+    if classes is not None:
+        data = image_input.load(spark, data_source, config, num_classes)
+        image_input.save_classes(settings.output, classes)
+    elif data_source.kind == "parquet":
+        data = parquet_input.load(spark, data_source, config, num_classes, streamed=args.stream)
     else:
         data = fashion_mnist_data(spark, num_workers=config.engine.num_workers,
                                   seed=config.seed, data_dir=data_source.path,
                                   train_limit=data_source.train_limit,
-                                  test_limit=data_source.test_limit)
+                                  test_limit=data_source.test_limit, streamed=args.stream,
+                                  decode_threads=config.engine.decode_threads)
     result = train(data, config=config, model=model, run_dir=settings.output,
                    resume=args.resume is not None, state_dir=args.state_dir,
                    progress=not args.no_progress, tau_decisions=replayed)
@@ -215,10 +223,16 @@ def _new_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunSetti
 def _data_source(args: argparse.Namespace, table: dict[str, Any]) -> DataSource:
     train_limit = _first(args.train_limit, table.get("train_limit"))
     test_limit = _first(args.test_limit, table.get("test_limit"))
-    if args.parquet is not None:
+    if args.parquet is not None or args.images is not None:
         if train_limit is not None or test_limit is not None:
             raise ConfigError("--train-limit and --test-limit apply to Fashion-MNIST, not to "
-                              "--parquet: filter the table instead")
+                              "--parquet or --images: filter the data instead")
+        if args.parquet is not None and args.images is not None:
+            raise ConfigError("--images and --parquet are both given: train on one of them")
+    if args.images is not None:
+        return DataSource(kind="images", path=absolute(args.images),
+                          columns=image_input.columns(args))
+    if args.parquet is not None:
         return DataSource(kind="parquet", path=absolute(args.parquet),
                           columns=parquet_input.columns(args))
     data_dir = _first(args.data_dir, table.get("data_dir"), fashion_mnist.DEFAULT_DIR)
@@ -277,12 +291,14 @@ def _data_source_given(args: argparse.Namespace, table: dict[str, Any]) -> dict[
         given["path"] = absolute(data_dir)
     if args.parquet is not None:
         given["path"] = absolute(args.parquet)
-    given["columns"] = parquet_input.given_columns(args)
+    if args.images is not None:
+        given["path"] = absolute(args.images)
+    given["columns"] = {**parquet_input.given_columns(args), **image_input.given_columns(args)}
     return {k: v for k, v in given.items() if v not in (None, {})}
 
 
 def _check_same_data(saved: DataSource, given: dict[str, Any]) -> None:
-    flags = {"path": "--parquet" if saved.kind == "parquet" else "--data-dir",
+    flags = {"path": {"parquet": "--parquet", "images": "--images"}.get(saved.kind, "--data-dir"),
              "train_limit": "--train-limit", "test_limit": "--test-limit"}
     pairs = [(flags[key], getattr(saved, key), value) for key, value in given.items()
              if key != "columns"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -39,7 +39,7 @@ FeatureKind = Literal["vector", "array", "binary", "image"]
 InvalidImages = Literal["error", "skip"]
 IMAGE_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
 _MAX_CHUNK_ROWS = 512
-_CHUNKS = "features binary, labels binary, rows long, report string"
+CHUNKS = "features binary, labels binary, rows long, report string"
 _NUMERIC = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType")
 _INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
 
@@ -325,13 +325,13 @@ def decode_labels(column: pa.Array, num_classes: int, report: Report, *,
 
 
 @dataclass(frozen=True, kw_only=True)
-class _ChunkPlan:
+class ChunkPlan:
     layout: FeatureLayout
     num_classes: int
     chunk_rows: int
 
 
-def _convert_partition(plan: _ChunkPlan, batches: Iterator[pa.RecordBatch]
+def convert_partition(plan: ChunkPlan, batches: Iterator[pa.RecordBatch]
                        ) -> Iterator[pa.RecordBatch]:
     """Runs on executors: Arrow batches -> chunks of compact bytes plus a problem report."""
     from pyspark import TaskContext
@@ -387,12 +387,21 @@ class FrameSummary:
 
 def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                    num_workers: int, batch_size: int, invalid_images: InvalidImages = "error",
-                   kind: FeatureKind | None = None) -> tuple[SparkData, FrameSummary]:
+                   kind: FeatureKind | None = None, streamed: bool = False,
+                   decode_threads: int = 2, origin: str | None = None
+                   ) -> tuple[SparkData, FrameSummary]:
     """Validates ``df`` and caches it as ``num_workers`` shards; raises DataError on bad rows.
 
     ``kind`` is the feature kind when the caller has already checked the columns. Jobs: one
-    ``count`` and one conversion pass (which fills Spark's cache). Nothing here trains; every
-    error is raised before the first training round.
+    ``count``, a tiny one for the partition keys (``dealt_chunks``) and one conversion pass
+    (which fills Spark's cache). Nothing here trains; every error is raised before the first
+    training round.
+
+    ``streamed`` writes each shard to a file on its executor instead
+    (``sparknet.data.streamed``): the same rows in the same order, so training gives the same
+    weights, with PNG/JPEG bytes kept encoded until a batch needs them (decoded by
+    ``decode_threads`` threads, resized under ``sparknet.data.images``' policy). ``origin``
+    names a column (e.g. the file path) that error messages quote for a bad row.
     """
     if kind is None:
         kind = check_columns(df, features=features, label=label)
@@ -400,7 +409,8 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     if invalid_images not in ("error", "skip"):
         raise ConfigError(f"invalidImages={invalid_images!r} is invalid: use 'error' or 'skip'")
     selected = df.select(feature_expr(features, kind).alias("features"),
-                         df[label].cast("double").alias("label"))
+                         df[label].cast("double").alias("label"),
+                         *([df[origin].cast("string").alias("origin")] if origin else []))
     total = selected.count()
     if total == 0:
         raise DataError(f"the DataFrame is empty: there is nothing to train on in columns "
@@ -410,8 +420,19 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                         f"{num_workers} x {batch_size} = {num_workers * batch_size}: use fewer "
                         "workers, a smaller batch size, or more data")
     layout = FeatureLayout(kind=kind, shape=spec.shape)
-    plan = _ChunkPlan(layout=layout, num_classes=spec.num_classes,
+    plan = ChunkPlan(layout=layout, num_classes=spec.num_classes,
                       chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))))
+    if streamed:
+        from sparknet.data.streamed_frames import streamed_frame_data
+
+        if is_connect(df.sparkSession):
+            raise ConfigError("streamed shards need a classic Spark session (they live in the "
+                              "executors' local folders); on Spark Connect train in memory")
+        return streamed_frame_data(selected, plan, spec=spec, num_workers=num_workers,
+                                   decode_threads=decode_threads,
+                                   check=lambda stats: _check_reports(
+                                       stats, features=features, label=label, spec=spec,
+                                       invalid_images=invalid_images))
     if is_connect(df.sparkSession):
         return _frame_data(selected, plan, spec=spec, num_workers=num_workers,
                            features=features, label=label, invalid_images=invalid_images)
@@ -431,16 +452,16 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                      test_size=0), summary
 
 
-def _frame_data(selected: DataFrame, plan: _ChunkPlan, *, spec: InputSpec, num_workers: int,
+def _frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec, num_workers: int,
                 features: str, label: str, invalid_images: InvalidImages
                 ) -> tuple[SparkData, FrameSummary]:
     """The same chunks as ``_converted_pairs``, kept as a cached DataFrame (Spark Connect).
 
-    Chunk i of the round-robin repartition lands in the same partition, in the same order,
-    as on a classic session, so the shards (and the trained weights) are the same.
+    Chunks are dealt and ordered as on a classic session (``dealt_chunks``), so the shards
+    (and the trained weights) are the same.
     """
     def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _convert_partition(plan, batches)
+        return convert_partition(plan, batches)
 
     def tag(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
@@ -450,8 +471,8 @@ def _frame_data(selected: DataFrame, plan: _ChunkPlan, *, spec: InputSpec, num_w
         for batch in batches:
             yield batch.add_column(0, "shard", pa.array([shard] * batch.num_rows, pa.int32()))
 
-    frame = (selected.mapInArrow(convert, _CHUNKS).repartition(num_workers)
-             .mapInArrow(tag, f"shard int, {_CHUNKS}").cache())
+    frame = (dealt_chunks(selected, convert, num_workers)
+             .mapInArrow(tag, f"shard int, {CHUNKS}").cache())
     try:
         table = frame.select("shard", "rows", "report").toArrow()
         per_shard: list[tuple[int, Report]] = [(0, Report()) for _ in range(num_workers)]
@@ -470,6 +491,55 @@ def _frame_data(selected: DataFrame, plan: _ChunkPlan, *, spec: InputSpec, num_w
                      test_size=0), summary
 
 
+def dealt_chunks(selected: DataFrame, convert: Callable[[Iterator[pa.RecordBatch]],
+                                                        Iterator[pa.RecordBatch]],
+                 num_partitions: int) -> DataFrame:
+    """Chunks dealt round-robin into ``num_partitions``, each partition in a fixed order.
+
+    Input partition p deals its chunks to partitions p, p+1, ... (mod K): balanced shards, and
+    every shard sees every input partition (sorted-by-class data is mixed). Where a chunk goes
+    depends only on (input partition, chunk number), never on its bytes, and each partition is
+    sorted by the same pair, because a shuffle on a cluster delivers blocks in arrival order:
+    a shard holds the same rows in the same order on every run, retry and recomputation, for
+    every way of storing the features.
+    """
+    keys = _partition_keys(selected.sparkSession, num_partitions)
+
+    def tagged(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        context = TaskContext.get()
+        source = context.partitionId() if context is not None else 0
+        seq = 0
+        for batch in convert(batches):
+            numbers = range(seq, seq + batch.num_rows)
+            yield (batch.append_column("source",
+                                       pa.array([source] * batch.num_rows, pa.int32()))
+                   .append_column("seq", pa.array(numbers, pa.int64()))
+                   .append_column("dest", pa.array([keys[(source + n) % num_partitions]
+                                                    for n in numbers], pa.int64())))
+            seq += batch.num_rows
+
+    return (selected.mapInArrow(tagged, f"{CHUNKS}, source int, seq long, dest long")
+            .repartition(num_partitions, "dest").sortWithinPartitions("source", "seq")
+            .drop("source", "seq", "dest"))
+
+
+def _partition_keys(spark: Any, num_partitions: int) -> list[int]:
+    """For each partition k, the smallest long that Spark's hash partitioning sends to k."""
+    from pyspark.sql import functions as F
+
+    keys: dict[int, int] = {}
+    limit = 64 * num_partitions
+    while len(keys) < num_partitions:
+        rows = (spark.range(0, limit).select("id", F.pmod(F.hash("id"), F.lit(num_partitions))
+                                             .alias("k"))
+                .groupBy("k").agg(F.min("id").alias("id")).collect())
+        keys = {int(row["k"]): int(row["id"]) for row in rows}
+        limit *= 4
+    return [keys[k] for k in range(num_partitions)]
+
+
 @dataclass(frozen=True)
 class _PairCachedShards(ShardSet):
     """Shards read from the cached (Shard, report) pairs; releasing frees that cache."""
@@ -481,20 +551,17 @@ class _PairCachedShards(ShardSet):
             self.parent.unpersist()
 
 
-def _converted_pairs(selected: DataFrame, plan: _ChunkPlan,
+def _converted_pairs(selected: DataFrame, plan: ChunkPlan,
                      num_partitions: int) -> RDD[tuple[Shard, str]]:
     layout = plan.layout
 
     def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return _convert_partition(plan, batches)
+        return convert_partition(plan, batches)
 
     def assemble(rows: Iterable[Any]) -> Iterable[tuple[Shard, str]]:
         return _assemble(layout, rows)
 
-    chunks = selected.mapInArrow(convert, _CHUNKS)
-    # Round-robin over chunks of rows: balanced shards, and every shard sees every input
-    # partition (sorted-by-class data is mixed). Deterministic for the same input.
-    return chunks.repartition(num_partitions).rdd.mapPartitions(assemble)
+    return dealt_chunks(selected, convert, num_partitions).rdd.mapPartitions(assemble)
 
 
 _MESSAGES = {

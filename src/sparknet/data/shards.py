@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -42,6 +43,19 @@ class Shard:
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
+
+    def rows(self, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+        """(stored features, labels) of the rows ``index``; streamed shards read them the
+        same way from their file (``sparknet.data.streamed.StreamedShard``)."""
+        return self.features[index], self.labels[index]
+
+
+class ShardRows(Protocol):
+    """What a worker reads a shard through: in memory (``Shard``) or streamed from a file."""
+
+    def __len__(self) -> int: ...
+
+    def rows(self, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 def split_into_shards(features: np.ndarray, labels: np.ndarray, num_shards: int, *,

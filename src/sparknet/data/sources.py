@@ -26,7 +26,7 @@ import numpy as np
 
 from sparknet.data import fashion_mnist
 from sparknet.data.shards import InputSpec, Shard, contiguous_shards, split_into_shards
-from sparknet.errors import TrainingError
+from sparknet.errors import ConfigError, TrainingError
 
 if TYPE_CHECKING:
     from pyspark import RDD, Broadcast, SparkContext
@@ -53,7 +53,7 @@ class ShardSet:
     def num_shards(self) -> int:
         return self.handles.getNumPartitions()
 
-    def map_shards(self, fn: Callable[[int, Shard], T]) -> RDD[T]:
+    def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]:
         if self.broadcasts is not None:
             broadcasts = self.broadcasts
 
@@ -113,34 +113,48 @@ class SparkData:
 
 def from_arrays(spark: SparkSession | SparkContext, *, train: tuple[np.ndarray, np.ndarray],
                 test: tuple[np.ndarray, np.ndarray] | None, spec: InputSpec, num_workers: int,
-                seed: int) -> SparkData:
-    """Shuffles the training arrays into ``num_workers`` shards and sends them once."""
+                seed: int, streamed: bool = False, decode_threads: int = 2) -> SparkData:
+    """Shuffles the training arrays into ``num_workers`` shards and sends them once.
+
+    ``streamed`` writes each shard to a file on its executor (``sparknet.data.streamed``)
+    instead of a broadcast: the same shards, so the same weights, read a batch at a time.
+    """
     train_shards = split_into_shards(*train, num_workers, seed=seed)
     test_shards = contiguous_shards(*test, num_workers) if test is not None else None
-    place = _placement(spark)
+    place = _placement(spark, streamed=streamed, decode_threads=decode_threads)
     return SparkData(train=place(train_shards),
                      test=place(test_shards) if test_shards is not None else None, spec=spec,
                      train_sizes=tuple(len(s) for s in train_shards),
                      test_size=int(test[1].shape[0]) if test is not None else 0)
 
 
-def _placement(spark: SparkSession | SparkContext) -> Callable[[list[Shard]], Any]:
+def _placement(spark: SparkSession | SparkContext, *, streamed: bool = False,
+               decode_threads: int = 2) -> Callable[[list[Shard]], Any]:
     from sparknet.data.frames import frame_shards, is_connect
 
     if is_connect(spark):
+        if streamed:
+            raise ConfigError("streamed shards need a classic Spark session (they live in the "
+                              "executors' local folders); on Spark Connect train in memory")
         return lambda shards: frame_shards(spark, shards)  # type: ignore[arg-type]
     sc = spark.sparkContext if hasattr(spark, "sparkContext") else spark
+    if streamed:
+        from sparknet.data.streamed_frames import streamed_arrays
+
+        return lambda shards: streamed_arrays(sc, shards, decode_threads=decode_threads)
     return lambda shards: broadcast_shards(sc, shards)
 
 
 def fashion_mnist_data(sc: SparkSession | SparkContext, *, num_workers: int, seed: int,
                        data_dir: str | Path = fashion_mnist.DEFAULT_DIR,
-                       train_limit: int | None = None,
-                       test_limit: int | None = None) -> SparkData:
-    """Fashion-MNIST as uint8 shards (scaled by 1/255 in the workers)."""
+                       train_limit: int | None = None, test_limit: int | None = None,
+                       streamed: bool = False, decode_threads: int = 2) -> SparkData:
+    """Fashion-MNIST as uint8 shards (scaled by 1/255 in the workers); ``streamed``: as
+    shard files on the executors (``sparknet.data.streamed``)."""
     train = fashion_mnist.load_split("train", data_dir)
     test = fashion_mnist.load_split("test", data_dir)
     spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
     return from_arrays(sc, train=(train.images[:train_limit], train.labels[:train_limit]),
                        test=(test.images[:test_limit], test.labels[:test_limit]), spec=spec,
-                       num_workers=num_workers, seed=seed)
+                       num_workers=num_workers, seed=seed, streamed=streamed,
+                       decode_threads=decode_threads)

@@ -16,7 +16,7 @@ from torch import nn
 
 from sparknet.averaging import EncodedDelta, encode_delta
 from sparknet.config import Compression
-from sparknet.data.shards import Shard
+from sparknet.data.shards import ShardRows
 from sparknet.flat import (
     Entry,
     FlatLayout,
@@ -101,7 +101,7 @@ def batch_indices(*, num_examples: int, batch_size: int, steps: int, step_offset
     return out.reshape(steps, batch_size)
 
 
-def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: RoundState,
+def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, state: RoundState,
                     plan: LocalPlan, *, partition: int, device: torch.device) -> WorkerResult:
     """Loads the broadcast state, runs ``plan.tau`` SGD steps on the shard, reports the change."""
     torch.set_num_threads(plan.threads)
@@ -121,7 +121,6 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
                             seed=plan.seed, partition=partition)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    labels_all = torch.from_numpy(shard.labels)
     # Random crops/mirrors of a Caffe transform, like dropout, depend on (seed, round, partition).
     crop_rng = np.random.default_rng(stream_seed(plan.seed, 3, plan.round_index, partition))
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -129,8 +128,9 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: Shard, state: R
         for step in indices.reshape(plan.tau, micro, plan.batch_size):
             optimizer.zero_grad(set_to_none=True)
             for batch in step:  # Caffe's iter_size: gradients of micro-batches are summed
-                x = plan.input_prep(shard.features[batch], device, train=True, rng=crop_rng)
-                y = labels_all[torch.from_numpy(batch)].to(device)
+                features, labels = shard.rows(batch)
+                x = plan.input_prep(features, device, train=True, rng=crop_rng)
+                y = torch.from_numpy(labels).to(device)
                 logits = model(x)
                 loss = F.cross_entropy(logits, y)
                 loss.backward()
@@ -175,7 +175,7 @@ def _flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, n
 
 
 @torch.no_grad()
-def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: Shard, state: RoundState,
+def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: ShardRows, state: RoundState,
                    prep: InputPrep, *, batch_size: int, device: torch.device,
                    threads: int) -> tuple[float, int, int]:
     """(sum of cross-entropy, number correct, number of examples) in eval mode."""
@@ -184,11 +184,11 @@ def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: Shard, state: Ro
     load_flat_state(model, layout, state.floats, state.ints)
     model.eval()
     loss_sum, correct = 0.0, 0
-    labels = torch.from_numpy(shard.labels)
     rng = np.random.default_rng(0)  # only a Caffe transform with mirror draws in TEST phase
     for start in range(0, len(shard), batch_size):
-        x = prep(shard.features[start: start + batch_size], device, train=False, rng=rng)
-        y = labels[start: start + batch_size].to(device)
+        features, labels = shard.rows(slice(start, start + batch_size))
+        x = prep(features, device, train=False, rng=rng)
+        y = torch.from_numpy(labels).to(device)
         logits = model(x)
         loss_sum += float(F.cross_entropy(logits, y, reduction="sum").item())
         correct += int((logits.argmax(1) == y).sum().item())

@@ -11,7 +11,7 @@ import math
 import time
 from typing import TYPE_CHECKING
 
-from sparknet.data.shards import Shard
+from sparknet.data.shards import ShardRows
 from sparknet.data.sources import ShardSet
 from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
@@ -63,7 +63,7 @@ class SparkRunner:
         """
         self._model = model
 
-        def prepare(index: int, shard: Shard) -> int:
+        def prepare(index: int, shard: ShardRows) -> int:
             cached_network(model)
             return len(shard)
 
@@ -86,7 +86,7 @@ class SparkRunner:
         model, device, shared = self._model, self.device, self._state(state)
         assert model is not None
 
-        def train_one(index: int, shard: Shard) -> tuple[int, WorkerResult]:
+        def train_one(index: int, shard: ShardRows) -> tuple[int, WorkerResult]:
             return index, train_shard(model, index, shard, shared.value, plan, device)
 
         try:
@@ -100,7 +100,7 @@ class SparkRunner:
         model, device, shared = self._model, self.device, self._state(state)
         assert model is not None and self.test is not None
 
-        def evaluate_shard(index: int, shard: Shard) -> tuple[float, int, int]:
+        def evaluate_shard(index: int, shard: ShardRows) -> tuple[float, int, int]:
             return evaluate_one(model, shard, shared.value, prep, device=device,
                                 batch_size=batch_size, threads=threads)
 

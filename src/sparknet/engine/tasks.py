@@ -11,7 +11,7 @@ import re
 
 import torch
 
-from sparknet.data.shards import Shard
+from sparknet.data.shards import ShardRows
 from sparknet.engine.local_steps import (
     LocalPlan,
     RoundState,
@@ -42,7 +42,7 @@ def task_device(preference: str) -> torch.device:
     return torch.device("cpu")
 
 
-def train_shard(model: ModelKind, index: int, shard: Shard, state: RoundState,
+def train_shard(model: ModelKind, index: int, shard: ShardRows, state: RoundState,
                 plan: LocalPlan, device: str) -> WorkerResult:
     """One worker's round: tau local steps on its shard from the broadcast state."""
     network = cached_network(model)
@@ -51,7 +51,7 @@ def train_shard(model: ModelKind, index: int, shard: Shard, state: RoundState,
                            partition=index, device=task_device(device))
 
 
-def evaluate_one(model: ModelKind, shard: Shard, state: RoundState, prep: InputPrep, *,
+def evaluate_one(model: ModelKind, shard: ShardRows, state: RoundState, prep: InputPrep, *,
                  device: str, batch_size: int, threads: int) -> tuple[float, int, int]:
     """(sum of losses, number correct, examples) of one test shard."""
     network = cached_network(model)

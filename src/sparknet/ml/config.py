@@ -59,6 +59,10 @@ class FitConfig:
         "rounds = ceil(epochs * rows / (numWorkers * tau * batchSize)); needs a fixed tau")
     run_dir: str | None = setting(
         None, "optional local folder for metrics, checkpoints and the final weights")
+    streamed: bool = setting(
+        False, "write each worker's shard once to a file on its executor and read it a batch "
+        "at a time, for data larger than memory (PNG/JPEG bytes stay encoded until a batch "
+        "needs them; other sizes are resized to inputShape); classic sessions only")
     state_dir: str | None = setting(
         None, "Spark Connect only: a folder every executor can read, for the round's state "
         "of networks too large to travel inside the plan")

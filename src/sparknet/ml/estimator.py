@@ -76,7 +76,8 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         data, summary = dataframe_data(
             dataset, features=features, label=label, spec=spec, kind=kind,
             num_workers=config.engine.num_workers, batch_size=config.engine.batch_size,
-            invalid_images=scoring.invalid_images)
+            invalid_images=scoring.invalid_images, streamed=fit.streamed,
+            decode_threads=config.engine.decode_threads)
         self.last_summary = summary
         if fit.epochs is not None and isinstance(config.engine.tau, int):
             per_round = (config.engine.num_workers * config.engine.tau *

@@ -54,7 +54,7 @@ def train_task(spark: Any, out: Path) -> None:
     weights, accuracy = {}, {}
     for name, config in TRAIN_CONFIGS.items():
         data = from_arrays(spark, spec=spec, num_workers=config.engine.num_workers,
-                           seed=config.seed, **arrays)
+                           seed=config.seed, train=arrays["train"], test=arrays["test"])
         try:
             result = train(data, config=config, progress=False)
             half = TrainConfig.from_dict({**config.to_dict(), "checkpoint_every": 1,

@@ -1,0 +1,110 @@
+"""``sparknet train --images DIR [--val-images DIR]``: train on a folder of PNG/JPEG files.
+
+The folder is laid out like ImageNet, ``DIR/<class>/<file>.jpg``; class names come from the
+sub-folders (sorted), and the index-to-class map is saved as ``classes.json`` in the run
+directory. Images are streamed: each worker's shard is a file of still-encoded images on its
+executor, decoded a batch at a time (``sparknet.data.streamed``). ``--stream`` streams the
+other inputs (Fashion-MNIST, ``--parquet``) the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sparknet.errors import ConfigError
+from sparknet.weights_dir import atomic_write_text
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from sparknet.cli.run_settings import DataSource
+    from sparknet.config import TrainConfig
+    from sparknet.data.sources import SparkData
+    from sparknet.models.kinds import ModelKind
+
+CLASSES_FILE = "classes.json"
+
+
+def add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("image folder input (instead of Fashion-MNIST)")
+    group.add_argument("--images", type=Path, default=None, metavar="DIR",
+                       help="train on DIR/<class>/<file>.jpg|png (shape: --input-shape)")
+    group.add_argument("--val-images", type=Path, default=None, metavar="DIR",
+                       help="evaluate on DIR/<class>/<file>.jpg|png (same class folders)")
+    group.add_argument("--invalid-images", choices=("error", "skip"), default=None,
+                       help="a corrupt image stops the run naming the file (error, default) "
+                            "or is skipped and counted (skip)")
+    group.add_argument("--stream", action="store_true",
+                       help="stream Fashion-MNIST or --parquet data from files on the "
+                            "executors instead of holding it in memory (--images always "
+                            "streams)")
+
+
+def given_columns(args: argparse.Namespace) -> dict[str, Any]:
+    """The image-folder options named on the command line (a resumed run compares them)."""
+    given: dict[str, Any] = {}
+    if args.val_images is not None:
+        given["val_images"] = str(Path(args.val_images).resolve())
+    if args.invalid_images is not None:
+        given["invalid_images"] = args.invalid_images
+    if args.input_shape is not None:
+        given["input_shape"] = list(args.input_shape)
+    return given
+
+
+def columns(args: argparse.Namespace) -> dict[str, Any]:
+    """Every image-folder option, defaults filled in: saved with the run (plain JSON)."""
+    return {"val_images": None, "invalid_images": "error", "input_shape": [1, 28, 28],
+            **given_columns(args)}
+
+
+def check(source: DataSource, model: ModelKind, *,
+          remote: str | None) -> tuple[list[str], int]:
+    """Cheap checks before Spark starts: the folders' layout and the network's outputs."""
+    from sparknet.data.images import class_names
+    from sparknet.ml.estimator import network_outputs
+    from sparknet.models.kinds import check_output_shape
+
+    if remote is not None:
+        raise ConfigError("--images streams shards from the executors' local folders, which "
+                          "Spark Connect does not offer: use --master")
+    classes = class_names(Path(source.path))
+    if source.columns["val_images"] is not None:
+        class_names(Path(source.columns["val_images"]), flag="--val-images")
+    shape = tuple(source.columns["input_shape"])
+    outputs = network_outputs(model, model.network_shape(shape))
+    if outputs != len(classes):
+        raise ConfigError(f"--images {source.path} has {len(classes)} class folders but "
+                          f"network {model.key!r} has {outputs} outputs: use a network "
+                          f"with {len(classes)} outputs")
+    check_output_shape(model, shape, outputs)
+    return classes, outputs
+
+
+def load(spark: SparkSession, source: DataSource, config: TrainConfig,
+         num_classes: int) -> SparkData:
+    """Checks every image (before training) and writes the streamed shards."""
+    from sparknet.data.images import image_folder_data
+    from sparknet.data.shards import InputSpec
+
+    spec = InputSpec(shape=tuple(source.columns["input_shape"]), num_classes=num_classes,
+                     scale=1 / 255)
+    val = source.columns["val_images"]
+    data, _, summary = image_folder_data(
+        spark, Path(source.path), val=Path(val) if val is not None else None, spec=spec,
+        num_workers=config.engine.num_workers, batch_size=config.engine.batch_size,
+        invalid_images=source.columns["invalid_images"],
+        decode_threads=config.engine.decode_threads)
+    skipped = (f"; skipped {summary.skipped_images} undecodable (e.g. "
+               f"{summary.skipped_example})" if summary.skipped_images else "")
+    print(f"images: {sum(summary.shard_sizes):,} files in {len(summary.shard_sizes)} streamed "
+          f"shards from {source.path}{skipped}")
+    return data
+
+
+def save_classes(run_dir: Path, classes: list[str]) -> None:
+    """The index-to-class map of a run: ``classes.json`` = ``["name of class 0", ...]``."""
+    atomic_write_text(run_dir / CLASSES_FILE, json.dumps(classes, indent=1) + "\n")

@@ -1,0 +1,334 @@
+"""Streamed shards: each partition written once to a local Arrow IPC file, read per batch.
+
+The ``stream`` placement, for data larger than the executors' memory. The warm-up job writes
+partition i's rows, as stored (encoded PNG/JPEG bytes, uint8 pixels or float32 values, plus
+int64 labels), to one Arrow IPC file in the executor's local directory (Spark's per-executor
+``SparkFiles`` folder, removed with the executor) and caches a one-row marker for it. A round's
+task finds the marker in Spark's cache on the same executor, so it finds the file there; when
+that executor is lost, Spark recomputes the marker from the DataFrame's lineage on another
+executor, which writes the file again (same rows, same order).
+
+Memory a Python worker holds for data (the bound ``docs/streaming.md`` documents): a task reads
+just the rows of each mini-batch from its file with ``pread`` (the file's footer and batch
+headers are read once per task through a short-lived memory map), so the data it holds is the
+mini-batch in flight: stored rows, decoded pixels and the network input. None of it grows with
+the number of rows in the file; the file itself stays in the operating system's page cache.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+import numpy as np
+import pyarrow as pa
+
+from sparknet.data.images import ImageDecoder
+from sparknet.data.sources import ShardSet
+from sparknet.errors import TrainingError
+
+if TYPE_CHECKING:
+    from pyspark import RDD
+
+T = TypeVar("T")
+StoredKind = Literal["pixels", "floats", "encoded"]
+# A shard file's record batches hold up to this many rows and bytes: the writer holds one.
+FILE_BATCH_ROWS = 4096
+FILE_BATCH_BYTES = 8 << 20
+_FOLDER = "sparknet-stream"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamLayout:
+    """How a shard file's rows are stored and turned into stored features (plain data).
+
+    ``shape`` is the per-example shape the reader returns ([channels, height, width] for
+    images, which encoded rows are decoded and, if need be, resized to).
+    """
+
+    kind: StoredKind
+    shape: tuple[int, ...]
+    decode_threads: int = 2
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(np.float32) if self.kind == "floats" else np.dtype(np.uint8)
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+
+def shard_path(token: str, index: int) -> Path:
+    """Where partition ``index`` of the shard set ``token`` lives on this executor."""
+    from pyspark import SparkFiles
+
+    return Path(SparkFiles.getRootDirectory()) / _FOLDER / f"{token}-{index}.arrow"
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing (the warm-up job)
+
+
+def _schema(layout: StreamLayout) -> pa.Schema:
+    features = (pa.binary() if layout.kind == "encoded"
+                else pa.binary(layout.row_bytes))  # fixed-size rows: a row's offset is known
+    return pa.schema([("features", features), ("labels", pa.int64())])
+
+
+def chunk_rows(layout: StreamLayout, features: bytes, labels: bytes, rows: int
+               ) -> tuple[list[bytes], np.ndarray]:
+    """One chunk (``sparknet.data.dataframe`` format) -> per-row stored bytes and labels.
+
+    Encoded chunks start with ``rows`` int64 lengths, then the images' bytes back to back.
+    """
+    label_array = np.frombuffer(labels, np.int64)
+    if layout.kind != "encoded":
+        size = layout.row_bytes
+        return [features[i * size: (i + 1) * size] for i in range(rows)], label_array
+    lengths = np.frombuffer(features[: 8 * rows], np.int64)
+    ends = 8 * rows + np.cumsum(lengths)
+    starts = ends - lengths
+    return [features[int(s): int(e)] for s, e in zip(starts, ends, strict=True)], label_array
+
+
+def write_shard_file(path: Path, layout: StreamLayout,
+                     chunks: Iterable[tuple[bytes, bytes, int]]) -> int:
+    """Writes the rows of ``chunks`` to ``path`` (atomically) in order; returns the row count.
+
+    Holds at most one chunk and one record batch of rows in memory.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
+    schema = _schema(layout)
+    pending: list[bytes] = []
+    pending_labels: list[int] = []
+    total = pending_bytes = 0
+
+    def flush(writer: pa.ipc.RecordBatchFileWriter) -> None:
+        writer.write_batch(pa.record_batch([pa.array(pending, schema.field(0).type),
+                                            pa.array(pending_labels, pa.int64())],
+                                           schema=schema))
+        pending.clear()
+        pending_labels.clear()
+        nonlocal pending_bytes
+        pending_bytes = 0
+
+    try:
+        with pa.OSFile(str(temporary), "wb") as sink, \
+                pa.ipc.new_file(sink, schema) as writer:
+            for features, labels, rows in chunks:
+                stored, label_array = chunk_rows(layout, features, labels, rows)
+                for row in range(rows):
+                    pending.append(stored[row])
+                    pending_labels.append(int(label_array[row]))
+                    pending_bytes += len(stored[row])
+                    if len(pending) == FILE_BATCH_ROWS or pending_bytes >= FILE_BATCH_BYTES:
+                        flush(writer)
+                total += rows
+            if pending:
+                flush(writer)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading (every round and every evaluation)
+
+
+@dataclass(frozen=True)
+class _Block:
+    """Where one record batch's rows lie in the file (byte positions)."""
+
+    first_row: int
+    rows: int
+    labels_at: int
+    features_at: int
+    offsets_at: int  # encoded rows: the int32 offsets into the bytes at ``features_at``
+
+
+def _blocks(path: Path, layout: StreamLayout) -> list[_Block]:
+    """Reads the file's footer and record-batch headers (zero-copy) for the buffers' places."""
+    mapped = pa.memory_map(str(path))
+    try:
+        base = mapped.read_buffer(1).address  # the map's first byte
+        reader = pa.ipc.open_file(mapped)
+        blocks, first = [], 0
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            column, labels = batch.column(0), batch.column(1)
+            buffers = column.buffers()
+            label_at = labels.buffers()[1].address - base + 8 * labels.offset
+            if layout.kind == "encoded":
+                block = _Block(first, len(column), label_at, buffers[2].address - base,
+                               buffers[1].address - base + 4 * column.offset)
+            else:
+                block = _Block(first, len(column), label_at, buffers[1].address - base +
+                               layout.row_bytes * column.offset, -1)
+            blocks.append(block)
+            first += block.rows
+        return blocks
+    finally:
+        mapped.close()
+
+
+def _int64(parts: list[bytes]) -> np.ndarray:
+    return np.frombuffer(bytearray(b"".join(parts)), np.int64)
+
+
+class StreamedShard:
+    """One partition's file, open for the duration of a task; reads rows by index.
+
+    Rows are read with ``pread`` into the batch's own arrays: nothing of the file is mapped
+    into the process, so the data a task holds is the batch in flight (see the module
+    docstring); the file stays in the page cache. Duck-types ``sparknet.data.shards.Shard`` for
+    the worker functions: ``len(shard)`` and ``shard.rows(index) -> (features, labels)``.
+    """
+
+    def __init__(self, path: Path, layout: StreamLayout) -> None:
+        self.layout = layout
+        self._blocks = _blocks(path, layout)
+        self._starts = np.array([b.first_row for b in self._blocks], np.int64)
+        self._length = sum(b.rows for b in self._blocks)
+        self._fd = os.open(path, os.O_RDONLY)
+        self._decoder = (ImageDecoder(layout.shape, threads=layout.decode_threads)
+                         if layout.kind == "encoded" else None)
+
+    def __len__(self) -> int:
+        return self._length
+
+    def _read(self, size: int, position: int) -> bytes:
+        data = os.pread(self._fd, size, position)
+        if len(data) != size:
+            raise TrainingError(f"streamed shard file ended early at byte {position}: it was "
+                                "changed or truncated while training; start the run again")
+        return data
+
+    def rows(self, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
+        """(stored features ``[n, *shape]`` decoded to pixels for images, int64 labels)."""
+        if isinstance(index, slice):
+            return self._run(*index.indices(self._length)[:2])
+        index = np.asarray(index, np.int64)
+        chunk = np.searchsorted(self._starts, index, side="right") - 1
+        labels: list[bytes] = []
+        features: list[bytes] = []
+        size = self.layout.row_bytes
+        for c, i in zip(chunk.tolist(), index.tolist(), strict=True):
+            block = self._blocks[c]
+            offset = i - block.first_row
+            labels.append(self._read(8, block.labels_at + 8 * offset))
+            if self._decoder is None:
+                features.append(self._read(size, block.features_at + size * offset))
+            else:
+                start, end = np.frombuffer(self._read(8, block.offsets_at + 4 * offset),
+                                           np.int32).tolist()
+                features.append(self._read(end - start, block.features_at + start))
+        return self._stored(features, index.size), _int64(labels)
+
+    def _run(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows ``start..stop`` in order (evaluation): one read per record batch."""
+        labels: list[bytes] = []
+        features: list[bytes] = []
+        size = self.layout.row_bytes
+        for block in self._blocks:
+            first = max(start, block.first_row) - block.first_row
+            last = min(stop, block.first_row + block.rows) - block.first_row
+            if first >= last:
+                continue
+            labels.append(self._read(8 * (last - first), block.labels_at + 8 * first))
+            if self._decoder is None:
+                features.append(self._read(size * (last - first),
+                                           block.features_at + size * first))
+                continue
+            ends = np.frombuffer(self._read(4 * (last - first + 1),
+                                            block.offsets_at + 4 * first), np.int32)
+            data = self._read(int(ends[-1] - ends[0]), block.features_at + int(ends[0]))
+            starts = (ends - ends[0]).tolist()
+            features += [data[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        return self._stored(features, max(0, stop - start)), _int64(labels)
+
+    def _stored(self, parts: list[bytes], count: int) -> np.ndarray:
+        if self._decoder is not None:
+            return self._decoder.decode(parts)
+        # bytearray: writable memory, which torch.from_numpy expects.
+        flat = np.frombuffer(bytearray(b"".join(parts)), self.layout.dtype)
+        return flat.reshape(count, *self.layout.shape)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+@dataclass(frozen=True)
+class StreamedShards(ShardSet):
+    """K shard files on the executors; ``handles`` is the cached marker RDD that wrote them.
+
+    A marker row is ``(index, rows, report)``; reading it from Spark's cache is what sends a
+    round's task to the executor that holds the file.
+    """
+
+    token: str = ""
+    layout: StreamLayout | None = None
+
+    def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]:
+        token, layout = self.token, self.layout
+        assert layout is not None
+
+        def from_file(index: int, markers: Iterable[Any]) -> Iterator[T]:
+            for _ in markers:  # the cached marker, read so the lineage stays in force
+                pass
+            path = shard_path(token, index)
+            if not path.is_file():
+                raise TrainingError(
+                    f"streamed shard {index} is not on this executor ({path}): the task ran "
+                    "away from the executor holding it; Spark retries it there")
+            shard = StreamedShard(path, layout)
+            try:
+                yield fn(index, shard)
+            finally:
+                shard.close()
+
+        return self.handles.mapPartitionsWithIndex(from_file)
+
+    def release(self) -> None:
+        token = self.token
+
+        def remove(index: int, _: Iterable[Any]) -> Iterator[int]:
+            shard_path(token, index).unlink(missing_ok=True)
+            yield index
+
+        try:
+            self.handles.mapPartitionsWithIndex(remove).collect()
+        finally:
+            self.handles.unpersist()
+
+
+def stream_chunks(chunks: RDD[Any], layout: StreamLayout, *,
+                  marker: Callable[[int, int, Iterable[Any]], Any]) -> StreamedShards:
+    """Writes partition i of ``chunks`` to shard file i on its executor; caches the markers.
+
+    ``chunks`` rows are ``(features, labels, rows, report)`` (``sparknet.data.dataframe``'s
+    chunk format); ``marker(index, rows, reports)`` builds the cached marker value. Nothing runs
+    until the first job on the result (the warm-up job).
+    """
+    token = uuid.uuid4().hex
+
+    def write(index: int, rows: Iterable[Any]) -> Iterator[Any]:
+        reports: list[str] = []
+
+        def stored() -> Iterator[tuple[bytes, bytes, int]]:
+            for row in rows:
+                if row[3]:
+                    reports.append(row[3])
+                yield row[0], row[1], row[2]
+
+        count = write_shard_file(shard_path(token, index), layout, stored())
+        yield marker(index, count, reports)
+
+    marked = chunks.mapPartitionsWithIndex(write).cache()
+    return StreamedShards(handles=marked, token=token, layout=layout)

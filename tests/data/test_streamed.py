@@ -1,0 +1,119 @@
+"""Streamed shards (``sparknet.data.streamed``): same weights as in memory, bounded reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sparknet.config import TrainConfig
+from sparknet.data.shards import InputSpec, Shard
+from sparknet.data.streamed import FILE_BATCH_ROWS, StreamedShard, StreamLayout, write_shard_file
+
+SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+
+
+def _config(**engine: Any) -> TrainConfig:
+    return TrainConfig.from_dict({"model": "lenet", "seed": 5, "checkpoint_every": 0,
+                                  "engine": {"num_workers": 2, "tau": 5, "batch_size": 32,
+                                             "rounds": 3, "eval_every": 3, **engine},
+                                  "optimizer": {"lr": 0.05}})
+
+
+def test_shard_file_reads_back_rows_by_index(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    count = 2 * FILE_BATCH_ROWS + 17  # three record batches, the last one short
+    features = rng.integers(0, 256, (count, 1, 4, 3), dtype=np.uint8)
+    labels = rng.integers(0, 10, count).astype(np.int64)
+    layout = StreamLayout(kind="pixels", shape=(1, 4, 3))
+    chunks = [(features[i: i + 1000].tobytes(), labels[i: i + 1000].tobytes(),
+               len(labels[i: i + 1000])) for i in range(0, count, 1000)]
+    assert write_shard_file(tmp_path / "s.arrow", layout, chunks) == count
+    shard = StreamedShard(tmp_path / "s.arrow", layout)
+    index = rng.permutation(count)[:300]
+    got_features, got_labels = shard.rows(index)
+    assert len(shard) == count
+    assert np.array_equal(got_features, features[index])
+    assert np.array_equal(got_labels, labels[index])
+    whole, whole_labels = shard.rows(slice(count - 50, count + 10))
+    assert np.array_equal(whole, features[-50:]) and np.array_equal(whole_labels, labels[-50:])
+    assert np.array_equal(Shard(features, labels).rows(index)[0], got_features)
+    shard.close()
+
+
+@pytest.mark.spark
+def test_streamed_arrays_give_the_in_memory_weights(spark: Any, fashion: Any) -> None:
+    from sparknet.data.sources import from_arrays
+    from sparknet.engine.trainer import train
+
+    split, test = fashion["train"], fashion["test"]
+    arrays = {"train": (split.images[:3000], split.labels[:3000]),
+              "test": (test.images[:500], test.labels[:500])}
+    results = {}
+    for streamed in (False, True):
+        data = from_arrays(spark, spec=SPEC, num_workers=2, seed=5, streamed=streamed,
+                           **arrays)  # type: ignore[arg-type]
+        try:
+            results[streamed] = train(data, config=_config(), progress=False)
+        finally:
+            data.release()
+    assert np.array_equal(results[True].floats, results[False].floats)
+    assert results[True].metrics[-1]["test_accuracy"] == \
+        results[False].metrics[-1]["test_accuracy"]
+
+
+@pytest.mark.spark
+def test_streamed_image_folder_gives_the_in_memory_weights(spark: Any, jpeg_folder: Path
+                                                           ) -> None:
+    from sparknet.data.images import image_folder_data
+    from sparknet.engine.trainer import train
+
+    spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+    results = {}
+    for streamed in (False, True):
+        data, classes, summary = image_folder_data(
+            spark, jpeg_folder / "train", val=jpeg_folder / "val", spec=spec, num_workers=2,
+            batch_size=32, streamed=streamed)
+        assert sum(summary.shard_sizes) == 1200 and data.test_size == 300
+        try:
+            results[streamed] = train(data, config=_config(rounds=2, eval_every=1),
+                                      progress=False)
+        finally:
+            data.release()
+    assert classes[0] == "0-T_shirt_top" and len(classes) == 10
+    assert np.array_equal(results[True].floats, results[False].floats)
+    assert results[True].metrics[-1]["test_accuracy"] == \
+        results[False].metrics[-1]["test_accuracy"]
+
+
+def test_encoded_rows_across_byte_limited_batches_decode_to_the_images(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from PIL import Image
+
+    from sparknet.data import streamed
+
+    monkeypatch.setattr(streamed, "FILE_BATCH_BYTES", 3000)  # record batches of a few rows
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (50, 3, 8, 6), dtype=np.uint8)
+    blobs = []
+    for image in pixels:
+        out = io.BytesIO()
+        Image.fromarray(image.transpose(1, 2, 0)).save(out, format="PNG")  # lossless
+        blobs.append(out.getvalue())
+    labels = np.arange(50, dtype=np.int64) % 7
+    layout = StreamLayout(kind="encoded", shape=(3, 8, 6), decode_threads=3)
+    chunk = (np.array([len(b) for b in blobs], np.int64).tobytes() + b"".join(blobs),
+             labels.tobytes(), 50)
+    write_shard_file(tmp_path / "e.arrow", layout, [chunk])
+    shard = StreamedShard(tmp_path / "e.arrow", layout)
+    assert len(shard._blocks) > 2  # the byte limit cut it into several record batches
+    index = rng.permutation(50)[:20]
+    features, got_labels = shard.rows(index)
+    assert np.array_equal(features, pixels[index]) and np.array_equal(got_labels, labels[index])
+    features, got_labels = shard.rows(slice(3, 47))  # evaluation reads runs
+    assert np.array_equal(features, pixels[3:47]) and np.array_equal(got_labels, labels[3:47])
+    shard.close()
