@@ -112,9 +112,7 @@ class CaffeNet(nn.Module):
         if unused:
             raise CaffeFormatError(f"input_shapes names {sorted(unused)}, which are not inputs "
                                    f"of net {self.name!r}; its inputs are {self.input_names}")
-        consumed = {b for _, _, bottoms, _ in self._plan for b in bottoms}
-        tops = [t for _, _, _, ts in self._plan for t in ts]
-        self.output_names = list(dict.fromkeys(t for t in tops if t not in consumed))
+        self.output_names = self._outputs()
         self.logits_blob = self._find_logits()
         self.train(phase == "TRAIN")
 
@@ -181,6 +179,16 @@ class CaffeNet(nn.Module):
         else:
             for name in layer.top:
                 self.blob_shapes[name] = ()
+
+    def _outputs(self) -> list[str]:
+        # Caffe's rule: a blob is an output when no later layer reads it, so the top of an
+        # in-place layer (which reads and rewrites its blob) still counts.
+        available = dict.fromkeys(self.input_names)
+        for _, _, bottoms, tops in self._plan:
+            for b in bottoms:
+                available.pop(b, None)
+            available.update(dict.fromkeys(tops))
+        return list(available)
 
     @staticmethod
     def _probe(module: layers.CaffeLayer, bottoms: list[torch.Tensor]) -> tuple[Any, ...]:
