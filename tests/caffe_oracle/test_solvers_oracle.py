@@ -1,0 +1,55 @@
+"""Differential fuzzing of every solver type and lr_policy sparknet accepts against real
+Caffe: the parameters after each of a few iterations of a small net."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.caffe.oracle_cases import (
+    Arrays,
+    NetCase,
+    SolverCase,
+    compare_solver,
+    run_sparknet_solver,
+)
+
+from .conftest import case_rng, record, setting
+from .oracle import run_oracle
+from .solver_generators import LR_POLICIES, SOLVER_TYPES, solver_case
+
+pytestmark = pytest.mark.caffe_oracle
+
+
+@pytest.mark.parametrize("solver_type", SOLVER_TYPES)
+def test_solver_matches_caffe(solver_type: str, oracle_ready: None, tmp_path: Path) -> None:
+    count = setting("SPARKNET_ORACLE_SOLVER_CASES", 2)
+    cases: list[NetCase | SolverCase] = []
+    for policy in LR_POLICIES:
+        for i in range(count):
+            case = solver_case(case_rng("solver", solver_type, policy, i), solver_type, policy)
+            case.name = f"{solver_type.lower()}_{policy}_{i:03d}"
+            cases.append(case)
+    caffe = run_oracle(cases, tmp_path)
+    problems: list[str] = []
+    mismatched: list[tuple[NetCase | SolverCase, Arrays, list[str]]] = []
+    per_policy = dict.fromkeys(LR_POLICIES, 0)
+    bad_policy = dict.fromkeys(LR_POLICIES, 0)
+    for case in cases:
+        assert isinstance(case, SolverCase)
+        result = caffe[case.name]
+        if isinstance(result, str):
+            problems.append(f"{case.name}: {result} [{case.note}]")
+            continue
+        per_policy[case.lr_policy] += 1
+        found = compare_solver(run_sparknet_solver(case), result)
+        if found:
+            bad_policy[case.lr_policy] += 1
+            mismatched.append((case, result, found))
+            problems += [f"{case.name}: {p} [{case.note}]" for p in found[:3]]
+    record({"kind": "solver", "type": solver_type, "generated": len(cases),
+            "compared": sum(per_policy.values()), "per_policy": per_policy,
+            "mismatched_per_policy": bad_policy,
+            "mismatched": len({p.split(":")[0] for p in problems})}, mismatched)
+    assert not problems, "\n".join(problems)
