@@ -43,6 +43,35 @@ METRIC_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence")
 SUPPORTED_TYPES = tuple(sorted((*BUILDERS, *DATA_TYPES)))
 
 
+class UnknownShapeError(CaffeFormatError):
+    """A bottom's shape is known only to a data source (a Data layer's database): the
+    definition is sound, but building it needs ``input_shapes``."""
+
+
+def check_structure(net: Any, *, phase: str) -> Any:
+    """The definition of ``phase`` once its layers are known types with unique names and
+    each reads only blobs that earlier layers write (else one CaffeFormatError line)."""
+    definition = filter_phase(net, phase)
+    seen: dict[str, int] = {}
+    for index, layer in enumerate(definition.layer):
+        where = f"layer {layer.name!r} ({layer.type})"
+        if layer.type not in BUILDERS and layer.type not in DATA_TYPES:
+            raise CaffeFormatError(
+                f"{where}: unsupported layer type {layer.type!r}; supported types are "
+                f"{', '.join(SUPPORTED_TYPES)}"
+            )
+        if not layer.name:
+            raise CaffeFormatError(f"layer {index} ({layer.type}) has no name; give it one")
+        key = _module_key(layer.name)
+        if key in seen:
+            raise CaffeFormatError(
+                f"{where}: layer {index} has the name of layer {seen[key]} ({phase} phase); "
+                "give each layer its own name")
+        seen[key] = index
+    insert_splits(definition)  # raises for a bottom no earlier layer writes (e.g. a cycle)
+    return definition
+
+
 @dataclass(frozen=True, kw_only=True)
 class ParamSpec:
     """Caffe's per-blob multipliers of the solver's learning rate and weight decay."""
@@ -89,7 +118,7 @@ class CaffeNet(nn.Module):
                  input_shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0) -> None:
         super().__init__()
         self.phase = phase
-        self.definition = filter_phase(net, phase)
+        self.definition = check_structure(net, phase=phase)
         graph = insert_splits(self.definition)
         self.name: str = net.name
         self.layers = nn.ModuleDict()
@@ -134,17 +163,12 @@ class CaffeNet(nn.Module):
 
     def _add_layer(self, layer: Any, probe: dict[str, torch.Tensor], gen: torch.Generator) -> None:
         where = f"layer {layer.name!r} ({layer.type})"
-        if layer.type not in BUILDERS:
-            raise CaffeFormatError(
-                f"{where}: unsupported layer type {layer.type!r}; supported types are "
-                f"{', '.join(SUPPORTED_TYPES)}"
-            )
         missing = [b for b in layer.bottom if b not in probe]
         if missing:
             if layer.type in METRIC_TYPES:  # a label of unknown shape: still runnable later
                 probe_ok = False
             else:
-                raise CaffeFormatError(
+                raise UnknownShapeError(
                     f"{where}: the shape of bottom {missing[0]!r} is unknown (a data layer "
                     "whose shape only its data source knows); pass input_shapes={"
                     f"{missing[0]!r}: (N, C, H, W)}}"
@@ -152,8 +176,6 @@ class CaffeNet(nn.Module):
         else:
             probe_ok = True
         key = _module_key(layer.name)
-        if not layer.name or key in self.layers:
-            raise CaffeFormatError(f"{where}: layer names must be non-empty and unique")
         shapes = [tuple(probe[b].shape) if b in probe else (1,) for b in layer.bottom]
         if not shapes and layer.type not in ("Silence",):
             raise CaffeFormatError(f"{where}: has no bottom; give it its input blob")
