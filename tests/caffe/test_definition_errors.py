@@ -127,9 +127,15 @@ def _single(body: str, shape: tuple[int, ...] = (1, 1, 4, 4)) -> Any:
                           f"{dims} }} }} }}\n{body}\n")
 
 
-def test_in_place_absval_is_refused_as_caffe_does() -> None:
-    with pytest.raises(CaffeFormatError, match="AbsVal cannot run in place"):
-        build_net(_single('layer { name: "a" type: "AbsVal" bottom: "x" top: "x" }'))
+@pytest.mark.parametrize("kind", ["AbsVal", "Flatten", "Reshape", "LRN"])
+def test_in_place_is_refused_where_caffe_refuses_or_miscomputes(kind: str) -> None:
+    body = {"Reshape": "reshape_param { shape { dim: 0 dim: -1 } }"}.get(kind, "")
+    with pytest.raises(CaffeFormatError, match=f"{kind} cannot run in place"):
+        build_net(_single(f'layer {{ name: "a" type: "{kind}" bottom: "x" top: "x" {body} }}'))
+    # Not in place once Caffe's Split is in: an earlier layer reads the same x too.
+    net = build_net(_single('layer { name: "b" type: "TanH" bottom: "x" top: "t" }\n'
+                            f'layer {{ name: "a" type: "{kind}" bottom: "x" top: "x" {body} }}'))
+    assert "t" in net.blob_shapes
 
 
 def test_unpadded_ceil_window_outside_the_input_is_refused() -> None:

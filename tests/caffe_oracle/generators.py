@@ -78,8 +78,9 @@ def _single(kind: str, rng: Rng, shapes: list[tuple[int, ...]], body: str, *,
     top_names = names[:1] if in_place else [f"y{i}" for i in range(tops)]
     text += layer("target", kind, names, top_names, body)
     arrays = {f"input:{n}": values(rng, s, ties) for n, s in zip(names, shapes, strict=True)}
+    note = note or f"{body} shapes={shapes} ties={ties}" + (" in_place" if in_place else "")
     return NetCase(name="", layer_type=kind, prototxt=text, phase=phase, backward=backward,
-                   arrays=arrays, note=note or f"{body} shapes={shapes} ties={ties}")
+                   arrays=arrays, note=note)
 
 
 # -- layers with parameters ------------------------------------------------------------------
@@ -123,7 +124,8 @@ def deconvolution(rng: Rng) -> NetCase:
 
 
 def pooling(rng: Rng) -> NetCase:
-    method = str(_pick(rng, ["MAX", "AVE"]))
+    # Caffe's CPU STOCHASTIC pooling is NOT_IMPLEMENTED and sparknet refuses it: both must.
+    method = str(_pick(rng, ["MAX", "AVE", "MAX", "AVE", "STOCHASTIC"]))
     n, c = int(rng.integers(1, 3)), int(rng.integers(1, 4))
     body = [f"pool: {method}"]
     if rng.random() < 0.15:
@@ -178,7 +180,7 @@ def lrn(rng: Rng) -> NetCase:
     if rng.random() < 0.7:
         body.append(f"k: {_float(rng, 0.5, 3.0)}")
     return _single("LRN", rng, [(int(rng.integers(1, 3)), *_shape(rng, 3, 1, 7))],
-                   f"lrn_param {{ {' '.join(body)} }}")
+                   f"lrn_param {{ {' '.join(body)} }}")  # in place: refused (see NOT_IN_PLACE)
 
 
 def batch_norm(rng: Rng) -> NetCase:
@@ -213,7 +215,8 @@ def scale(rng: Rng) -> NetCase:
             body.append(f"num_axes: {num_axes}")
     if rng.random() < 0.5:
         body.append("bias_term: true")
-    return _single("Scale", rng, shapes, f"scale_param {{ {' '.join(body)} }}")
+    return _single("Scale", rng, shapes, f"scale_param {{ {' '.join(body)} }}",
+                   in_place=len(shapes) == 1 and rng.random() < 0.3)
 
 
 def prelu(rng: Rng) -> NetCase:
@@ -231,7 +234,6 @@ def _elementwise(kind: str, body: Callable[[Rng], str], *, backward: bool = True
         case = _single(kind, rng, [_shape(rng, int(rng.integers(1, 5)))], body(rng),
                        ties=rng.random() < 0.4 and not positive, backward=backward,
                        in_place=in_place)
-        case.note += " in_place" if in_place else ""
         if positive:  # a fractional power of a negative number is NaN in both: not a test
             case.arrays = {k: np.abs(v) + np.float32(0.5) for k, v in case.arrays.items()}
         return case
@@ -335,7 +337,7 @@ def flatten(rng: Rng) -> NetCase:
     if end != len(shape) - 1 or rng.random() < 0.5:
         fields.append(f"end_axis: {end - len(shape) if rng.random() < 0.5 else end}")
     body = f"flatten_param {{ {' '.join(fields)} }}" if fields else ""
-    return _single("Flatten", rng, [shape], body, in_place=False)
+    return _single("Flatten", rng, [shape], body, in_place=rng.random() < 0.2)
 
 
 def _factor(rng: Rng, total: int) -> list[int]:
@@ -366,7 +368,8 @@ def reshape(rng: Rng) -> NetCase:
         fields.append(f"axis: {axis - len(shape) - 1 if rng.random() < 0.3 else axis}")
     if num_axes != -1:
         fields.append(f"num_axes: {num_axes}")
-    return _single("Reshape", rng, [shape], f"reshape_param {{ {' '.join(fields)} }}")
+    return _single("Reshape", rng, [shape], f"reshape_param {{ {' '.join(fields)} }}",
+                   in_place=rng.random() < 0.2)
 
 
 def slice_(rng: Rng) -> NetCase:
@@ -458,10 +461,12 @@ def accuracy(rng: Rng) -> NetCase:
 
 
 def small_net(rng: Rng) -> NetCase:
-    """Several layers in a chain with in-place layers and a blob read twice (Caffe inserts a
-    Split), in TRAIN or TEST."""
+    """Several layers: in-place layers, a blob read twice (Caffe inserts a Split), a loss
+    weight on a non-loss top, propagate_down, a layer kept by a phase rule; TRAIN or TEST."""
     n, c, size = int(rng.integers(1, 3)), int(rng.integers(1, 3)), int(rng.integers(5, 9))
-    text = "force_backward: true\n" + input_layer("data", (n, c, size, size))
+    phase = str(_pick(rng, ["TRAIN", "TEST"]))
+    force = rng.random() < 0.5  # without it Caffe honours propagate_down (and skips inputs)
+    text = ("force_backward: true\n" if force else "") + input_layer("data", (n, c, size, size))
     text += input_layer("label", (n,))
     text += layer("conv", "Convolution", ["data"], ["conv"],
                   "convolution_param { num_output: 3 kernel_size: 3 pad: 1 }")
@@ -470,21 +475,24 @@ def small_net(rng: Rng) -> NetCase:
                   f"pooling_param {{ pool: {_pick(rng, ['MAX', 'AVE'])} kernel_size: 3 "
                   "stride: 2 }")
     branch = str(_pick(rng, ["LRN", "BatchNorm", "Scale", "TanH"]))
-    text += layer("branch", branch, ["pool"], ["branch"])
-    text += layer("sum", "Eltwise", ["pool", "branch"], ["sum"])
+    weight = _pick(rng, ["", f"loss_weight: {_float(rng, 0.1, 2)}"])
+    text += layer("branch", branch, ["pool"], ["branch"], str(weight))
+    down = _pick(rng, ["", "propagate_down: true propagate_down: false",
+                       "propagate_down: false propagate_down: true"])
+    text += layer("sum", "Eltwise", ["pool", "branch"], ["sum"], str(down))
     text += layer("ip", "InnerProduct", ["sum"], ["ip"], "inner_product_param { num_output: 4 }")
-    text += layer("drop", "Dropout", ["ip"], ["ip"])
+    rule = _pick(rng, ["include { phase: TRAIN }", "include { phase: TEST }",
+                       "exclude { phase: TRAIN }"])
+    text += layer("squash", "TanH", ["ip"], ["ip"], str(rule))
+    # Dropout in TRAIN draws random masks in each framework: ratio 0 there.
+    ratio = "dropout_param { dropout_ratio: 0 }" if phase == "TRAIN" else ""
+    text += layer("drop", "Dropout", ["ip"], ["ip"], ratio)
     text += layer("loss", "SoftmaxWithLoss", ["ip", "label"], ["loss"])
     arrays = {"input:data": values(rng, (n, c, size, size), False),
               "input:label": rng.integers(0, 4, size=(n,)).astype(np.float32)}
-    # Dropout in TRAIN draws random masks in each framework: keep it at ratio 0 there.
-    phase = str(_pick(rng, ["TRAIN", "TEST"]))
-    if phase == "TRAIN":
-        text = text.replace('name: "drop" type: "Dropout" bottom: "ip" top: "ip" ',
-                            'name: "drop" type: "Dropout" bottom: "ip" top: "ip" '
-                            "dropout_param { dropout_ratio: 0 } ")
     return NetCase(name="", layer_type="net", prototxt=text, phase=phase, arrays=arrays,
-                   note=f"branch={branch} phase={phase}")
+                   note=f"branch={branch} phase={phase} {weight} {down} {rule} "
+                        f"force_backward={force}")
 
 
 GENERATORS: dict[str, Callable[[Rng], NetCase]] = {

@@ -62,9 +62,6 @@ class Elementwise(CaffeLayer):
     def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
         super().__init__(param)
         self.kind = param.type
-        if self.kind == "AbsVal" and self.in_place:
-            raise CaffeFormatError(f"{self.where()}: Caffe's AbsVal cannot run in place; give "
-                                   "it a top of its own")
         if self.kind == "Power" and self.in_place:
             warnings.warn(f"{self.where()} runs in place: its gradient then ignores the "
                           "gradient from above, as in Caffe; give it a top of its own before "

@@ -38,6 +38,9 @@ BUILDERS: dict[str, Builder] = {
     "SoftmaxWithLoss": blob_ops.SoftmaxWithLoss, "EuclideanLoss": blob_ops.EuclideanLoss,
     "Accuracy": blob_ops.Accuracy,
 }
+# Caffe refuses these in place (CHECK top != bottom); LRN in place computes wrong values
+# (its output overwrites the input it still reads), so sparknet refuses it too.
+NOT_IN_PLACE = ("AbsVal", "Flatten", "Reshape", "LRN")
 DATA_TYPES = ("Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData")
 METRIC_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence")
 SUPPORTED_TYPES = tuple(sorted((*BUILDERS, *DATA_TYPES)))
@@ -68,7 +71,11 @@ def check_structure(net: Any, *, phase: str) -> Any:
                 f"{where}: layer {index} has the name of layer {seen[key]} ({phase} phase); "
                 "give each layer its own name")
         seen[key] = index
-    insert_splits(definition)  # raises for a bottom no earlier layer writes (e.g. a cycle)
+    graph = insert_splits(definition)  # raises for a bottom no earlier layer writes (a cycle)
+    for layer in graph.layer:  # in place once Caffe's Split layers are in
+        if layer.type in NOT_IN_PLACE and set(layer.top) & set(layer.bottom):
+            raise CaffeFormatError(f"layer {layer.name!r} ({layer.type}): Caffe's {layer.type} "
+                                   "cannot run in place; give it a top of its own")
     return definition
 
 
@@ -123,6 +130,7 @@ class CaffeNet(nn.Module):
         self.name: str = net.name
         self.layers = nn.ModuleDict()
         self._plan: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = []
+        self._stop_gradient: dict[str, tuple[int, ...]] = {}  # propagate_down: false
         self.input_names: list[str] = []
         self.input_shapes: dict[str, Shape | None] = {}
         self.loss_weights: dict[str, float] = {}
@@ -190,6 +198,7 @@ class CaffeNet(nn.Module):
                                    ) from err
         self.layers[key] = module
         self._plan.append((key, layer.type, tuple(layer.bottom), tuple(layer.top)))
+        self._add_propagate_down(layer, where, key)
         self._add_specs(layer, key, module)
         self._add_loss_weights(layer)
         if tops is not None:
@@ -234,6 +243,15 @@ class CaffeNet(nn.Module):
             if layer.type == "BatchNorm":  # Caffe masks BN statistics from the solver
                 lr = 0.0
             self.param_specs[f"layers.{key}.blobs.{i}"] = ParamSpec(lr_mult=lr, decay_mult=decay)
+
+    def _add_propagate_down(self, layer: Any, where: str, key: str) -> None:
+        flags = list(layer.propagate_down)
+        if flags and len(flags) != len(layer.bottom):
+            raise CaffeFormatError(f"{where}: {len(flags)} propagate_down values for "
+                                   f"{len(layer.bottom)} bottoms; give one per bottom or none")
+        stopped = tuple(i for i, flag in enumerate(flags) if not flag)
+        if stopped and not self.definition.force_backward:  # Caffe: force_backward wins
+            self._stop_gradient[key] = stopped
 
     def _add_loss_weights(self, layer: Any) -> None:
         weights = list(layer.loss_weight)
@@ -287,7 +305,10 @@ class CaffeNet(nn.Module):
                     continue
                 raise DataError(f"layer {key!r} ({kind}) needs blob {missing[0]!r}; give input "
                                 f"{missing[0]!r} (the net's inputs: {self.input_names})")
-            outs = self.layers[key](*[blobs[b] for b in bottoms])
+            inputs = [blobs[b] for b in bottoms]
+            for i in self._stop_gradient.get(key, ()):
+                inputs[i] = inputs[i].detach()  # Caffe sends this bottom no gradient
+            outs = self.layers[key](*inputs)
             blobs.update(zip(tops, outs, strict=True))
         return blobs
 

@@ -255,6 +255,7 @@ def insert_splits(net: Any) -> Any:
                 if (i, j) in loss_weight:  # the loss is carried by the first split top
                     split.loss_weight.append(loss_weight[(i, j)])
                     split.loss_weight.extend([0.0] * (n - 1))
+                    new.ClearField("loss_weight")  # as Caffe does: never counted twice
     return out
 
 
