@@ -110,6 +110,14 @@ def test_empty_caffemodel_is_one_line_everywhere(tmp_path: Path, capsys: Any) ->
         read_binaryproto(mean)
 
 
+@pytest.mark.parametrize("content", ["", "# only a comment\n"])
+def test_empty_solver_is_one_line(content: str, tmp_path: Path, capsys: Any) -> None:
+    path = tmp_path / "solver.prototxt"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match="is empty"):
+        load_solver(path)
+
+
 def test_empty_hdf5_snapshot_is_an_error(tmp_path: Path) -> None:
     h5py = pytest.importorskip("h5py")
     path = tmp_path / "empty.caffemodel.h5"
@@ -161,4 +169,14 @@ def test_negative_gamma_is_refused_as_caffe_does(policy: str, tmp_path: Path) ->
     path.write_text(f'lr_policy: "{policy}" base_lr: 0.1 gamma: -0.5 stepsize: 2 '
                     "stepvalue: 3\n")
     with pytest.raises(ConfigError, match="needs gamma >= 0"):
+        load_solver(path)
+
+
+@pytest.mark.parametrize("fields", ['type: "AdaGrad" momentum: 0.9',
+                                    'type: "RMSProp" momentum: 0.5',
+                                    'type: "RMSProp" rms_decay: 1.0'])
+def test_solver_settings_caffe_refuses(fields: str, tmp_path: Path) -> None:
+    path = tmp_path / "solver.prototxt"
+    path.write_text(f'lr_policy: "fixed" base_lr: 0.1 {fields}\n')
+    with pytest.raises(ConfigError, match="takes no momentum|rms_decay"):
         load_solver(path)

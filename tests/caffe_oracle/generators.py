@@ -521,7 +521,12 @@ def finish(case: NetCase, rng: Rng) -> str | None:
         net = build_net(parse_net_text(case.prototxt, source=case.name), phase=case.phase)
     except SparknetError as err:
         return str(err)
-    for name, blobs in net.caffe_blobs().items():
+    # Now and then no weights at all: both sides then fill every blob with Caffe's default
+    # fillers (constants: 0 for weights and biases, 1 for Scale, 0.25 for PReLU).
+    defaults = case.layer_type != "net" and rng.random() < 0.15
+    if defaults:
+        case.note += " default_fillers"
+    for name, blobs in ({} if defaults else net.caffe_blobs()).items():
         module = net.layer_module(name)
         for i, blob in enumerate(blobs):
             value = rng.normal(size=blob.shape).astype(np.float32)

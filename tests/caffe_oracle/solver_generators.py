@@ -45,10 +45,15 @@ def _type_fields(rng: Rng, kind: str) -> list[str]:
         momentum = _pick(rng, [0.0, 0.9, _float(rng, 0.1, 0.95)]) if kind == "SGD" else \
             _float(rng, 0.5, 0.95)
         return [f"base_lr: {_float(rng, 0.01, 0.1)}", f"momentum: {momentum}"]
-    if kind == "AdaGrad":  # Caffe refuses momentum for AdaGrad and RMSProp
-        return [f"base_lr: {_float(rng, 0.01, 0.1)}", f"delta: {_pick(rng, [1e-8, 1e-6])}"]
+    # Caffe refuses momentum for AdaGrad and RMSProp, and rms_decay outside [0, 1): drawn
+    # now and then, both must refuse.
+    refused = [f"momentum: {_float(rng, 0.1, 0.9)}"] if rng.random() < 0.1 else []
+    if kind == "AdaGrad":
+        return [f"base_lr: {_float(rng, 0.01, 0.1)}", f"delta: {_pick(rng, [1e-8, 1e-6])}",
+                *refused]
     if kind == "RMSProp":
-        return [f"base_lr: {_float(rng, 0.001, 0.01)}", f"rms_decay: {_float(rng, 0.9, 0.99)}"]
+        decay = _float(rng, 0.9, 0.99) if rng.random() < 0.9 else _pick(rng, [1.0, 1.5, -0.1])
+        return [f"base_lr: {_float(rng, 0.001, 0.01)}", f"rms_decay: {decay}", *refused]
     if kind == "AdaDelta":
         return [f"base_lr: {_float(rng, 0.5, 1.0)}", f"momentum: {_float(rng, 0.9, 0.95)}",
                 f"delta: {_pick(rng, [1e-8, 1e-6])}"]

@@ -225,9 +225,14 @@ class CaffeNet(nn.Module):
     def _probe(module: layers.CaffeLayer, bottoms: list[torch.Tensor]) -> tuple[Any, ...]:
         with torch.no_grad():
             was = module.training
-            module.eval()  # probing must not update BatchNorm statistics
+            # Probing must not change the blobs: BatchNorm with use_global_stats: false
+            # updates its statistics in any phase.
+            saved = [blob.detach().clone() for blob in module.blobs]
+            module.eval()
             tops = module(*bottoms)
             module.train(was)
+            for blob, value in zip(module.blobs, saved, strict=True):
+                blob.copy_(value)
         return tuple(tops)
 
     def _add_specs(self, layer: Any, key: str, module: layers.CaffeLayer) -> None:

@@ -78,6 +78,11 @@ class SolverConfig:
         if self.lr_policy in ("step", "exp", "inv", "multistep", "sigmoid") and self.gamma < 0:
             raise ConfigError(f"gamma={self.gamma}: lr_policy {self.lr_policy!r} needs gamma "
                               ">= 0 (Caffe refuses a negative one)")
+        if self.type in ("AdaGrad", "RMSProp") and self.momentum != 0:
+            raise ConfigError(f"momentum={self.momentum}: Caffe's {self.type} takes no "
+                              "momentum; remove it")
+        if self.type == "RMSProp" and not 0 <= self.rms_decay < 1:
+            raise ConfigError(f"rms_decay={self.rms_decay} must be in [0, 1)")
         if self.lr_policy == "poly" and self.max_iter <= 0:
             raise ConfigError("lr_policy 'poly' needs max_iter > 0; set max_iter")
         if list(self.stepvalue) != sorted(self.stepvalue):
@@ -90,6 +95,9 @@ def parse_solver_text(text: str, *, folder: Path = Path("."), source: str = "<so
                       ) -> SolverConfig:
     """A SolverConfig from solver prototxt text; ``net`` is resolved against ``folder``."""
     p = parse_text(text, schema.SolverParameter(), source=source)
+    if not p.ListFields():
+        raise ConfigError(f"{source} is empty; give a Caffe solver definition (lr_policy, "
+                          "base_lr, ...)")
     if p.HasField("type"):
         kind = p.type
     elif p.HasField("solver_type"):
