@@ -70,15 +70,17 @@ def _spatial(rng: Rng, name: str, h: int, w: int, *, repeated: bool) -> str:
 
 
 def _single(kind: str, rng: Rng, shapes: list[tuple[int, ...]], body: str, *,
-            ties: bool = False, phase: str = "TEST", backward: bool = True,
+            ties: bool = False, phase: str = "", backward: bool = True,
             tops: int = 1, in_place: bool = False, note: str = "") -> NetCase:
     names = [f"x{i}" for i in range(len(shapes))]
+    phase = phase or str(_pick(rng, ["TRAIN", "TEST"]))
     text = "force_backward: true\n" if backward else ""
     text += "".join(input_layer(n, s) for n, s in zip(names, shapes, strict=True))
     top_names = names[:1] if in_place else [f"y{i}" for i in range(tops)]
     text += layer("target", kind, names, top_names, body)
     arrays = {f"input:{n}": values(rng, s, ties) for n, s in zip(names, shapes, strict=True)}
-    note = note or f"{body} shapes={shapes} ties={ties}" + (" in_place" if in_place else "")
+    note = note or f"{body} shapes={shapes} ties={ties} {phase}" + (
+        " in_place" if in_place else "")
     return NetCase(name="", layer_type=kind, prototxt=text, phase=phase, backward=backward,
                    arrays=arrays, note=note)
 
@@ -277,9 +279,13 @@ def power(rng: Rng) -> NetCase:
 
 
 def dropout(rng: Rng) -> NetCase:
-    # TRAIN-phase masks come from each framework's own random numbers: TEST is compared.
-    body = "" if rng.random() < 0.3 else f"dropout_param {{ dropout_ratio: {_float(rng, 0, 0.9)} }}"
-    return _single("Dropout", rng, [_shape(rng, int(rng.integers(1, 5)))], body,
+    # TRAIN-phase masks come from each framework's own random numbers: in TRAIN only ratio 0
+    # (which keeps every unit) is compared.
+    phase = str(_pick(rng, ["TRAIN", "TEST"]))
+    ratio = 0.0 if phase == "TRAIN" else _float(rng, 0, 0.9)
+    body = "" if phase == "TEST" and rng.random() < 0.3 else \
+        f"dropout_param {{ dropout_ratio: {ratio} }}"
+    return _single("Dropout", rng, [_shape(rng, int(rng.integers(1, 5)))], body, phase=phase,
                    in_place=rng.random() < 0.5)
 
 
