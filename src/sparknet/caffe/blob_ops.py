@@ -77,7 +77,9 @@ class Elementwise(CaffeLayer):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         y = self._value(x)
-        if self.in_place and x.requires_grad and self.kind in ("ReLU", "Power", "BNLL"):
+        exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()  # type: ignore[attr-defined]
+        if (self.in_place and x.requires_grad and torch.is_grad_enabled() and not exporting
+                and self.kind in ("ReLU", "Power", "BNLL")):  # exports see the plain forward
             with torch.no_grad():
                 local_grad = self._caffe_local_grad(bottom=y, top=y)
             if self.kind == "Power":  # its bottom diff overwrote the top diff: L * L
