@@ -47,12 +47,15 @@ build() {
 }
 
 status() {
-    if [[ -f "$READY" ]]; then
-        echo "$ROOT"
-        return 0
+    if [[ ! -f "$READY" ]]; then
+        echo "caffe oracle not built (run: bash scripts/caffe_oracle.sh build)"
+        return 1
     fi
-    echo "caffe oracle not built (run: bash scripts/caffe_oracle.sh build)"
-    return 1
+    if [[ "$(id -u)" != 0 ]]; then
+        echo "caffe oracle at $ROOT needs root to run (chroot)"
+        return 1
+    fi
+    echo "$ROOT"
 }
 
 run() {
