@@ -43,8 +43,10 @@ def run_suite(src: Path, *, cases: int, solver_cases: int, seed: int) -> dict[st
                "SPARKNET_ORACLE_SOLVER_CASES": str(solver_cases),
                "SPARKNET_ORACLE_SEED": str(seed), "SPARKNET_ORACLE_SUMMARY": str(summary)}
         started = time.perf_counter()
+        # Its own basetemp: another pytest run's clean-up must not delete its request folders.
         done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                               "-m", "caffe_oracle", str(ROOT / "tests" / "caffe_oracle")],
+                               f"--basetemp={Path(tmp) / 'pytest'}", "-m", "caffe_oracle",
+                               str(ROOT / "tests" / "caffe_oracle")],
                               cwd=ROOT, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
         lines = summary.read_text().splitlines() if summary.is_file() else []
@@ -55,7 +57,9 @@ def run_suite(src: Path, *, cases: int, solver_cases: int, seed: int) -> dict[st
     return {"src": str(src), "returncode": done.returncode, "seconds": round(seconds, 1),
             "layers": {r["type"]: r for r in rows if r["kind"] == "layer"},
             "solvers": {r["type"]: r for r in rows if r["kind"] == "solver"},
-            "tail": done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""}
+            "tail": done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "",
+            "failed": [ln.split()[1] for ln in done.stdout.splitlines()
+                       if ln.startswith(("FAILED", "ERROR"))]}
 
 
 def _before(before: dict[str, Any] | None, kind: str, name: str, key: str) -> str:
@@ -77,10 +81,12 @@ def layer_table(after: dict[str, Any], before: dict[str, Any] | None) -> list[st
 
 
 def solver_tables(after: dict[str, Any], before: dict[str, Any] | None) -> list[str]:
-    lines = ["| solver type | compared | mismatched before | mismatched after |",
-             "|---|---:|---:|---:|"]
+    lines = ["| solver type | generated | compared | refused by both | compared before the "
+             "fixes | mismatched before | mismatched after |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for name, row in after["solvers"].items():
-        lines.append(f"| {name} | {row['compared']} | "
+        lines.append(f"| {name} | {row['generated']} | {row['compared']} | "
+                     f"{row['both_refused']} | {_before(before, 'solvers', name, 'compared')} | "
                      f"{_before(before, 'solvers', name, 'mismatched')} | {row['mismatched']} |")
     policies: dict[str, list[int]] = {}
     for name, row in after["solvers"].items():
@@ -148,7 +154,9 @@ def main() -> None:
         "NOT_IMPLEMENTED and sparknet refuses it). \"net\" is a small multi-layer net (in-place "
         "layers, an automatic Split, a loss weight on a non-loss top, propagate_down, phase "
         "rules, with and without force_backward). Threshold and Accuracy have no backward "
-        "pass in Caffe.", "",
+        "pass in Caffe. Solver draws that both refuse: momentum with AdaGrad/RMSProp, "
+        "rms_decay outside [0, 1). Test failures of the run before the fixes: "
+        f"{', '.join(before['failed']) if before else '–'}.", "",
         "## Layers", "", *layer_table(after, before), "",
         "## Solvers", "",
         "Each configuration: a MemoryData → Convolution → ReLU (in place) → InnerProduct → "
@@ -161,7 +169,9 @@ def main() -> None:
         "unit tests in `tests/caffe/test_definition_errors.py`: in-place AbsVal, Flatten and "
         "Reshape (Caffe's CHECK), in-place LRN (Caffe computes wrong values), unpadded ceil "
         "pooling windows outside the input (Caffe reads and writes out of bounds), negative "
-        "gamma for step/exp/inv/multistep/sigmoid (Caffe's CHECK).", "",
+        "gamma for step/exp/inv/multistep/sigmoid, momentum with AdaGrad or RMSProp, "
+        "rms_decay outside [0, 1) (Caffe's CHECKs); empty prototxt, caffemodel, solver; "
+        "`sparknet caffe inspect` on a layer cycle, a duplicate name, an unknown type.", "",
         *regression_list(), "",
     ]
     path = write_report("caffe_oracle", "\n".join(md),
