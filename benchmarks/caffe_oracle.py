@@ -58,8 +58,8 @@ def run_suite(src: Path, *, cases: int, solver_cases: int, seed: int) -> dict[st
             "layers": {r["type"]: r for r in rows if r["kind"] == "layer"},
             "solvers": {r["type"]: r for r in rows if r["kind"] == "solver"},
             "tail": done.stdout.strip().splitlines()[-1] if done.stdout.strip() else "",
-            "failed": [ln.split()[1] for ln in done.stdout.splitlines()
-                       if ln.startswith(("FAILED", "ERROR"))]}
+            "failed": [ln.split()[1].split("[")[-1].rstrip("]")
+                       for ln in done.stdout.splitlines() if ln.startswith(("FAILED", "ERROR"))]}
 
 
 def _before(before: dict[str, Any] | None, kind: str, name: str, key: str) -> str:
@@ -121,47 +121,38 @@ def caffe_version() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", type=int, default=40, help="configurations per layer type")
-    parser.add_argument("--solver-cases", type=int, default=4,
-                        help="configurations per solver type and lr_policy")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--before-src", type=Path, default=None,
-                        help="the src folder of the code before the fixes")
-    args = parser.parse_args()
-    sizes = {"cases": args.cases, "solver_cases": args.solver_cases, "seed": args.seed}
-    before = run_suite(args.before_src, **sizes) if args.before_src else None
-    after = run_suite(ROOT / "src", **sizes)
-    info = machine()
+def render(data: dict[str, Any]) -> str:
+    """The markdown report from the run's data (what ``--from-json`` re-renders)."""
+    after, before, sizes, info = data["after"], data["before"], data["sizes"], data["machine"]
+    failed = [name.split("[")[-1].rstrip("]") for name in before["failed"]] if before else []
     md = [
         "# Real Caffe as an oracle: differential fuzzing of layers and solvers", "",
-        f"Command: `{command()}`  ",
-        f"Oracle: BVLC Caffe {caffe_version()} (Debian 11 `python3-caffe`, CPU) in the chroot "
+        f"Command: `{data['command']}`  ",
+        f"Oracle: BVLC Caffe {data['caffe']} (Debian 11 `python3-caffe`, CPU) in the chroot "
         "of `scripts/caffe_oracle.sh`  ",
         f"Machine: {info['cpu']}, {info['cores']} cores; torch {info['torch']}; "
         f"{info['date']}  ",
-        f"Size: {args.cases} configurations per layer type, {args.solver_cases} per solver "
-        f"type and lr_policy ({args.solver_cases * 7} per solver type), seed {args.seed}  ",
+        f"Size: {sizes['cases']} configurations per layer type, {sizes['solver_cases']} per "
+        f"solver type and lr_policy ({sizes['solver_cases'] * 7} per solver type), seed "
+        f"{sizes['seed']}  ",
         f"After the fixes: `{after['tail']}` in {after['seconds']} s"
-        + (f"; before (`{before['src']}`): `{before['tail']}` in {before['seconds']} s"
-           if before else ""), "",
+        + (f"; before (`{before['src']}`): `{before['tail']}` in {before['seconds']} s "
+           f"(failing: {', '.join(failed)})" if before else ""), "",
         "Forward blobs must match within 1e-5 · max(1, max|caffe|); input and parameter "
         "gradients within 1e-4 · max(1, max|caffe|); solver parameters after every iteration "
         "within 1e-4 · max(1, max|caffe|). \"Compared\" counts configurations run by both; a "
         "configuration that one side runs and the other refuses counts as a mismatch; "
         "\"refused by both\" are draws neither accepts (Caffe's CPU STOCHASTIC pooling is "
-        "NOT_IMPLEMENTED and sparknet refuses it). \"net\" is a small multi-layer net (in-place "
-        "layers, an automatic Split, a loss weight on a non-loss top, propagate_down, phase "
-        "rules, with and without force_backward). Threshold and Accuracy have no backward "
-        "pass in Caffe. Solver draws that both refuse: momentum with AdaGrad/RMSProp, "
-        "rms_decay outside [0, 1). Test failures of the run before the fixes: "
-        f"{', '.join(before['failed']) if before else '–'}.", "",
+        "NOT_IMPLEMENTED and sparknet refuses it; AbsVal, Flatten and Reshape in place). "
+        "\"net\" is a small multi-layer net (in-place layers, an automatic Split, a loss "
+        "weight on a non-loss top, propagate_down, phase rules, with and without "
+        "force_backward). Threshold and Accuracy have no backward pass in Caffe.", "",
         "## Layers", "", *layer_table(after, before), "",
         "## Solvers", "",
         "Each configuration: a MemoryData → Convolution → ReLU (in place) → InnerProduct → "
         "SoftmaxWithLoss net, 3–5 iterations, random lr_mult/decay_mult, weight decay "
-        "(L1 or L2) in 60%, iter_size 1–3, clip_gradients in 40%.", "",
+        "(L1 or L2) in 60%, iter_size 1–3, clip_gradients in 40%. Draws that both refuse: "
+        "momentum with AdaGrad/RMSProp, rms_decay outside [0, 1).", "",
         *solver_tables(after, before), "",
         "## The mismatches found, each with its regression case", "",
         "Under `tests/data/caffe_regressions/` (prototxt + npz with Caffe's results + json), "
@@ -174,12 +165,31 @@ def main() -> None:
         "`sparknet caffe inspect` on a layer cycle, a duplicate name, an unknown type.", "",
         *regression_list(), "",
     ]
-    path = write_report("caffe_oracle", "\n".join(md),
-                        {"command": command(), "machine": info, "sizes": sizes,
-                         "after": after, "before": before})
-    print(path)
-    if after["returncode"] != 0:
-        raise SystemExit(f"mismatches remain after the fixes: {after['tail']}")
+    return "\n".join(md)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", type=int, default=40, help="configurations per layer type")
+    parser.add_argument("--solver-cases", type=int, default=4,
+                        help="configurations per solver type and lr_policy")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--before-src", type=Path, default=None,
+                        help="the src folder of the code before the fixes")
+    parser.add_argument("--from-json", type=Path, default=None,
+                        help="re-render the report from a stored caffe_oracle.json, no run")
+    args = parser.parse_args()
+    if args.from_json:
+        data = json.loads(args.from_json.read_text())
+    else:
+        sizes = {"cases": args.cases, "solver_cases": args.solver_cases, "seed": args.seed}
+        before = run_suite(args.before_src, **sizes) if args.before_src else None
+        after = run_suite(ROOT / "src", **sizes)
+        data = {"command": command(), "caffe": caffe_version(), "machine": machine(),
+                "sizes": sizes, "after": after, "before": before}
+    print(write_report("caffe_oracle", render(data), data))
+    if data["after"]["returncode"] != 0:
+        raise SystemExit(f"mismatches remain after the fixes: {data['after']['tail']}")
 
 
 if __name__ == "__main__":
