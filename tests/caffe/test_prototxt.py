@@ -109,7 +109,7 @@ def test_wrong_enum_value_is_an_error() -> None:
 
 
 def test_unknown_bottom_is_an_error() -> None:
-    with pytest.raises(CaffeFormatError, match="no earlier layer"):
+    with pytest.raises(CaffeFormatError, match="reads blob .x., but no layer produces it"):
         insert_splits(parse_net_text('layer { name: "r" type: "ReLU" bottom: "x" top: "y" }'))
 
 

@@ -89,8 +89,8 @@ def test_sgd_learning_rate_is_applied_inside_the_momentum_buffer() -> None:
     ("multistep", {"gamma": 0.1, "stepvalue": (2, 5)},
      lambda it: 0.1 * 0.1 ** ((it >= 2) + (it >= 5))),
     ("poly", {"power": 2.0, "max_iter": 10}, lambda it: 0.1 * (1 - it / 10) ** 2),
-    ("sigmoid", {"gamma": -0.5, "stepsize": 4},
-     lambda it: 0.1 / (1 + math.exp(0.5 * (it - 4)))),
+    ("sigmoid", {"gamma": 0.5, "stepsize": 4},  # Caffe refuses a negative gamma
+     lambda it: 0.1 / (1 + math.exp(-0.5 * (it - 4)))),
 ])
 def test_lr_policies(policy: str, extra: dict[str, object], expected: object) -> None:
     config = SolverConfig(base_lr=0.1, lr_policy=policy, **extra)  # type: ignore[arg-type]

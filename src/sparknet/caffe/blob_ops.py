@@ -6,6 +6,7 @@ Same contract as ``layers.py``: bottoms in, a tuple of tops out.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,12 +32,40 @@ class Identity(CaffeLayer):
         return (x,) * self.copies
 
 
+class _GivenGradient(torch.autograd.Function):
+    """``value`` forward; ``grad * local_grad`` backward to ``x`` (or ``local_grad`` alone
+    when ``replaces``): an elementwise layer whose Caffe gradient is not the derivative of
+    its forward (see Elementwise)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, value: torch.Tensor, local_grad: torch.Tensor,
+                replaces: bool) -> torch.Tensor:
+        ctx.save_for_backward(local_grad)
+        ctx.replaces = replaces
+        return value
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        (local_grad,) = ctx.saved_tensors
+        return (local_grad if ctx.replaces else grad * local_grad), None, None, None
+
+
 class Elementwise(CaffeLayer):
-    """ReLU (negative_slope), Sigmoid, TanH, Power, AbsVal, ELU, Exp, BNLL, Threshold."""
+    """ReLU (negative_slope), Sigmoid, TanH, Power, AbsVal, ELU, Exp, BNLL, Threshold.
+
+    In place, Caffe's ReLU, Power and BNLL compute their gradient from the blob they have
+    just overwritten (their output) instead of their input, and Power also overwrites the
+    incoming gradient before it reads it (its input gradient is then the square of its local
+    derivative); those gradients are reproduced, and in-place Power warns.
+    """
 
     def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
         super().__init__(param)
         self.kind = param.type
+        if self.kind == "Power" and self.in_place:
+            warnings.warn(f"{self.where()} runs in place: its gradient then ignores the "
+                          "gradient from above, as in Caffe; give it a top of its own before "
+                          "training it", stacklevel=2)
         self.p = {
             "ReLU": lambda: (param.relu_param.negative_slope,),
             "Power": lambda: (param.power_param.power, param.power_param.scale,
@@ -47,9 +76,40 @@ class Elementwise(CaffeLayer):
         }.get(self.kind, tuple)()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        y = self._value(x)
+        exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()  # type: ignore[attr-defined]
+        if (self.in_place and x.requires_grad and torch.is_grad_enabled() and not exporting
+                and self.kind in ("ReLU", "Power", "BNLL")):  # exports see the plain forward
+            with torch.no_grad():
+                local_grad = self._caffe_local_grad(bottom=y, top=y)
+            if self.kind == "Power":  # its bottom diff overwrote the top diff: L * L
+                return (_GivenGradient.apply(x, y.detach(), local_grad * local_grad, True),)
+            return (_GivenGradient.apply(x, y.detach(), local_grad, False),)
+        return (y,)
+
+    def _caffe_local_grad(self, *, bottom: torch.Tensor, top: torch.Tensor) -> torch.Tensor:
+        """d top / d bottom as Caffe's Backward_cpu computes it from the two blobs."""
+        p = self.p
+        if self.kind == "ReLU":
+            return (bottom > 0).to(bottom.dtype) + p[0] * (bottom <= 0).to(bottom.dtype)
+        if self.kind == "BNLL":
+            e = torch.exp(torch.clamp(bottom, max=50.0))
+            return e / (e + 1.0)
+        power, scale, shift = p
+        diff_scale = power * scale
+        if diff_scale == 0 or power == 1:
+            return torch.full_like(bottom, diff_scale)
+        if power == 2:
+            return diff_scale * scale * bottom + diff_scale * shift
+        if shift == 0:
+            return power * top / bottom
+        return diff_scale * top / (shift + scale * bottom)
+
+    def _value(self, x: torch.Tensor) -> torch.Tensor:
         kind, p = self.kind, self.p
         if kind == "ReLU":
-            y = torch.clamp(x, min=0) + p[0] * torch.clamp(x, max=0) if p[0] else F.relu(x)
+            # where(), not clamps: at x == 0 Caffe's gradient is the slope (clamps add 1).
+            y = torch.where(x > 0, x, p[0] * x) if p[0] else F.relu(x)
         elif kind == "Sigmoid":
             y = torch.sigmoid(x)
         elif kind == "TanH":
@@ -67,7 +127,7 @@ class Elementwise(CaffeLayer):
             y = F.softplus(x)
         else:
             y = (x > p[0]).to(x.dtype)
-        return (y,)
+        return y
 
 
 class Eltwise(CaffeLayer):
@@ -89,15 +149,26 @@ class Eltwise(CaffeLayer):
             raise CaffeFormatError(f"{self.where()}: bottoms differ in shape: {list(shapes)}")
 
     def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor]:
+        if self.op == 2:
+            return (self._max(bottoms),)
         y = bottoms[0] if self.op != 1 else bottoms[0] * self.coeff[0]
         for c, b in zip(self.coeff[1:], bottoms[1:], strict=True):
-            if self.op == 0:
-                y = y * b
-            elif self.op == 1:
-                y = y + c * b
-            else:
-                y = torch.maximum(y, b)
+            y = y * b if self.op == 0 else y + c * b
         return (y,)
+
+    @staticmethod
+    def _max(bottoms: Sequence[torch.Tensor]) -> torch.Tensor:
+        # Caffe's argmax, which alone receives the gradient: between the first two bottoms
+        # a tie goes to the second, after that to the earlier one (a strict > comparison).
+        with torch.no_grad():
+            second = ~(bottoms[0] > bottoms[1])
+            winner = second.to(torch.int64)
+            best = torch.where(second, bottoms[1], bottoms[0])
+            for k, b in enumerate(bottoms[2:], start=2):
+                better = b > best
+                winner = torch.where(better, k, winner)
+                best = torch.where(better, b, best)
+        return torch.gather(torch.stack(list(bottoms)), 0, winner.unsqueeze(0)).squeeze(0)
 
 
 class Concat(CaffeLayer):
@@ -216,8 +287,11 @@ class SoftmaxWithLoss(CaffeLayer):
         safe = torch.where(valid, labels, torch.zeros_like(labels))
         if bool(((safe < 0) | (safe >= classes)).any()):
             raise DataError(f"{self.where()}: a label is outside [0, {classes})")
-        # Caffe takes log(max(prob, FLT_MIN)), i.e. the log-probability floored at log(FLT_MIN).
-        picked = torch.clamp(logp.gather(1, safe.unsqueeze(1)).squeeze(1), min=math.log(FLT_MIN))
+        # Caffe's loss takes log(max(prob, FLT_MIN)), i.e. the log-probability floored at
+        # log(FLT_MIN), but its gradient stays prob - 1 below the floor: floor the value only.
+        picked = logp.gather(1, safe.unsqueeze(1)).squeeze(1)
+        floor = torch.clamp(picked.detach(), min=math.log(FLT_MIN)) - picked.detach()
+        picked = picked + floor
         total = -(picked * valid.to(picked.dtype)).sum()
         if self.mode == 1 and self.ignore is not None:  # VALID: the non-ignored count
             return (total / torch.clamp(valid.sum().to(total.dtype), min=1.0),)

@@ -9,10 +9,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparknet.caffe.net import CaffeNet
+from sparknet.caffe.net import CaffeNet, UnknownShapeError, check_structure
 from sparknet.caffe.prototxt import read_net
 from sparknet.caffe.weights import read_binaryproto, read_weights
-from sparknet.errors import CaffeFormatError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,10 +57,12 @@ def inspect_file(path: str | Path) -> Inspection:
 
 def _inspect_definition(path: Path) -> Inspection:
     net_param = read_net(path)
+    for phase in ("TRAIN", "TEST"):  # a definition that cannot be built is an error
+        check_structure(net_param, phase=phase)
     note, net = "", None
     try:
         net = CaffeNet(net_param, phase="TEST")
-    except CaffeFormatError as err:
+    except UnknownShapeError as err:  # sound, but only the data source knows a shape
         note = f"shapes unknown: {err}"
     rows = []
     for layer in net.definition.layer if net else net_param.layer:

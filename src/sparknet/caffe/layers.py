@@ -29,6 +29,9 @@ class CaffeLayer(nn.Module):
         super().__init__()
         self.caffe_name: str = param.name
         self.caffe_type: str = param.type
+        # In place (top == bottom after Split insertion): Caffe's backward then reads the
+        # overwritten blob where it would read the bottom, which some layers reproduce.
+        self.in_place = len(param.top) > 0 and list(param.top) == list(param.bottom)
         self.blobs = nn.ParameterList()
 
     def where(self) -> str:
@@ -113,11 +116,15 @@ class Convolution(CaffeLayer):
         return (y,)
 
 
-def pooled_size(size: int, kernel: int, pad: int, stride: int, *, ceil: bool) -> int:
-    """Caffe's pooled output size, incl. the rule that the last window starts in the image."""
+def pooled_size(size: int, kernel: int, pad: int, stride: int, *, ceil: bool,
+                padded: bool) -> int:
+    """Caffe's pooled output size, incl. the rule that the last window starts in the image.
+
+    Caffe applies that rule on both axes as soon as either is padded (``padded``).
+    """
     span = size + 2 * pad - kernel
     out = (-(-span // stride) if ceil else span // stride) + 1
-    if pad and (out - 1) * stride >= size + pad:
+    if padded and (out - 1) * stride >= size + pad:
         out -= 1  # the last window would start in the padding only
     return out
 
@@ -156,8 +163,16 @@ class Pooling(CaffeLayer):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         height, width = int(x.shape[2]), int(x.shape[3])
         kernel = (height, width) if self.global_pooling else self.kernel
-        outs = [pooled_size(s, k, p, st, ceil=self.ceil) for s, k, p, st in
+        padded = self.pad != (0, 0)
+        outs = [pooled_size(s, k, p, st, ceil=self.ceil, padded=padded) for s, k, p, st in
                 zip((height, width), kernel, self.pad, self.stride, strict=True)]
+        if not padded and any((o - 1) * st >= s for o, st, s in
+                              zip(outs, self.stride, (height, width), strict=True)):
+            raise CaffeFormatError(
+                f"{self.where()}: with kernel {kernel} and stride {self.stride}, Caffe's ceil "
+                f"rounding puts the last window outside the {height}x{width} input (Caffe then "
+                "reads and writes out of bounds); set round_mode: FLOOR, a pad, or a kernel "
+                "of at least the stride")
         # Pad (or crop) so that exactly the windows Caffe visits fit without framework padding.
         extra = [(o - 1) * st + k - s - p for o, st, k, s, p in
                  zip(outs, self.stride, kernel, (height, width), self.pad, strict=True)]
@@ -298,8 +313,10 @@ class PReLU(CaffeLayer):
     def __init__(self, param: Any, shapes: Sequence[Shape], gen: torch.Generator | None) -> None:
         super().__init__(param)
         p = param.prelu_param
-        channels = shapes[0][1] if len(shapes[0]) > 1 else 1
-        shape = (1,) if p.channel_shared else (channels,)
+        if len(shapes[0]) < 2:
+            raise CaffeFormatError(f"{self.where()}: needs a bottom of at least 2 axes (N, C, "
+                                   f"...), got shape {shapes[0]}")
+        shape = () if p.channel_shared else (shapes[0][1],)  # Caffe's shared slope is 0-D
         f = p.filler if p.HasField("filler") else None
         self.add_blob(fill(shape, f, default="constant", value=0.25, generator=gen,
                            where=self.where()))
@@ -308,4 +325,5 @@ class PReLU(CaffeLayer):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         slope = self.blobs[0] if self.shared else self.blobs[0].reshape(
             (1, -1) + (1,) * (x.dim() - 2))
-        return (torch.clamp(x, min=0) + slope * torch.clamp(x, max=0),)
+        # where(), not clamps: at x == 0 Caffe's gradient is the slope (clamps would add 1).
+        return (torch.where(x > 0, x, slope * x),)

@@ -38,9 +38,45 @@ BUILDERS: dict[str, Builder] = {
     "SoftmaxWithLoss": blob_ops.SoftmaxWithLoss, "EuclideanLoss": blob_ops.EuclideanLoss,
     "Accuracy": blob_ops.Accuracy,
 }
+# Caffe refuses these in place (CHECK top != bottom); LRN in place computes wrong values
+# (its output overwrites the input it still reads), so sparknet refuses it too.
+NOT_IN_PLACE = ("AbsVal", "Flatten", "Reshape", "LRN")
 DATA_TYPES = ("Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData")
 METRIC_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence")
 SUPPORTED_TYPES = tuple(sorted((*BUILDERS, *DATA_TYPES)))
+
+
+class UnknownShapeError(CaffeFormatError):
+    """A bottom's shape is known only to a data source (a Data layer's database): the
+    definition is sound, but building it needs ``input_shapes``."""
+
+
+def check_structure(net: Any, *, phase: str) -> Any:
+    """The definition of ``phase`` once its layers are known types with unique names and
+    each reads only blobs that earlier layers write (else one CaffeFormatError line)."""
+    definition = filter_phase(net, phase)
+    seen: dict[str, int] = {}
+    for index, layer in enumerate(definition.layer):
+        where = f"layer {layer.name!r} ({layer.type})"
+        if layer.type not in BUILDERS and layer.type not in DATA_TYPES:
+            raise CaffeFormatError(
+                f"{where}: unsupported layer type {layer.type!r}; supported types are "
+                f"{', '.join(SUPPORTED_TYPES)}"
+            )
+        if not layer.name:
+            raise CaffeFormatError(f"layer {index} ({layer.type}) has no name; give it one")
+        key = _module_key(layer.name)
+        if key in seen:
+            raise CaffeFormatError(
+                f"{where}: layer {index} has the name of layer {seen[key]} ({phase} phase); "
+                "give each layer its own name")
+        seen[key] = index
+    graph = insert_splits(definition)  # raises for a bottom no earlier layer writes (a cycle)
+    for layer in graph.layer:  # in place once Caffe's Split layers are in
+        if layer.type in NOT_IN_PLACE and set(layer.top) & set(layer.bottom):
+            raise CaffeFormatError(f"layer {layer.name!r} ({layer.type}): Caffe's {layer.type} "
+                                   "cannot run in place; give it a top of its own")
+    return definition
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,11 +125,12 @@ class CaffeNet(nn.Module):
                  input_shapes: Mapping[str, Sequence[int]] | None = None, seed: int = 0) -> None:
         super().__init__()
         self.phase = phase
-        self.definition = filter_phase(net, phase)
+        self.definition = check_structure(net, phase=phase)
         graph = insert_splits(self.definition)
         self.name: str = net.name
         self.layers = nn.ModuleDict()
         self._plan: list[tuple[str, str, tuple[str, ...], tuple[str, ...]]] = []
+        self._stop_gradient: dict[str, tuple[int, ...]] = {}  # propagate_down: false
         self.input_names: list[str] = []
         self.input_shapes: dict[str, Shape | None] = {}
         self.loss_weights: dict[str, float] = {}
@@ -112,9 +149,7 @@ class CaffeNet(nn.Module):
         if unused:
             raise CaffeFormatError(f"input_shapes names {sorted(unused)}, which are not inputs "
                                    f"of net {self.name!r}; its inputs are {self.input_names}")
-        consumed = {b for _, _, bottoms, _ in self._plan for b in bottoms}
-        tops = [t for _, _, _, ts in self._plan for t in ts]
-        self.output_names = list(dict.fromkeys(t for t in tops if t not in consumed))
+        self.output_names = self._outputs()
         self.logits_blob = self._find_logits()
         self.train(phase == "TRAIN")
 
@@ -136,17 +171,12 @@ class CaffeNet(nn.Module):
 
     def _add_layer(self, layer: Any, probe: dict[str, torch.Tensor], gen: torch.Generator) -> None:
         where = f"layer {layer.name!r} ({layer.type})"
-        if layer.type not in BUILDERS:
-            raise CaffeFormatError(
-                f"{where}: unsupported layer type {layer.type!r}; supported types are "
-                f"{', '.join(SUPPORTED_TYPES)}"
-            )
         missing = [b for b in layer.bottom if b not in probe]
         if missing:
             if layer.type in METRIC_TYPES:  # a label of unknown shape: still runnable later
                 probe_ok = False
             else:
-                raise CaffeFormatError(
+                raise UnknownShapeError(
                     f"{where}: the shape of bottom {missing[0]!r} is unknown (a data layer "
                     "whose shape only its data source knows); pass input_shapes={"
                     f"{missing[0]!r}: (N, C, H, W)}}"
@@ -154,8 +184,6 @@ class CaffeNet(nn.Module):
         else:
             probe_ok = True
         key = _module_key(layer.name)
-        if not layer.name or key in self.layers:
-            raise CaffeFormatError(f"{where}: layer names must be non-empty and unique")
         shapes = [tuple(probe[b].shape) if b in probe else (1,) for b in layer.bottom]
         if not shapes and layer.type not in ("Silence",):
             raise CaffeFormatError(f"{where}: has no bottom; give it its input blob")
@@ -170,6 +198,7 @@ class CaffeNet(nn.Module):
                                    ) from err
         self.layers[key] = module
         self._plan.append((key, layer.type, tuple(layer.bottom), tuple(layer.top)))
+        self._add_propagate_down(layer, where, key)
         self._add_specs(layer, key, module)
         self._add_loss_weights(layer)
         if tops is not None:
@@ -182,13 +211,28 @@ class CaffeNet(nn.Module):
             for name in layer.top:
                 self.blob_shapes[name] = ()
 
+    def _outputs(self) -> list[str]:
+        # Caffe's rule: a blob is an output when no later layer reads it, so the top of an
+        # in-place layer (which reads and rewrites its blob) still counts.
+        available = dict.fromkeys(self.input_names)
+        for _, _, bottoms, tops in self._plan:
+            for b in bottoms:
+                available.pop(b, None)
+            available.update(dict.fromkeys(tops))
+        return list(available)
+
     @staticmethod
     def _probe(module: layers.CaffeLayer, bottoms: list[torch.Tensor]) -> tuple[Any, ...]:
         with torch.no_grad():
             was = module.training
-            module.eval()  # probing must not update BatchNorm statistics
+            # Probing must not change the blobs: BatchNorm with use_global_stats: false
+            # updates its statistics in any phase.
+            saved = [blob.detach().clone() for blob in module.blobs]
+            module.eval()
             tops = module(*bottoms)
             module.train(was)
+            for blob, value in zip(module.blobs, saved, strict=True):
+                blob.copy_(value)
         return tuple(tops)
 
     def _add_specs(self, layer: Any, key: str, module: layers.CaffeLayer) -> None:
@@ -204,6 +248,15 @@ class CaffeNet(nn.Module):
             if layer.type == "BatchNorm":  # Caffe masks BN statistics from the solver
                 lr = 0.0
             self.param_specs[f"layers.{key}.blobs.{i}"] = ParamSpec(lr_mult=lr, decay_mult=decay)
+
+    def _add_propagate_down(self, layer: Any, where: str, key: str) -> None:
+        flags = list(layer.propagate_down)
+        if flags and len(flags) != len(layer.bottom):
+            raise CaffeFormatError(f"{where}: {len(flags)} propagate_down values for "
+                                   f"{len(layer.bottom)} bottoms; give one per bottom or none")
+        stopped = tuple(i for i, flag in enumerate(flags) if not flag)
+        if stopped and not self.definition.force_backward:  # Caffe: force_backward wins
+            self._stop_gradient[key] = stopped
 
     def _add_loss_weights(self, layer: Any) -> None:
         weights = list(layer.loss_weight)
@@ -257,7 +310,10 @@ class CaffeNet(nn.Module):
                     continue
                 raise DataError(f"layer {key!r} ({kind}) needs blob {missing[0]!r}; give input "
                                 f"{missing[0]!r} (the net's inputs: {self.input_names})")
-            outs = self.layers[key](*[blobs[b] for b in bottoms])
+            inputs = [blobs[b] for b in bottoms]
+            for i in self._stop_gradient.get(key, ()):
+                inputs[i] = inputs[i].detach()  # Caffe sends this bottom no gradient
+            outs = self.layers[key](*inputs)
             blobs.update(zip(tops, outs, strict=True))
         return blobs
 

@@ -68,7 +68,12 @@ def read_text(path: str | Path) -> str:
 
 def parse_net_text(text: str, *, source: str = "<prototxt>") -> Any:
     """Parse and upgrade a network definition given as text; returns a NetParameter."""
-    return upgrade_net(parse_text(text, schema.NetParameter(), source=source))
+    net = upgrade_net(parse_text(text, schema.NetParameter(), source=source))
+    if not len(net.layer):
+        what = "is empty" if not text.strip() else "defines no layers"
+        raise CaffeFormatError(f"{source} {what}; give a network definition (.prototxt) with "
+                               "at least one layer")
+    return net
 
 
 def read_net(path: str | Path) -> Any:
@@ -214,10 +219,12 @@ def insert_splits(net: Any) -> Any:
     for i, layer in enumerate(net.layer):
         for j, blob in enumerate(layer.bottom):
             if blob not in last_top:
+                later = [x.name for x in net.layer[i:] if blob in x.top]
+                why = (f"only a later layer ({later[0]!r}) produces it: a cycle or layers out "
+                       "of order; order the layers so that each reads what earlier ones wrote"
+                       if later else "no layer produces it; fix the bottom name")
                 raise CaffeFormatError(
-                    f"layer {layer.name!r} ({layer.type}) reads blob {blob!r} that no earlier "
-                    "layer produces; define it first or fix the bottom name"
-                )
+                    f"layer {layer.name!r} ({layer.type}) reads blob {blob!r}, but {why}")
             source[(i, j)] = last_top[blob]
             count[last_top[blob]] = count.get(last_top[blob], 0) + 1
         for j, blob in enumerate(layer.top):
@@ -248,6 +255,7 @@ def insert_splits(net: Any) -> Any:
                 if (i, j) in loss_weight:  # the loss is carried by the first split top
                     split.loss_weight.append(loss_weight[(i, j)])
                     split.loss_weight.extend([0.0] * (n - 1))
+                    new.ClearField("loss_weight")  # as Caffe does: never counted twice
     return out
 
 

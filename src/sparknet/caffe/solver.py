@@ -1,8 +1,9 @@
 """Caffe's solvers: SolverConfig from a solver prototxt, learning-rate policies and the
 update rules (sgd_solver.cpp and friends) as a torch optimizer.
 
-Caffe's order per iteration: scale gradients by 1/iter_size, clip, add weight decay, then
-the solver-specific update with the learning rate inside the history (momentum) buffer.
+Caffe's order per iteration: clip the gradients summed over iter_size, scale them by
+1/iter_size, add weight decay, then the solver-specific update with the learning rate inside
+the history (momentum) buffer.
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ class SolverConfig:
             raise ConfigError(f"max_iter={self.max_iter} must be >= 0")
         if self.lr_policy == "step" and self.stepsize <= 0:
             raise ConfigError(f"stepsize={self.stepsize}: lr_policy 'step' needs stepsize > 0")
+        if self.lr_policy in ("step", "exp", "inv", "multistep", "sigmoid") and self.gamma < 0:
+            raise ConfigError(f"gamma={self.gamma}: lr_policy {self.lr_policy!r} needs gamma "
+                              ">= 0 (Caffe refuses a negative one)")
+        if self.type in ("AdaGrad", "RMSProp") and self.momentum != 0:
+            raise ConfigError(f"momentum={self.momentum}: Caffe's {self.type} takes no "
+                              "momentum; remove it")
+        if self.type == "RMSProp" and not 0 <= self.rms_decay < 1:
+            raise ConfigError(f"rms_decay={self.rms_decay} must be in [0, 1)")
         if self.lr_policy == "poly" and self.max_iter <= 0:
             raise ConfigError("lr_policy 'poly' needs max_iter > 0; set max_iter")
         if list(self.stepvalue) != sorted(self.stepvalue):
@@ -86,6 +95,9 @@ def parse_solver_text(text: str, *, folder: Path = Path("."), source: str = "<so
                       ) -> SolverConfig:
     """A SolverConfig from solver prototxt text; ``net`` is resolved against ``folder``."""
     p = parse_text(text, schema.SolverParameter(), source=source)
+    if not p.ListFields():
+        raise ConfigError(f"{source} is empty; give a Caffe solver definition (lr_policy, "
+                          "base_lr, ...)")
     if p.HasField("type"):
         kind = p.type
     elif p.HasField("solver_type"):
@@ -159,13 +171,17 @@ class CaffeSolver(torch.optim.Optimizer):
         loss = closure() if closure is not None else None
         c = self.config
         rate = learning_rate(c, self.iteration)
-        grads = [(p, p.grad / c.iter_size if c.iter_size > 1 else p.grad.clone())
+        # Caffe computes no gradient for a blob with lr_mult 0: it is zero in the clip norm.
+        grads = [(p, p.grad.clone() if g["lr_mult"] else torch.zeros_like(p))
                  for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if c.clip_gradients >= 0:
+        if c.clip_gradients >= 0:  # Caffe clips the sum over iter_size, then divides
             norm = math.sqrt(sum(float((d * d).sum()) for _, d in grads))
             if norm > c.clip_gradients:
                 for _, d in grads:
                     d.mul_(c.clip_gradients / norm)
+        if c.iter_size > 1:
+            for _, d in grads:
+                d.div_(c.iter_size)
         diffs = dict((id(p), d) for p, d in grads)
         for group in self.param_groups:
             local_rate = rate * group["lr_mult"]

@@ -85,7 +85,10 @@ def weights_from_net(net: Any, *, source: str) -> LayerBlobs:
 
 def read_caffemodel(path: str | Path) -> LayerBlobs:
     """Read a binary ``.caffemodel`` (current or V1 format) into ``{layer: [arrays]}``."""
-    return weights_from_net(parse_net_binary(_read_bytes(path), source=str(path)), source=str(path))
+    net = parse_net_binary(_read_bytes(path, what="a .caffemodel"), source=str(path))
+    if not len(net.layer):
+        raise CaffeFormatError(f"{path} holds no layers; is it a Caffe .caffemodel (weights)?")
+    return weights_from_net(net, source=str(path))
 
 
 def read_caffemodel_h5(path: str | Path) -> LayerBlobs:
@@ -98,6 +101,7 @@ def read_caffemodel_h5(path: str | Path) -> LayerBlobs:
             data = file.get("data")
             if not isinstance(data, h5py.Group):
                 raise CaffeFormatError(f"{path}: no /data group; not a Caffe HDF5 snapshot")
+            groups = len(data)
             for name, group in data.items():
                 if not isinstance(group, h5py.Group):
                     raise CaffeFormatError(f"{path}: /data/{name} is not a group of blobs")
@@ -108,6 +112,8 @@ def read_caffemodel_h5(path: str | Path) -> LayerBlobs:
                     out[name] = [np.asarray(group[k][()], dtype=np.float32) for k in keys]
     except OSError as err:
         raise CaffeFormatError(f"cannot read HDF5 weights {path}: {err}") from err
+    if not groups:
+        raise CaffeFormatError(f"{path}: /data holds no layers; is it a Caffe HDF5 snapshot?")
     return out
 
 
@@ -134,7 +140,7 @@ def read_binaryproto(path: str | Path) -> np.ndarray:
     """Read a ``.binaryproto`` BlobProto (e.g. a mean image) as an array of its shape."""
     blob = schema.BlobProto()
     try:
-        blob.ParseFromString(_read_bytes(path))
+        blob.ParseFromString(_read_bytes(path, what="a .binaryproto"))
     except Exception as err:  # protobuf raises DecodeError or RuntimeError by backend
         raise CaffeFormatError(f"{path} is not a valid BlobProto: {err}") from err
     return blob_to_array(blob, where=str(path))
@@ -145,8 +151,11 @@ def write_binaryproto(path: str | Path, array: np.ndarray) -> None:
     Path(path).write_bytes(array_to_blob(array).SerializeToString())
 
 
-def _read_bytes(path: str | Path) -> bytes:
+def _read_bytes(path: str | Path, *, what: str) -> bytes:
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as err:
         raise CaffeFormatError(f"cannot read {path}: {err.strerror}; check the path") from err
+    if not data:
+        raise CaffeFormatError(f"{path} is empty (0 bytes); give {what} file with content")
+    return data

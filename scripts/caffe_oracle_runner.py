@@ -1,0 +1,119 @@
+"""Runs inside the Caffe oracle chroot (Python 3.9, Debian's python3-caffe): real Caffe on
+the cases of one request folder. Started by ``scripts/caffe_oracle.sh run DIR``.
+
+DIR/request.json: {"cases": [CASE, ...]}; each CASE names files in DIR (no pickle anywhere):
+
+- {"name", "kind": "net", "prototxt", "phase": "TRAIN"|"TEST", "arrays", "backward": bool}
+  arrays (npz): ``input:<blob>`` values, ``param:<layer>:<i>`` weights, ``top_diff:<blob>``
+  gradients to start the backward pass from (loss tops start from their loss_weight).
+  Result DIR/out/NAME.npz: ``blob:<name>`` after the forward pass, ``param:<layer>:<i>``
+  after it (BatchNorm statistics move in TRAIN), and with backward ``diff:<blob>`` and
+  ``param_diff:<layer>:<i>``.
+- {"name", "kind": "solver", "solver", "arrays", "iterations": N}
+  The solver's net reads a MemoryData layer; arrays hold ``data`` and ``label`` (fed in
+  order, one batch per forward pass) and ``param:<layer>:<i>``. Result: ``param:...`` after
+  N iterations and ``iter<k>:param:...`` after each iteration k (1-based).
+
+Each finished case appends its name to DIR/out/done (a Caffe CHECK failure aborts the whole
+process, so the caller learns from that file which case Caffe refused). A Python error in a
+case is written to DIR/out/NAME.error and the run goes on.
+"""
+
+import json
+import os
+import sys
+import traceback
+
+import numpy as np
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+import caffe  # noqa: E402
+
+caffe.set_mode_cpu()
+
+
+def set_params(net, arrays):
+    for key in arrays.files:
+        if key.startswith("param:"):
+            _, layer, index = key.split(":")
+            target = net.params[layer][int(index)]
+            value = arrays[key]
+            if target.data.shape != value.shape:
+                raise ValueError("param %s: Caffe's shape %s, given %s"
+                                 % (key, target.data.shape, value.shape))
+            target.data[...] = value
+
+
+def params_of(net, prefix=""):
+    out = {}
+    for layer, blobs in net.params.items():
+        for i, blob in enumerate(blobs):
+            out["%sparam:%s:%d" % (prefix, layer, i)] = blob.data.copy()
+    return out
+
+
+def run_net(folder, case):
+    phase = caffe.TRAIN if case["phase"] == "TRAIN" else caffe.TEST
+    net = caffe.Net(os.path.join(folder, case["prototxt"]), phase)
+    arrays = np.load(os.path.join(folder, case["arrays"]))
+    set_params(net, arrays)
+    for key in arrays.files:
+        if key.startswith("input:"):
+            name = key[len("input:"):]
+            net.blobs[name].reshape(*arrays[key].shape)
+            net.blobs[name].data[...] = arrays[key]
+    net.forward()
+    out = {"blob:" + name: blob.data.copy() for name, blob in net.blobs.items()}
+    out.update(params_of(net))
+    if case.get("backward"):
+        for blobs in net.params.values():
+            for blob in blobs:
+                blob.diff[...] = 0
+        for key in arrays.files:
+            if key.startswith("top_diff:"):
+                net.blobs[key[len("top_diff:"):]].diff[...] = arrays[key]
+        net.backward()
+        out.update({"diff:" + name: blob.diff.copy() for name, blob in net.blobs.items()})
+        for layer, blobs in net.params.items():
+            for i, blob in enumerate(blobs):
+                out["param_diff:%s:%d" % (layer, i)] = blob.diff.copy()
+    return out
+
+
+def run_solver(folder, case):
+    solver = caffe.get_solver(os.path.join(folder, case["solver"]))
+    arrays = np.load(os.path.join(folder, case["arrays"]))
+    set_params(solver.net, arrays)
+    data = np.ascontiguousarray(arrays["data"], dtype=np.float32)
+    label = np.ascontiguousarray(arrays["label"], dtype=np.float32)
+    solver.net.set_input_arrays(data, label)
+    out = {}
+    for k in range(1, int(case["iterations"]) + 1):
+        solver.step(1)
+        out.update(params_of(solver.net, "iter%d:" % k))
+    out.update(params_of(solver.net))
+    return out
+
+
+def main():
+    folder = sys.argv[1]
+    os.chdir(folder)  # a solver's net: path is relative to the working directory in Caffe
+    out_dir = os.path.join(folder, "out")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(folder, "request.json")) as f:
+        cases = json.load(f)["cases"]
+    for case in cases:
+        sys.stderr.write("case %s\n" % case["name"])
+        sys.stderr.flush()
+        try:
+            result = run_net(folder, case) if case["kind"] == "net" else run_solver(folder, case)
+            np.savez(os.path.join(out_dir, case["name"] + ".npz"), **result)
+        except Exception:  # one broken case must not hide the others' results
+            with open(os.path.join(out_dir, case["name"] + ".error"), "w") as f:
+                f.write(traceback.format_exc())
+        with open(os.path.join(out_dir, "done"), "a") as f:
+            f.write(case["name"] + "\n")
+
+
+if __name__ == "__main__":
+    main()
