@@ -12,7 +12,7 @@ from sparknet.engine.local_steps import WorkerResult, batch_indices
 from sparknet.engine.loop import initial_state
 from sparknet.engine.spark_runner import tree_sum
 from sparknet.engine.trainer import train
-from sparknet.errors import TrainingError
+from sparknet.errors import ConfigError, TrainingError
 from sparknet.flat import flatten_state, load_flat_state
 from sparknet.models import LeNet, resolve_model
 
@@ -125,10 +125,15 @@ def test_a_task_retried_by_spark_gives_identical_weights(spark, fashion):
 
 def test_unequal_shards_each_run_exactly_tau_steps(spark, fashion):
     images, labels = fashion["train"].images, fashion["train"].labels
-    shards = [Shard(images[:10], labels[:10]), Shard(images[10:400], labels[10:400])]
     sc = spark.sparkContext
+    tiny = SparkData(train=broadcast_shards(sc, [Shard(images[:10], labels[:10]),
+                                                 Shard(images[10:400], labels[10:400])]),
+                     test=None, spec=SPEC, train_sizes=(10, 390), test_size=0)
+    with pytest.raises(ConfigError, match="holds 10 examples, fewer than one batch of 16"):
+        train(tiny, config=_config(tau=4, rounds=2), progress=False)  # refused before any job
+    shards = [Shard(images[:20], labels[:20]), Shard(images[20:400], labels[20:400])]
     data = SparkData(train=broadcast_shards(sc, shards), test=None, spec=SPEC,
-                     train_sizes=(10, 390), test_size=0)
+                     train_sizes=(20, 380), test_size=0)
     result = train(data, config=_config(tau=4, rounds=2), progress=False)
     assert [r["samples"] for r in result.metrics] == [2 * 4 * 16, 2 * 2 * 4 * 16]
     assert np.isfinite(result.floats).all()
