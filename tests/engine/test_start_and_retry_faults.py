@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from sparknet.testing.chaos import Driver, Killer, arm_tripwire, wait_for
+from sparknet.testing.chaos import Driver, Killer, arm_tripwire, run_driver, wait_for
 from sparknet.testing.faults import FAIL
 from sparknet.testing.standalone import FAULT_DIR_ENV, StandaloneCluster, start_cluster
 
@@ -30,16 +30,6 @@ def local_command(fashion_dir: Path, run_dir: Path, *extra: str) -> list[str]:
             "--output", str(run_dir), *extra]
 
 
-def drive(command: list[str], log: Path, *, env: dict[str, str] | None = None,
-          timeout: float = 300) -> tuple[int, str]:
-    driver = Driver.start(command, log=log, env=env)
-    try:
-        code = driver.wait(timeout)
-    finally:
-        driver.kill()
-    return code, driver.output()
-
-
 def error_lines(output: str) -> list[str]:
     return [line for line in output.splitlines() if line.startswith("sparknet: error:")]
 
@@ -50,14 +40,14 @@ def test_default_master_retries_a_killed_worker_bit_identically(
     faults = tmp_path / "faults"
     faults.mkdir()
     env = {FAULT_DIR_ENV: str(faults)}
-    code, output = drive(local_command(fashion_dir, tmp_path / "reference"),
-                         tmp_path / "reference.log", env=env)
+    code, output = run_driver(local_command(fashion_dir, tmp_path / "reference"),
+                         log=tmp_path / "reference.log", env=env)
     assert code == 0, output[-3000:]
 
     arm_tripwire(faults, after_forwards=3 * 10 + 4)  # inside round 3's tasks
     killer = Killer(faults, "python").start()
-    code, output = drive(local_command(fashion_dir, tmp_path / "killed"),
-                         tmp_path / "killed.log", env=env)
+    code, output = run_driver(local_command(fashion_dir, tmp_path / "killed"),
+                         log=tmp_path / "killed.log", env=env)
     killer.join()
     assert code == 0, output[-3000:]
     assert killer.killed and "pyspark.daemon" in killer.killed[0]
@@ -72,8 +62,8 @@ def test_plain_local_master_says_it_does_not_retry(fashion_dir: Path, tmp_path: 
     faults.mkdir()
     arm_tripwire(faults, after_forwards=10 + 4)
     killer = Killer(faults, "python").start()
-    code, output = drive(local_command(fashion_dir, tmp_path / "run", "--master", "local[2]"),
-                         tmp_path / "run.log", env={FAULT_DIR_ENV: str(faults)})
+    code, output = run_driver(local_command(fashion_dir, tmp_path / "run", "--master", "local[2]"),
+                         log=tmp_path / "run.log", env={FAULT_DIR_ENV: str(faults)})
     killer.join()
     assert code == 2, output[-3000:]
     errors = error_lines(output)
@@ -100,9 +90,9 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(fashion_dir: Path, tmp_path: Pat
     assert output.strip().splitlines()[-1] == "sparknet: interrupted"
     assert "Traceback" not in output and "py4j" not in output
     done = int((run_dir / "checkpoints" / "LATEST").read_text().strip().removeprefix("round-"))
-    code, output = drive([*local_command(fashion_dir, run_dir)[:4], "--resume", str(run_dir),
+    code, output = run_driver([*local_command(fashion_dir, run_dir)[:4], "--resume", str(run_dir),
                           "--no-progress", "--rounds", str(done + 1), "--model",
-                          "sparknet.testing.faults:tripwire_net"], tmp_path / "resume.log")
+                          "sparknet.testing.faults:tripwire_net"], log=tmp_path / "resume.log")
     assert code == 0, output[-3000:]
     assert f"done: {done + 1} rounds" in output
 
@@ -128,9 +118,9 @@ def test_a_master_that_never_answers_is_one_line(tmp_path: Path) -> None:
     master = f"spark://127.0.0.1:{silent.getsockname()[1]}"
     started = time.monotonic()
     try:
-        code, output = drive([sys.executable, "-m", "sparknet.cli.main", "train", "--master",
+        code, output = run_driver([sys.executable, "-m", "sparknet.cli.main", "train", "--master",
                               master, "--start-timeout", "8", "--train-limit", "256",
-                              "--output", str(tmp_path / "run")], tmp_path / "run.log")
+                              "--output", str(tmp_path / "run")], log=tmp_path / "run.log")
     finally:
         stop.set()
         acceptor.join(5)
@@ -148,9 +138,9 @@ def test_a_cluster_with_no_workers_is_one_line(tmp_path: Path) -> None:
     empty = start_cluster(tmp_path / "empty", num_workers=0)
     try:
         started = time.monotonic()
-        code, output = drive([sys.executable, "-m", "sparknet.cli.main", "train", "--master",
+        code, output = run_driver([sys.executable, "-m", "sparknet.cli.main", "train", "--master",
                               empty.master_url, "--start-timeout", "60", "--train-limit",
-                              "256", "--output", str(tmp_path / "run")], tmp_path / "run.log")
+                              "256", "--output", str(tmp_path / "run")], log=tmp_path / "run.log")
         elapsed = time.monotonic() - started
     finally:
         empty.stop()
@@ -165,9 +155,9 @@ def test_a_cluster_with_no_workers_is_one_line(tmp_path: Path) -> None:
 def test_evaluation_failure_on_the_cluster_is_one_line(
         cluster: StandaloneCluster, small_run: Any, faults: Path, tmp_path: Path) -> None:
     (faults / FAIL).touch()  # every evaluation forward pass raises, training runs on
-    code, output = drive(small_run.command(tmp_path / "run", "--eval-every", "2",
+    code, output = run_driver(small_run.command(tmp_path / "run", "--eval-every", "2",
                                            model="sparknet.testing.faults:eval_failing_net"),
-                         tmp_path / "run.log")
+                         log=tmp_path / "run.log")
     assert code == 2, output[-3000:]
     errors = error_lines(output)
     assert len(errors) == 1, output[-3000:]

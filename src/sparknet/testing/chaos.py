@@ -76,9 +76,11 @@ class Driver:
         return self.log.read_text()
 
 
-def run_driver(command: list[str], *, log: Path, timeout: float = 300) -> tuple[int, str]:
-    """Runs a driver to the end; returns its exit code and output."""
-    driver = Driver.start(command, log=log)
+def run_driver(command: list[str], *, log: Path, timeout: float = 300,
+               env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Runs a driver to the end (``env`` added to its environment); returns its exit code
+    and output."""
+    driver = Driver.start(command, log=log, env=env)
     try:
         code = driver.wait(timeout)
     finally:
