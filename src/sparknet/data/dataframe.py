@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from sparknet.data.frames import FrameShards, ShardLayout, is_connect
+from sparknet.data.frames import (
+    FrameShards,
+    ShardLayout,
+    is_connect,
+    label_dtype,
+    labels_from_bytes,
+)
 from sparknet.data.shards import InputSpec, Shard
 from sparknet.data.sources import ShardSet, SparkData
 from sparknet.errors import ConfigError, DataError
@@ -66,18 +72,63 @@ def feature_kind(data_type: DataType, *, column: str) -> FeatureKind:
                     "PNG/JPEG bytes, or the struct of spark.read.format('image')")
 
 
-def check_columns(df: DataFrame, *, features: str, label: str | None) -> FeatureKind:
-    """Checks that the columns exist and have usable types; returns the feature kind."""
+def check_columns(df: DataFrame, *, features: str, label: str | None,
+                  vector_labels: bool | None = False, objective: str = "multiclass"
+                  ) -> FeatureKind:
+    """Checks that the columns exist and have usable types; returns the feature kind.
+
+    ``vector_labels``: the label column must hold numbers (False), vectors (True) or either.
+    """
     fields = {f.name: f.dataType for f in df.schema.fields}
     for role, name in (("features", features), ("label", label)):
         if name is not None and name not in fields:
             raise DataError(f"{role} column {name!r} is not in the DataFrame (columns: "
                             f"{sorted(fields)}): set {role}Col to one of them")
-    if label is not None and type(fields[label]).__name__ not in _NUMERIC:
-        raise DataError(f"label column {label!r} has type {fields[label].simpleString()}: "
-                        "labels must be integers or integral doubles; index string labels "
-                        "with pyspark.ml.feature.StringIndexer first")
+    if label is not None:
+        check_label_type(fields[label], column=label, vectors=vector_labels,
+                         objective=objective)
     return feature_kind(fields[features], column=features)
+
+
+def label_is_vector(data_type: DataType) -> bool:
+    """Whether a label column holds vectors or arrays (else one number per row)."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import ArrayType
+
+    return isinstance(data_type, VectorUDT) or (
+        isinstance(data_type, ArrayType) and type(data_type.elementType).__name__ in _NUMERIC)
+
+
+def check_label_type(data_type: DataType, *, column: str, vectors: bool | None,
+                     objective: str) -> None:
+    """The label column's type fits the objective: numbers, vectors, or either (None)."""
+    is_vector = label_is_vector(data_type)
+    is_number = type(data_type).__name__ in _NUMERIC
+    if vectors is False and not is_number:
+        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
+                        f"objective {objective!r} needs one number per row (integers or "
+                        "integral doubles); index string labels with "
+                        "pyspark.ml.feature.StringIndexer first")
+    if vectors is True and not is_vector:
+        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
+                        f"objective {objective!r} needs a vector of 0/1 targets per row (an ML "
+                        "Vector or array<double>); use objective 'multiclass' or 'binary' for "
+                        "one label per row")
+    if vectors is None and not (is_number or is_vector):
+        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
+                        f"objective {objective!r} needs numeric targets (a number, an ML Vector "
+                        "or array<double> per row)")
+
+
+def label_expr(column: str, data_type: DataType) -> Column:
+    """The label column as Arrow will see it: double, or array<float> for vector targets."""
+    from pyspark.sql import functions as F
+
+    if label_is_vector(data_type):
+        from pyspark.ml.linalg import VectorUDT
+
+        return feature_expr(column, "vector" if isinstance(data_type, VectorUDT) else "array")
+    return F.col(column).cast("double")
 
 
 def feature_expr(column: str, kind: FeatureKind) -> Column:
@@ -300,13 +351,20 @@ def _to_chw(pixels: np.ndarray, *, bgr: bool) -> np.ndarray:
 
 
 def decode_labels(column: pa.Array, num_classes: int, report: Report, *,
-                  where: Where = Where()) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 labels ``[n]``, bool mask of valid labels); bad ones counted in ``report``."""
+                  where: Where = Where(), width: int = 0,
+                  binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, bool mask of valid labels); bad ones counted in ``report``.
+
+    ``width`` 0: int64 class indices ``[n]`` in [0, num_classes); else float32 targets
+    ``[n, width]`` from a number (width 1) or a list column, finite, and 0 or 1 if ``binary``.
+    """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if (~valid).any():
         report.add("null_labels", int((~valid).sum()), where.row(int(np.flatnonzero(~valid)[0])))
+    if width:
+        return _decode_targets(column, report, valid, where, width=width, binary=binary)
     values = np.asarray(column.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False))
     with np.errstate(invalid="ignore"):
         good = np.isfinite(values) & (values == np.floor(values)) & (values >= 0) & \
@@ -320,6 +378,51 @@ def decode_labels(column: pa.Array, num_classes: int, report: Report, *,
     return labels, valid & good
 
 
+def _decode_targets(column: pa.Array, report: Report, valid: np.ndarray, where: Where, *,
+                    width: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        block, shaped = _decode_numeric_rows(column, width, valid)
+        if (valid & ~shaped).any():
+            first = int(np.flatnonzero(valid & ~shaped)[0])
+            report.add("wrong_label_width", int((valid & ~shaped).sum()),
+                       f"{where.row(first)} does not have {width} values")
+        valid = valid & shaped
+    else:
+        values = column.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
+        block = np.asarray(values, np.float64).reshape(-1, 1)
+        if width != 1:
+            report.add("wrong_label_width", int(valid.sum()),
+                       f"{where.row(0)} has one value, not {width}")
+            valid = np.zeros_like(valid)
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(block).all(axis=1)
+        if binary:
+            good &= ((block == 0) | (block == 1)).all(axis=1)
+    bad = valid & ~good
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        kind = "bad_binary_label" if binary else "bad_target"
+        report.add(kind, int(bad.sum()),
+                   f"{where.row(first)} has label {block[first].tolist()!r}")
+    valid = valid & good
+    return np.where(valid[:, None], block, 0).astype(np.float32), valid
+
+
+def _decode_numeric_rows(column: pa.Array, width: int, valid: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """A list column -> (float64 ``[n, width]``, mask of rows with exactly ``width`` values)."""
+    offsets = np.asarray(column.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    shaped = np.diff(offsets) == width
+    values = column.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    flat = np.asarray(values.cast(pa.float64()).fill_null(np.nan)
+                      .to_numpy(zero_copy_only=False), np.float64)
+    block = np.full((len(column), width), np.nan)
+    rows = np.flatnonzero(shaped & valid)
+    if rows.size:
+        block[rows] = flat[(offsets[rows] - offsets[0])[:, None] + np.arange(width)]
+    return block, shaped
+
+
 # ---------------------------------------------------------------------------------------------
 # Spark shell: DataFrame -> one cached Shard per partition
 
@@ -329,6 +432,8 @@ class _ChunkPlan:
     layout: FeatureLayout
     num_classes: int
     chunk_rows: int
+    label_width: int = 0
+    binary_targets: bool = False
 
 
 def _convert_partition(plan: _ChunkPlan, batches: Iterator[pa.RecordBatch]
@@ -344,7 +449,8 @@ def _convert_partition(plan: _ChunkPlan, batches: Iterator[pa.RecordBatch]
         report = Report()
         where = Where(f"input partition {partition}, ", seen)
         feats, fmask = decode_features(batch.column(0), plan.layout, report, where=where)
-        labels, lmask = decode_labels(batch.column(1), plan.num_classes, report, where=where)
+        labels, lmask = decode_labels(batch.column(1), plan.num_classes, report, where=where,
+                                      width=plan.label_width, binary=plan.binary_targets)
         seen += batch.num_rows
         keep = fmask & lmask
         feats = feats[keep[fmask]].astype(dtype, copy=False)
@@ -361,7 +467,8 @@ def _convert_partition(plan: _ChunkPlan, batches: Iterator[pa.RecordBatch]
             names=["features", "labels", "rows", "report"])
 
 
-def _assemble(layout: FeatureLayout, rows: Iterable[Any]) -> Iterator[tuple[Shard, str]]:
+def _assemble(layout: FeatureLayout, rows: Iterable[Any], label_width: int = 0
+              ) -> Iterator[tuple[Shard, str]]:
     """All chunks of one partition -> one Shard and the merged report."""
     dtype = storage_dtype(layout.kind)
     feats, labels, report = [], [], Report()
@@ -370,9 +477,10 @@ def _assemble(layout: FeatureLayout, rows: Iterable[Any]) -> Iterator[tuple[Shar
             report.merge(Report.from_json(row.report))
         if row.rows:
             feats.append(np.frombuffer(row.features, dtype).reshape(-1, *layout.shape))
-            labels.append(np.frombuffer(row.labels, np.int64))
+            labels.append(labels_from_bytes(row.labels, label_width))
+    empty = np.empty((0,) if label_width == 0 else (0, label_width), label_dtype(label_width))
     shard = Shard(np.concatenate(feats) if feats else np.empty((0, *layout.shape), dtype),
-                  np.concatenate(labels) if labels else np.empty(0, np.int64))
+                  np.concatenate(labels) if labels else empty)
     yield shard, report.to_json()
 
 
@@ -400,7 +508,7 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     if invalid_images not in ("error", "skip"):
         raise ConfigError(f"invalidImages={invalid_images!r} is invalid: use 'error' or 'skip'")
     selected = df.select(feature_expr(features, kind).alias("features"),
-                         df[label].cast("double").alias("label"))
+                         label_expr(label, df.schema[label].dataType).alias("label"))
     total = selected.count()
     if total == 0:
         raise DataError(f"the DataFrame is empty: there is nothing to train on in columns "
@@ -411,7 +519,8 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                         "workers, a smaller batch size, or more data")
     layout = FeatureLayout(kind=kind, shape=spec.shape)
     plan = _ChunkPlan(layout=layout, num_classes=spec.num_classes,
-                      chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))))
+                      chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))),
+                      label_width=spec.label_width, binary_targets=spec.binary_targets)
     if is_connect(df.sparkSession):
         return _frame_data(selected, plan, spec=spec, num_workers=num_workers,
                            features=features, label=label, invalid_images=invalid_images)
@@ -465,7 +574,8 @@ def _frame_data(selected: DataFrame, plan: _ChunkPlan, *, spec: InputSpec, num_w
         frame.unpersist()
         raise
     shards = FrameShards(frame=frame, num_shards=num_workers,
-                         layout=ShardLayout(str(storage_dtype(plan.layout.kind)), spec.shape))
+                         layout=ShardLayout(str(storage_dtype(plan.layout.kind)), spec.shape,
+                                            label_width=spec.label_width))
     return SparkData(train=shards, test=None, spec=spec, train_sizes=summary.shard_sizes,
                      test_size=0), summary
 
@@ -483,13 +593,13 @@ class _PairCachedShards(ShardSet):
 
 def _converted_pairs(selected: DataFrame, plan: _ChunkPlan,
                      num_partitions: int) -> RDD[tuple[Shard, str]]:
-    layout = plan.layout
+    layout, label_width = plan.layout, plan.label_width
 
     def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return _convert_partition(plan, batches)
 
     def assemble(rows: Iterable[Any]) -> Iterable[tuple[Shard, str]]:
-        return _assemble(layout, rows)
+        return _assemble(layout, rows, label_width)
 
     chunks = selected.mapInArrow(convert, _CHUNKS)
     # Round-robin over chunks of rows: balanced shards, and every shard sees every input
@@ -508,6 +618,13 @@ _MESSAGES = {
                   "drop or impute them (pyspark.ml.feature.Imputer) before training",
     "bad_label": "{n} labels in column {l!r} are not integers in [0, {c}) (e.g. {ex}): index "
                  "labels with StringIndexer, or use a network with more outputs (numClasses)",
+    "wrong_label_width": "{n} rows of label column {l!r} do not have {c} values, one per "
+                         "network output (e.g. {ex}): give targets as wide as the network's "
+                         "output",
+    "bad_binary_label": "{n} labels in column {l!r} are not 0 or 1 (e.g. {ex}): binary and "
+                        "multi-label objectives need 0/1 targets",
+    "bad_target": "{n} targets in column {l!r} are NaN or infinite (e.g. {ex}): drop or impute "
+                  "those rows before training",
     "wrong_image": "{n} images in column {f!r} do not match inputShape {shape} "
                    "[channels, height, width] (e.g. {ex}): resize them or fix inputShape",
     "undecodable": "{n} rows of column {f!r} are not decodable PNG/JPEG images (e.g. {ex}): "

@@ -18,7 +18,7 @@ from sparknet.engine.spark_runner import SparkRunner
 from sparknet.errors import DataError
 from sparknet.flat import FlatLayout
 from sparknet.models.kinds import ModelKind
-from sparknet.models.registry import resolve_model
+from sparknet.models.registry import model_of, resolve_model
 from sparknet.models.zoo import ModelFactory
 
 
@@ -26,7 +26,8 @@ def train(data: SparkData, *, config: TrainConfig,
           model: ModelFactory | ModelKind | None = None, run_dir: str | Path | None = None,
           resume: bool = False, progress: bool = True, tau_decisions: list[int] | None = None,
           stop: Callable[[dict[str, Any]], bool] | None = None,
-          state_dir: str | Path | None = None) -> TrainResult:
+          state_dir: str | Path | None = None,
+          on_record: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Trains ``config.model`` (or the ``model`` factory) on ``data`` with SparkNet's rounds.
 
     The runner follows the data's placement: Spark jobs with broadcasts on a classic session,
@@ -37,11 +38,13 @@ def train(data: SparkData, *, config: TrainConfig,
     continues from its latest checkpoint and ends with the same weights as an undisturbed run.
     ``tau_decisions`` replays the per-round tau of an earlier run (its ``final/state.json``).
     ``stop`` ends training early after a round whose metrics record it returns True for
-    (e.g. a target test accuracy reached).
+    (e.g. a target test accuracy reached). ``on_record`` receives each round's record (for
+    progress reports).
     """
-    kind = resolve_model(model if model is not None else config.model)
+    kind = resolve_model(model) if model is not None else model_of(config)
     options = LoopOptions(run_dir=Path(run_dir) if run_dir is not None else None, resume=resume,
-                          progress=progress, tau_decisions=tuple(tau_decisions or ()), stop=stop)
+                          progress=progress, tau_decisions=tuple(tau_decisions or ()), stop=stop,
+                          on_record=on_record)
     return run_rounds(runner_for(data, device=config.engine.device, state_dir=state_dir),
                       config=config, model=kind, spec=data.spec, options=options)
 
@@ -65,7 +68,7 @@ def load_result(run_dir: str | Path, *,
     except KeyError:
         raise DataError(f"{Path(run_dir) / 'final' / weights_dir.META_FILE} has no config: "
                         "the run directory is corrupt") from None
-    kind = resolve_model(model if model is not None else config.model)
+    kind = resolve_model(model) if model is not None else model_of(config)
     layout = FlatLayout.of(kind.build())
     floats, ints = weights_dir.flat_from_tensors(layout, final.tensors, origin=str(run_dir))
     metrics_path = Path(run_dir) / "metrics.jsonl"

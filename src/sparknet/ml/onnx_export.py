@@ -19,7 +19,6 @@ from sparknet.data.shards import InputSpec
 from sparknet.flat import load_flat_state
 from sparknet.ml.persistence import SavedNetwork
 from sparknet.models.kinds import InputPrep
-from sparknet.models.registry import resolve_model
 
 
 class ServingNetwork(nn.Module):
@@ -36,7 +35,7 @@ class ServingNetwork(nn.Module):
 
 
 def serving_network(saved: SavedNetwork) -> ServingNetwork:
-    model = resolve_model(saved.network)
+    model = saved.kind()
     module = model.build()
     load_flat_state(module, saved.layout, saved.floats, saved.ints)
     prep = model.input_prep(InputSpec(shape=saved.input_shape, num_classes=saved.num_classes,

@@ -10,6 +10,7 @@ only calls these methods; a kind such as Caffe's lives in its own package and is
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -140,14 +141,30 @@ class FactoryModel(ModelKind):
     """A user's factory: ``package.module:function``, or a callable on the Python API.
 
     A callable crosses to executors with Spark's closure serializer like any function passed
-    to an RDD operation; a reference string is imported there.
+    to an RDD operation; a reference string is imported there. ``args`` (a JSON object) are
+    the factory's keyword arguments; the key names them too, so executors' caches keep
+    networks of different sizes apart.
     """
 
     factory: ModelFactory | None = field(default=None, compare=False)
+    args: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.key.partition(" ")[0]
 
     def build(self) -> nn.Module:
-        factory = self.factory if self.factory is not None else import_factory(self.key)
-        return _checked(factory(), self.key)
+        factory = self.factory if self.factory is not None else import_factory(self.ref)
+        kwargs = json.loads(self.args) if self.args is not None else {}
+        try:
+            module = factory(**kwargs)
+        except TypeError as exc:
+            if not kwargs:
+                raise
+            raise ConfigError(f"model factory {self.ref!r} does not take networkArgs "
+                              f"{self.args} ({exc}): give the keyword arguments it "
+                              "accepts") from None
+        return _checked(module, self.ref)
 
 
 def import_factory(ref: str) -> ModelFactory:

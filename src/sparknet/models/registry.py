@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import marshal
 import pickle
 from typing import Any
 
+from sparknet.config import TrainConfig
 from sparknet.errors import ConfigError
 from sparknet.models.kinds import BuiltinModel, FactoryModel, ModelKind, import_factory
 from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
@@ -23,12 +25,18 @@ from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
 PLUGINS = {"caffe:": "sparknet.caffe.model_kind"}
 
 
-def resolve_model(model: str | ModelFactory | ModelKind) -> ModelKind:
-    """Validates a model reference on the driver (imports it, checks files) and resolves it."""
+def resolve_model(model: str | ModelFactory | ModelKind, *,
+                  args: str | None = None) -> ModelKind:
+    """Validates a model reference on the driver (imports it, checks files) and resolves it.
+
+    ``args``: keyword arguments (a JSON object) for a factory network.
+    """
     if isinstance(model, ModelKind):
         return model
+    canonical = None if args is None else json.dumps(json.loads(args), sort_keys=True)
+    suffix = "" if canonical is None else f" {canonical}"
     if callable(model) and not isinstance(model, str):
-        return FactoryModel(key=callable_key(model), factory=model)
+        return FactoryModel(key=callable_key(model) + suffix, factory=model, args=canonical)
     if not isinstance(model, str) or not model:
         raise ConfigError(f"model={model!r} is invalid: name a built-in model "
                           f"({', '.join(sorted(BUILTIN_MODELS))}), a factory "
@@ -43,7 +51,12 @@ def resolve_model(model: str | ModelFactory | ModelKind) -> ModelKind:
         raise ConfigError(f"unknown model {model!r}: use one of {sorted(BUILTIN_MODELS)}, "
                           "a factory 'package.module:function', or 'caffe:NET.prototxt'")
     import_factory(model)
-    return FactoryModel(key=model)
+    return FactoryModel(key=model + suffix, args=canonical)
+
+
+def model_of(config: TrainConfig) -> ModelKind:
+    """The model kind a training configuration names (with its networkArgs)."""
+    return resolve_model(config.model, args=config.model_args)
 
 
 def callable_key(factory: Any) -> str:
