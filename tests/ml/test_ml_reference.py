@@ -1,0 +1,77 @@
+"""Must-show accuracy: a SparkNet fit against a single-process PyTorch loop that sees the same
+samples (same rows, initial weights, optimizer, batch size and number of row visits), on
+scikit-learn's bundled breast-cancer (binary) and diabetes (regression) data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparknet.ml import SparkNetEstimator
+from sparknet.testing.tabular import frame, reference_fit, split, standardized
+
+pytestmark = pytest.mark.spark
+
+NET = "sparknet.testing.nets:mlp"
+K, TAU, BATCH, ROUNDS = 2, 40, 16, 5  # 6,400 row visits, about 22 epochs of the rows
+
+
+def _fit(df: Any, **params: Any) -> Any:
+    estimator = SparkNetEstimator(network=NET, numWorkers=K, tau=TAU, batchSize=BATCH,
+                                  rounds=ROUNDS, validationIndicatorCol="is_validation",
+                                  evalEvery=ROUNDS, progress="off", **params)
+    return estimator.fit(df)
+
+
+def test_breast_cancer_accuracy_within_one_point_of_the_reference(spark: Any) -> None:
+    from pyspark.ml.evaluation import MulticlassClassificationEvaluator
+
+    x, y = standardized("breast_cancer")
+    held_out = split(len(y))
+    df = frame(spark, x, y, is_validation=held_out)
+    args, lr = '{"inputs": 30, "outputs": 1}', 0.05
+    model = _fit(df, networkArgs=args, objective="binary", inputShape=[30], learningRate=lr)
+    scored = model.transform(df.filter("is_validation"))
+    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(scored)
+
+    targets = torch.from_numpy(y[~held_out]).float()[:, None]
+    reference = reference_fit(NET, args, x[~held_out], targets,
+                              F.binary_cross_entropy_with_logits, seed=0, lr=lr, momentum=0.9,
+                              batch_size=BATCH, samples=K * TAU * BATCH * ROUNDS)
+    with torch.no_grad():
+        predicted = reference(torch.from_numpy(x[held_out]))[:, 0].numpy() > 0
+    reference_accuracy = float((predicted == (y[held_out] > 0.5)).mean())
+    print(f"breast cancer: sparknet {100 * accuracy:.2f}%, reference "
+          f"{100 * reference_accuracy:.2f}%")
+    assert reference_accuracy > 0.94
+    assert abs(accuracy - reference_accuracy) <= 0.01
+    # The summary's last validation accuracy is the same number, computed by the engine.
+    assert model.summary.validationMetrics[-1]["accuracy"] == pytest.approx(accuracy)
+
+
+def test_diabetes_mse_within_five_percent_of_the_reference(spark: Any) -> None:
+    from pyspark.ml.evaluation import RegressionEvaluator
+
+    x, y = standardized("diabetes")
+    y = (y - y.mean()) / y.std()
+    held_out = split(len(y))
+    df = frame(spark, x, y, is_validation=held_out)
+    args, lr = '{"inputs": 10, "hidden": 4, "outputs": 1}', 0.005
+    model = _fit(df, networkArgs=args, objective="mse", inputShape=[10], learningRate=lr)
+    scored = model.transform(df.filter("is_validation"))
+    mse = RegressionEvaluator(metricName="mse").evaluate(scored)
+
+    targets = torch.from_numpy(y[~held_out]).float()[:, None]
+    reference = reference_fit(NET, args, x[~held_out], targets, F.mse_loss, seed=0, lr=lr,
+                              momentum=0.9, batch_size=BATCH, samples=K * TAU * BATCH * ROUNDS)
+    with torch.no_grad():
+        predicted = reference(torch.from_numpy(x[held_out]))[:, 0].numpy()
+    reference_mse = float(np.mean((predicted - y[held_out]) ** 2))
+    print(f"diabetes: sparknet MSE {mse:.4f}, reference {reference_mse:.4f}")
+    assert reference_mse < 0.6  # it learned something (the target has variance 1)
+    assert abs(mse - reference_mse) <= 0.05 * reference_mse
+    assert model.summary.validationMetrics[-1]["loss"] == pytest.approx(mse, rel=1e-4)
