@@ -1,7 +1,8 @@
 """``sparknet train --parquet PATH``: train on a Parquet dataset instead of Fashion-MNIST.
 
 The features column may hold ML vectors, numeric arrays, PNG/JPEG bytes or image structs; the
-label column integers or integral doubles (see ``sparknet.data.dataframe``).
+label column what the objective needs: class indices, 0/1, 0/1 vectors or real targets (see
+``sparknet.data.dataframe``).
 """
 
 from __future__ import annotations
@@ -46,13 +47,15 @@ def _shape(text: str) -> tuple[int, ...]:
 def check(args: argparse.Namespace, config: TrainConfig) -> int:
     """Cheap checks before Spark starts; returns the number of classes."""
     from sparknet.ml.estimator import network_outputs
-    from sparknet.models.registry import resolve_model
+    from sparknet.models.objectives import resolve_objective
+    from sparknet.models.registry import model_of
 
     if not Path(args.parquet).exists():
         raise ConfigError(f"--parquet {args.parquet} does not exist: give a Parquet file or "
                           "folder")
-    model = resolve_model(config.model)
-    outputs = network_outputs(model, model.network_shape(args.input_shape))
+    model = model_of(config)
+    outputs = network_outputs(model, model.network_shape(args.input_shape),
+                              resolve_objective(config.objective))
     if args.num_classes is not None and args.num_classes != outputs:
         raise ConfigError(f"--num-classes {args.num_classes} but network {config.model!r} has "
                           f"{outputs} outputs: drop --num-classes or use another network")
@@ -64,10 +67,16 @@ def load(spark: SparkSession, args: argparse.Namespace, config: TrainConfig,
     """Validates the Parquet data and caches it as K shards (raises DataError on bad rows)."""
     from sparknet.data.dataframe import check_columns, dataframe_data, default_scale
     from sparknet.data.shards import InputSpec
+    from sparknet.ml.estimator import label_width_of
+    from sparknet.models.objectives import resolve_objective
 
+    objective = resolve_objective(config.objective)
     df = spark.read.parquet(str(args.parquet))
-    kind = check_columns(df, features=args.features, label=args.label)
-    spec = InputSpec(shape=args.input_shape, num_classes=num_classes, scale=default_scale(kind))
+    kind = check_columns(df, features=args.features, label=args.label,
+                         vector_labels=objective.vector_labels, objective=objective.name)
+    spec = InputSpec(shape=args.input_shape, num_classes=num_classes, scale=default_scale(kind),
+                     label_width=label_width_of(objective, num_classes, df, args.label),
+                     binary_targets=objective.binary_targets)
     data, summary = dataframe_data(df, features=args.features, label=args.label, spec=spec,
                                    num_workers=config.engine.num_workers,
                                    batch_size=config.engine.batch_size)

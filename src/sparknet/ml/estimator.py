@@ -94,7 +94,7 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         _check_epochs(fit.epochs, config, rounds_set=self.isSet(self.rounds))  # type: ignore[attr-defined]
         scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
         spec = InputSpec(shape=shape, num_classes=outputs, scale=scale,
-                         label_width=_label_width(objective, outputs, train_df, label),
+                         label_width=label_width_of(objective, outputs, train_df, label),
                          binary_targets=objective.binary_targets)
         if validation_df is not None:
             check_columns(validation_df, features=features, label=label,
@@ -158,7 +158,8 @@ def _split_validation(dataset: DataFrame, indicator: str | None,
     return dataset.filter(~marked), rows
 
 
-def _label_width(objective: Objective, outputs: int, df: DataFrame, label: str) -> int:
+def label_width_of(objective: Objective, outputs: int, df: DataFrame, label: str) -> int:
+    """The width of the stored targets (0: class indices), checked against the network."""
     from sparknet.data.dataframe import label_is_vector
 
     vector = label_is_vector(df.schema[label].dataType)
