@@ -99,3 +99,17 @@ def test_the_model_stays_picklable_after_transform(iris: Any,
 
     got = iris.select(first_output(vector_to_array("features")).alias("z")).first().z
     assert got == pytest.approx(classifier.predictRaw(iris.first().features)[0], rel=1e-5)
+
+
+def test_rows_of_the_wrong_size_fail_or_get_nulls(spark: Any, classifier: SparkNetModel) -> None:
+    from pyspark.errors import PythonException
+
+    rows = [([0.1, 0.2, 0.3, 0.4],), ([0.1, 0.2, 0.3],), ([0.0, 0.0, 0.0, 0.0],)]
+    ragged = spark.createDataFrame(rows, "features array<double>")
+    with pytest.raises(PythonException, match=r"DataError: cannot score 1 rows whose features "
+                                              r"do not fit inputShape \[4\]"):
+        classifier.transform(ragged).collect()
+    keeping = classifier.copy({classifier.handleInvalid: "keep"})  # type: ignore[attr-defined]
+    scored = keeping.transform(ragged).collect()
+    assert [r.prediction is None for r in scored] == [False, True, False]
+    assert scored[0].prediction == classifier.predict(rows[0][0])

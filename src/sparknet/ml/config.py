@@ -14,6 +14,7 @@ from sparknet.errors import ConfigError
 
 InvalidImages = Literal["error", "skip"]
 Progress = Literal["auto", "bar", "log", "off"]
+HandleInvalid = Literal["error", "keep"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +45,11 @@ class ScoringConfig:
         "preparation (a Caffe net's Data layer transform_param replaces it); default 1/255 for "
         "images, 1 for vectors and arrays")
     scoring_batch_size: int = setting(1024, "rows per forward pass in transform")
+    handle_invalid: HandleInvalid = setting(
+        "error", "transform's rows whose features do not fit inputShape: error fails the job "
+        "with a DataError naming the count and an example; keep gives them null outputs, like "
+        "null or NaN rows (count them with filter(prediction IS NULL))",
+        param="handleInvalid")
     invalid_images: InvalidImages = setting(
         "error", "rows whose image bytes cannot be decoded: error stops fit with a count and "
         "an example; skip leaves them out and counts them")

@@ -220,7 +220,8 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                            batch_size=scoring.scoring_batch_size,
                            threads=self.getThreadsPerWorker(),  # type: ignore[attr-defined]
                            device=self.getDevice(),  # type: ignore[attr-defined]
-                           objective=Objective(saved.objective))
+                           objective=Objective(saved.objective),
+                           keep_invalid=scoring.handle_invalid == "keep")
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.ml.functions import array_to_vector

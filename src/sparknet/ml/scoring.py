@@ -57,6 +57,7 @@ class ScoringPlan:
     threads: int
     device: str
     objective: Objective = MULTICLASS
+    keep_invalid: bool = False  # rows of the wrong size get nulls instead of an error
 
 
 def cached_scorer(plan: ScoringPlan, floats: np.ndarray, ints: np.ndarray) -> nn.Module:
@@ -91,7 +92,7 @@ def score_array(plan: ScoringPlan, module: nn.Module, column: pa.Array) -> pa.Ar
     report = Report()
     features, valid = decode_features(column, plan.layout, report)
     for kind in ("wrong_length", "wrong_image"):
-        if kind in report.counts:
+        if kind in report.counts and not plan.keep_invalid:
             raise DataError(f"cannot score {report.counts[kind]} rows whose features do not "
                             f"fit inputShape {list(plan.layout.shape)} (e.g. "
                             f"{report.examples[kind]}): score data shaped like the training "
