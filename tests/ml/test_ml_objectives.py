@@ -169,3 +169,19 @@ def test_label_values_are_checked_per_objective_before_training(
     with pytest.raises(DataError, match=match):
         estimator.fit(df)
     assert estimator.last_result is None  # no round ran
+
+
+def test_shard_sizes_differ_by_at_most_one_row(spark: Any) -> None:
+    from sparknet.data.dataframe import dataframe_data
+    from sparknet.data.shards import InputSpec
+
+    x, y = standardized("breast_cancer")
+    rows = 1437  # the case: K = 2 over 1,437 rows gave (540, 897)
+    for partitions in (1, 2, 3):
+        df = frame(spark, np.tile(x, (3, 1))[:rows], np.tile(y, 3)[:rows]).repartition(
+            partitions)
+        data, summary = dataframe_data(df, features="features", label="label",
+                                       spec=InputSpec(shape=(30,), num_classes=2),
+                                       num_workers=2, batch_size=8)
+        data.release()
+        assert sorted(summary.shard_sizes) == [rows // 2, rows - rows // 2], partitions

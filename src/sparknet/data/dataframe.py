@@ -45,7 +45,7 @@ FeatureKind = Literal["vector", "array", "binary", "image"]
 InvalidImages = Literal["error", "skip"]
 IMAGE_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
 _MAX_CHUNK_ROWS = 512
-_CHUNKS = "features binary, labels binary, rows long, report string"
+_CHUNKS = "shard int, first long, features binary, labels binary, rows long, report string"
 _NUMERIC = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType")
 _INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
 
@@ -434,6 +434,8 @@ class _ChunkPlan:
     chunk_rows: int
     label_width: int = 0
     binary_targets: bool = False
+    num_shards: int = 1
+    offsets: tuple[int, ...] = (0,)  # rows before each input partition
 
 
 def _convert_partition(plan: _ChunkPlan, batches: Iterator[pa.RecordBatch]
@@ -451,20 +453,35 @@ def _convert_partition(plan: _ChunkPlan, batches: Iterator[pa.RecordBatch]
         feats, fmask = decode_features(batch.column(0), plan.layout, report, where=where)
         labels, lmask = decode_labels(batch.column(1), plan.num_classes, report, where=where,
                                       width=plan.label_width, binary=plan.binary_targets)
+        # Row g of the input (counted over every input partition) goes to shard g % K:
+        # shards differ by at most one row, and dealing does not depend on Arrow batch sizes.
+        first = plan.offsets[partition] + seen
         seen += batch.num_rows
         keep = fmask & lmask
         feats = feats[keep[fmask]].astype(dtype, copy=False)
         labels = labels[keep]
-        out_f, out_l, out_n, out_r = [], [], [], []
-        for start in range(0, max(1, labels.shape[0]), plan.chunk_rows):
-            out_f.append(np.ascontiguousarray(feats[start: start + plan.chunk_rows]).tobytes())
-            out_l.append(labels[start: start + plan.chunk_rows].tobytes())
-            out_n.append(int(labels[start: start + plan.chunk_rows].shape[0]))
-            out_r.append(report.to_json() if start == 0 else "")
+        targets = (first + np.flatnonzero(keep)) % plan.num_shards
+        columns: dict[str, list[Any]] = {name: [] for name in
+                                         ("shard", "first", "features", "labels", "rows")}
+        for shard in range(plan.num_shards):
+            mine = np.flatnonzero(targets == shard)
+            for start in range(0, mine.size, plan.chunk_rows):
+                rows = mine[start: start + plan.chunk_rows]
+                columns["shard"].append(shard)
+                columns["first"].append(int(first + np.flatnonzero(keep)[rows[0]]))
+                columns["features"].append(np.ascontiguousarray(feats[rows]).tobytes())
+                columns["labels"].append(np.ascontiguousarray(labels[rows]).tobytes())
+                columns["rows"].append(int(rows.size))
+        if not columns["rows"]:  # nothing usable: one empty chunk still carries the report
+            for name, value in (("shard", 0), ("first", first), ("features", b""),
+                                ("labels", b""), ("rows", 0)):
+                columns[name].append(value)
+        reports = [report.to_json()] + [""] * (len(columns["rows"]) - 1)
         yield pa.RecordBatch.from_arrays(
-            [pa.array(out_f, pa.binary()), pa.array(out_l, pa.binary()),
-             pa.array(out_n, pa.int64()), pa.array(out_r, pa.string())],
-            names=["features", "labels", "rows", "report"])
+            [pa.array(columns["shard"], pa.int32()), pa.array(columns["first"], pa.int64()),
+             pa.array(columns["features"], pa.binary()), pa.array(columns["labels"], pa.binary()),
+             pa.array(columns["rows"], pa.int64()), pa.array(reports, pa.string())],
+            names=["shard", "first", "features", "labels", "rows", "report"])
 
 
 def _assemble(layout: FeatureLayout, rows: Iterable[Any], label_width: int = 0
@@ -472,7 +489,7 @@ def _assemble(layout: FeatureLayout, rows: Iterable[Any], label_width: int = 0
     """All chunks of one partition -> one Shard and the merged report."""
     dtype = storage_dtype(layout.kind)
     feats, labels, report = [], [], Report()
-    for row in rows:
+    for row in sorted(rows, key=lambda row: row.first):  # input order, whatever the shuffle's
         if row.report:
             report.merge(Report.from_json(row.report))
         if row.rows:
@@ -509,7 +526,8 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
         raise ConfigError(f"invalidImages={invalid_images!r} is invalid: use 'error' or 'skip'")
     selected = df.select(feature_expr(features, kind).alias("features"),
                          label_expr(label, df.schema[label].dataType).alias("label"))
-    total = selected.count()
+    offsets = _partition_offsets(selected)
+    total = offsets[-1]
     if total == 0:
         raise DataError(f"the DataFrame is empty: there is nothing to train on in columns "
                         f"{features!r}/{label!r}; check the filter or the path it was read from")
@@ -520,7 +538,8 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     layout = FeatureLayout(kind=kind, shape=spec.shape)
     plan = _ChunkPlan(layout=layout, num_classes=spec.num_classes,
                       chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))),
-                      label_width=spec.label_width, binary_targets=spec.binary_targets)
+                      label_width=spec.label_width, binary_targets=spec.binary_targets,
+                      num_shards=num_workers, offsets=offsets[:-1])
     if is_connect(df.sparkSession):
         return _frame_data(selected, plan, spec=spec, num_workers=num_workers,
                            features=features, label=label, invalid_images=invalid_images)
@@ -540,27 +559,29 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                      test_size=0), summary
 
 
+def _partition_offsets(selected: DataFrame) -> tuple[int, ...]:
+    """Rows before each input partition, and the total last: one aggregation job."""
+    from pyspark.sql import functions as F
+
+    counts = {int(row.partition): int(row["count"]) for row in
+              selected.groupBy(F.spark_partition_id().alias("partition")).count().collect()}
+    sizes = [counts.get(p, 0) for p in range(max(counts, default=-1) + 1)]
+    return tuple(int(v) for v in np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]))
+
+
 def _frame_data(selected: DataFrame, plan: _ChunkPlan, *, spec: InputSpec, num_workers: int,
                 features: str, label: str, invalid_images: InvalidImages
                 ) -> tuple[SparkData, FrameSummary]:
     """The same chunks as ``_converted_pairs``, kept as a cached DataFrame (Spark Connect).
 
-    Chunk i of the round-robin repartition lands in the same partition, in the same order,
-    as on a classic session, so the shards (and the trained weights) are the same.
+    Each shard's chunks are kept in input order, as on a classic session, so the shards (and
+    the trained weights) are the same.
     """
     def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return _convert_partition(plan, batches)
 
-    def tag(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        shard = context.partitionId() if context is not None else 0
-        for batch in batches:
-            yield batch.add_column(0, "shard", pa.array([shard] * batch.num_rows, pa.int32()))
-
-    frame = (selected.mapInArrow(convert, _CHUNKS).repartition(num_workers)
-             .mapInArrow(tag, f"shard int, {_CHUNKS}").cache())
+    frame = (selected.mapInArrow(convert, _CHUNKS).repartitionByRange(num_workers, "shard")
+             .sortWithinPartitions("shard", "first").drop("first").cache())
     try:
         table = frame.select("shard", "rows", "report").toArrow()
         per_shard: list[tuple[int, Report]] = [(0, Report()) for _ in range(num_workers)]
@@ -602,9 +623,11 @@ def _converted_pairs(selected: DataFrame, plan: _ChunkPlan,
         return _assemble(layout, rows, label_width)
 
     chunks = selected.mapInArrow(convert, _CHUNKS)
-    # Round-robin over chunks of rows: balanced shards, and every shard sees every input
-    # partition (sorted-by-class data is mixed). Deterministic for the same input.
-    return chunks.repartition(num_partitions).rdd.mapPartitions(assemble)
+    # Each chunk names its shard (rows are dealt one by one, so every shard sees every input
+    # partition and sorted-by-class data is mixed); partition i gathers shard i.
+    keyed = chunks.rdd.map(lambda row: (row.shard, row))
+    return keyed.partitionBy(num_partitions, lambda shard: shard).values() \
+        .mapPartitions(assemble)
 
 
 _MESSAGES = {

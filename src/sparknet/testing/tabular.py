@@ -36,13 +36,14 @@ def frame(spark: Any, x: np.ndarray, y: np.ndarray, *, is_validation: np.ndarray
     """DataFrame(features ML Vector, label double or array<double>[, is_validation])."""
     import pandas as pd
     from pyspark.ml.functions import array_to_vector
+    from pyspark.sql import functions as F
 
     data: dict[str, Any] = {"features": list(x.astype(np.float64))}
     data["label"] = list(y) if y.ndim == 2 else y
     if is_validation is not None:
         data["is_validation"] = is_validation
     df = spark.createDataFrame(pd.DataFrame(data))
-    return df.withColumn("features", array_to_vector("features"))
+    return df.withColumn("features", array_to_vector(F.col("features")))
 
 
 def reference_fit(network: str, args: str | None, x: np.ndarray, targets: torch.Tensor,
