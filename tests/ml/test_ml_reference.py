@@ -20,30 +20,40 @@ NET = "sparknet.testing.nets:mlp"
 K, TAU, BATCH, ROUNDS = 2, 40, 16, 5  # 6,400 row visits, about 22 epochs of the rows
 
 
-def _fit(df: Any, **params: Any) -> Any:
+def _fit_held_out(spark: Any, x: np.ndarray, y: np.ndarray, **params: Any
+                  ) -> tuple[Any, Any, np.ndarray]:
+    """(model trained on half the rows, its scores of the other half, the held-out mask)."""
+    held_out = split(len(y))
+    df = frame(spark, x, y, is_validation=held_out)
     estimator = SparkNetEstimator(network=NET, numWorkers=K, tau=TAU, batchSize=BATCH,
                                   rounds=ROUNDS, validationIndicatorCol="is_validation",
                                   evalEvery=ROUNDS, progress="off", **params)
-    return estimator.fit(df)
+    model = estimator.fit(df)
+    return model, model.transform(df.filter("is_validation")), held_out
+
+
+def _reference_outputs(args: str, x: np.ndarray, y: np.ndarray, held_out: np.ndarray,
+                       loss: Any, lr: float) -> np.ndarray:
+    """The reference's outputs on the held-out rows after it trained on the others."""
+    targets = torch.from_numpy(y[~held_out]).float()[:, None]
+    reference = reference_fit(NET, args, x[~held_out], targets, loss, seed=0, lr=lr,
+                              momentum=0.9, batch_size=BATCH, samples=K * TAU * BATCH * ROUNDS)
+    with torch.no_grad():
+        outputs: np.ndarray = reference(torch.from_numpy(x[held_out]))[:, 0].numpy()
+    return outputs
 
 
 def test_breast_cancer_accuracy_within_one_point_of_the_reference(spark: Any) -> None:
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
     x, y = standardized("breast_cancer")
-    held_out = split(len(y))
-    df = frame(spark, x, y, is_validation=held_out)
     args, lr = '{"inputs": 30, "outputs": 1}', 0.05
-    model = _fit(df, networkArgs=args, objective="binary", inputShape=[30], learningRate=lr)
-    scored = model.transform(df.filter("is_validation"))
+    model, scored, held_out = _fit_held_out(spark, x, y, networkArgs=args, objective="binary",
+                                            inputShape=[30], learningRate=lr)
     accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(scored)
 
-    targets = torch.from_numpy(y[~held_out]).float()[:, None]
-    reference = reference_fit(NET, args, x[~held_out], targets,
-                              F.binary_cross_entropy_with_logits, seed=0, lr=lr, momentum=0.9,
-                              batch_size=BATCH, samples=K * TAU * BATCH * ROUNDS)
-    with torch.no_grad():
-        predicted = reference(torch.from_numpy(x[held_out]))[:, 0].numpy() > 0
+    predicted = _reference_outputs(args, x, y, held_out, F.binary_cross_entropy_with_logits,
+                                   lr) > 0
     reference_accuracy = float((predicted == (y[held_out] > 0.5)).mean())
     print(f"breast cancer: sparknet {100 * accuracy:.2f}%, reference "
           f"{100 * reference_accuracy:.2f}%")
@@ -58,18 +68,12 @@ def test_diabetes_mse_within_five_percent_of_the_reference(spark: Any) -> None:
 
     x, y = standardized("diabetes")
     y = (y - y.mean()) / y.std()
-    held_out = split(len(y))
-    df = frame(spark, x, y, is_validation=held_out)
     args, lr = '{"inputs": 10, "hidden": 4, "outputs": 1}', 0.005
-    model = _fit(df, networkArgs=args, objective="mse", inputShape=[10], learningRate=lr)
-    scored = model.transform(df.filter("is_validation"))
+    model, scored, held_out = _fit_held_out(spark, x, y, networkArgs=args, objective="mse",
+                                            inputShape=[10], learningRate=lr)
     mse = RegressionEvaluator(metricName="mse").evaluate(scored)
 
-    targets = torch.from_numpy(y[~held_out]).float()[:, None]
-    reference = reference_fit(NET, args, x[~held_out], targets, F.mse_loss, seed=0, lr=lr,
-                              momentum=0.9, batch_size=BATCH, samples=K * TAU * BATCH * ROUNDS)
-    with torch.no_grad():
-        predicted = reference(torch.from_numpy(x[held_out]))[:, 0].numpy()
+    predicted = _reference_outputs(args, x, y, held_out, F.mse_loss, lr)
     reference_mse = float(np.mean((predicted - y[held_out]) ** 2))
     print(f"diabetes: sparknet MSE {mse:.4f}, reference {reference_mse:.4f}")
     assert reference_mse < 0.6  # it learned something (the target has variance 1)

@@ -13,7 +13,7 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -168,14 +168,21 @@ class FactoryModel(ModelKind):
 
 
 def import_factory(ref: str) -> ModelFactory:
+    factory: ModelFactory = import_callable(ref, what="model factory",
+                                            returns="an nn.Module")
+    return factory
+
+
+def import_callable(ref: str, *, what: str, returns: str) -> Any:
+    """The callable a ``package.module:function`` reference names (one line if it cannot)."""
     module_name, _, attr = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} of model factory {ref!r} "
+        raise ConfigError(f"cannot import module {module_name!r} of {what} {ref!r} "
                           f"({exc}): check the name and that it is on PYTHONPATH") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"module {module_name!r} has no callable {attr!r} for model factory "
-                          f"{ref!r}: name a function that returns an nn.Module")
-    return factory
+    found = getattr(module, attr, None)
+    if not callable(found):
+        raise ConfigError(f"module {module_name!r} has no callable {attr!r} for {what} "
+                          f"{ref!r}: name a function that returns {returns}")
+    return found

@@ -21,7 +21,6 @@ plan. Built-in objectives:
 from __future__ import annotations
 
 import functools
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from sparknet.errors import ConfigError
+from sparknet.models.kinds import import_callable
 
 BUILTIN_OBJECTIVES = ("multiclass", "binary", "multilabel", "mse", "l1", "huber")
 CLASSIFIERS = ("multiclass", "binary", "multilabel")
@@ -122,16 +122,7 @@ def resolve_objective(name: str) -> Objective:
 @functools.lru_cache(maxsize=16)
 def user_loss(ref: str) -> LossFn:
     """The loss a user's factory returns, built once per process."""
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} of loss factory {ref!r} "
-                          f"({exc}): check the name and that it is on PYTHONPATH") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"module {module_name!r} has no callable {attr!r} for loss factory "
-                          f"{ref!r}: name a function that returns loss(outputs, targets)")
+    factory = import_callable(ref, what="loss factory", returns="loss(outputs, targets)")
     loss = factory()
     if not callable(loss):
         raise ConfigError(f"loss factory {ref!r} returned {type(loss).__name__}, not a "
