@@ -18,6 +18,7 @@ pytestmark = pytest.mark.spark
 
 NET = "sparknet.testing.nets:mlp"
 K, TAU, BATCH, ROUNDS = 2, 40, 16, 5  # 6,400 row visits, about 22 epochs of the rows
+SEEDS = (0, 1, 2)
 
 
 def _fit_held_out(spark: Any, x: np.ndarray, y: np.ndarray, **params: Any
@@ -33,10 +34,10 @@ def _fit_held_out(spark: Any, x: np.ndarray, y: np.ndarray, **params: Any
 
 
 def _reference_outputs(args: str, x: np.ndarray, y: np.ndarray, held_out: np.ndarray,
-                       loss: Any, lr: float) -> np.ndarray:
+                       loss: Any, lr: float, *, seed: int = 0) -> np.ndarray:
     """The reference's outputs on the held-out rows after it trained on the others."""
     targets = torch.from_numpy(y[~held_out]).float()[:, None]
-    reference = reference_fit(NET, args, x[~held_out], targets, loss, seed=0, lr=lr,
+    reference = reference_fit(NET, args, x[~held_out], targets, loss, seed=seed, lr=lr,
                               momentum=0.9, batch_size=BATCH, samples=K * TAU * BATCH * ROUNDS)
     with torch.no_grad():
         outputs: np.ndarray = reference(torch.from_numpy(x[held_out]))[:, 0].numpy()
@@ -46,21 +47,25 @@ def _reference_outputs(args: str, x: np.ndarray, y: np.ndarray, held_out: np.nda
 def test_breast_cancer_accuracy_within_one_point_of_the_reference(spark: Any) -> None:
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
+    # One held-out row is 0.35 points: the mean over three seeds (initial weights and data
+    # order, the same for both) keeps the comparison from resting on one or two rows.
     x, y = standardized("breast_cancer")
     args, lr = '{"inputs": 30, "outputs": 1}', 0.05
-    model, scored, held_out = _fit_held_out(spark, x, y, networkArgs=args, objective="binary",
-                                            inputShape=[30], learningRate=lr)
-    accuracy = MulticlassClassificationEvaluator(metricName="accuracy").evaluate(scored)
-
-    predicted = _reference_outputs(args, x, y, held_out, F.binary_cross_entropy_with_logits,
-                                   lr) > 0
-    reference_accuracy = float((predicted == (y[held_out] > 0.5)).mean())
-    print(f"breast cancer: sparknet {100 * accuracy:.2f}%, reference "
-          f"{100 * reference_accuracy:.2f}%")
-    assert reference_accuracy > 0.94
-    assert abs(accuracy - reference_accuracy) <= 0.01
-    # The summary's last validation accuracy is the same number, computed by the engine.
-    assert model.summary.validationMetrics[-1]["accuracy"] == pytest.approx(accuracy)
+    ours, theirs = [], []
+    for seed in SEEDS:
+        model, scored, held_out = _fit_held_out(spark, x, y, networkArgs=args, seed=seed,
+                                                objective="binary", inputShape=[30],
+                                                learningRate=lr)
+        ours.append(MulticlassClassificationEvaluator(metricName="accuracy").evaluate(scored))
+        predicted = _reference_outputs(args, x, y, held_out, F.binary_cross_entropy_with_logits,
+                                       lr, seed=seed) > 0
+        theirs.append(float((predicted == (y[held_out] > 0.5)).mean()))
+        # The summary's last validation accuracy is the same number, computed by the engine.
+        assert model.summary.validationMetrics[-1]["accuracy"] == pytest.approx(ours[-1])
+    print(f"breast cancer: sparknet {[round(100 * a, 2) for a in ours]}, reference "
+          f"{[round(100 * a, 2) for a in theirs]}")
+    assert np.mean(theirs) > 0.94
+    assert abs(np.mean(ours) - np.mean(theirs)) <= 0.01
 
 
 def test_diabetes_mse_within_five_percent_of_the_reference(spark: Any) -> None:

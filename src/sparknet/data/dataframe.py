@@ -455,7 +455,8 @@ def _convert_partition(plan: _ChunkPlan, batches: Iterator[pa.RecordBatch]
                                       width=plan.label_width, binary=plan.binary_targets)
         # Row g of the input (counted over every input partition) goes to shard g % K:
         # shards differ by at most one row, and dealing does not depend on Arrow batch sizes.
-        first = plan.offsets[partition] + seen
+        # A partition the count did not see has no rows (a filter can empty any partition).
+        first = (plan.offsets[partition] if partition < len(plan.offsets) else 0) + seen
         seen += batch.num_rows
         keep = fmask & lmask
         feats = feats[keep[fmask]].astype(dtype, copy=False)
