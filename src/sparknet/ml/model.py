@@ -112,7 +112,8 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
 
     def _set_saved(self, saved: SavedNetwork) -> None:
         self._set(network=saved.network, inputShape=list(saved.input_shape),
-                  numClasses=saved.num_classes, inputScale=saved.input_scale)
+                  numClasses=saved.num_classes, inputScale=saved.input_scale,
+                  objective=saved.objective)
         self._saved = saved
         self._broadcast = None
         self._driver_network = None
