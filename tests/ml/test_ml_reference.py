@@ -44,6 +44,7 @@ def _reference_outputs(args: str, x: np.ndarray, y: np.ndarray, held_out: np.nda
     return outputs
 
 
+@pytest.mark.slow  # three fits: about 100 s on the 2-core VM
 def test_breast_cancer_accuracy_within_one_point_of_the_reference(spark: Any) -> None:
     from pyspark.ml.evaluation import MulticlassClassificationEvaluator
 
