@@ -20,7 +20,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sparknet"
 PURE_CORE = ("config", "settings", "errors", "flat", "averaging", "weights_dir", "metrics",
              "data/shards", "data/fashion_mnist", "models", "engine/local_steps",
              "engine/aggregate", "engine/state", "engine/tau", "engine/auto_tau",
-             "engine/runner", "engine/loop", "engine/model_cache", "simulate")
+             "engine/runner", "engine/loop", "engine/model_cache", "engine/early_stop",
+             "simulate")
 # Everything but the CLI and the plug-in itself reaches Caffe through the model-kind interface.
 NO_CAFFE = ("config", "settings", "flat", "averaging", "weights_dir", "metrics", "data",
             "engine", "models", "simulate", "ml")

@@ -26,6 +26,8 @@ OuterName = Literal["average", "weighted", "nesterov"]
 Compression = Literal["none", "bf16", "int8"]
 Device = Literal["cpu", "cuda", "auto"]
 OnNonFinite = Literal["stop", "skip"]
+Monitor = Literal["loss", "accuracy"]
+OBJECTIVES = ("multiclass", "binary", "multilabel", "mse", "l1", "huber")
 
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, flag: str | None = None,
@@ -121,6 +123,15 @@ class OptimizerConfig:
                  "(sparknet train --caffe-solver FILE)")
 
 
+def _json_object(text: str) -> bool:
+    import json
+
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
 def _short(text: str | None) -> str | None:
     return text if text is None or len(text) < 60 else text[:57] + "..."
 
@@ -178,6 +189,13 @@ class EngineConfig:
     on_non_finite: OnNonFinite = setting(
         "stop", "a NaN/inf loss or update stops training (stop) or the round's update is "
                 "skipped (skip)")
+    patience: int = setting(
+        0, "early stopping: stop after this many evaluations in a row without a better "
+           "monitored metric, and keep the best evaluated weights (0: off; needs validation "
+           "data and eval_every > 0)")
+    monitor: Monitor = setting(
+        "loss", "the validation metric early stopping watches: loss (lower is better) or "
+                "accuracy (higher is better; classifiers only)")
 
     def __post_init__(self) -> None:
         check_field_types(self, "")
@@ -197,6 +215,10 @@ class EngineConfig:
                  "use a batch size >= 1")
         _require(self.decode_threads >= 1, "decode_threads", self.decode_threads,
                  "use at least one decoding thread")
+        _require(self.patience >= 0, "patience", self.patience,
+                 "use 0 (no early stopping) or a positive number of evaluations")
+        _require(self.patience == 0 or self.eval_every > 0, "patience", self.patience,
+                 "early stopping needs evaluations during training: set eval_every > 0")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -207,6 +229,16 @@ class TrainConfig:
         "lenet", "the network: a built-in name (lenet, cnn), a factory "
         "'package.module:function' returning an nn.Module, or "
         "'caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]'", param="network")
+    model_args: str | None = setting(
+        None, "keyword arguments for a factory network, as a JSON object, e.g. "
+        "'{\"hidden\": 64}' (the factory is called as function(**args))",
+        flag="--model-args", param="networkArgs", metavar="JSON")
+    objective: str = setting(
+        "multiclass", "what the network is trained for: multiclass (softmax cross-entropy, "
+        "labels are class indices), binary (sigmoid cross-entropy on one output, labels 0/1), "
+        "multilabel (sigmoid cross-entropy per output, labels are 0/1 vectors), mse, l1 or "
+        "huber (regression on a scalar or vector target), or a loss factory "
+        "'package.module:function' returning loss(outputs, targets)")
     seed: int = setting(0, "seeds the initial weights, the data order and dropout")
     engine: EngineConfig = setting(default_factory=EngineConfig)
     optimizer: OptimizerConfig = setting(default_factory=OptimizerConfig)
@@ -219,6 +251,14 @@ class TrainConfig:
         _require(bool(self.model), "model", self.model,
                  "name a built-in model (lenet, cnn) or a factory 'package.module:function'")
         _require(self.seed >= 0, "seed", self.seed, "use a non-negative integer seed")
+        _require(self.objective in OBJECTIVES or ":" in self.objective, "objective",
+                 self.objective, f"use one of {', '.join(OBJECTIVES)} or a loss factory "
+                 "'package.module:function'")
+        _require(self.model_args is None or _json_object(self.model_args), "model_args",
+                 self.model_args, "give a JSON object of keyword arguments, e.g. "
+                 "'{\"hidden\": 64}'")
+        _require(self.model_args is None or ":" in self.model, "model_args", self.model_args,
+                 "keyword arguments are for a factory network 'package.module:function'")
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
                  "use 0 (only at the end) or a positive number of rounds")
 

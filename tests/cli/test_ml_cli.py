@@ -61,3 +61,36 @@ def test_export_onnx_of_a_saved_model_needs_a_model_folder(tmp_path: Path,
                                                            ) -> None:
     assert main(["export-onnx", str(tmp_path), str(tmp_path / "x.onnx")]) == 2
     assert "neither a saved SparkNetModel" in capsys.readouterr().err
+
+
+def test_train_a_regression_objective_on_parquet(spark: Any, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from sparknet.testing.tabular import standardized
+
+    x, y = standardized("diabetes")
+    frame = pd.DataFrame({"features": list(x), "target": (y - y.mean()) / y.std()})
+    parquet = tmp_path / "diabetes.parquet"
+    spark.createDataFrame(frame).write.parquet(str(parquet))
+    run_dir = tmp_path / "run"
+    code = main(["train", "--parquet", str(parquet), "--label", "target", "--input-shape", "10",
+                 "--model", "sparknet.testing.nets:mlp",
+                 "--model-args", '{"inputs": 10, "outputs": 1}', "--objective", "huber",
+                 "--num-workers", "2", "--tau", "20", "--batch-size", "16", "--rounds", "3",
+                 "--lr", "0.01", "--master", "local[2]", "--output", str(run_dir),
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train_accuracy"] for r in records] == [None, None, None]
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["objective"] == "huber" and config["model_args"] is not None
+
+    code = main(["train", "--parquet", str(parquet), "--label", "target", "--input-shape", "10",
+                 "--model", "sparknet.testing.nets:mlp", "--objective", "binary",
+                 "--model-args", '{"inputs": 10, "outputs": 2}',
+                 "--master", "local[2]", "--no-progress", "--output", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert code == 2 and "objective 'binary' needs one logit" in err and len(
+        err.strip().splitlines()) == 1

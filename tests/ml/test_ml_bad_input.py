@@ -53,7 +53,8 @@ SCHEMA = "features array<double>, label double"
     ("label_fraction", DataError, r"^1 labels .* has label 2\.5.*StringIndexer"),
     ("empty", DataError, r"the DataFrame is empty"),
     ("too_few_rows", DataError, r"has 10 rows, fewer than numWorkers x batchSize = 2 x 8 = 16"),
-    ("input_shape", ConfigError, r"network 'lenet' cannot take inputShape=\[1, 20, 20\]"),
+    ("input_shape", ConfigError, r"network 'lenet' failed a trial run on the driver with one "
+                                 r"example of shape \[1, 20, 20\]"),
 ])
 def test_bad_input(spark: Any, fashion: dict, tmp_path: Path, change: str, error: type,
                    match: str) -> None:

@@ -14,7 +14,6 @@ from safetensors.numpy import load_file, save_file
 from sparknet.errors import ConfigError, DataError
 from sparknet.flat import FlatLayout, flatten_state
 from sparknet.ml import SparkNetEstimator
-from sparknet.ml.estimator import network_outputs
 from sparknet.ml.onnx_export import export_onnx, serving_network
 from sparknet.ml.persistence import (
     META_FILE,
@@ -24,6 +23,8 @@ from sparknet.ml.persistence import (
     read_network,
     write_network,
 )
+from sparknet.models.kinds import network_outputs
+from sparknet.models.registry import resolve_model
 from sparknet.models.zoo import SmallCNN
 
 
@@ -100,11 +101,12 @@ def test_onnx_matches_torch(tmp_path: Path) -> None:
 
 
 def test_network_outputs_from_a_dry_run() -> None:
-    assert network_outputs("lenet", (1, 28, 28)) == 10
-    with pytest.raises(ConfigError, match=r"cannot take inputShape=\[1, 20, 20\]"):
-        network_outputs("lenet", (1, 20, 20))
+    lenet = resolve_model("lenet")
+    assert network_outputs(lenet, (1, 28, 28)) == 10
+    with pytest.raises(ConfigError, match=r"example of shape \[1, 20, 20\]"):
+        network_outputs(lenet, (1, 20, 20))
     with pytest.raises(ConfigError, match="unknown model"):
-        network_outputs("nonet", (1, 28, 28))
+        resolve_model("nonet")
 
 
 def test_params_map_onto_train_config() -> None:

@@ -46,7 +46,7 @@ def load_saved(source: Path, *, input_shape: str, input_scale: float) -> Any:
         return read_network(source / WEIGHTS_DIR)
     if (source / "final").is_dir():
         from sparknet.engine.trainer import load_result
-        from sparknet.ml.estimator import network_outputs
+        from sparknet.models.kinds import network_outputs
 
         try:
             shape = tuple(int(d) for d in input_shape.split(","))
@@ -55,9 +55,10 @@ def load_saved(source: Path, *, input_shape: str, input_scale: float) -> Any:
                               ) from None
         result = load_result(source)
         return SavedNetwork(network=result.config.model, input_shape=shape,
-                            num_classes=network_outputs(result.source,
-                                                        result.source.network_shape(shape)),
+                            num_classes=network_outputs(result.source, shape),
                             input_scale=input_scale, layout=result.layout,
-                            floats=result.floats, ints=result.ints)
+                            floats=result.floats, ints=result.ints,
+                            objective=result.config.objective,
+                            network_args=result.config.model_args)
     raise ConfigError(f"{source} is neither a saved SparkNetModel (no {WEIGHTS_DIR}/) nor a "
                       "'sparknet train' run (no final/): give one of those folders")

@@ -61,13 +61,16 @@ def columns(args: argparse.Namespace) -> dict[str, Any]:
             **given_columns(args)}
 
 
-def check(source: DataSource, model: ModelKind, *,
+def check(source: DataSource, model: ModelKind, config: TrainConfig, *,
           remote: str | None) -> tuple[list[str], int]:
     """Cheap checks before Spark starts: the folders' layout and the network's outputs."""
     from sparknet.data.images import class_names
-    from sparknet.ml.estimator import network_outputs
-    from sparknet.models.kinds import check_output_shape
+    from sparknet.models.kinds import network_outputs
+    from sparknet.models.objectives import MULTICLASS
 
+    if config.objective != MULTICLASS.name:
+        raise ConfigError(f"--images trains a classifier of the class folders, but objective "
+                          f"is {config.objective!r}: use objective 'multiclass'")
     if remote is not None:
         raise ConfigError("--images streams shards from the executors' local folders, which "
                           "Spark Connect does not offer: use --master")
@@ -75,12 +78,11 @@ def check(source: DataSource, model: ModelKind, *,
     if source.columns["val_images"] is not None:
         class_names(Path(source.columns["val_images"]), flag="--val-images")
     shape = tuple(source.columns["input_shape"])
-    outputs = network_outputs(model, model.network_shape(shape))
+    outputs = network_outputs(model, shape, MULTICLASS)
     if outputs != len(classes):
         raise ConfigError(f"--images {source.path} has {len(classes)} class folders but "
                           f"network {model.key!r} has {outputs} outputs: use a network "
                           f"with {len(classes)} outputs")
-    check_output_shape(model, shape, outputs)
     return classes, outputs
 
 

@@ -1,7 +1,8 @@
 """``sparknet train --parquet PATH``: train on a Parquet dataset instead of Fashion-MNIST.
 
 The features column may hold ML vectors, numeric arrays, PNG/JPEG bytes or image structs; the
-label column integers or integral doubles (see ``sparknet.data.dataframe``).
+label column what the objective needs: class indices, 0/1, 0/1 vectors or real targets (see
+``sparknet.data.dataframe``).
 """
 
 from __future__ import annotations
@@ -63,21 +64,20 @@ def _shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def check(source: DataSource, model: ModelKind) -> int:
-    """Cheap checks before Spark starts; returns the number of classes."""
-    from sparknet.ml.estimator import network_outputs
-    from sparknet.models.kinds import check_output_shape
+def check(source: DataSource, model: ModelKind, config: TrainConfig) -> int:
+    """Cheap checks before Spark starts; returns the network's number of outputs."""
+    from sparknet.models.kinds import network_outputs
+    from sparknet.models.objectives import resolve_objective
 
     if not Path(source.path).exists():
         raise ConfigError(f"--parquet {source.path} does not exist: give a Parquet file or "
                           "folder")
-    shape = tuple(source.columns["input_shape"])
-    outputs = network_outputs(model, model.network_shape(shape))
+    outputs = network_outputs(model, tuple(source.columns["input_shape"]),
+                              resolve_objective(config.objective))
     wanted = source.columns["num_classes"]
     if wanted is not None and wanted != outputs:
         raise ConfigError(f"--num-classes {wanted} but network {model.key!r} has "
                           f"{outputs} outputs: drop --num-classes or use another network")
-    check_output_shape(model, shape, outputs)
     return outputs
 
 
@@ -86,12 +86,18 @@ def load(spark: SparkSession, source: DataSource, config: TrainConfig,
     """Validates the Parquet data and caches it as K shards (raises DataError on bad rows)."""
     from sparknet.data.dataframe import check_columns, dataframe_data, default_scale
     from sparknet.data.shards import InputSpec
+    from sparknet.ml.estimator import label_width_of
+    from sparknet.models.objectives import resolve_objective
 
+    objective = resolve_objective(config.objective)
     features, label = source.columns["features"], source.columns["label"]
     df = spark.read.parquet(source.path)
-    kind = check_columns(df, features=features, label=label)
+    kind = check_columns(df, features=features, label=label,
+                         vector_labels=objective.vector_labels, objective=objective.name)
     spec = InputSpec(shape=tuple(source.columns["input_shape"]), num_classes=num_classes,
-                     scale=default_scale(kind))
+                     scale=default_scale(kind),
+                     label_width=label_width_of(objective, num_classes, df, label),
+                     binary_targets=objective.binary_targets)
     data, summary = dataframe_data(df, features=features, label=label, spec=spec,
                                    num_workers=config.engine.num_workers,
                                    batch_size=config.engine.batch_size,

@@ -30,7 +30,8 @@ from sparknet.cli.run_settings import (
 from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data import fashion_mnist
 from sparknet.errors import ConfigError, DataError
-from sparknet.models.kinds import ModelKind, check_output_shape
+from sparknet.models.kinds import ModelKind, network_outputs
+from sparknet.models.objectives import resolve_objective
 from sparknet.settings import train_settings
 
 
@@ -167,13 +168,15 @@ def run(args: argparse.Namespace) -> int:
     model.local_optimizer(config.optimizer)
     classes: list[str] | None = None
     if data_source.kind == "images":
-        classes, num_classes = image_input.check(data_source, model, remote=args.remote)
+        classes, num_classes = image_input.check(data_source, model, config,
+                                                 remote=args.remote)
     elif data_source.kind == "parquet":
-        num_classes = parquet_input.check(data_source, model)
+        num_classes = parquet_input.check(data_source, model, config)
     else:
         fashion_mnist.check_available(data_source.path)
         num_classes = fashion_mnist.NUM_CLASSES
-        check_output_shape(model, fashion_mnist.SHAPE, num_classes)
+        network_outputs(model, fashion_mnist.SHAPE, resolve_objective(config.objective),
+                        expected=num_classes)
     check_writable(settings.output)
     master = settings.master or default_master(config.engine.num_workers)
     open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}",

@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from sparknet.data.frames import FrameShards, ShardLayout, is_connect
+from sparknet.data.frames import (
+    FrameShards,
+    ShardLayout,
+    is_connect,
+    label_dtype,
+    labels_from_bytes,
+)
 from sparknet.data.shards import InputSpec, Shard
 from sparknet.data.sources import ShardSet, SparkData
 from sparknet.errors import ConfigError, DataError
@@ -39,7 +45,7 @@ FeatureKind = Literal["vector", "array", "binary", "image"]
 InvalidImages = Literal["error", "skip"]
 IMAGE_FIELDS = ("origin", "height", "width", "nChannels", "mode", "data")
 _MAX_CHUNK_ROWS = 512
-CHUNKS = "features binary, labels binary, rows long, report string"
+CHUNKS = "shard int, first long, features binary, labels binary, rows long, report string"
 _NUMERIC = ("ByteType", "ShortType", "IntegerType", "LongType", "FloatType", "DoubleType")
 _INTEGRAL = ("ByteType", "ShortType", "IntegerType", "LongType")
 
@@ -66,18 +72,63 @@ def feature_kind(data_type: DataType, *, column: str) -> FeatureKind:
                     "PNG/JPEG bytes, or the struct of spark.read.format('image')")
 
 
-def check_columns(df: DataFrame, *, features: str, label: str | None) -> FeatureKind:
-    """Checks that the columns exist and have usable types; returns the feature kind."""
+def check_columns(df: DataFrame, *, features: str, label: str | None,
+                  vector_labels: bool | None = False, objective: str = "multiclass"
+                  ) -> FeatureKind:
+    """Checks that the columns exist and have usable types; returns the feature kind.
+
+    ``vector_labels``: the label column must hold numbers (False), vectors (True) or either.
+    """
     fields = {f.name: f.dataType for f in df.schema.fields}
     for role, name in (("features", features), ("label", label)):
         if name is not None and name not in fields:
             raise DataError(f"{role} column {name!r} is not in the DataFrame (columns: "
                             f"{sorted(fields)}): set {role}Col to one of them")
-    if label is not None and type(fields[label]).__name__ not in _NUMERIC:
-        raise DataError(f"label column {label!r} has type {fields[label].simpleString()}: "
-                        "labels must be integers or integral doubles; index string labels "
-                        "with pyspark.ml.feature.StringIndexer first")
+    if label is not None:
+        check_label_type(fields[label], column=label, vectors=vector_labels,
+                         objective=objective)
     return feature_kind(fields[features], column=features)
+
+
+def label_is_vector(data_type: DataType) -> bool:
+    """Whether a label column holds vectors or arrays (else one number per row)."""
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql.types import ArrayType
+
+    return isinstance(data_type, VectorUDT) or (
+        isinstance(data_type, ArrayType) and type(data_type.elementType).__name__ in _NUMERIC)
+
+
+def check_label_type(data_type: DataType, *, column: str, vectors: bool | None,
+                     objective: str) -> None:
+    """The label column's type fits the objective: numbers, vectors, or either (None)."""
+    is_vector = label_is_vector(data_type)
+    is_number = type(data_type).__name__ in _NUMERIC
+    if vectors is False and not is_number:
+        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
+                        f"objective {objective!r} needs one number per row (integers or "
+                        "integral doubles); index string labels with "
+                        "pyspark.ml.feature.StringIndexer first")
+    if vectors is True and not is_vector:
+        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
+                        f"objective {objective!r} needs a vector of 0/1 targets per row (an ML "
+                        "Vector or array<double>); use objective 'multiclass' or 'binary' for "
+                        "one label per row")
+    if vectors is None and not (is_number or is_vector):
+        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
+                        f"objective {objective!r} needs numeric targets (a number, an ML Vector "
+                        "or array<double> per row)")
+
+
+def label_expr(column: str, data_type: DataType) -> Column:
+    """The label column as Arrow will see it: double, or array<float> for vector targets."""
+    from pyspark.sql import functions as F
+
+    if label_is_vector(data_type):
+        from pyspark.ml.linalg import VectorUDT
+
+        return feature_expr(column, "vector" if isinstance(data_type, VectorUDT) else "array")
+    return F.col(column).cast("double")
 
 
 def feature_expr(column: str, kind: FeatureKind) -> Column:
@@ -300,13 +351,20 @@ def _to_chw(pixels: np.ndarray, *, bgr: bool) -> np.ndarray:
 
 
 def decode_labels(column: pa.Array, num_classes: int, report: Report, *,
-                  where: Where = Where()) -> tuple[np.ndarray, np.ndarray]:
-    """(int64 labels ``[n]``, bool mask of valid labels); bad ones counted in ``report``."""
+                  where: Where = Where(), width: int = 0,
+                  binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, bool mask of valid labels); bad ones counted in ``report``.
+
+    ``width`` 0: int64 class indices ``[n]`` in [0, num_classes); else float32 targets
+    ``[n, width]`` from a number (width 1) or a list column, finite, and 0 or 1 if ``binary``.
+    """
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
     if (~valid).any():
         report.add("null_labels", int((~valid).sum()), where.row(int(np.flatnonzero(~valid)[0])))
+    if width:
+        return _decode_targets(column, report, valid, where, width=width, binary=binary)
     values = np.asarray(column.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False))
     with np.errstate(invalid="ignore"):
         good = np.isfinite(values) & (values == np.floor(values)) & (values >= 0) & \
@@ -320,6 +378,51 @@ def decode_labels(column: pa.Array, num_classes: int, report: Report, *,
     return labels, valid & good
 
 
+def _decode_targets(column: pa.Array, report: Report, valid: np.ndarray, where: Where, *,
+                    width: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        block, shaped = _decode_numeric_rows(column, width, valid)
+        if (valid & ~shaped).any():
+            first = int(np.flatnonzero(valid & ~shaped)[0])
+            report.add("wrong_label_width", int((valid & ~shaped).sum()),
+                       f"{where.row(first)} does not have {width} values")
+        valid = valid & shaped
+    else:
+        values = column.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False)
+        block = np.asarray(values, np.float64).reshape(-1, 1)
+        if width != 1:
+            report.add("wrong_label_width", int(valid.sum()),
+                       f"{where.row(0)} has one value, not {width}")
+            valid = np.zeros_like(valid)
+    with np.errstate(invalid="ignore"):
+        good = np.isfinite(block).all(axis=1)
+        if binary:
+            good &= ((block == 0) | (block == 1)).all(axis=1)
+    bad = valid & ~good
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        kind = "bad_binary_label" if binary else "bad_target"
+        report.add(kind, int(bad.sum()),
+                   f"{where.row(first)} has label {block[first].tolist()!r}")
+    valid = valid & good
+    return np.where(valid[:, None], block, 0).astype(np.float32), valid
+
+
+def _decode_numeric_rows(column: pa.Array, width: int, valid: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """A list column -> (float64 ``[n, width]``, mask of rows with exactly ``width`` values)."""
+    offsets = np.asarray(column.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    shaped = np.diff(offsets) == width
+    values = column.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    flat = np.asarray(values.cast(pa.float64()).fill_null(np.nan)
+                      .to_numpy(zero_copy_only=False), np.float64)
+    block = np.full((len(column), width), np.nan)
+    rows = np.flatnonzero(shaped & valid)
+    if rows.size:
+        block[rows] = flat[(offsets[rows] - offsets[0])[:, None] + np.arange(width)]
+    return block, shaped
+
+
 # ---------------------------------------------------------------------------------------------
 # Spark shell: DataFrame -> one cached Shard per partition
 
@@ -329,6 +432,10 @@ class ChunkPlan:
     layout: FeatureLayout
     num_classes: int
     chunk_rows: int
+    label_width: int = 0
+    binary_targets: bool = False
+    num_shards: int = 1
+    offsets: tuple[int, ...] = (0,)  # rows before each input partition
 
 
 def convert_partition(plan: ChunkPlan, batches: Iterator[pa.RecordBatch]
@@ -344,35 +451,77 @@ def convert_partition(plan: ChunkPlan, batches: Iterator[pa.RecordBatch]
         report = Report()
         where = Where(f"input partition {partition}, ", seen)
         feats, fmask = decode_features(batch.column(0), plan.layout, report, where=where)
-        labels, lmask = decode_labels(batch.column(1), plan.num_classes, report, where=where)
+        labels, lmask = decode_labels(batch.column(1), plan.num_classes, report, where=where,
+                                      width=plan.label_width, binary=plan.binary_targets)
+        first = first_row(plan, partition, seen)
         seen += batch.num_rows
         keep = fmask & lmask
-        feats = feats[keep[fmask]].astype(dtype, copy=False)
-        labels = labels[keep]
-        out_f, out_l, out_n, out_r = [], [], [], []
-        for start in range(0, max(1, labels.shape[0]), plan.chunk_rows):
-            out_f.append(np.ascontiguousarray(feats[start: start + plan.chunk_rows]).tobytes())
-            out_l.append(labels[start: start + plan.chunk_rows].tobytes())
-            out_n.append(int(labels[start: start + plan.chunk_rows].shape[0]))
-            out_r.append(report.to_json() if start == 0 else "")
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(out_f, pa.binary()), pa.array(out_l, pa.binary()),
-             pa.array(out_n, pa.int64()), pa.array(out_r, pa.string())],
-            names=["features", "labels", "rows", "report"])
+        kept_feats = feats[keep[fmask]].astype(dtype, copy=False)
+        kept_labels = labels[keep]
+
+        def payload(rows: np.ndarray, feats: np.ndarray = kept_feats,
+                    labels: np.ndarray = kept_labels) -> tuple[bytes, bytes]:
+            return (np.ascontiguousarray(feats[rows]).tobytes(),
+                    np.ascontiguousarray(labels[rows]).tobytes())
+
+        yield dealt_batch(plan, first, np.flatnonzero(keep), report, payload)
 
 
-def _assemble(layout: FeatureLayout, rows: Iterable[Any]) -> Iterator[tuple[Shard, str]]:
+def first_row(plan: ChunkPlan, partition: int, seen: int) -> int:
+    """The input row number (over every input partition) of a partition's row ``seen``.
+
+    A partition the count did not see has no rows (a filter can empty any partition)."""
+    return (plan.offsets[partition] if partition < len(plan.offsets) else 0) + seen
+
+
+def dealt_batch(plan: ChunkPlan, first: int, kept: np.ndarray, report: Report,
+                payload: Callable[[np.ndarray], tuple[bytes, bytes]]) -> pa.RecordBatch:
+    """One input batch's usable rows -> chunks (``CHUNKS``) naming the shard each goes to.
+
+    ``kept``: positions in the batch of the usable rows, whose input row numbers start at
+    ``first``. Row g of the input goes to shard g % K: shards differ by at most one row,
+    every shard sees every input partition (sorted-by-class data is mixed), and dealing does
+    not depend on Arrow batch sizes. ``payload(i)``: the (features, labels) bytes of the
+    kept rows ``i`` (indices into ``kept``). The batch's report rides on its first chunk.
+    """
+    targets = (first + kept) % plan.num_shards
+    columns: dict[str, list[Any]] = {name: [] for name in
+                                     ("shard", "first", "features", "labels", "rows")}
+    for shard in range(plan.num_shards):
+        mine = np.flatnonzero(targets == shard)
+        for start in range(0, mine.size, plan.chunk_rows):
+            rows = mine[start: start + plan.chunk_rows]
+            feats, labels = payload(rows)
+            for name, value in (("shard", shard), ("first", int(first + kept[rows[0]])),
+                                ("features", feats), ("labels", labels),
+                                ("rows", int(rows.size))):
+                columns[name].append(value)
+    if not columns["rows"]:  # nothing usable: one empty chunk still carries the report
+        for name, value in (("shard", 0), ("first", first), ("features", b""),
+                            ("labels", b""), ("rows", 0)):
+            columns[name].append(value)
+    reports = [report.to_json()] + [""] * (len(columns["rows"]) - 1)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(columns["shard"], pa.int32()), pa.array(columns["first"], pa.int64()),
+         pa.array(columns["features"], pa.binary()), pa.array(columns["labels"], pa.binary()),
+         pa.array(columns["rows"], pa.int64()), pa.array(reports, pa.string())],
+        names=["shard", "first", "features", "labels", "rows", "report"])
+
+
+def _assemble(layout: FeatureLayout, rows: Iterable[Any], label_width: int = 0
+              ) -> Iterator[tuple[Shard, str]]:
     """All chunks of one partition -> one Shard and the merged report."""
     dtype = storage_dtype(layout.kind)
     feats, labels, report = [], [], Report()
-    for row in rows:
+    for row in sorted(rows, key=lambda row: row.first):  # input order, whatever the shuffle's
         if row.report:
             report.merge(Report.from_json(row.report))
         if row.rows:
             feats.append(np.frombuffer(row.features, dtype).reshape(-1, *layout.shape))
-            labels.append(np.frombuffer(row.labels, np.int64))
+            labels.append(labels_from_bytes(row.labels, label_width))
+    empty = np.empty((0,) if label_width == 0 else (0, label_width), label_dtype(label_width))
     shard = Shard(np.concatenate(feats) if feats else np.empty((0, *layout.shape), dtype),
-                  np.concatenate(labels) if labels else np.empty(0, np.int64))
+                  np.concatenate(labels) if labels else empty)
     yield shard, report.to_json()
 
 
@@ -409,9 +558,10 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     if invalid_images not in ("error", "skip"):
         raise ConfigError(f"invalidImages={invalid_images!r} is invalid: use 'error' or 'skip'")
     selected = df.select(feature_expr(features, kind).alias("features"),
-                         df[label].cast("double").alias("label"),
+                         label_expr(label, df.schema[label].dataType).alias("label"),
                          *([df[origin].cast("string").alias("origin")] if origin else []))
-    total = selected.count()
+    offsets = _partition_offsets(selected)
+    total = offsets[-1]
     if total == 0:
         raise DataError(f"the DataFrame is empty: there is nothing to train on in columns "
                         f"{features!r}/{label!r}; check the filter or the path it was read from")
@@ -421,7 +571,9 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                         "workers, a smaller batch size, or more data")
     layout = FeatureLayout(kind=kind, shape=spec.shape)
     plan = ChunkPlan(layout=layout, num_classes=spec.num_classes,
-                      chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))))
+                     chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))),
+                     label_width=spec.label_width, binary_targets=spec.binary_targets,
+                     num_shards=num_workers, offsets=offsets[:-1])
     if streamed:
         from sparknet.data.streamed_frames import streamed_frame_data
 
@@ -452,6 +604,16 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                      test_size=0), summary
 
 
+def _partition_offsets(selected: DataFrame) -> tuple[int, ...]:
+    """Rows before each input partition, and the total last: one aggregation job."""
+    from pyspark.sql import functions as F
+
+    counts = {int(row.partition): int(row["count"]) for row in
+              selected.groupBy(F.spark_partition_id().alias("partition")).count().collect()}
+    sizes = [counts.get(p, 0) for p in range(max(counts, default=-1) + 1)]
+    return tuple(int(v) for v in np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)]))
+
+
 def _frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec, num_workers: int,
                 features: str, label: str, invalid_images: InvalidImages
                 ) -> tuple[SparkData, FrameSummary]:
@@ -463,16 +625,7 @@ def _frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec, num_wo
     def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return convert_partition(plan, batches)
 
-    def tag(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        shard = context.partitionId() if context is not None else 0
-        for batch in batches:
-            yield batch.add_column(0, "shard", pa.array([shard] * batch.num_rows, pa.int32()))
-
-    frame = (dealt_chunks(selected, convert, num_workers)
-             .mapInArrow(tag, f"shard int, {CHUNKS}").cache())
+    frame = dealt_chunks(selected, convert, num_workers).cache()
     try:
         table = frame.select("shard", "rows", "report").toArrow()
         per_shard: list[tuple[int, Report]] = [(0, Report()) for _ in range(num_workers)]
@@ -486,43 +639,32 @@ def _frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec, num_wo
         frame.unpersist()
         raise
     shards = FrameShards(frame=frame, num_shards=num_workers,
-                         layout=ShardLayout(str(storage_dtype(plan.layout.kind)), spec.shape))
+                         layout=ShardLayout(str(storage_dtype(plan.layout.kind)), spec.shape,
+                                            label_width=spec.label_width))
     return SparkData(train=shards, test=None, spec=spec, train_sizes=summary.shard_sizes,
                      test_size=0), summary
 
 
 def dealt_chunks(selected: DataFrame, convert: Callable[[Iterator[pa.RecordBatch]],
                                                         Iterator[pa.RecordBatch]],
-                 num_partitions: int) -> DataFrame:
-    """Chunks dealt round-robin into ``num_partitions``, each partition in a fixed order.
+                 num_shards: int) -> DataFrame:
+    """The chunks ``convert`` makes (``CHUNKS``), shard i's in partition i in input order.
 
-    Input partition p deals its chunks to partitions p, p+1, ... (mod K): balanced shards, and
-    every shard sees every input partition (sorted-by-class data is mixed). Where a chunk goes
-    depends only on (input partition, chunk number), never on its bytes, and each partition is
-    sorted by the same pair, because a shuffle on a cluster delivers blocks in arrival order:
-    a shard holds the same rows in the same order on every run, retry and recomputation, for
-    every way of storing the features.
+    ``convert`` names each chunk's shard (``dealt_batch``); a chunk's place depends only on
+    the input row numbers it holds, never on its bytes, and each partition is sorted by the
+    first of them, because a shuffle on a cluster delivers blocks in arrival order: a shard
+    holds the same rows in the same order on every run, retry and recomputation, for every
+    way of storing the features.
     """
-    keys = _partition_keys(selected.sparkSession, num_partitions)
+    keys = _partition_keys(selected.sparkSession, num_shards)
 
-    def tagged(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        source = context.partitionId() if context is not None else 0
-        seq = 0
+    def keyed(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in convert(batches):
-            numbers = range(seq, seq + batch.num_rows)
-            yield (batch.append_column("source",
-                                       pa.array([source] * batch.num_rows, pa.int32()))
-                   .append_column("seq", pa.array(numbers, pa.int64()))
-                   .append_column("dest", pa.array([keys[(source + n) % num_partitions]
-                                                    for n in numbers], pa.int64())))
-            seq += batch.num_rows
+            shards = batch.column(0).to_numpy(zero_copy_only=False)
+            yield batch.append_column("dest", pa.array(np.asarray(keys)[shards], pa.int64()))
 
-    return (selected.mapInArrow(tagged, f"{CHUNKS}, source int, seq long, dest long")
-            .repartition(num_partitions, "dest").sortWithinPartitions("source", "seq")
-            .drop("source", "seq", "dest"))
+    return (selected.mapInArrow(keyed, f"{CHUNKS}, dest long")
+            .repartition(num_shards, "dest").sortWithinPartitions("first").drop("dest"))
 
 
 def _partition_keys(spark: Any, num_partitions: int) -> list[int]:
@@ -553,13 +695,13 @@ class _PairCachedShards(ShardSet):
 
 def _converted_pairs(selected: DataFrame, plan: ChunkPlan,
                      num_partitions: int) -> RDD[tuple[Shard, str]]:
-    layout = plan.layout
+    layout, label_width = plan.layout, plan.label_width
 
     def convert(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         return convert_partition(plan, batches)
 
     def assemble(rows: Iterable[Any]) -> Iterable[tuple[Shard, str]]:
-        return _assemble(layout, rows)
+        return _assemble(layout, rows, label_width)
 
     return dealt_chunks(selected, convert, num_partitions).rdd.mapPartitions(assemble)
 
@@ -575,6 +717,13 @@ _MESSAGES = {
                   "drop or impute them (pyspark.ml.feature.Imputer) before training",
     "bad_label": "{n} labels in column {l!r} are not integers in [0, {c}) (e.g. {ex}): index "
                  "labels with StringIndexer, or use a network with more outputs (numClasses)",
+    "wrong_label_width": "{n} rows of label column {l!r} do not have {c} values, one per "
+                         "network output (e.g. {ex}): give targets as wide as the network's "
+                         "output",
+    "bad_binary_label": "{n} labels in column {l!r} are not 0 or 1 (e.g. {ex}): binary and "
+                        "multi-label objectives need 0/1 targets",
+    "bad_target": "{n} targets in column {l!r} are NaN or infinite (e.g. {ex}): drop or impute "
+                  "those rows before training",
     "wrong_image": "{n} images in column {f!r} do not match inputShape {shape} "
                    "[channels, height, width] (e.g. {ex}): resize them or fix inputShape",
     "undecodable": "{n} rows of column {f!r} are not decodable PNG/JPEG images (e.g. {ex}): "

@@ -31,6 +31,7 @@ class ShardLayout:
 
     dtype: str
     shape: tuple[int, ...]
+    label_width: int = 0  # 0: int64 class indices; else float32 targets [n, label_width]
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ def chunk_table(index: int, shard: Shard) -> pa.Table:
     """One shard as chunk rows."""
     starts = range(0, max(1, len(shard)), CHUNK_ROWS)
     features = [np.ascontiguousarray(shard.features[s: s + CHUNK_ROWS]).tobytes() for s in starts]
-    labels = [shard.labels[s: s + CHUNK_ROWS].astype(np.int64).tobytes() for s in starts]
+    labels = [shard.labels[s: s + CHUNK_ROWS].astype(label_dtype(shard.labels.ndim - 1))
+              .tobytes() for s in starts]
     rows = [int(shard.labels[s: s + CHUNK_ROWS].shape[0]) for s in starts]
     return pa.table({"shard": pa.array([index] * len(rows), pa.int32()),
                      "features": pa.array(features, pa.binary()),
@@ -70,7 +72,9 @@ def frame_shards(spark: SparkSession, shards: list[Shard]) -> FrameShards:
     """Sends arrays from the driver to the executors once, as a cached DataFrame of chunks."""
     table = pa.concat_tables([chunk_table(i, s) for i, s in enumerate(shards)])
     frame = spark.createDataFrame(table).repartitionByRange(len(shards), "shard").cache()
-    layout = ShardLayout(dtype=str(shards[0].features.dtype), shape=shards[0].features.shape[1:])
+    labels = shards[0].labels
+    layout = ShardLayout(dtype=str(shards[0].features.dtype), shape=shards[0].features.shape[1:],
+                         label_width=0 if labels.ndim == 1 else labels.shape[1])
     return FrameShards(frame=frame, num_shards=len(shards), layout=layout)
 
 
@@ -95,4 +99,14 @@ def read_shards(batches: Iterable[pa.RecordBatch], layout: ShardLayout
         # bytearray: writable memory, which torch.from_numpy expects.
         yield index, Shard(
             np.frombuffer(bytearray(b"".join(features)), dtype).reshape(-1, *layout.shape),
-            np.frombuffer(bytearray(b"".join(labels)), np.int64))
+            labels_from_bytes(bytearray(b"".join(labels)), layout.label_width))
+
+
+def label_dtype(label_width: int) -> type[np.generic]:
+    return np.int64 if label_width == 0 else np.float32
+
+
+def labels_from_bytes(data: bytes | bytearray, label_width: int) -> np.ndarray:
+    """Stored label bytes -> int64 class indices ``[n]`` or float32 targets ``[n, width]``."""
+    labels = np.frombuffer(data, label_dtype(label_width))
+    return labels if label_width == 0 else labels.reshape(-1, label_width)

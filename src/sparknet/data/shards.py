@@ -16,7 +16,11 @@ class InputSpec:
 
     Attributes:
         shape: per-example shape of the stored features, e.g. (1, 28, 28).
-        num_classes: labels are integers in [0, num_classes).
+        num_classes: the network's number of outputs; with ``label_width`` 0, labels are
+            integers in [0, num_classes).
+        label_width: 0 for class-index labels (int64 ``[n]``), else the width of float32
+            targets ``[n, label_width]`` (regression, binary and multi-label objectives).
+        binary_targets: float targets must be 0 or 1.
         scale: multiplier for the stored features (1/255 for uint8 images), used by models
             whose kind has no input preparation of its own (a Caffe net's Data layer
             transform_param replaces it).
@@ -25,18 +29,22 @@ class InputSpec:
     shape: tuple[int, ...]
     num_classes: int
     scale: float = 1.0
+    label_width: int = 0
+    binary_targets: bool = False
 
     def __post_init__(self) -> None:
         if not self.shape or any(d < 1 for d in self.shape):
             raise ConfigError(f"input shape {self.shape!r} is invalid: give positive dims, "
                               "e.g. (1, 28, 28)")
-        if self.num_classes < 2:
-            raise ConfigError(f"num_classes={self.num_classes} is invalid: need at least 2")
+        if self.num_classes < (2 if self.label_width == 0 else 1):
+            raise ConfigError(f"num_classes={self.num_classes} is invalid: class-index labels "
+                              "need at least 2 outputs")
 
 
 @dataclass(frozen=True)
 class Shard:
-    """Features ``[n, *shape]`` (uint8 or float32, kept compact) and int64 labels ``[n]``."""
+    """Features ``[n, *shape]`` (uint8 or float32, kept compact) and labels: int64 class
+    indices ``[n]`` or float32 targets ``[n, width]``."""
 
     features: np.ndarray
     labels: np.ndarray

@@ -2,11 +2,12 @@
 
 The ``stream`` placement, for data larger than the executors' memory. The warm-up job writes
 partition i's rows, as stored (encoded PNG/JPEG bytes, uint8 pixels or float32 values, plus
-int64 labels), to one Arrow IPC file in the executor's local directory (Spark's per-executor
-``SparkFiles`` folder, removed with the executor) and caches a one-row marker for it. A round's
-task finds the marker in Spark's cache on the same executor, so it finds the file there; when
-that executor is lost, Spark recomputes the marker from the DataFrame's lineage on another
-executor, which writes the file again (same rows, same order).
+int64 class labels or float32 targets), to one Arrow IPC file in the executor's local
+directory (Spark's per-executor ``SparkFiles`` folder, removed with the executor) and caches
+a one-row marker for it. A round's task finds the marker in Spark's cache on the same
+executor, so it finds the file there; when that executor is lost, Spark recomputes the marker
+from the DataFrame's lineage on another executor, which writes the file again (same rows, same
+order).
 
 Memory a Python worker holds for data (the bound ``docs/streaming.md`` documents): a task reads
 just the rows of each mini-batch from its file with ``pread`` (the file's footer and batch
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 import numpy as np
 import pyarrow as pa
 
+from sparknet.data.frames import labels_from_bytes
 from sparknet.data.images import ImageDecoder
 from sparknet.data.sources import ShardSet
 from sparknet.errors import TrainingError
@@ -53,6 +55,7 @@ class StreamLayout:
     kind: StoredKind
     shape: tuple[int, ...]
     decode_threads: int = 2
+    label_width: int = 0  # 0: int64 class indices; else float32 targets of that width
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -61,6 +64,14 @@ class StreamLayout:
     @property
     def row_bytes(self) -> int:
         return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    @property
+    def label_bytes(self) -> int:
+        return 8 if self.label_width == 0 else 4 * self.label_width
+
+    def labels(self, parts: list[bytes]) -> np.ndarray:
+        """Stored label bytes -> int64 class indices ``[n]`` or float32 targets ``[n, w]``."""
+        return labels_from_bytes(bytearray(b"".join(parts)), self.label_width)
 
 
 def shard_path(token: str, index: int) -> Path:
@@ -77,16 +88,17 @@ def shard_path(token: str, index: int) -> Path:
 def _schema(layout: StreamLayout) -> pa.Schema:
     features = (pa.binary() if layout.kind == "encoded"
                 else pa.binary(layout.row_bytes))  # fixed-size rows: a row's offset is known
-    return pa.schema([("features", features), ("labels", pa.int64())])
+    return pa.schema([("features", features), ("labels", pa.binary(layout.label_bytes))])
 
 
 def chunk_rows(layout: StreamLayout, features: bytes, labels: bytes, rows: int
-               ) -> tuple[list[bytes], np.ndarray]:
-    """One chunk (``sparknet.data.dataframe`` format) -> per-row stored bytes and labels.
+               ) -> tuple[list[bytes], list[bytes]]:
+    """One chunk (``sparknet.data.dataframe`` format) -> per-row stored and label bytes.
 
     Encoded chunks start with ``rows`` int64 lengths, then the images' bytes back to back.
     """
-    label_array = np.frombuffer(labels, np.int64)
+    width = layout.label_bytes
+    label_array = [labels[i * width: (i + 1) * width] for i in range(rows)]
     if layout.kind != "encoded":
         size = layout.row_bytes
         return [features[i * size: (i + 1) * size] for i in range(rows)], label_array
@@ -106,12 +118,12 @@ def write_shard_file(path: Path, layout: StreamLayout,
     temporary = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     schema = _schema(layout)
     pending: list[bytes] = []
-    pending_labels: list[int] = []
+    pending_labels: list[bytes] = []
     total = pending_bytes = 0
 
     def flush(writer: pa.ipc.RecordBatchFileWriter) -> None:
         writer.write_batch(pa.record_batch([pa.array(pending, schema.field(0).type),
-                                            pa.array(pending_labels, pa.int64())],
+                                            pa.array(pending_labels, schema.field(1).type)],
                                            schema=schema))
         pending.clear()
         pending_labels.clear()
@@ -125,7 +137,7 @@ def write_shard_file(path: Path, layout: StreamLayout,
                 stored, label_array = chunk_rows(layout, features, labels, rows)
                 for row in range(rows):
                     pending.append(stored[row])
-                    pending_labels.append(int(label_array[row]))
+                    pending_labels.append(label_array[row])
                     pending_bytes += len(stored[row])
                     if len(pending) == FILE_BATCH_ROWS or pending_bytes >= FILE_BATCH_BYTES:
                         flush(writer)
@@ -164,7 +176,8 @@ def _blocks(path: Path, layout: StreamLayout) -> list[_Block]:
             batch = reader.get_batch(i)
             column, labels = batch.column(0), batch.column(1)
             buffers = column.buffers()
-            label_at = labels.buffers()[1].address - base + 8 * labels.offset
+            label_at = (labels.buffers()[1].address - base +
+                        layout.label_bytes * labels.offset)
             if layout.kind == "encoded":
                 block = _Block(first, len(column), label_at, buffers[2].address - base,
                                buffers[1].address - base + 4 * column.offset)
@@ -176,10 +189,6 @@ def _blocks(path: Path, layout: StreamLayout) -> list[_Block]:
         return blocks
     finally:
         mapped.close()
-
-
-def _int64(parts: list[bytes]) -> np.ndarray:
-    return np.frombuffer(bytearray(b"".join(parts)), np.int64)
 
 
 class StreamedShard:
@@ -211,37 +220,37 @@ class StreamedShard:
         return data
 
     def rows(self, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
-        """(stored features ``[n, *shape]`` decoded to pixels for images, int64 labels)."""
+        """(stored features ``[n, *shape]`` decoded to pixels for images, labels)."""
         if isinstance(index, slice):
             return self._run(*index.indices(self._length)[:2])
         index = np.asarray(index, np.int64)
         chunk = np.searchsorted(self._starts, index, side="right") - 1
         labels: list[bytes] = []
         features: list[bytes] = []
-        size = self.layout.row_bytes
+        size, width = self.layout.row_bytes, self.layout.label_bytes
         for c, i in zip(chunk.tolist(), index.tolist(), strict=True):
             block = self._blocks[c]
             offset = i - block.first_row
-            labels.append(self._read(8, block.labels_at + 8 * offset))
+            labels.append(self._read(width, block.labels_at + width * offset))
             if self._decoder is None:
                 features.append(self._read(size, block.features_at + size * offset))
             else:
                 start, end = np.frombuffer(self._read(8, block.offsets_at + 4 * offset),
                                            np.int32).tolist()
                 features.append(self._read(end - start, block.features_at + start))
-        return self._stored(features, index.size), _int64(labels)
+        return self._stored(features, index.size), self.layout.labels(labels)
 
     def _run(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start..stop`` in order (evaluation): one read per record batch."""
         labels: list[bytes] = []
         features: list[bytes] = []
-        size = self.layout.row_bytes
+        size, width = self.layout.row_bytes, self.layout.label_bytes
         for block in self._blocks:
             first = max(start, block.first_row) - block.first_row
             last = min(stop, block.first_row + block.rows) - block.first_row
             if first >= last:
                 continue
-            labels.append(self._read(8 * (last - first), block.labels_at + 8 * first))
+            labels.append(self._read(width * (last - first), block.labels_at + width * first))
             if self._decoder is None:
                 features.append(self._read(size * (last - first),
                                            block.features_at + size * first))
@@ -251,7 +260,7 @@ class StreamedShard:
             data = self._read(int(ends[-1] - ends[0]), block.features_at + int(ends[0]))
             starts = (ends - ends[0]).tolist()
             features += [data[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
-        return self._stored(features, max(0, stop - start)), _int64(labels)
+        return self._stored(features, max(0, stop - start)), self.layout.labels(labels)
 
     def _stored(self, parts: list[bytes], count: int) -> np.ndarray:
         if self._decoder is not None:

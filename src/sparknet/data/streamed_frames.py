@@ -22,8 +22,10 @@ from sparknet.data.dataframe import (
     Report,
     Where,
     convert_partition,
+    dealt_batch,
     dealt_chunks,
     decode_labels,
+    first_row,
 )
 from sparknet.data.frames import CHUNK_ROWS
 from sparknet.data.images import UndecodableImage, decode_image, decode_pool
@@ -55,33 +57,29 @@ def convert_encoded_partition(plan: ChunkPlan, batches: Iterator[pa.RecordBatch]
         where = Where(f"input partition {partition}, ", seen)
         column = batch.column(0)
         origins = batch.column(2).to_pylist() if batch.num_columns > 2 else None
-        labels, keep = decode_labels(batch.column(1), plan.num_classes, report, where=where)
+        labels, keep = decode_labels(batch.column(1), plan.num_classes, report, where=where,
+                                     width=plan.label_width, binary=plan.binary_targets)
         nulls = np.flatnonzero(np.asarray(column.is_null().to_numpy(zero_copy_only=False)))
         if nulls.size:
             report.add("null_features", nulls.size, where.row(int(nulls[0])))
             keep[nulls] = False
         blobs = {int(i): column[int(i)].as_py() for i in np.flatnonzero(keep)}
-        broken = _undecodable(blobs, shape, threads=2)
-        for i in broken:
+        for i in _undecodable(blobs, shape, threads=2):
             name = origins[i] if origins is not None else \
                 f"{where.row(i)} starts with {blobs[i][:8]!r}"
             report.add("undecodable", 1, str(name))
             keep[i] = False
+        first = first_row(plan, partition, seen)
         seen += batch.num_rows
-        rows = np.flatnonzero(keep)
-        out_f, out_l, out_n, out_r = [], [], [], []
-        for start in range(0, max(1, rows.size), plan.chunk_rows):
-            part = rows[start: start + plan.chunk_rows]
-            data = [blobs[int(i)] for i in part]
+        kept = np.flatnonzero(keep)
+
+        def payload(rows: np.ndarray, kept: np.ndarray = kept, blobs: dict[int, bytes] = blobs,
+                    labels: np.ndarray = labels) -> tuple[bytes, bytes]:
+            data = [blobs[int(i)] for i in kept[rows]]
             lengths = np.array([len(d) for d in data], np.int64)
-            out_f.append(lengths.tobytes() + b"".join(data))
-            out_l.append(labels[part].tobytes())
-            out_n.append(int(part.size))
-            out_r.append(report.to_json() if start == 0 else "")
-        yield pa.RecordBatch.from_arrays(
-            [pa.array(out_f, pa.binary()), pa.array(out_l, pa.binary()),
-             pa.array(out_n, pa.int64()), pa.array(out_r, pa.string())],
-            names=["features", "labels", "rows", "report"])
+            return lengths.tobytes() + b"".join(data), labels[kept[rows]].tobytes()
+
+        yield dealt_batch(plan, first, kept, report, payload)
 
 
 def _undecodable(blobs: dict[int, bytes], shape: tuple[int, ...], *, threads: int
@@ -113,10 +111,11 @@ def streamed_frame_data(selected: DataFrame, plan: ChunkPlan, *, spec: InputSpec
     kind = plan.layout.kind
     layout = StreamLayout(kind="encoded" if kind == "binary" else
                           "pixels" if kind == "image" else "floats",
-                          shape=spec.shape, decode_threads=decode_threads)
+                          shape=spec.shape, decode_threads=decode_threads,
+                          label_width=spec.label_width)
     convert = partial(convert_encoded_partition if kind == "binary" else convert_partition,
                       plan)
-    chunks = dealt_chunks(selected, convert, num_workers).rdd
+    chunks = dealt_chunks(selected, convert, num_workers).drop("shard", "first").rdd
     shards = stream_chunks(chunks, layout, marker=_merged_marker)
     try:
         markers: RDD[tuple[int, int, str]] = shards.handles  # type: ignore[assignment]

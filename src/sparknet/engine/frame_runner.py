@@ -40,6 +40,7 @@ from sparknet.engine.tasks import (
 )
 from sparknet.errors import ConfigError, TrainingError
 from sparknet.models.kinds import InputPrep, ModelKind
+from sparknet.models.objectives import MULTICLASS, Objective
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -282,7 +283,7 @@ class FrameRunner:
                 files.remove()
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
-                 threads: int) -> tuple[float, float]:
+                 threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
         model, device = self._model, self.device
         assert model is not None and self.test is not None
         layout = self.test.layout
@@ -293,7 +294,7 @@ class FrameRunner:
             for index, shard in read_shards(batches, layout):
                 loss, correct, count = evaluate_one(model, shard, shared.load(), prep,
                                                     device=device, batch_size=batch_size,
-                                                    threads=threads)
+                                                    threads=threads, objective=objective)
                 for key, value in zip(rows, (index, loss, correct, count), strict=True):
                     rows[key].append(value)
             yield pa.RecordBatch.from_pydict(rows, schema=_ARROW_EVAL)

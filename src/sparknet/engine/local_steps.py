@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from sparknet.averaging import EncodedDelta, encode_delta
@@ -25,6 +24,7 @@ from sparknet.flat import (
     load_flat_state,
 )
 from sparknet.models.kinds import InputPrep, LocalOptimizer
+from sparknet.models.objectives import MULTICLASS, Objective
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +44,7 @@ class LocalPlan:
     compression: Compression
     sample_weight: bool
     threads: int
+    objective: Objective = MULTICLASS
 
 
 @dataclass(frozen=True)
@@ -131,11 +132,13 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, stat
                 features, labels = shard.rows(batch)
                 x = plan.input_prep(features, device, train=True, rng=crop_rng)
                 y = torch.from_numpy(labels).to(device)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
+                outputs = model(x)
+                loss = plan.objective.loss(outputs, y)
                 loss.backward()
                 loss_sum += loss.detach().double() * y.shape[0]
-                correct += (logits.detach().argmax(1) == y).sum()
+                right = plan.objective.correct(outputs.detach(), y)
+                if right is not None:
+                    correct += right
             optimizer.step()
     optimizer.zero_grad(set_to_none=True)  # a cached network holds no gradients between rounds
 
@@ -177,8 +180,8 @@ def _flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, n
 @torch.no_grad()
 def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: ShardRows, state: RoundState,
                    prep: InputPrep, *, batch_size: int, device: torch.device,
-                   threads: int) -> tuple[float, int, int]:
-    """(sum of cross-entropy, number correct, number of examples) in eval mode."""
+                   threads: int, objective: Objective = MULTICLASS) -> tuple[float, int, int]:
+    """(sum of the objective's loss, number correct, number of examples) in eval mode."""
     torch.set_num_threads(threads)
     model.to(device)
     load_flat_state(model, layout, state.floats, state.ints)
@@ -189,7 +192,8 @@ def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: ShardRows, state
         features, labels = shard.rows(slice(start, start + batch_size))
         x = prep(features, device, train=False, rng=rng)
         y = torch.from_numpy(labels).to(device)
-        logits = model(x)
-        loss_sum += float(F.cross_entropy(logits, y, reduction="sum").item())
-        correct += int((logits.argmax(1) == y).sum().item())
+        outputs = model(x)
+        loss_sum += float(objective.loss(outputs, y).item()) * y.shape[0]
+        right = objective.correct(outputs, y)
+        correct += 0 if right is None else int(right.item())
     return loss_sum, correct, len(shard)

@@ -23,6 +23,7 @@ from sparknet import weights_dir
 from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data.shards import InputSpec
 from sparknet.engine.aggregate import apply_round
+from sparknet.engine.early_stop import EarlyStopping
 from sparknet.engine.local_steps import LocalPlan, WorkerResult
 from sparknet.engine.runner import Runner
 from sparknet.engine.state import TrainState
@@ -30,7 +31,8 @@ from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
 from sparknet.errors import ConfigError, DataError, TrainingError
 from sparknet.flat import FlatLayout, flatten_state, load_flat_state
 from sparknet.metrics import MetricsLog, plot_metrics
-from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind, check_output_shape
+from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind, network_outputs
+from sparknet.models.objectives import Objective, resolve_objective
 
 Record = dict[str, Any]
 
@@ -48,6 +50,8 @@ class TrainResult:
     source: ModelKind = field(repr=False)
     warmup_seconds: float = 0.0  # the one-off preparation before round 0
     tau_decisions: list[int] = field(default_factory=list)
+    best_round: int | None = None  # early stopping: the round whose weights these are
+    stopped_early: bool = False
 
     def model(self) -> nn.Module:
         """A fresh network on the CPU holding the trained weights."""
@@ -99,6 +103,7 @@ class LoopOptions:
     tau_decisions: tuple[int, ...] = ()
     stop: Callable[[Record], bool] | None = None
     eval_every: int | None = None  # overrides config.engine.eval_every
+    on_record: Callable[[Record], None] | None = None  # progress reports, after each round
 
 
 def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: InputSpec,
@@ -108,6 +113,7 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
         raise ConfigError(f"the data has {runner.num_workers} shards but num_workers="
                           f"{config.engine.num_workers}: build the data with the same K")
     run, state = _Run.prepare(runner, config=config, model=model, spec=spec, options=options)
+    stopper = _early_stopping(config, runner, run.objective)  # checked before any job
     warmup_started = runner.now()
     shared = state.for_workers()
     runner.start(model, state_bytes=shared.floats.nbytes + shared.ints.nbytes +
@@ -115,6 +121,7 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
     warmup_seconds = runner.now() - warmup_started
     bar = _progress_bar(config.engine.rounds, state.round_index, enabled=options.progress)
     started = runner.now() - state.wall_seconds
+    stopped_early = False
     try:
         while state.round_index < config.engine.rounds:
             state, record = run.one_round(state)
@@ -123,6 +130,11 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
             run.keep(state, record)
             bar.update(1)
             bar.set_postfix(_postfix(record, run.records), refresh=False)
+            if options.on_record is not None:
+                options.on_record(record)
+            if stopper is not None and stopper.observe(record, state.floats, state.ints):
+                stopped_early = True
+                break
             if options.stop is not None and options.stop(record):
                 break
     except BaseException:
@@ -134,10 +146,15 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
         raise
     bar.close()
     runner.close()
-    result = TrainResult(config=config, layout=run.layout, floats=state.floats, ints=state.ints,
+    floats, ints = state.floats, state.ints
+    if stopper is not None and stopper.best_floats is not None and stopper.best_ints is not None:
+        floats, ints = stopper.best_floats, stopper.best_ints
+    result = TrainResult(config=config, layout=run.layout, floats=floats, ints=ints,
                          metrics=run.records, run_dir=run.run_path, source=model,
                          warmup_seconds=warmup_seconds,
-                         tau_decisions=list(run.schedule.decisions))
+                         tau_decisions=list(run.schedule.decisions),
+                         best_round=None if stopper is None else stopper.best_round,
+                         stopped_early=stopped_early)
     if run.run_path is not None:
         write_result(run.run_path, result)
     return result
@@ -159,13 +176,15 @@ class _Run:
     run_path: Path | None
     log: MetricsLog | None
     records: list[Record]
+    objective: Objective
 
     @classmethod
     def prepare(cls, runner: Runner, *, config: TrainConfig, model: ModelKind,
                 spec: InputSpec, options: LoopOptions) -> tuple[_Run, TrainState]:
         """The fixed parts and the starting state (restored from a checkpoint on resume)."""
         optimizer, prep = model.local_optimizer(config.optimizer), model.input_prep(spec)
-        check_output_shape(model, spec.shape, spec.num_classes)
+        objective = resolve_objective(config.objective)
+        network_outputs(model, spec.shape, objective, expected=spec.num_classes)
         layout, floats, ints = initial_state(model, config.seed)
         state = TrainState.initial(config, floats, ints)
         run_path, log = _open_run(options, config)
@@ -177,7 +196,8 @@ class _Run:
                                list(state.tau_decisions or options.tau_decisions))
         eval_every = config.engine.eval_every if options.eval_every is None else options.eval_every
         run = cls(runner, config, model, optimizer, prep, layout, parameter_mask(model, layout),
-                  schedule, eval_every, run_path, log, log.records if log is not None else [])
+                  schedule, eval_every, run_path, log, log.records if log is not None else [],
+                  objective)
         return run, state
 
     def one_round(self, state: TrainState) -> tuple[TrainState, Record]:
@@ -189,7 +209,7 @@ class _Run:
                          optimizer=self.optimizer, input_prep=self.prep,
                          compression=self.config.outer.compression,
                          sample_weight=self.config.outer.name == "weighted",
-                         threads=engine.threads_per_worker)
+                         threads=engine.threads_per_worker, objective=self.objective)
         round_started = self.runner.now()
         try:
             total = self.runner.run_round(state.for_workers(), plan, fan_in=engine.tree_fan_in)
@@ -208,12 +228,16 @@ class _Run:
         round_seconds = self.runner.now() - round_started
         self.schedule.observe(RoundTiming(tau, round_seconds, total.compute_seconds))
         record = _round_record(state, total, tau, round_seconds, updated is not None)
+        if not self.objective.is_classifier:
+            record["train_accuracy"] = None
         if _due(state.round_index, self.eval_every, engine.rounds) and \
                 self.runner.has_test_data:
             loss, accuracy = self.runner.evaluate(state.for_workers(), self.prep,
                                                   batch_size=engine.eval_batch_size,
-                                                  threads=engine.threads_per_worker)
-            record.update(test_loss=loss, test_accuracy=accuracy)
+                                                  threads=engine.threads_per_worker,
+                                                  objective=self.objective)
+            record.update(test_loss=loss,
+                          test_accuracy=accuracy if self.objective.is_classifier else None)
         return state, record
 
     def keep(self, state: TrainState, record: Record) -> None:
@@ -226,6 +250,20 @@ class _Run:
                                               self.config.engine.rounds):
             contents = state.to_weights_dir(self.layout, _meta(self.config, self.model))
             weights_dir.save_checkpoint(self.run_path, contents, round_index=state.round_index)
+
+
+def _early_stopping(config: TrainConfig, runner: Runner,
+                    objective: Objective) -> EarlyStopping | None:
+    engine = config.engine
+    if engine.patience == 0:
+        return None
+    if not runner.has_test_data:
+        raise ConfigError(f"patience={engine.patience} needs validation data to watch: give "
+                          "validation rows (validationIndicatorCol) or set patience to 0")
+    if engine.monitor == "accuracy" and not objective.is_classifier:
+        raise ConfigError(f"monitor='accuracy' but objective {config.objective!r} is not a "
+                          "classifier: monitor 'loss'")
+    return EarlyStopping(engine.patience, engine.monitor)
 
 
 def _open_run(options: LoopOptions, config: TrainConfig) -> tuple[Path | None, MetricsLog | None]:

@@ -26,6 +26,7 @@ from sparknet.engine.local_steps import (
 from sparknet.errors import ConfigError
 from sparknet.flat import FlatLayout
 from sparknet.models.kinds import InputPrep, ModelKind
+from sparknet.models.objectives import MULTICLASS, Objective
 
 
 class Runner(Protocol):
@@ -54,7 +55,7 @@ class Runner(Protocol):
         ...
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
-                 threads: int) -> tuple[float, float]:
+                 threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
         """(mean loss, top-1 accuracy) on the test data."""
         ...
 
@@ -121,11 +122,12 @@ class InProcessRunner:
         return total
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
-                 threads: int) -> tuple[float, float]:
+                 threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
         assert self._module is not None and self._layout is not None and self.test is not None
         loss, correct, count = evaluate_shard(self._module, self._layout, self.test, state, prep,
                                               batch_size=batch_size,
-                                              device=torch.device("cpu"), threads=threads)
+                                              device=torch.device("cpu"), threads=threads,
+                                              objective=objective)
         return loss / count, correct / count
 
     def close(self) -> None:

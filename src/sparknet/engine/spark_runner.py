@@ -25,6 +25,7 @@ from sparknet.engine.tasks import (
     train_shard,
 )
 from sparknet.models.kinds import InputPrep, ModelKind
+from sparknet.models.objectives import MULTICLASS, Objective
 
 if TYPE_CHECKING:
     from pyspark import RDD, Broadcast
@@ -96,13 +97,14 @@ class SparkRunner:
             raise round_failed(plan.round_index, exc, self._retries) from exc
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
-                 threads: int) -> tuple[float, float]:
+                 threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
         model, device, shared = self._model, self.device, self._state(state)
         assert model is not None and self.test is not None
 
         def evaluate_shard(index: int, shard: ShardRows) -> tuple[float, int, int]:
             return evaluate_one(model, shard, shared.value, prep, device=device,
-                                batch_size=batch_size, threads=threads)
+                                batch_size=batch_size, threads=threads,
+                                objective=objective)
 
         try:
             parts = self.test.map_shards(evaluate_shard).collect()

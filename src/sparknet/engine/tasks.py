@@ -22,6 +22,7 @@ from sparknet.engine.local_steps import (
 from sparknet.engine.model_cache import cached_network
 from sparknet.errors import TrainingError
 from sparknet.models.kinds import InputPrep, ModelKind
+from sparknet.models.objectives import MULTICLASS, Objective
 
 
 def task_device(preference: str) -> torch.device:
@@ -52,12 +53,14 @@ def train_shard(model: ModelKind, index: int, shard: ShardRows, state: RoundStat
 
 
 def evaluate_one(model: ModelKind, shard: ShardRows, state: RoundState, prep: InputPrep, *,
-                 device: str, batch_size: int, threads: int) -> tuple[float, int, int]:
+                 device: str, batch_size: int, threads: int,
+                 objective: Objective = MULTICLASS) -> tuple[float, int, int]:
     """(sum of losses, number correct, examples) of one test shard."""
     network = cached_network(model)
     network.weights_token = None
     return evaluate_shard(network.module, network.layout, shard, state, prep,
-                          batch_size=batch_size, device=task_device(device), threads=threads)
+                          batch_size=batch_size, device=task_device(device), threads=threads,
+                          objective=objective)
 
 
 def worker_error_summary(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ from sparknet.errors import ConfigError, DataError
 from sparknet.flat import FlatLayout
 from sparknet.metrics import read_records
 from sparknet.models.kinds import ModelKind
-from sparknet.models.registry import resolve_model, resolve_saved_model
+from sparknet.models.registry import model_of, resolve_model, resolve_saved_model
 from sparknet.models.zoo import ModelFactory
 
 
@@ -26,7 +26,8 @@ def train(data: SparkData, *, config: TrainConfig,
           model: ModelFactory | ModelKind | None = None, run_dir: str | Path | None = None,
           resume: bool = False, progress: bool = True, tau_decisions: list[int] | None = None,
           stop: Callable[[dict[str, Any]], bool] | None = None,
-          state_dir: str | Path | None = None) -> TrainResult:
+          state_dir: str | Path | None = None,
+          on_record: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
     """Trains ``config.model`` (or the ``model`` factory) on ``data`` with SparkNet's rounds.
 
     The runner follows the data's placement: Spark jobs with broadcasts on a classic session,
@@ -37,16 +38,18 @@ def train(data: SparkData, *, config: TrainConfig,
     continues from its latest checkpoint and ends with the same weights as an undisturbed run.
     ``tau_decisions`` replays the per-round tau of an earlier run (its ``final/state.json``).
     ``stop`` ends training early after a round whose metrics record it returns True for
-    (e.g. a target test accuracy reached).
+    (e.g. a target test accuracy reached). ``on_record`` receives each round's record (for
+    progress reports).
     """
-    kind = resolve_model(model if model is not None else config.model)
+    kind = resolve_model(model) if model is not None else model_of(config)
     smallest, batch = min(data.train_sizes), config.engine.batch_size
     if smallest < batch:  # a worker would draw the same examples twice within a batch
         raise ConfigError(f"the smallest of the {data.num_workers} training shards holds "
                           f"{smallest} examples, fewer than one batch of {batch}: use more "
                           "data, fewer workers or a smaller batch_size")
     options = LoopOptions(run_dir=Path(run_dir) if run_dir is not None else None, resume=resume,
-                          progress=progress, tau_decisions=tuple(tau_decisions or ()), stop=stop)
+                          progress=progress, tau_decisions=tuple(tau_decisions or ()), stop=stop,
+                          on_record=on_record)
     return run_rounds(runner_for(data, device=config.engine.device, state_dir=state_dir),
                       config=config, model=kind, spec=data.spec, options=options)
 
@@ -71,7 +74,8 @@ def load_result(run_dir: str | Path, *,
     final = weights_dir.read(Path(run_dir) / "final", what="finished sparknet run")
     config = config_from_file(final.meta.get("config"),
                               origin=str(Path(run_dir) / "final" / weights_dir.META_FILE))
-    kind = resolve_saved_model(config.model, origin=f"run {run_dir}", given=model)
+    kind = resolve_saved_model(config.model, origin=f"run {run_dir}", given=model,
+                               args=config.model_args)
     layout = FlatLayout.of(kind.build())
     floats, ints = weights_dir.flat_from_tensors(layout, final.tensors, origin=str(run_dir))
     metrics = read_records(Path(run_dir) / "metrics.jsonl")

@@ -13,6 +13,8 @@ from sparknet.config import check_field_types, setting
 from sparknet.errors import ConfigError
 
 InvalidImages = Literal["error", "skip"]
+Progress = Literal["auto", "bar", "log", "off"]
+HandleInvalid = Literal["error", "keep"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,11 +24,17 @@ class ScoringConfig:
     features_col: str = setting(
         "features", "features column: an ML Vector, array<numeric>, binary PNG/JPEG bytes or "
         "the struct of spark.read.format('image')", param="featuresCol")
-    prediction_col: str = setting("prediction", "output column of the top-1 class (double)",
-                                  param="predictionCol")
+    prediction_col: str = setting(
+        "prediction", "output column of the prediction: the class (double) for multiclass and "
+        "binary, a 0/1 vector for multilabel, the network's output for regression (a double "
+        "for one output, else a vector); empty: not written", param="predictionCol")
     probability_col: str = setting(
-        "probability", "output column of the class probabilities (an ML DenseVector)",
-        param="probabilityCol")
+        "probability", "output column of the class probabilities (an ML DenseVector; "
+        "classifiers only); empty: not written", param="probabilityCol")
+    raw_prediction_col: str = setting(
+        "rawPrediction", "output column of the raw scores (logits; [-z, z] for binary) as "
+        "Spark's classifiers write it (classifiers only); empty: not written",
+        param="rawPredictionCol")
     input_shape: tuple[int, ...] | None = setting(
         None, "shape of one example as stored, e.g. [1, 28, 28]; the features are reshaped "
         "to it")
@@ -37,6 +45,11 @@ class ScoringConfig:
         "preparation (a Caffe net's Data layer transform_param replaces it); default 1/255 for "
         "images, 1 for vectors and arrays")
     scoring_batch_size: int = setting(1024, "rows per forward pass in transform")
+    handle_invalid: HandleInvalid = setting(
+        "error", "transform's rows whose features do not fit inputShape: error fails the job "
+        "with a DataError naming the count and an example; keep gives them null outputs, like "
+        "null or NaN rows (count them with filter(prediction IS NULL))",
+        param="handleInvalid")
     invalid_images: InvalidImages = setting(
         "error", "rows whose image bytes cannot be decoded: error stops fit with a count and "
         "an example; skip leaves them out and counts them")
@@ -52,8 +65,17 @@ class ScoringConfig:
 class FitConfig:
     """What ``SparkNetEstimator.fit`` needs besides ``TrainConfig`` and ``ScoringConfig``."""
 
-    label_col: str = setting("label", "label column: integers or integral doubles",
-                             param="labelCol")
+    label_col: str = setting(
+        "label", "label column: class indices (integers or integral doubles) for multiclass, "
+        "0/1 for binary, 0/1 vectors for multilabel, numbers or vectors for regression",
+        param="labelCol")
+    validation_indicator_col: str | None = setting(
+        None, "boolean column marking validation rows (true) as GBTClassifier's does: they are "
+        "left out of training and evaluated every evalEvery rounds (validation metrics in the "
+        "summary; early stopping with patience)", param="validationIndicatorCol")
+    progress: Progress = setting(
+        "auto", "progress while fit runs: bar (a progress bar), log (one line per evaluation "
+        "or tenth of the rounds on stderr), off, or auto (bar on a terminal, log otherwise)")
     epochs: float | None = setting(
         None, "train for this many passes over the data instead of a number of rounds: "
         "rounds = ceil(epochs * rows / (numWorkers * tau * batchSize)); needs a fixed tau")

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import torch
 from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from sparknet.config import TrainConfig
 from sparknet.data.dataframe import check_columns, check_image_shape, default_scale
 from sparknet.data.shards import InputSpec
-from sparknet.errors import ConfigError
+from sparknet.errors import ConfigError, DataError
+from sparknet.ml.config import ScoringConfig
 from sparknet.ml.model import SparkNetModel
 from sparknet.ml.params import (
     SettingParams,
@@ -29,13 +31,17 @@ from sparknet.ml.params import (
     with_accessors,
 )
 from sparknet.ml.persistence import SavedNetwork
-from sparknet.models.kinds import ModelKind
-from sparknet.models.registry import resolve_model
+from sparknet.ml.shipping import ship_user_modules
+from sparknet.ml.summary import SparkNetTrainingSummary
+from sparknet.models.kinds import network_outputs
+from sparknet.models.objectives import Objective, resolve_objective
+from sparknet.models.registry import model_of
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from sparknet.data.dataframe import FrameSummary
+    from sparknet.data.dataframe import FeatureKind, FrameSummary
+    from sparknet.data.sources import SparkData
     from sparknet.engine.loop import TrainResult
 
 
@@ -48,10 +54,21 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         super().__init__(**params)
         self.last_summary: FrameSummary | None = None
         self.last_result: TrainResult | None = None
+        self._validation: DataFrame | None = None
 
     def train_config(self, *, rounds: int | None = None) -> TrainConfig:
         """The engine configuration these Params describe (validated)."""
         return train_config_of(self, rounds=rounds)
+
+    def fit(self, dataset: DataFrame, params: Any = None, *,
+            validation: DataFrame | None = None) -> Any:
+        """Spark ML's ``fit``; ``validation``: rows to evaluate on every ``evalEvery`` rounds
+        (instead of, or besides, the rows ``validationIndicatorCol`` marks)."""
+        self._validation = validation
+        try:
+            return super().fit(dataset, params)
+        finally:
+            self._validation = None
 
     def _fit(self, dataset: DataFrame) -> SparkNetModel:
         from sparknet.data.dataframe import dataframe_data
@@ -61,40 +78,137 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         config, scoring, fit = self.train_config(), self.scoring_config(), fit_config_of(self)
         shape = self.getInputShape()
         features, label = scoring.features_col, fit.label_col
-        kind = check_columns(dataset, features=features, label=label)
+        objective = resolve_objective(config.objective)
+        train_df, validation_df = _split_validation(dataset, fit.validation_indicator_col,
+                                                    getattr(self, "_validation", None))
+        kind = check_columns(train_df, features=features, label=label,
+                             vector_labels=objective.vector_labels, objective=objective.name)
         check_image_shape(kind, shape, column=features)
-        model = resolve_model(config.model)
-        num_classes = network_outputs(model, model.network_shape(shape))
-        if scoring.num_classes is not None and scoring.num_classes != num_classes:
+        model = model_of(config)
+        outputs = network_outputs(model, shape, objective)
+        if scoring.num_classes is not None and scoring.num_classes != outputs:
             raise ConfigError(f"numClasses={scoring.num_classes} but network "
-                              f"{config.model!r} has {num_classes} outputs: leave numClasses "
+                              f"{config.model!r} has {outputs} outputs: leave numClasses "
                               "unset or use a network with that many outputs")
         _check_epochs(fit.epochs, config, rounds_set=self.isSet(self.rounds))  # type: ignore[attr-defined]
         scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
-        spec = InputSpec(shape=shape, num_classes=num_classes, scale=scale)
+        spec = InputSpec(shape=shape, num_classes=outputs, scale=scale,
+                         label_width=label_width_of(objective, outputs, train_df, label),
+                         binary_targets=objective.binary_targets)
+        if validation_df is not None:
+            check_columns(validation_df, features=features, label=label,
+                          vector_labels=objective.vector_labels, objective=objective.name)
+        ship_user_modules(dataset.sparkSession,
+                          [config.model, *([config.objective] if ":" in config.objective
+                                           else [])])
 
         data, summary = dataframe_data(
-            dataset, features=features, label=label, spec=spec, kind=kind,
+            train_df, features=features, label=label, spec=spec, kind=kind,
             num_workers=config.engine.num_workers, batch_size=config.engine.batch_size,
             invalid_images=scoring.invalid_images, streamed=fit.streamed,
             decode_threads=config.engine.decode_threads)
         self.last_summary = summary
-        if fit.epochs is not None and isinstance(config.engine.tau, int):
-            per_round = (config.engine.num_workers * config.engine.tau *
-                         config.engine.batch_size)
-            rounds = max(1, math.ceil(fit.epochs * sum(summary.shard_sizes) / per_round))
-            config = dataclasses.replace(config, engine=dataclasses.replace(config.engine,
-                                                                            rounds=rounds))
         try:
+            if validation_df is not None:
+                data = _with_validation(data, validation_df, features=features, label=label,
+                                        kind=kind, spec=spec, scoring=scoring)
+            if fit.epochs is not None and isinstance(config.engine.tau, int):
+                per_round = (config.engine.num_workers * config.engine.tau *
+                             config.engine.batch_size)
+                rounds = max(1, math.ceil(fit.epochs * sum(summary.shard_sizes) / per_round))
+                config = dataclasses.replace(
+                    config, engine=dataclasses.replace(config.engine, rounds=rounds))
+            bar, on_record = progress_reporter(fit.progress, config)
             result = train(data, config=config, model=model, run_dir=fit.run_dir,
-                           progress=False, state_dir=fit.state_dir)
+                           progress=bar, state_dir=fit.state_dir, on_record=on_record)
         finally:
             data.release()
         self.last_result = result
-        saved = SavedNetwork(network=config.model, input_shape=shape, num_classes=num_classes,
+        saved = SavedNetwork(network=config.model, input_shape=shape, num_classes=outputs,
                              input_scale=scale, layout=result.layout, floats=result.floats,
-                             ints=result.ints)
-        return self._copyValues(SparkNetModel._from_saved(saved))
+                             ints=result.ints, objective=objective.name,
+                             network_args=config.model_args)
+        fitted = self._copyValues(SparkNetModel._from_saved(saved))
+        fitted._summary = SparkNetTrainingSummary(
+            result.metrics, objective=objective.name, best_round=result.best_round,
+            stopped_early=result.stopped_early)
+        return fitted
+
+
+def _split_validation(dataset: DataFrame, indicator: str | None,
+                      validation: DataFrame | None) -> tuple[DataFrame, DataFrame | None]:
+    """(training rows, validation rows or None) from the indicator column and/or a frame."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import BooleanType
+
+    if indicator is None:
+        return dataset, validation
+    fields = {f.name: f.dataType for f in dataset.schema.fields}
+    if indicator not in fields:
+        raise DataError(f"validationIndicatorCol {indicator!r} is not in the DataFrame "
+                        f"(columns: {sorted(fields)}): set it to a boolean column or unset it")
+    if not isinstance(fields[indicator], BooleanType):
+        raise DataError(f"validationIndicatorCol {indicator!r} has type "
+                        f"{fields[indicator].simpleString()}: it must be boolean (true marks "
+                        "a validation row)")
+    marked = F.coalesce(F.col(indicator), F.lit(False))
+    rows = dataset.filter(marked)
+    if validation is not None:
+        rows = rows.unionByName(validation, allowMissingColumns=True)
+    return dataset.filter(~marked), rows
+
+
+def label_width_of(objective: Objective, outputs: int, df: DataFrame, label: str) -> int:
+    """The width of the stored targets (0: class indices), checked against the network."""
+    from sparknet.data.dataframe import label_is_vector
+
+    vector = label_is_vector(df.schema[label].dataType)
+    if not objective.index_labels and not vector and outputs != 1:
+        raise ConfigError(f"label column {label!r} holds one number per row but the network "
+                          f"has {outputs} outputs: for objective {objective.name!r} give a "
+                          "network with one output, or vector labels as wide as its output")
+    return objective.label_width(outputs, vector_column=vector)
+
+
+def _with_validation(data: SparkData, validation: DataFrame, *, features: str, label: str,
+                     kind: FeatureKind, spec: InputSpec, scoring: ScoringConfig) -> SparkData:
+    """The training data with the validation rows as its evaluation shards."""
+    from sparknet.data.dataframe import dataframe_data
+
+    shards = min(data.num_workers, 4)
+    try:
+        checked, summary = dataframe_data(
+            validation, features=features, label=label, spec=spec, kind=kind,
+            num_workers=shards, batch_size=1, invalid_images=scoring.invalid_images)
+    except DataError as exc:
+        raise DataError(f"validation rows: {exc}") from None
+    return dataclasses.replace(data, test=checked.train, test_size=sum(summary.shard_sizes))
+
+
+def progress_reporter(choice: str, config: TrainConfig
+                      ) -> tuple[bool, Callable[[dict[str, Any]], None] | None]:
+    """(show a bar, per-round reporter) for the fit's ``progress`` setting."""
+    if choice == "auto":
+        choice = "bar" if sys.stderr.isatty() else "log"
+    if choice != "log":
+        return choice == "bar", None
+    total = config.engine.rounds
+    every = max(1, total // 10)
+
+    def report(record: dict[str, Any]) -> None:
+        evaluated = record.get("test_loss") is not None
+        if not (evaluated or record["round"] % every == 0 or record["round"] == total):
+            return
+        parts = [f"sparknet: round {record['round']}/{total}",
+                 f"train loss {record['train_loss']:.4f}"]
+        if evaluated:
+            parts.append(f"validation loss {record['test_loss']:.4f}")
+        if record.get("test_accuracy") is not None:
+            parts.append(f"validation accuracy {100 * record['test_accuracy']:.2f}%")
+        parts.append(f"{record['wall_seconds']:.1f}s")
+        print(", ".join(parts), file=sys.stderr, flush=True)
+
+    return False, report
 
 
 def _check_epochs(epochs: float | None, config: TrainConfig, *, rounds_set: bool) -> None:
@@ -109,21 +223,3 @@ def _check_epochs(epochs: float | None, config: TrainConfig, *, rounds_set: bool
         raise ConfigError("epochs needs a fixed tau to work out the number of rounds: "
                           "set tau to a number of steps, or set rounds instead of epochs")
 
-
-def network_outputs(network: str | ModelKind, shape: tuple[int, ...]) -> int:
-    """The network's number of outputs for one input of ``shape``, from a dry forward pass."""
-    model = resolve_model(network)
-    module = model.build().eval()
-    try:
-        with torch.no_grad():
-            out = module(torch.zeros((1, *shape)))
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0][:200]
-        raise ConfigError(f"network {model.key!r} cannot take inputShape={list(shape)} "
-                          f"({first}): set inputShape to the shape the network expects, e.g. "
-                          "[1, 28, 28]") from None
-    if out.ndim != 2 or out.shape[0] != 1 or out.shape[1] < 2:
-        raise ConfigError(f"network {model.key!r} returns shape {tuple(out.shape)} for one "
-                          "input; a classifier must return [batch, classes] logits with "
-                          "classes >= 2")
-    return int(out.shape[1])

@@ -1,13 +1,18 @@
 """``SparkNetModel``: a Spark ML Transformer holding a trained network as plain data.
 
-``transform`` adds ``predictionCol`` (double, the top-1 class) and ``probabilityCol`` (an ML
-``DenseVector`` of class probabilities, like Spark's own classifiers). Scoring runs in Arrow
-batches on the executors; rows that cannot be scored (null, NaN/inf, undecodable image) get
-nulls in both columns.
+``transform`` adds the columns Spark's models write for the model's objective: for classifiers
+``rawPredictionCol`` and ``probabilityCol`` (ML ``DenseVector``s) and ``predictionCol`` (the
+class as a double; a 0/1 vector for multilabel), for regression ``predictionCol`` (a double,
+or a vector for vector targets). Scoring runs in Arrow batches on the executors; rows that
+cannot be scored (null, NaN/inf, undecodable image) get nulls. ``predict``,
+``predictProbability`` and ``predictRaw`` score one vector on the driver; ``udf`` gives the
+network as a vectorised UDF for ``withColumn`` and SQL. A fitted model carries its
+``summary``.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +29,7 @@ from pyspark.ml.util import (
 )
 
 from sparknet.data.dataframe import (
+    FeatureKind,
     FeatureLayout,
     check_columns,
     check_image_shape,
@@ -32,20 +38,32 @@ from sparknet.data.dataframe import (
 )
 from sparknet.data.frames import is_connect
 from sparknet.data.shards import InputSpec
-from sparknet.errors import ConfigError
+from sparknet.errors import ConfigError, DataError
 from sparknet.ml.params import SettingParams, model_settings, with_accessors
 from sparknet.ml.persistence import (
     WEIGHTS_DIR,
     SavedNetwork,
     local_path,
     read_network,
+    read_summary,
     write_network,
+    write_summary,
 )
-from sparknet.ml.scoring import InlineWeights, ScoringPlan, Weights, probability_column
+from sparknet.ml.scoring import (
+    InlineWeights,
+    ScoringPlan,
+    Weights,
+    network_scores,
+    score_column,
+    scoring_udf,
+)
+from sparknet.ml.summary import SparkNetTrainingSummary
+from sparknet.models.objectives import Objective, ScoreWidths, score_widths
 
 if TYPE_CHECKING:
     from pyspark import Broadcast, SparkContext
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.ml.linalg import DenseVector
+    from pyspark.sql import Column, DataFrame, SparkSession
     from torch import nn
 
 
@@ -58,6 +76,31 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         self._saved: SavedNetwork | None = None
         self._broadcast: tuple[SparkContext, Broadcast[tuple[np.ndarray, np.ndarray]]] | None \
             = None
+        self._summary: SparkNetTrainingSummary | None = None
+        self._driver_network: nn.Module | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A broadcast handle and a built network belong to this process: pickling (into a
+        # UDF, a worker) leaves them out; they are made again where needed.
+        state = self.__dict__.copy()
+        state["_broadcast"] = None
+        state["_driver_network"] = None
+        return state
+
+    # -- summary -------------------------------------------------------------------------------
+
+    @property
+    def hasSummary(self) -> bool:
+        """Whether this model carries its training summary (fit, or load of a fitted one)."""
+        return self._summary is not None
+
+    @property
+    def summary(self) -> SparkNetTrainingSummary:
+        """The per-round history of the fit that made this model."""
+        if self._summary is None:
+            raise RuntimeError(f"No training summary available for this {type(self).__name__}: "
+                               "it was not made by fit (or was saved without one)")
+        return self._summary
 
     # -- weights -------------------------------------------------------------------------------
 
@@ -69,9 +112,11 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
 
     def _set_saved(self, saved: SavedNetwork) -> None:
         self._set(network=saved.network, inputShape=list(saved.input_shape),
-                  numClasses=saved.num_classes, inputScale=saved.input_scale)
+                  numClasses=saved.num_classes, inputScale=saved.input_scale,
+                  objective=saved.objective)
         self._saved = saved
         self._broadcast = None
+        self._driver_network = None
 
     @property
     def saved_network(self) -> SavedNetwork:
@@ -83,12 +128,66 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
     def network_module(self) -> nn.Module:
         """A fresh CPU copy of the trained network in eval mode (logits out)."""
         from sparknet.flat import load_flat_state
-        from sparknet.models.registry import resolve_model
 
         saved = self.saved_network
-        module = resolve_model(saved.network).build()
+        module = saved.kind().build()
         load_flat_state(module, saved.layout, saved.floats, saved.ints)
         return module.eval()
+
+    # -- scoring on the driver -----------------------------------------------------------------
+
+    def _score_one(self, value: Any) -> tuple[np.ndarray, ScoreWidths]:
+        """The score row (raw, probability, prediction side by side) of one feature vector."""
+        from sparknet.data.shards import InputSpec
+
+        saved, scoring = self.saved_network, self.scoring_config()
+        if self._driver_network is None:
+            self._driver_network = self.network_module()
+        features = np.asarray(value.toArray() if hasattr(value, "toArray") else value,
+                              np.float32)
+        if features.size != math.prod(saved.input_shape):
+            raise DataError(f"the vector has {features.size} values but inputShape "
+                            f"{list(saved.input_shape)} needs {math.prod(saved.input_shape)}: "
+                            "score data shaped like the training data")
+        scale = scoring.input_scale if scoring.input_scale is not None else saved.input_scale
+        prep = saved.kind().input_prep(InputSpec(shape=saved.input_shape,
+                                                 num_classes=saved.num_classes, scale=scale,
+                                                 label_width=1))
+        objective = Objective(saved.objective)
+        row = network_scores(self._driver_network, features.reshape(1, *saved.input_shape),
+                             prep=prep, batch_size=1, objective=objective)[0]
+        return row, score_widths(objective, saved.num_classes)
+
+    def predict(self, value: Any) -> float | DenseVector:
+        """The prediction for one feature vector (an ML Vector, list or array), on the driver:
+        the class as a float for classifiers, the output for regression (a DenseVector for
+        multilabel and vector targets)."""
+        from pyspark.ml.linalg import DenseVector
+
+        row, widths = self._score_one(value)
+        prediction = row[widths.raw + widths.probability:]
+        return DenseVector(prediction) if widths.vector_prediction else float(prediction[0])
+
+    def predictProbability(self, value: Any) -> DenseVector:
+        """Class probabilities for one feature vector (classifiers only)."""
+        from pyspark.ml.linalg import DenseVector
+
+        row, widths = self._score_one(value)
+        self._require_classifier("predictProbability", widths)
+        return DenseVector(row[widths.raw: widths.raw + widths.probability])
+
+    def predictRaw(self, value: Any) -> DenseVector:
+        """Raw scores (logits) for one feature vector (classifiers only)."""
+        from pyspark.ml.linalg import DenseVector
+
+        row, widths = self._score_one(value)
+        self._require_classifier("predictRaw", widths)
+        return DenseVector(row[: widths.raw])
+
+    def _require_classifier(self, method: str, widths: ScoreWidths) -> None:
+        if widths.probability == 0:
+            raise ConfigError(f"{method} needs a classifier, but this model's objective is "
+                              f"{self.saved_network.objective!r}: use predict")
 
     def export_onnx(self, path: str | Path, *, opset: int = 17) -> Path:
         """Writes the network, input scaling and softmax as ONNX (features -> probability)."""
@@ -109,38 +208,76 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
 
     # -- scoring -------------------------------------------------------------------------------
 
+    def _scoring_plan(self, kind: FeatureKind) -> ScoringPlan:
+        saved, scoring = self.saved_network, self.scoring_config()
+        shape = self.getInputShape()
+        check_image_shape(kind, shape, column=scoring.features_col)
+        scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
+        model = saved.kind()
+        prep = model.input_prep(InputSpec(shape=shape, num_classes=saved.num_classes,
+                                          scale=scale, label_width=1))
+        return ScoringPlan(model=model, prep=prep, weights_token=saved.token,
+                           layout=FeatureLayout(kind=kind, shape=shape),
+                           batch_size=scoring.scoring_batch_size,
+                           threads=self.getThreadsPerWorker(),  # type: ignore[attr-defined]
+                           device=self.getDevice(),  # type: ignore[attr-defined]
+                           objective=Objective(saved.objective),
+                           keep_invalid=scoring.handle_invalid == "keep")
+
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.ml.functions import array_to_vector
         from pyspark.sql import functions as F
 
-        from sparknet.models.registry import resolve_model
-
         saved, scoring = self.saved_network, self.scoring_config()
         column = scoring.features_col
         kind = check_columns(dataset, features=column, label=None)
-        shape = self.getInputShape()
-        check_image_shape(kind, shape, column=column)
-        scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
-        model = resolve_model(saved.network)
-        prep = model.input_prep(InputSpec(shape=shape, num_classes=saved.num_classes,
-                                          scale=scale))
-        plan = ScoringPlan(model=model, prep=prep, weights_token=saved.token,
-                           layout=FeatureLayout(kind=kind, shape=shape),
-                           batch_size=scoring.scoring_batch_size,
-                           threads=self.getThreadsPerWorker(),  # type: ignore[attr-defined]
-                           device=self.getDevice())  # type: ignore[attr-defined]
-        probs = probability_column(feature_expr(column, kind), plan,
-                                   self._weights(dataset.sparkSession))
-        scratch = f"__sparknet_probability_{self.uid}"
-        out = dataset.withColumn(scratch, probs)
-        top1 = (F.array_position(F.col(scratch), F.array_max(F.col(scratch))) - 1)
-        if scoring.prediction_col:
-            out = out.withColumn(scoring.prediction_col, top1.cast("double"))
-        if scoring.probability_col:
+        plan = self._scoring_plan(kind)
+        widths = score_widths(plan.objective, saved.num_classes)
+        scores = score_column(feature_expr(column, kind), plan,
+                              self._weights(dataset.sparkSession))
+        scratch = f"__sparknet_scores_{self.uid}"
+        out = dataset.withColumn(scratch, scores)
+        scored = F.col(scratch)
+
+        def vector(start: int, width: int) -> Column:
             # array_to_vector fails on null arrays; unscorable rows stay null.
-            vector = F.when(F.col(scratch).isNotNull(), array_to_vector(F.col(scratch)))
-            out = out.withColumn(scoring.probability_col, vector)
+            return F.when(scored.isNotNull(), array_to_vector(F.slice(scored, start + 1, width)))
+
+        columns = {scoring.raw_prediction_col: (0, widths.raw),
+                   scoring.probability_col: (widths.raw, widths.probability)}
+        for name, (start, width) in columns.items():
+            if name and width:
+                out = out.withColumn(name, vector(start, width))
+        if scoring.prediction_col:
+            start = widths.raw + widths.probability
+            prediction = (vector(start, widths.prediction) if widths.vector_prediction
+                          else F.element_at(scored, start + 1))
+            out = out.withColumn(scoring.prediction_col, prediction)
         return out.drop(scratch)
+
+    def udf(self, output: str = "prediction") -> Any:
+        """The network as a vectorised Arrow UDF over an array<float|double> feature column.
+
+        ``output``: ``prediction`` (a double, or array<double> for vector predictions),
+        ``probability`` or ``rawPrediction`` (array<double>, classifiers). Use it in
+        ``withColumn`` (``vector_to_array`` turns an ML Vector column into an array) or
+        register it for SQL: ``spark.udf.register("score", model.udf())``. Each Python worker
+        builds the network once and keeps it (the weights travel inside the UDF).
+        """
+        saved = self.saved_network
+        plan = self._scoring_plan("array")
+        widths = score_widths(plan.objective, saved.num_classes)
+        spans = {"rawPrediction": (0, widths.raw),
+                 "probability": (widths.raw, widths.probability),
+                 "prediction": (widths.raw + widths.probability, widths.prediction)}
+        if output not in spans or spans[output][1] == 0:
+            usable = [name for name, (_, width) in spans.items() if width]
+            raise ConfigError(f"udf(output={output!r}) is not available for objective "
+                              f"{saved.objective!r}: use one of {usable}")
+        start, width = spans[output]
+        scalar = output == "prediction" and not widths.vector_prediction
+        return scoring_udf(plan, InlineWeights((saved.floats, saved.ints)), start=start,
+                           width=width, scalar=scalar)
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -169,6 +306,8 @@ class _ModelWriter(MLWriter):
         folder = local_path(path)  # refuse other file systems before writing anything
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
         write_network(folder / WEIGHTS_DIR, saved)
+        if self.instance._summary is not None:
+            write_summary(folder, self.instance._summary.to_dict())
 
 
 class _ModelReader(MLReader[SparkNetModel]):
@@ -179,6 +318,9 @@ class _ModelReader(MLReader[SparkNetModel]):
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
         model._set_saved(read_network(local_path(path) / WEIGHTS_DIR))
+        summary = read_summary(local_path(path))
+        if summary is not None:
+            model._summary = SparkNetTrainingSummary.from_dict(summary)
         return model
 
 

@@ -19,29 +19,38 @@ from sparknet.data.shards import InputSpec
 from sparknet.flat import load_flat_state
 from sparknet.ml.persistence import SavedNetwork
 from sparknet.models.kinds import InputPrep
-from sparknet.models.registry import resolve_model
 
 
 class ServingNetwork(nn.Module):
-    """features -> (probability, logits), with the input preparation inside the graph."""
+    """features -> (probability, logits), with the input preparation inside the graph.
 
-    def __init__(self, network: nn.Module, prep: InputPrep) -> None:
+    ``probability`` is the softmax (multiclass), the sigmoid (binary, multilabel), or the
+    network's output itself for regression objectives.
+    """
+
+    def __init__(self, network: nn.Module, prep: InputPrep, objective: str = "multiclass"
+                 ) -> None:
         super().__init__()
         self.network = network
         self.prep = prep
+        self.objective = objective
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.network(self.prep.serving(features))
-        return torch.softmax(logits, dim=1), logits
+        if self.objective == "multiclass":
+            return torch.softmax(logits, dim=1), logits
+        if self.objective in ("binary", "multilabel"):
+            return torch.sigmoid(logits), logits
+        return logits, logits
 
 
 def serving_network(saved: SavedNetwork) -> ServingNetwork:
-    model = resolve_model(saved.network)
+    model = saved.kind()
     module = model.build()
     load_flat_state(module, saved.layout, saved.floats, saved.ints)
     prep = model.input_prep(InputSpec(shape=saved.input_shape, num_classes=saved.num_classes,
                                       scale=saved.input_scale))
-    return ServingNetwork(module, prep).eval()
+    return ServingNetwork(module, prep, saved.objective).eval()
 
 
 def export_onnx(saved: SavedNetwork, path: str | Path, *, opset: int = 17) -> Path:

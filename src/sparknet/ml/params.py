@@ -21,7 +21,8 @@ from sparknet.ml.config import FitConfig, ScoringConfig
 from sparknet.settings import Setting, nested, settings_of, train_settings
 
 # The training settings the model keeps for scoring (copied to it by fit).
-MODEL_TRAIN_SETTINGS = ("model", "engine.device", "engine.threads_per_worker")
+MODEL_TRAIN_SETTINGS = ("model", "model_args", "objective", "engine.device",
+                        "engine.threads_per_worker")
 
 
 def _int_or_auto(value: Any) -> int | str:
@@ -38,9 +39,22 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 T = TypeVar("T", bound=type)
 
 
+def network_reference(value: Any) -> str:
+    """The network Param: a reference string, or an importable factory function or nn.Module
+    class, stored as its ``module:qualname`` reference (so the Param persists as text)."""
+    if isinstance(value, str) or not callable(value):
+        return TypeConverters.toString(value)
+    module, name = getattr(value, "__module__", None), getattr(value, "__qualname__", "")
+    if module in (None, "__main__") or "<" in name:
+        raise TypeError(f"network={value!r} cannot be named in another process: define it at "
+                        "the top level of a module (not __main__, a lambda or a nested "
+                        "function) and pass it, or its 'module:function' reference")
+    return f"{module}:{name}"
+
+
 def _param(setting: Setting) -> Param[Any]:
-    return Param(Params._dummy(), setting.param, setting.help(),
-                 typeConverter=_CONVERTERS[setting.kind])
+    converter = network_reference if setting.param == "network" else _CONVERTERS[setting.kind]
+    return Param(Params._dummy(), setting.param, setting.help(), typeConverter=converter)
 
 
 def scoring_settings() -> list[Setting]:

@@ -8,6 +8,7 @@ saved model without Spark. Nothing is pickled.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,16 @@ import numpy as np
 from sparknet import weights_dir
 from sparknet.errors import ConfigError, DataError
 from sparknet.flat import FlatLayout
-from sparknet.models.registry import resolve_saved_model
+from sparknet.models.kinds import ModelKind
+from sparknet.models.registry import resolve_model, resolve_saved_model
 
 WEIGHTS_DIR = "weights"
 TENSORS_FILE = weights_dir.MODEL_FILE
 META_FILE = weights_dir.META_FILE
-FORMAT = "sparknet-model/2"
+FORMAT = "sparknet-model/3"
+# Formats this version reads: /2 lacks the objective (multiclass) and the network's arguments.
+READABLE_FORMATS = ("sparknet-model/2", FORMAT)
+SUMMARY_FILE = "summary.json"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +42,11 @@ class SavedNetwork:
     layout: FlatLayout
     floats: np.ndarray
     ints: np.ndarray
+    objective: str = "multiclass"
+    network_args: str | None = None
+
+    def kind(self) -> ModelKind:
+        return resolve_model(self.network, args=self.network_args)
 
     @property
     def token(self) -> str:
@@ -58,6 +68,7 @@ def local_path(path: str) -> Path:
 def write_network(folder: Path, saved: SavedNetwork) -> None:
     meta = {"format": FORMAT, "network": saved.network, "input_shape": list(saved.input_shape),
             "num_classes": saved.num_classes, "input_scale": saved.input_scale,
+            "objective": saved.objective, "network_args": saved.network_args,
             "sha256_prefix": saved.token}
     tensors = weights_dir.named_tensors(saved.layout, saved.floats, saved.ints)
     weights_dir.write(folder, weights_dir.WeightsDir(tensors, {}, meta))
@@ -67,17 +78,42 @@ def read_network(folder: Path) -> SavedNetwork:
     """Reads and checks a saved network: every tensor must match the rebuilt network."""
     contents = weights_dir.read(folder, what="saved sparknet network")
     meta: dict[str, Any] = contents.meta
-    if meta.get("format") != FORMAT:
+    if meta.get("format") not in READABLE_FORMATS:
         raise DataError(f"{folder / META_FILE} has format {meta.get('format')!r}, expected "
-                        f"{FORMAT!r}: it was not written by this version of sparknet")
+                        f"one of {list(READABLE_FORMATS)}: it was not written by this version "
+                        "of sparknet")
     try:
         network = str(meta["network"])
         shape = tuple(int(d) for d in meta["input_shape"])
         num_classes, scale = int(meta["num_classes"]), float(meta["input_scale"])
+        objective = str(meta.get("objective", "multiclass"))
+        args = meta.get("network_args")
+        network_args = None if args is None else str(args)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{folder / META_FILE} has a missing or malformed field ({exc!r}): "
                         "save the model again") from None
-    layout = FlatLayout.of(resolve_saved_model(network, origin=str(folder / META_FILE)).build())
+    layout = FlatLayout.of(resolve_saved_model(network, origin=str(folder / META_FILE),
+                                               args=network_args).build())
     floats, ints = weights_dir.flat_from_tensors(layout, contents.tensors, origin=str(folder))
     return SavedNetwork(network=network, input_shape=shape, num_classes=num_classes,
-                        input_scale=scale, layout=layout, floats=floats, ints=ints)
+                        input_scale=scale, layout=layout, floats=floats, ints=ints,
+                        objective=objective, network_args=network_args)
+
+
+def write_summary(folder: Path, records: dict[str, Any]) -> None:
+    """The training summary beside the weights, as JSON."""
+    weights_dir.atomic_write_text(folder / SUMMARY_FILE, json.dumps(records, indent=1))
+
+
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """The saved training summary, or None for a model saved without one (format /2)."""
+    path = folder / SUMMARY_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}): save the model again") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rounds"), list):
+        raise DataError(f"{path} is not a sparknet training summary: save the model again")
+    return data

@@ -1,4 +1,4 @@
-"""Batch scoring on the executors: Arrow batches in, class probabilities out.
+"""Batch scoring on the executors: Arrow batches in, the objective's score columns out.
 
 The network crosses to executors as its model kind and the weights as one broadcast of the
 flat buffers; each Python worker takes the network from the shared cache of built networks
@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute
 import torch
 from torch import nn
 
@@ -25,6 +26,7 @@ from sparknet.engine.tasks import task_device
 from sparknet.errors import DataError
 from sparknet.flat import load_flat_state
 from sparknet.models.kinds import InputPrep, ModelKind
+from sparknet.models.objectives import MULTICLASS, Objective, score_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import Column
@@ -54,6 +56,8 @@ class ScoringPlan:
     batch_size: int
     threads: int
     device: str
+    objective: Objective = MULTICLASS
+    keep_invalid: bool = False  # rows of the wrong size get nulls instead of an error
 
 
 def cached_scorer(plan: ScoringPlan, floats: np.ndarray, ints: np.ndarray) -> nn.Module:
@@ -67,32 +71,34 @@ def cached_scorer(plan: ScoringPlan, floats: np.ndarray, ints: np.ndarray) -> nn
 
 
 @torch.inference_mode()
-def probabilities(module: nn.Module, features: np.ndarray, *, prep: InputPrep,
-                  batch_size: int) -> np.ndarray:
-    """Softmax of the network's outputs for ``features`` [n, *shape], ``batch_size`` at a time."""
+def network_scores(module: nn.Module, features: np.ndarray, *, prep: InputPrep,
+                   batch_size: int, objective: Objective) -> np.ndarray:
+    """``score_rows`` of the network's outputs for ``features`` [n, *shape], in batches."""
     device = next(module.parameters()).device
-    out = np.empty((features.shape[0], 0), np.float32)
+    out = np.empty((features.shape[0], 0), np.float64)
     parts = []
     rng = np.random.default_rng(0)  # only a Caffe transform with mirror draws at test time
     for start in range(0, features.shape[0], batch_size):
         # A float32 copy: Arrow-backed arrays are read-only, torch wants writable memory.
         chunk = np.array(features[start: start + batch_size], dtype=np.float32)
         x = prep(chunk, device, train=False, rng=rng)
-        parts.append(torch.softmax(module(x), dim=1).cpu().numpy())
+        parts.append(score_rows(objective, module(x).float().cpu().numpy()))
     return np.concatenate(parts) if parts else out
 
 
 def score_array(plan: ScoringPlan, module: nn.Module, column: pa.Array) -> pa.Array:
-    """One Arrow batch of features -> list<double> probabilities (null where unusable)."""
+    """One Arrow batch of features -> list<double> scores (null where unusable): raw,
+    probability and prediction values side by side (``sparknet.models.objectives``)."""
     report = Report()
     features, valid = decode_features(column, plan.layout, report)
     for kind in ("wrong_length", "wrong_image"):
-        if kind in report.counts:
+        if kind in report.counts and not plan.keep_invalid:
             raise DataError(f"cannot score {report.counts[kind]} rows whose features do not "
                             f"fit inputShape {list(plan.layout.shape)} (e.g. "
                             f"{report.examples[kind]}): score data shaped like the training "
                             "data")
-    probs = probabilities(module, features, prep=plan.prep, batch_size=plan.batch_size)
+    probs = network_scores(module, features, prep=plan.prep, batch_size=plan.batch_size,
+                           objective=plan.objective)
     width = probs.shape[1] if probs.ndim == 2 else 0
     full = np.zeros((len(column), width), np.float64)
     full[valid] = probs
@@ -101,8 +107,8 @@ def score_array(plan: ScoringPlan, module: nn.Module, column: pa.Array) -> pa.Ar
                                     mask=None if valid.all() else pa.array(~valid))
 
 
-def probability_column(feature: Column, plan: ScoringPlan, weights: Weights) -> Column:
-    """An Arrow UDF over ``feature`` (already in Arrow form) giving array<double> probabilities."""
+def score_column(feature: Column, plan: ScoringPlan, weights: Weights) -> Column:
+    """An Arrow UDF over ``feature`` (already in Arrow form) giving array<double> scores."""
     from pyspark.sql.functions import arrow_udf  # type: ignore[attr-defined]  # pyspark>=4.1
 
     def score(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
@@ -114,3 +120,25 @@ def probability_column(feature: Column, plan: ScoringPlan, weights: Weights) -> 
 
     udf = arrow_udf(score, "array<double>")
     return udf(feature)
+
+
+def scoring_udf(plan: ScoringPlan, weights: Weights, *, start: int, width: int,
+                scalar: bool) -> Any:
+    """An Arrow UDF (array<float|double> features -> one part of the scores), for
+    ``withColumn`` and ``spark.udf.register``; nulls where a row cannot be scored."""
+    from pyspark.sql.functions import arrow_udf  # type: ignore[attr-defined]  # pyspark>=4.1
+
+    def score(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        torch.set_num_threads(plan.threads)
+        floats, ints = weights.value
+        module = cached_scorer(plan, floats, ints)
+        for batch in batches:
+            if pa.types.is_large_list(batch.type):
+                batch = batch.cast(pa.list_(batch.type.value_type))
+            scores = score_array(plan, module, batch)
+            if scalar:
+                yield pa.compute.list_element(scores, start).cast(pa.float64())
+            else:
+                yield pa.compute.list_slice(scores, start, start + width)
+
+    return arrow_udf(score, "double" if scalar else "array<double>")

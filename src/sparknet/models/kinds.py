@@ -10,9 +10,10 @@ only calls these methods; a kind such as Caffe's lives in its own package and is
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from sparknet.config import OptimizerConfig
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError
 from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
+
+if TYPE_CHECKING:
+    from sparknet.models.objectives import Objective
 
 
 class InputPrep(Protocol):
@@ -140,35 +144,61 @@ class FactoryModel(ModelKind):
     """A user's factory: ``package.module:function``, or a callable on the Python API.
 
     A callable crosses to executors with Spark's closure serializer like any function passed
-    to an RDD operation; a reference string is imported there.
+    to an RDD operation; a reference string is imported there. ``args`` (a JSON object) are
+    the factory's keyword arguments; the key names them too, so executors' caches keep
+    networks of different sizes apart.
     """
 
     factory: ModelFactory | None = field(default=None, compare=False)
+    args: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.key.partition(" ")[0]
 
     def build(self) -> nn.Module:
-        factory = self.factory if self.factory is not None else import_factory(self.key)
-        return _checked(factory(), self.key)
+        factory = self.factory if self.factory is not None else import_factory(self.ref)
+        kwargs = json.loads(self.args) if self.args is not None else {}
+        try:
+            module = factory(**kwargs)
+        except TypeError as exc:
+            if not kwargs:
+                raise
+            raise ConfigError(f"model factory {self.ref!r} does not take networkArgs "
+                              f"{self.args} ({exc}): give the keyword arguments it "
+                              "accepts") from None
+        return _checked(module, self.ref)
 
 
 def import_factory(ref: str) -> ModelFactory:
+    factory: ModelFactory = import_callable(ref, what="model factory",
+                                            returns="an nn.Module")
+    return factory
+
+
+def import_callable(ref: str, *, what: str, returns: str) -> Any:
+    """The callable a ``package.module:function`` reference names (one line if it cannot)."""
     module_name, _, attr = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} of model factory {ref!r} "
+        raise ConfigError(f"cannot import module {module_name!r} of {what} {ref!r} "
                           f"({exc}): check the name and that it is on PYTHONPATH") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ConfigError(f"module {module_name!r} has no callable {attr!r} for model factory "
-                          f"{ref!r}: name a function that returns an nn.Module")
-    return factory
+    found = getattr(module, attr, None)
+    if not callable(found):
+        raise ConfigError(f"module {module_name!r} has no callable {attr!r} for {what} "
+                          f"{ref!r}: name a function that returns {returns}")
+    return found
 
 
-def check_output_shape(model: ModelKind, stored_shape: tuple[int, ...],
-                       num_classes: int) -> None:
-    """Builds the network on the driver and runs it on one zero example, before any Spark job:
-    a factory that raises, a network that cannot take the input, or logits that do not fit
-    the classes are one line here instead of a wall of executor tracebacks later."""
+def network_outputs(model: ModelKind, stored_shape: tuple[int, ...],
+                    objective: Objective | None = None, *, expected: int | None = None) -> int:
+    """The network's number of outputs, from a trial run on the driver with one zero example.
+
+    Runs before any Spark job: a factory that raises, a network that cannot take the input,
+    an output that is not ``[batch, outputs]``, outputs that do not fit the objective, or
+    (``expected``) the wrong number of outputs is one line here instead of a wall of executor
+    tracebacks later."""
     shape = model.network_shape(stored_shape)
     try:
         with torch.random.fork_rng(devices=[]):  # the trial leaves the seeded streams alone
@@ -182,8 +212,16 @@ def check_output_shape(model: ModelKind, stored_shape: tuple[int, ...],
         raise ConfigError(f"network {model.key!r} failed a trial run on the driver with one "
                           f"example of shape {list(shape)} ({type(exc).__name__}: {first}): fix "
                           "the network or the input shape") from None
-    found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-    if found != (1, num_classes):
-        raise ConfigError(f"network {model.key!r} returns {found} for one example, not "
-                          f"[1, {num_classes}] logits for the data's {num_classes} classes: fix "
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != 1:
+        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ConfigError(f"network {model.key!r} returns {found} for one example; it must "
+                          "return [batch, outputs] (logits for a classifier, predictions for "
+                          "regression): fix the network's last layer")
+    outputs = int(out.shape[1])
+    if objective is not None:
+        objective.check_outputs(outputs, network=model.key)
+    if expected is not None and outputs != expected:
+        raise ConfigError(f"network {model.key!r} returns {tuple(out.shape)} for one example, "
+                          f"not [1, {expected}] logits for the data's {expected} classes: fix "
                           "the network's last layer or the number of classes")
+    return outputs

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import marshal
 import pickle
 from typing import Any
 
+from sparknet.config import TrainConfig
 from sparknet.errors import ConfigError, DataError
 from sparknet.models.kinds import BuiltinModel, FactoryModel, ModelKind, import_factory
 from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
@@ -38,12 +40,14 @@ def trust_factory(ref: str) -> None:
 
 
 def resolve_saved_model(ref: Any, *, origin: str,
-                        given: str | ModelFactory | ModelKind | None = None) -> ModelKind:
+                        given: str | ModelFactory | ModelKind | None = None,
+                        args: str | None = None) -> ModelKind:
     """The model kind a file names, without importing code the file chose.
 
     ``given`` is the caller's own reference for it (a factory, a callable, a kind): it is used
     and must be the same reference when both are strings. Without it, a factory reference
     resolves only if this process named it before (``resolve_model``, ``trust_factory``).
+    ``args``: the factory's saved keyword arguments (a JSON object).
     """
     if not isinstance(ref, str) or not ref:
         raise DataError(f"{origin} names no model (found {ref!r}): the file is corrupt")
@@ -51,22 +55,28 @@ def resolve_saved_model(ref: Any, *, origin: str,
         if isinstance(given, str) and given != ref:
             raise ConfigError(f"{origin} was trained with model {ref!r}, not {given!r}: pass "
                               "the run's own model")
-        return resolve_model(given)
+        return resolve_model(given, args=args)
     if ref in BUILTIN_MODELS or ref in _TRUSTED_FACTORIES or \
             any(ref.startswith(prefix) for prefix in PLUGINS):
-        return resolve_model(ref)
+        return resolve_model(ref, args=args)
     raise ConfigError(f"{origin} names the network factory {ref!r}; sparknet never imports code "
                       "a file names: pass the factory again (model=..., or --model "
                       f"{ref[:80]} on the command line) or call "
                       f"sparknet.models.trust_factory({ref[:80]!r}) first")
 
 
-def resolve_model(model: str | ModelFactory | ModelKind) -> ModelKind:
-    """Validates a model reference on the driver (imports it, checks files) and resolves it."""
+def resolve_model(model: str | ModelFactory | ModelKind, *,
+                  args: str | None = None) -> ModelKind:
+    """Validates a model reference on the driver (imports it, checks files) and resolves it.
+
+    ``args``: keyword arguments (a JSON object) for a factory network.
+    """
     if isinstance(model, ModelKind):
         return model
+    canonical = None if args is None else json.dumps(json.loads(args), sort_keys=True)
+    suffix = "" if canonical is None else f" {canonical}"
     if callable(model) and not isinstance(model, str):
-        return FactoryModel(key=callable_key(model), factory=model)
+        return FactoryModel(key=callable_key(model) + suffix, factory=model, args=canonical)
     if not isinstance(model, str) or not model:
         raise ConfigError(f"model={model!r} is invalid: name a built-in model "
                           f"({', '.join(sorted(BUILTIN_MODELS))}), a factory "
@@ -82,7 +92,12 @@ def resolve_model(model: str | ModelFactory | ModelKind) -> ModelKind:
                           "a factory 'package.module:function', or 'caffe:NET.prototxt'")
     import_factory(model)
     _TRUSTED_FACTORIES.add(model)
-    return FactoryModel(key=model)
+    return FactoryModel(key=model + suffix, args=canonical)
+
+
+def model_of(config: TrainConfig) -> ModelKind:
+    """The model kind a training configuration names (with its networkArgs)."""
+    return resolve_model(config.model, args=config.model_args)
 
 
 def callable_key(factory: Any) -> str:

@@ -1,0 +1,85 @@
+"""Ships a user's factory module to the executors before the first job.
+
+A network or loss factory ``package.module:function`` that the driver imports from a local
+file (a notebook's folder, a project checkout) is usually not importable on the executors.
+``ship_user_modules`` adds the module's file (or its top-level package, zipped) to the
+session the way ``--py-files`` / ``SparkContext.addPyFile`` would, once per session.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import sysconfig
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sparknet.data.frames import is_connect
+from sparknet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+_SHIPPED: set[tuple[str, str]] = set()
+
+
+def _installed_roots() -> list[Path]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    return [Path(p).resolve() for p in roots]
+
+
+def module_source(ref: str) -> Path | None:
+    """The file or package folder to ship for ``module:function``; None if installed."""
+    top = ref.partition(":")[0].split(".")[0]
+    if top == "sparknet" or top in sys.builtin_module_names:
+        return None
+    module = importlib.import_module(top)
+    file = getattr(module, "__file__", None)
+    if file is None:
+        return None
+    path = Path(file).resolve()
+    if any(path.is_relative_to(root) for root in _installed_roots()):
+        return None
+    return path.parent if path.name == "__init__.py" else path
+
+
+def ship_user_modules(spark: SparkSession, refs: list[str]) -> list[Path]:
+    """Adds the local modules of these factory references to ``spark``; returns what it sent."""
+    sent = []
+    for ref in refs:
+        if ":" not in ref or ref.startswith("caffe:") or ref.startswith("callable:"):
+            continue
+        source = module_source(ref)
+        if source is None or (_session_key(spark), str(source)) in _SHIPPED:
+            continue
+        payload = _zipped(source) if source.is_dir() else source
+        try:
+            if is_connect(spark):
+                spark.addArtifacts(str(payload), pyfile=True)
+            else:
+                spark.sparkContext.addPyFile(str(payload))
+        except Exception as exc:  # noqa: BLE001 - any failure gets the one-line fix
+            raise ConfigError(f"cannot ship {source} (the module of {ref!r}) to the executors "
+                              f"({str(exc).splitlines()[0][:200]}): make it importable there, "
+                              f"e.g. spark-submit --py-files {source}") from None
+        _SHIPPED.add((_session_key(spark), str(source)))
+        sent.append(payload)
+    return sent
+
+
+def _session_key(spark: SparkSession) -> str:
+    if is_connect(spark):
+        return f"connect:{spark.session_id}"  # type: ignore[attr-defined]
+    return f"classic:{spark.sparkContext.applicationId}"
+
+
+def _zipped(package: Path) -> Path:
+    """A zip of a package folder (with its name as the top folder), for addPyFile."""
+    target = Path(tempfile.mkdtemp(prefix="sparknet-pyfiles-")) / f"{package.name}.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        for file in sorted(package.rglob("*.py")):
+            archive.write(file, file.relative_to(package.parent))
+    return target

@@ -1,0 +1,103 @@
+"""The training summary a fitted ``SparkNetModel`` carries, as Spark's models carry theirs.
+
+Plain data: the loop's per-round records (train loss, validation metrics, seconds, bytes) plus
+what early stopping decided. Saved beside the weights as JSON and read back with the model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+SUMMARY_FORMAT = "sparknet-summary/1"
+# The record fields a summary keeps (the loop's metrics records hold these and more).
+FIELDS = ("round", "tau", "samples", "train_loss", "train_accuracy", "test_loss",
+          "test_accuracy", "round_seconds", "wall_seconds", "bytes_per_worker")
+
+
+class SparkNetTrainingSummary:
+    """Per-round history of one fit: ``objectiveHistory``, ``validationMetrics`` and more."""
+
+    def __init__(self, rounds: list[dict[str, Any]], *, objective: str,
+                 best_round: int | None = None, stopped_early: bool = False) -> None:
+        self.rounds: list[dict[str, Any]] = [{key: record.get(key) for key in FIELDS}
+                                             for record in rounds]
+        self.objective = objective
+        self.bestRound = best_round
+        self.stoppedEarly = stopped_early
+
+    @property
+    def totalIterations(self) -> int:
+        """Rounds trained."""
+        return len(self.rounds)
+
+    @property
+    def objectiveHistory(self) -> list[float]:
+        """Mean training loss of each round (on the samples the workers stepped on)."""
+        return [float(r["train_loss"]) for r in self.rounds]
+
+    @property
+    def validationMetrics(self) -> list[dict[str, Any]]:
+        """``{"round", "loss", "accuracy"}`` of each evaluation on the validation rows."""
+        return [{"round": r["round"], "loss": r["test_loss"], "accuracy": r["test_accuracy"]}
+                for r in self.rounds if r["test_loss"] is not None]
+
+    @property
+    def roundSeconds(self) -> list[float]:
+        return [float(r["round_seconds"]) for r in self.rounds]
+
+    @property
+    def bytesPerWorker(self) -> list[int]:
+        """Bytes each worker sent back to the driver in each round."""
+        return [int(r["bytes_per_worker"]) for r in self.rounds]
+
+    def toPandas(self) -> pd.DataFrame:
+        import pandas as pd
+
+        return pd.DataFrame(self.rounds, columns=list(FIELDS))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": SUMMARY_FORMAT, "objective": self.objective,
+                "best_round": self.bestRound, "stopped_early": self.stoppedEarly,
+                "rounds": self.rounds}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SparkNetTrainingSummary:
+        return cls(list(data["rounds"]), objective=str(data.get("objective", "multiclass")),
+                   best_round=data.get("best_round"),
+                   stopped_early=bool(data.get("stopped_early", False)))
+
+    def plot(self, path: str | Path) -> Path:
+        """Loss (train and validation) and validation accuracy against rounds, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        evaluated = self.validationMetrics
+        accuracies = [m for m in evaluated if m["accuracy"] is not None]
+        fig, axes = plt.subplots(1, 2 if accuracies else 1, figsize=(10 if accuracies else 5, 4),
+                                 constrained_layout=True, squeeze=False)
+        loss_axis = axes[0, 0]
+        loss_axis.plot([r["round"] for r in self.rounds], self.objectiveHistory, label="train")
+        if evaluated:
+            loss_axis.plot([m["round"] for m in evaluated], [m["loss"] for m in evaluated],
+                           marker="o", label="validation")
+        if self.bestRound is not None:
+            loss_axis.axvline(self.bestRound, color="grey", linestyle=":", label="best round")
+        loss_axis.set_xlabel("round")
+        loss_axis.set_ylabel(f"loss ({self.objective})")
+        loss_axis.legend()
+        if accuracies:
+            axes[0, 1].plot([m["round"] for m in accuracies],
+                            [100 * m["accuracy"] for m in accuracies], marker="o")
+            axes[0, 1].set_xlabel("round")
+            axes[0, 1].set_ylabel("validation accuracy (%)")
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(target, dpi=100)
+        plt.close(fig)
+        return target
