@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from sparknet.config import TrainConfig, type_name
 
-ValueKind = Literal["int", "float", "bool", "str", "int_or_auto", "int_list"]
+ValueKind = Literal["int", "float", "bool", "str", "int_or_auto", "int_list", "str_list"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def _kind(hint: Any) -> tuple[ValueKind, bool, tuple[str, ...] | None]:
     """(value kind, optional, choices) of a field annotation."""
     args = typing.get_args(hint)
     if typing.get_origin(hint) in (tuple, list):
-        return "int_list", False, None
+        return ("str_list" if str in args else "int_list"), False, None
     if typing.get_origin(hint) is Literal:
         return "str", False, tuple(str(a) for a in args)
     if args:  # a union

@@ -86,14 +86,14 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig, *,
     return classes, outputs
 
 
-def load(spark: SparkSession, source: DataSource, config: TrainConfig,
-         num_classes: int) -> SparkData:
+def load(spark: SparkSession, source: DataSource, config: TrainConfig, num_classes: int,
+         classes: list[str]) -> SparkData:
     """Checks every image (before training) and writes the streamed shards."""
     from sparknet.data.images import image_folder_data
     from sparknet.data.shards import InputSpec
 
     spec = InputSpec(shape=tuple(source.columns["input_shape"]), num_classes=num_classes,
-                     scale=1 / 255)
+                     scale=1 / 255, class_names=tuple(classes))
     val = source.columns["val_images"]
     data, _, summary = image_folder_data(
         spark, Path(source.path), val=Path(val) if val is not None else None, spec=spec,

@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
 
     spark = open_session()
     if classes is not None:
-        data = image_input.load(spark, data_source, config, num_classes)
+        data = image_input.load(spark, data_source, config, num_classes, classes)
         image_input.save_classes(settings.output, classes)
     elif data_source.kind == "parquet":
         data = parquet_input.load(spark, data_source, config, num_classes, streamed=args.stream)

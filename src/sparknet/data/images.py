@@ -113,9 +113,11 @@ def image_folder_frame(spark: SparkSession, root: str | Path, *,
                        ) -> tuple[DataFrame, list[str]]:
     """``root`` through Spark's ``binaryFile`` source: (DataFrame, class names).
 
-    Columns: ``image`` (the file's bytes), ``label`` (class index, double) and ``origin`` (the
-    file's path, for error messages). ``classes`` fixes the class order (a validation folder
-    uses the training folder's classes); folders it does not name are an error.
+    Columns: ``image`` (the file's bytes), ``label`` (class index, double, carrying the class
+    names as a nominal attribute, as StringIndexer's output does: a model fitted on it names
+    its predictions) and ``origin`` (the file's path, for error messages). ``classes`` fixes
+    the class order (a validation folder uses the training folder's classes); folders it does
+    not name are an error.
     """
     from pyspark.sql import functions as F
 
@@ -132,7 +134,9 @@ def image_folder_frame(spark: SparkSession, root: str | Path, *,
     df = (spark.read.format("binaryFile").option("pathGlobFilter", glob)
           .load(str(Path(root).resolve() / "*")))
     folder = F.element_at(F.split(F.col("path"), "/"), -2)
-    frame = df.select(F.col("content").alias("image"), index[folder].alias("label"),
+    attribute = {"ml_attr": {"type": "nominal", "name": "label", "vals": names}}
+    frame = df.select(F.col("content").alias("image"),
+                      index[folder].alias("label", metadata=attribute),
                       F.col("path").alias("origin"))
     # The source makes a partition per ~32 small files; a few tasks per core read them with
     # far less per-task overhead (no shuffle, and the row order stays the same every time).

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from sparknet.errors import ConfigError
+from sparknet.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,6 +24,8 @@ class InputSpec:
         scale: multiplier for the stored features (1/255 for uint8 images), used by models
             whose kind has no input preparation of its own (a Caffe net's Data layer
             transform_param replaces it).
+        class_names: class i's name, when the data has names (an image folder's class
+            folders); saved with a run so that scoring can name its predictions.
     """
 
     shape: tuple[int, ...]
@@ -31,6 +33,7 @@ class InputSpec:
     scale: float = 1.0
     label_width: int = 0
     binary_targets: bool = False
+    class_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.shape or any(d < 1 for d in self.shape):
@@ -39,6 +42,27 @@ class InputSpec:
         if self.num_classes < (2 if self.label_width == 0 else 1):
             raise ConfigError(f"num_classes={self.num_classes} is invalid: class-index labels "
                               "need at least 2 outputs")
+        if self.class_names and len(self.class_names) > max(2, self.num_classes):
+            raise ConfigError(f"{len(self.class_names)} class names for a network with "
+                              f"{self.num_classes} outputs: give at most one name per output")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (a run's ``final/state.json`` records it)."""
+        return {"shape": list(self.shape), "num_classes": self.num_classes, "scale": self.scale,
+                "label_width": self.label_width, "binary_targets": self.binary_targets,
+                "class_names": list(self.class_names)}
+
+    @classmethod
+    def from_dict(cls, data: Any, *, origin: str) -> InputSpec:
+        try:
+            return cls(shape=tuple(int(d) for d in data["shape"]),
+                       num_classes=int(data["num_classes"]), scale=float(data["scale"]),
+                       label_width=int(data["label_width"]),
+                       binary_targets=bool(data["binary_targets"]),
+                       class_names=tuple(str(n) for n in data["class_names"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{origin}: the input description is malformed ({exc!r}): the run "
+                            "directory was changed") from None
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,7 @@ class TrainResult:
     tau_decisions: list[int] = field(default_factory=list)
     best_round: int | None = None  # early stopping: the round whose weights these are
     stopped_early: bool = False
+    spec: InputSpec | None = None  # what the network was trained on (None: an older run)
 
     def model(self) -> nn.Module:
         """A fresh network on the CPU holding the trained weights."""
@@ -154,7 +155,7 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
                          warmup_seconds=warmup_seconds,
                          tau_decisions=list(run.schedule.decisions),
                          best_round=None if stopper is None else stopper.best_round,
-                         stopped_early=stopped_early)
+                         stopped_early=stopped_early, spec=spec)
     if run.run_path is not None:
         write_result(run.run_path, result)
     return result
@@ -410,6 +411,7 @@ def write_result(run_path: Path, result: TrainResult) -> None:
     """The run's result: final weights (safetensors), metadata (JSON), exports and a plot."""
     meta = {**_meta(result.config, result.source),
             "final_test_accuracy": result.final_accuracy,
+            "input": None if result.spec is None else result.spec.to_dict(),
             "tau_decisions": [r["tau"] for r in result.metrics],
             "final": result.metrics[-1] if result.metrics else None}
     tensors = weights_dir.named_tensors(result.layout, result.floats, result.ints)

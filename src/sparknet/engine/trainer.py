@@ -9,6 +9,7 @@ from typing import Any
 from sparknet import weights_dir
 from sparknet.config import TrainConfig, config_from_file
 from sparknet.data.frames import FrameShards
+from sparknet.data.shards import InputSpec
 from sparknet.data.sources import SparkData
 from sparknet.engine.frame_runner import FrameRunner
 from sparknet.engine.loop import LoopOptions, TrainResult, run_rounds
@@ -83,6 +84,9 @@ def load_result(run_dir: str | Path, *,
     if not isinstance(taus, list) or not all(type(t) is int and t >= 1 for t in taus):
         raise DataError(f"{Path(run_dir) / 'final' / weights_dir.META_FILE}: tau_decisions is "
                         "not a list of step counts: the run directory was changed")
+    given = final.meta.get("input")
+    spec = None if given is None else InputSpec.from_dict(
+        given, origin=str(Path(run_dir) / "final" / weights_dir.META_FILE))
     return TrainResult(config=config, layout=layout, floats=floats, ints=ints,
                        metrics=metrics, run_dir=Path(run_dir), source=kind,
-                       tau_decisions=list(taus))
+                       tau_decisions=list(taus), spec=spec)

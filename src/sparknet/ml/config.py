@@ -35,6 +35,14 @@ class ScoringConfig:
         "rawPrediction", "output column of the raw scores (logits; [-z, z] for binary) as "
         "Spark's classifiers write it (classifiers only); empty: not written",
         param="rawPredictionCol")
+    predicted_label_col: str = setting(
+        "predictedLabel", "output column of the predicted class's name, labels[prediction] (as "
+        "IndexToString writes it), when the model has labels; empty: not written",
+        param="predictedLabelCol")
+    labels: tuple[str, ...] | None = setting(
+        None, "class names, index i named labels[i] (as StringIndexerModel.labels); default: "
+        "the label column's nominal attribute, which StringIndexer and "
+        "sparknet.data.images.image_folder_frame write; saved with the model")
     input_shape: tuple[int, ...] | None = setting(
         None, "shape of one example as stored, e.g. [1, 28, 28]; the features are reshaped "
         "to it")
@@ -56,6 +64,9 @@ class ScoringConfig:
 
     def __post_init__(self) -> None:
         check_field_types(self, "")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ConfigError(f"labels={list(self.labels)[:5]}... repeat a name: give each "
+                              "class its own name")
         if self.scoring_batch_size < 1:
             raise ConfigError(f"scoringBatchSize={self.scoring_batch_size} is invalid: use at "
                               "least 1, e.g. 1024")

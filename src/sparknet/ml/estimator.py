@@ -39,6 +39,7 @@ from sparknet.models.registry import model_of
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+    from pyspark.sql.types import StructField
 
     from sparknet.data.dataframe import FeatureKind, FrameSummary
     from sparknet.data.sources import SparkData
@@ -90,6 +91,7 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
             raise ConfigError(f"numClasses={scoring.num_classes} but network "
                               f"{config.model!r} has {outputs} outputs: leave numClasses "
                               "unset or use a network with that many outputs")
+        labels = class_labels(scoring.labels, train_df.schema[label], objective, outputs)
         _check_epochs(fit.epochs, config, rounds_set=self.isSet(self.rounds))  # type: ignore[attr-defined]
         scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
         spec = InputSpec(shape=shape, num_classes=outputs, scale=scale,
@@ -127,7 +129,7 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         saved = SavedNetwork(network=config.model, input_shape=shape, num_classes=outputs,
                              input_scale=scale, layout=result.layout, floats=result.floats,
                              ints=result.ints, objective=objective.name,
-                             network_args=config.model_args)
+                             network_args=config.model_args, labels=labels)
         fitted = self._copyValues(SparkNetModel._from_saved(saved))
         fitted._summary = SparkNetTrainingSummary(
             result.metrics, objective=objective.name, best_round=result.best_round,
@@ -223,3 +225,22 @@ def _check_epochs(epochs: float | None, config: TrainConfig, *, rounds_set: bool
         raise ConfigError("epochs needs a fixed tau to work out the number of rounds: "
                           "set tau to a number of steps, or set rounds instead of epochs")
 
+
+def class_labels(given: tuple[str, ...] | None, field: StructField, objective: Objective,
+                 outputs: int) -> tuple[str, ...] | None:
+    """The class names the model keeps: ``labels`` if set, else the label column's nominal
+    attribute (what StringIndexer and ``image_folder_frame`` write), else None."""
+    most = outputs if objective.name == "multiclass" else 2 if objective.name == "binary" else 0
+    if given is None:
+        attribute = (field.metadata or {}).get("ml_attr", {})
+        names = attribute.get("vals") if attribute.get("type") == "nominal" else None
+        if not names or not most or len(names) > most:
+            return None  # a regression target or a count that does not fit: no names
+        return tuple(str(name) for name in names)
+    if not most:
+        raise ConfigError(f"labels are set but objective {objective.name!r} does not predict "
+                          "one class: unset labels")
+    if len(given) > most:
+        raise ConfigError(f"labels names {len(given)} classes but the network predicts one of "
+                          f"{most}: give at most {most} names")
+    return given

@@ -105,6 +105,27 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
     # -- weights -------------------------------------------------------------------------------
 
     @classmethod
+    def fromRun(cls, path: str | Path, **params: Any) -> SparkNetModel:
+        """The final weights of a ``sparknet train`` run as a model (``params``: scoring Params
+        such as ``featuresCol``). The run records its input shape, scale and, for an image
+        folder, the class names, which ``transform`` writes as ``predictedLabel``. A run
+        trained on a factory loads once this process has named the factory (see
+        ``sparknet.models.trust_factory``)."""
+        from sparknet.engine.trainer import load_result
+
+        result = load_result(path)
+        if result.spec is None:
+            raise ConfigError(f"run {path} does not record its input (it was written by an "
+                              "older sparknet): export it with 'sparknet export-onnx' instead")
+        spec, config = result.spec, result.config
+        saved = SavedNetwork(network=config.model, input_shape=spec.shape,
+                             num_classes=spec.num_classes, input_scale=spec.scale,
+                             layout=result.layout, floats=result.floats, ints=result.ints,
+                             objective=config.objective, network_args=config.model_args,
+                             labels=spec.class_names or None)
+        return cls._from_saved(saved, **params)
+
+    @classmethod
     def _from_saved(cls, saved: SavedNetwork, **params: Any) -> SparkNetModel:
         model = cls(**params)
         model._set_saved(saved)
@@ -114,6 +135,8 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         self._set(network=saved.network, inputShape=list(saved.input_shape),
                   numClasses=saved.num_classes, inputScale=saved.input_scale,
                   objective=saved.objective)
+        if saved.labels is not None:
+            self._set(labels=list(saved.labels))
         self._saved = saved
         self._broadcast = None
         self._driver_network = None
@@ -253,6 +276,12 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
             prediction = (vector(start, widths.prediction) if widths.vector_prediction
                           else F.element_at(scored, start + 1))
             out = out.withColumn(scoring.prediction_col, prediction)
+        if scoring.labels and scoring.predicted_label_col and \
+                plan.objective.name in ("multiclass", "binary"):
+            index = F.element_at(scored, widths.raw + widths.probability + 1).cast("int")
+            names = F.array(*[F.lit(name) for name in scoring.labels])
+            out = out.withColumn(scoring.predicted_label_col,
+                                 F.try_element_at(names, index + F.lit(1)))
         return out.drop(scratch)
 
     def udf(self, output: str = "prediction") -> Any:

@@ -34,6 +34,7 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
     "int": TypeConverters.toInt, "float": TypeConverters.toFloat,
     "bool": TypeConverters.toBoolean, "str": TypeConverters.toString,
     "int_or_auto": _int_or_auto, "int_list": TypeConverters.toListInt,
+    "str_list": TypeConverters.toListString,
 }
 
 T = TypeVar("T", bound=type)
@@ -155,8 +156,9 @@ class SettingParams(Params):
 
     def scoring_config(self) -> ScoringConfig:
         values = {path[-1]: value for path, value in self._values(scoring_settings()).items()}
-        if values.get("input_shape") is not None:
-            values["input_shape"] = tuple(values["input_shape"])
+        for name in ("input_shape", "labels"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         return ScoringConfig(**values)
 
     def getInputShape(self) -> tuple[int, ...]:

@@ -44,6 +44,7 @@ class SavedNetwork:
     ints: np.ndarray
     objective: str = "multiclass"
     network_args: str | None = None
+    labels: tuple[str, ...] | None = None  # class i's name, for predictedLabel
 
     def kind(self) -> ModelKind:
         return resolve_model(self.network, args=self.network_args)
@@ -69,6 +70,7 @@ def write_network(folder: Path, saved: SavedNetwork) -> None:
     meta = {"format": FORMAT, "network": saved.network, "input_shape": list(saved.input_shape),
             "num_classes": saved.num_classes, "input_scale": saved.input_scale,
             "objective": saved.objective, "network_args": saved.network_args,
+            "labels": None if saved.labels is None else list(saved.labels),
             "sha256_prefix": saved.token}
     tensors = weights_dir.named_tensors(saved.layout, saved.floats, saved.ints)
     weights_dir.write(folder, weights_dir.WeightsDir(tensors, {}, meta))
@@ -89,6 +91,11 @@ def read_network(folder: Path) -> SavedNetwork:
         objective = str(meta.get("objective", "multiclass"))
         args = meta.get("network_args")
         network_args = None if args is None else str(args)
+        names = meta.get("labels")
+        if names is not None and not (isinstance(names, list) and
+                                      all(isinstance(n, str) for n in names)):
+            raise TypeError(f"labels is {type(names).__name__}, not a list of names")
+        labels = None if names is None else tuple(names)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{folder / META_FILE} has a missing or malformed field ({exc!r}): "
                         "save the model again") from None
@@ -97,7 +104,7 @@ def read_network(folder: Path) -> SavedNetwork:
     floats, ints = weights_dir.flat_from_tensors(layout, contents.tensors, origin=str(folder))
     return SavedNetwork(network=network, input_shape=shape, num_classes=num_classes,
                         input_scale=scale, layout=layout, floats=floats, ints=ints,
-                        objective=objective, network_args=network_args)
+                        objective=objective, network_args=network_args, labels=labels)
 
 
 def write_summary(folder: Path, records: dict[str, Any]) -> None:
