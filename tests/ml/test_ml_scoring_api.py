@@ -73,6 +73,18 @@ def test_the_udf_in_with_column_and_in_sql(spark: Any, iris: Any,
     arrays.createOrReplaceTempView("iris_rows")
     sql = spark.sql("SELECT iris_class(x) AS p FROM iris_rows").collect()
     assert [r.p for r in sql] == [r.prediction for r in expected]
+
+    # ML Vector columns directly, dense and sparse, in withColumn and in SQL.
+    on_vectors = iris.select(classifier.udf()("features").alias("p")).collect()
+    assert [r.p for r in on_vectors] == [r.prediction for r in expected]
+    iris.createOrReplaceTempView("iris_vectors")
+    sql = spark.sql("SELECT iris_class(features) AS p FROM iris_vectors").collect()
+    assert [r.p for r in sql] == [r.prediction for r in expected]
+    from pyspark.ml.linalg import Vectors
+
+    sparse = spark.createDataFrame([(Vectors.sparse(4, [0, 2], [1.5, -0.5]),)], ["features"])
+    dense = [1.5, 0.0, -0.5, 0.0]
+    assert sparse.select(classifier.udf()("features")).first()[0] == classifier.predict(dense)
     with pytest.raises(ConfigError, match=r"udf\(output='probability'\) is not available"):
         SparkNetModel.udf(_regressor_like(classifier), "probability")
 
@@ -102,13 +114,16 @@ def test_the_model_stays_picklable_after_transform(iris: Any,
 
 
 def test_rows_of_the_wrong_size_fail_or_get_nulls(spark: Any, classifier: SparkNetModel) -> None:
-    from pyspark.errors import PythonException
+    from pyspark.errors import SparkRuntimeException
 
     rows = [([0.1, 0.2, 0.3, 0.4],), ([0.1, 0.2, 0.3],), ([0.0, 0.0, 0.0, 0.0],)]
     ragged = spark.createDataFrame(rows, "features array<double>")
-    with pytest.raises(PythonException, match=r"DataError: cannot score 1 rows whose features "
-                                              r"do not fit inputShape \[4\]"):
+    with pytest.raises(SparkRuntimeException) as failure:
         classifier.transform(ragged).collect()
+    message = str(failure.value)
+    assert "\n" not in message and "Traceback" not in message  # one line, no worker traceback
+    assert "sparknet DataError: cannot score a row whose features have 3 values, not the 4 " \
+        "of inputShape [4]" in message
     keeping = classifier.copy({classifier.handleInvalid: "keep"})  # type: ignore[attr-defined]
     scored = keeping.transform(ragged).collect()
     assert [r.prediction is None for r in scored] == [False, True, False]

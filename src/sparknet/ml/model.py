@@ -53,6 +53,7 @@ from sparknet.ml.scoring import (
     InlineWeights,
     ScoringPlan,
     Weights,
+    checked_size,
     network_scores,
     score_column,
     scoring_udf,
@@ -256,8 +257,10 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         kind = check_columns(dataset, features=column, label=None)
         plan = self._scoring_plan(kind)
         widths = score_widths(plan.objective, saved.num_classes)
-        scores = score_column(feature_expr(column, kind), plan,
-                              self._weights(dataset.sparkSession))
+        features = feature_expr(column, kind)
+        if kind in ("vector", "array") and not plan.keep_invalid:
+            features = checked_size(features, self.getInputShape())
+        scores = score_column(features, plan, self._weights(dataset.sparkSession))
         scratch = f"__sparknet_scores_{self.uid}"
         out = dataset.withColumn(scratch, scores)
         scored = F.col(scratch)
@@ -285,13 +288,14 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         return out.drop(scratch)
 
     def udf(self, output: str = "prediction") -> Any:
-        """The network as a vectorised Arrow UDF over an array<float|double> feature column.
+        """The network as a vectorised Arrow UDF over an ML Vector (dense or sparse) or
+        array<float|double> feature column.
 
         ``output``: ``prediction`` (a double, or array<double> for vector predictions),
         ``probability`` or ``rawPrediction`` (array<double>, classifiers). Use it in
-        ``withColumn`` (``vector_to_array`` turns an ML Vector column into an array) or
-        register it for SQL: ``spark.udf.register("score", model.udf())``. Each Python worker
-        builds the network once and keeps it (the weights travel inside the UDF).
+        ``withColumn`` or register it for SQL: ``spark.udf.register("score", model.udf())``.
+        Each Python worker builds the network once and keeps it (the weights travel inside
+        the UDF).
         """
         saved = self.saved_network
         plan = self._scoring_plan("array")

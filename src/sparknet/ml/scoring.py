@@ -10,6 +10,7 @@ wrong size are an error.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -122,10 +123,44 @@ def score_column(feature: Column, plan: ScoringPlan, weights: Weights) -> Column
     return udf(feature)
 
 
+def checked_size(feature: Column, shape: tuple[int, ...]) -> Column:
+    """``feature`` (an array column), where a row of the wrong length stops the job with one
+    line raised in the JVM (``raise_error``) before a Python worker sees it: the user gets
+    that line, not a worker traceback. Null rows pass (they score as null)."""
+    from pyspark.sql import functions as F
+
+    size, wanted = F.size(feature), math.prod(shape)
+    message = F.concat(F.lit("sparknet DataError: cannot score a row whose features have "),
+                       size.cast("string"),
+                       F.lit(f" values, not the {wanted} of inputShape {list(shape)}: score "
+                             "data shaped like the training data, or set "
+                             "handleInvalid='keep' to give such rows null outputs"))
+    return F.when(feature.isNotNull() & (size != F.lit(wanted)),
+                  F.raise_error(message)).otherwise(feature)
+
+
+def vector_values(column: pa.StructArray) -> pa.Array:
+    """ML Vectors as Arrow sees them (VectorUDT's struct: ``type`` 0 sparse or 1 dense,
+    ``size``, ``indices``, ``values``) -> list<double> of each vector's dense values."""
+    names = {column.type.field(i).name for i in range(column.type.num_fields)}
+    if names != {"type", "size", "indices", "values"}:
+        raise DataError(f"cannot score a struct column of fields {sorted(names)}: give an ML "
+                        "Vector or an array<float|double> column")
+    rows: list[list[float] | None] = []
+    for item in column.to_pylist():
+        if item is None or item["type"] == 1:
+            rows.append(None if item is None else item["values"])
+            continue
+        dense = np.zeros(item["size"], np.float64)
+        dense[np.asarray(item["indices"], np.int64)] = item["values"]
+        rows.append(dense.tolist())
+    return pa.array(rows, pa.list_(pa.float64()))
+
+
 def scoring_udf(plan: ScoringPlan, weights: Weights, *, start: int, width: int,
                 scalar: bool) -> Any:
-    """An Arrow UDF (array<float|double> features -> one part of the scores), for
-    ``withColumn`` and ``spark.udf.register``; nulls where a row cannot be scored."""
+    """An Arrow UDF (ML Vector or array<float|double> features -> one part of the scores),
+    for ``withColumn`` and ``spark.udf.register``; nulls where a row cannot be scored."""
     from pyspark.sql.functions import arrow_udf  # type: ignore[attr-defined]  # pyspark>=4.1
 
     def score(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
@@ -133,6 +168,8 @@ def scoring_udf(plan: ScoringPlan, weights: Weights, *, start: int, width: int,
         floats, ints = weights.value
         module = cached_scorer(plan, floats, ints)
         for batch in batches:
+            if pa.types.is_struct(batch.type):
+                batch = vector_values(batch)
             if pa.types.is_large_list(batch.type):
                 batch = batch.cast(pa.list_(batch.type.value_type))
             scores = score_array(plan, module, batch)
