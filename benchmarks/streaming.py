@@ -3,8 +3,10 @@
 Four measurements, each in one run on one machine (``local[2]``, K = 2, LeNet):
 
 1. memory: a streamed DataFrame of uint8 images (Fashion-MNIST rows, generated on the
-   executors, never on the driver) at two sizes, 1x and 4x; the peak resident memory (VmHWM)
-   of every Spark Python worker while it trains, against the documented bound.
+   executors, never on the driver) at two sizes, 1x and 4x, with every Spark Python process
+   inside a memory cgroup whose limit is the documented bound per worker times the workers
+   (plus the daemons); the peak resident memory (VmHWM) of every Python worker while it
+   writes the files and while it trains, and the group's OOM kills (which fail the run).
 2. speed: Fashion-MNIST uint8, streamed vs in memory (broadcast), samples/s at tau = 50.
 3. decode: a 64x64 RGB JPEG folder, images/s on one core through a streamed shard (read +
    decode + the model's input preparation) vs a plain ``torch.utils.data.DataLoader`` reading
@@ -12,7 +14,7 @@ Four measurements, each in one run on one machine (``local[2]``, K = 2, LeNet):
 4. round cost: Spark's per-round overhead (round time minus the workers' compute time) with
    10x more rows per partition.
 
-    flock /tmp/sparknet-bench.lock .venv/bin/python benchmarks/streaming.py [--small N]
+    flock /tmp/sparknet-bench.lock .venv/bin/python benchmarks/streaming.py [--parts memory --keep]
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -33,48 +38,76 @@ import psutil
 from common import RESULTS, machine_line, write_report
 from common import command as run_command
 
+from sparknet.testing.cgroup import (
+    CgroupUnavailable,
+    MemoryCgroup,
+    launcher_in_group,
+    pyspark_python,
+)
+
 MiB = 1 << 20
+FASHION_ROWS = 60_000
+PYTHON_WORKERS = 4  # local[2]: two task slots x two worker pools (Arrow UDFs, RDD tasks)
+PYTHON_DAEMONS = 2  # one per pool
+WORKER_BOUND_MIB = 560  # docs/streaming.md: LeNet on Fashion-MNIST, PyTorch 2.13 CPU
+DAEMON_MIB = 64  # a PySpark daemon: the interpreter and pyspark.daemon (45 MiB measured)
 
 
 class WorkerPeaks:
     """Peak resident memory of each Spark Python process (pid -> bytes) over a phase.
 
     On entry every Python process under the JVM gets its peak reset (``clear_refs`` 5), so
-    VmHWM covers this phase only; a thread samples it every 50 ms.
+    VmHWM covers this phase only; a thread samples it every 50 ms. A process whose parent is
+    the JVM is a PySpark daemon, the others are the workers it forked. With ``group``, each
+    process is also checked to run inside that memory cgroup.
     """
 
-    def __init__(self, jvm_pid: int) -> None:
+    def __init__(self, jvm_pid: int, group: MemoryCgroup | None = None) -> None:
         self.jvm = psutil.Process(jvm_pid)
+        self.group = group
         self.peaks: dict[int, int] = {}
+        self.daemons: set[int] = set()
+        self.outside: set[int] = set()
+        self.most_alive = 0  # workers alive at once, at most
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _pythons(self) -> list[int]:
+    def _pythons(self) -> list[psutil.Process]:
         found = []
         for child in self.jvm.children(recursive=True):
             try:
                 if "python" in child.name():
-                    found.append(child.pid)
+                    found.append(child)
             except psutil.Error:
                 continue
         return found
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            for pid in self._pythons():
+            alive = 0
+            for process in self._pythons():
                 try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except OSError:
+                    status = Path(f"/proc/{process.pid}/status").read_text()
+                    daemon = process.ppid() == self.jvm.pid
+                except (OSError, psutil.Error):
                     continue
                 if "VmHWM:" in status:
                     hwm = int(status.split("VmHWM:")[1].split()[0]) * 1024
-                    self.peaks[pid] = max(self.peaks.get(pid, 0), hwm)
+                    self.peaks[process.pid] = max(self.peaks.get(process.pid, 0), hwm)
+                    if daemon:
+                        self.daemons.add(process.pid)
+                    else:
+                        alive += 1
+                    if self.group is not None and not self.group.holds(process.pid) \
+                            and process.is_running():
+                        self.outside.add(process.pid)
+            self.most_alive = max(self.most_alive, alive)
             time.sleep(0.05)
 
     def __enter__(self) -> WorkerPeaks:
-        for pid in self._pythons():
+        for process in self._pythons():
             with contextlib.suppress(OSError):
-                Path(f"/proc/{pid}/clear_refs").write_text("5")
+                Path(f"/proc/{process.pid}/clear_refs").write_text("5")
         self._thread.start()
         return self
 
@@ -82,8 +115,9 @@ class WorkerPeaks:
         self._stop.set()
         self._thread.join()
 
-    def mib(self) -> list[float]:
-        return sorted(round(p / MiB, 1) for p in self.peaks.values())
+    def mib(self, *, daemons: bool = False) -> list[float]:
+        return sorted(round(peak / MiB, 1) for pid, peak in self.peaks.items()
+                      if (pid in self.daemons) == daemons)
 
 
 def _config(*, tau: int, rounds: int, eval_every: int = 0) -> Any:
@@ -95,19 +129,20 @@ def _config(*, tau: int, rounds: int, eval_every: int = 0) -> Any:
                                   "optimizer": {"lr": 0.01}})
 
 
-def _generated_frame(spark: Any, rows: int) -> Any:
-    """``rows`` Fashion-MNIST images (cycled) as Spark image structs, made on the executors."""
+def fashion_parquet(spark: Any, folder: Path) -> str:
+    """Fashion-MNIST's 60,000 training images as Spark image structs in Parquet (``idx``,
+    ``image``, ``label``), written by the executors: the seed of the generated datasets."""
     import pyarrow as pa
 
     from sparknet.data import fashion_mnist
 
-    struct = ("image struct<origin:string, height:int, width:int, nChannels:int, mode:int, "
-              "data:binary>, label double")
+    struct = ("idx long, image struct<origin:string, height:int, width:int, nChannels:int, "
+              "mode:int, data:binary>, label double")
 
     def make(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         split = fashion_mnist.load_split("train")
         for batch in batches:
-            ids = batch.column(0).to_numpy() % len(split.labels)
+            ids = batch.column(0).to_numpy()
             n = len(ids)
             data = [split.images[i, 0].tobytes() for i in ids]
             image = pa.StructArray.from_arrays(
@@ -116,37 +151,91 @@ def _generated_frame(spark: Any, rows: int) -> Any:
                  pa.array([0] * n, pa.int32()), pa.array(data, pa.binary())],
                 names=["origin", "height", "width", "nChannels", "mode", "data"])
             yield pa.RecordBatch.from_arrays(
-                [image, pa.array(split.labels[ids].astype(np.float64))], names=["image", "label"])
+                [pa.array(ids), image, pa.array(split.labels[ids].astype(np.float64))],
+                names=["idx", "image", "label"])
 
-    partitions = max(2, rows // 200_000)
-    return spark.range(0, rows, numPartitions=partitions).mapInArrow(make, struct)
+    path = str(folder / "fashion-mnist.parquet")
+    spark.range(0, FASHION_ROWS, numPartitions=2).mapInArrow(make, struct).write.parquet(path)
+    return path
 
 
-def memory(spark: Any, jvm: int, rows_1x: int, rounds: int) -> dict[str, Any]:
+def _generated_frame(spark: Any, seed: str, rows: int) -> Any:
+    """``rows`` Fashion-MNIST images (cycled), joined in the executors' JVMs from the Parquet
+    seed: no Python stage before sparknet's own conversion, nothing on the driver."""
+    from pyspark.sql import functions as F  # noqa: N812
+
+    ids = spark.range(0, rows, numPartitions=max(2, rows // 200_000))
+    return (ids.withColumn("idx", F.col("id") % FASHION_ROWS)
+            .join(F.broadcast(spark.read.parquet(seed)), "idx").select("image", "label"))
+
+
+def memory_limit_mib(worker_bound_mib: float) -> float:
+    """What the Python processes of ``local[2]`` may hold: the documented bound per worker
+    times the workers that can be alive at once, plus the daemons.
+
+    Spark keeps one pool of Python workers (and one daemon) for Arrow UDFs, which convert the
+    rows, and one for RDD tasks, which write the shard files and train; each pool holds up to
+    one worker per task slot, and idle workers stay alive for reuse.
+    """
+    return PYTHON_WORKERS * worker_bound_mib + PYTHON_DAEMONS * DAEMON_MIB
+
+
+def memory(seed: str, rows_1x: int, rounds: int, worker_bound_mib: float) -> dict[str, Any]:
+    """Trains at 1x and 4x rows with every Spark Python process inside a memory cgroup."""
     from sparknet.data.dataframe import dataframe_data
     from sparknet.data.shards import InputSpec
+    from sparknet.engine.spark_session import get_or_create_session
     from sparknet.engine.trainer import train
 
     spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
-    out: dict[str, Any] = {}
-    for scale in (1, 4):
-        rows = rows_1x * scale
-        started = time.perf_counter()
-        with WorkerPeaks(jvm) as writing:
-            data, _ = dataframe_data(_generated_frame(spark, rows), features="image",
-                                     label="label", spec=spec, num_workers=2, batch_size=64,
-                                     streamed=True)
-        written = time.perf_counter() - started
+    limit = int(memory_limit_mib(worker_bound_mib) * MiB)
+    out: dict[str, Any] = {"worker_bound_mib": worker_bound_mib, "limit_mib": limit / MiB,
+                           "python_workers": PYTHON_WORKERS, "python_daemons": PYTHON_DAEMONS}
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
         try:
-            with WorkerPeaks(jvm) as training:
-                result = train(data, config=_config(tau=50, rounds=rounds), progress=False)
+            group: MemoryCgroup | None = stack.enter_context(MemoryCgroup.create(
+                f"sparknet-bench-{os.getpid()}", limit_bytes=limit))
+        except CgroupUnavailable as exc:
+            group, out["unenforced"] = None, str(exc)
+        if group is not None:
+            out["cgroup"] = {"path": str(group.path), "version": group.version}
+            stack.enter_context(pyspark_python(launcher_in_group(group, sys.executable,
+                                                                 Path(folder))))
+        spark = get_or_create_session("local[2]", app_name="sparknet-bench-streaming-memory")
+        gateway = spark.sparkContext._jvm
+        assert gateway is not None
+        jvm = int(gateway.ProcessHandle.current().pid())
+        try:
+            for scale in (1, 4):
+                rows = rows_1x * scale
+                started = time.perf_counter()
+                with WorkerPeaks(jvm, group) as writing:
+                    data, _ = dataframe_data(_generated_frame(spark, seed, rows),
+                                             features="image", label="label", spec=spec,
+                                             num_workers=2, batch_size=64, streamed=True)
+                written = time.perf_counter() - started
+                try:
+                    with WorkerPeaks(jvm, group) as training:
+                        result = train(data, config=_config(tau=50, rounds=rounds),
+                                       progress=False)
+                finally:
+                    data.release()
+                out[f"{scale}x"] = {
+                    "rows": rows, "stored_mib": rows * (784 + 8) / MiB,
+                    "write_seconds": written, "writing_peak_mib": writing.mib(),
+                    "worker_peak_mib": training.mib(),
+                    "daemon_peak_mib": sorted(set(writing.mib(daemons=True) +
+                                                  training.mib(daemons=True))),
+                    "outside_cgroup": sorted(writing.outside | training.outside),
+                    "most_workers_alive": max(writing.most_alive, training.most_alive),
+                    "train_accuracy": result.metrics[-1]["train_accuracy"]}
+                if group is not None:
+                    out[f"{scale}x"]["cgroup_events"] = asdict(group.events())
+                print(f"memory {scale}x: {out[f'{scale}x']}", flush=True)
         finally:
-            data.release()
-        out[f"{scale}x"] = {"rows": rows, "stored_mib": rows * (784 + 8) / MiB,
-                            "write_seconds": written, "writing_peak_mib": writing.mib(),
-                            "worker_peak_mib": training.mib(),
-                            "train_accuracy": result.metrics[-1]["train_accuracy"]}
-        print(f"memory {scale}x: {out[f'{scale}x']}", flush=True)
+            spark.stop()
+            if group is not None:
+                out["cgroup_events"] = asdict(group.events())
     return out
 
 
@@ -275,8 +364,11 @@ def round_cost(spark: Any, rows_small: int, rounds: int, repeats: int) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--memory-rows", type=int, default=1_500_000,
+    parser.add_argument("--memory-rows", type=int, default=2_400_000,
                         help="rows of the 1x dataset (784 + 8 bytes each)")
+    parser.add_argument("--worker-bound-mib", type=float, default=WORKER_BOUND_MIB,
+                        help="the documented memory bound of one Python worker "
+                             "(docs/streaming.md); sets the cgroup limit")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--decode-files", type=int, default=4000)
@@ -289,7 +381,6 @@ def main() -> None:
     from sparknet.engine.spark_session import get_or_create_session
 
     spark = get_or_create_session("local[2]", app_name="sparknet-bench-streaming")
-    jvm = int(spark.sparkContext._jvm.ProcessHandle.current().pid())
     results: dict[str, Any] = {"machine": machine_line(), "command": run_command()}
     if args.keep and (RESULTS / "streaming.json").is_file():
         # Parts measured by an earlier run stay, each with its own command and machine line.
@@ -309,11 +400,16 @@ def main() -> None:
     if "round" in parts:
         results["round_cost"] = round_cost(spark, 12_000, args.rounds, args.repeats)
         print("round", results["round_cost"], flush=True)
-    if "memory" in parts:
-        results["memory"] = memory(spark, jvm, args.memory_rows, args.rounds)
-    spark.stop()
+    with tempfile.TemporaryDirectory() as folder:
+        seed = fashion_parquet(spark, Path(folder)) if "memory" in parts else ""
+        spark.stop()  # the memory part starts its own session, its Python inside a cgroup
+        if "memory" in parts:
+            results["memory"] = memory(seed, args.memory_rows, args.rounds,
+                                       args.worker_bound_mib)
     path = write_report("streaming", report(results), results)
     print(f"wrote {path}")
+    if "memory" in parts and _memory_failures(results["memory"]):
+        raise SystemExit("memory: " + "; ".join(_memory_failures(results["memory"])))
 
 
 def _section(title: str, header: str, rows: list[tuple[str, str]], verdict: str) -> list[str]:
@@ -365,33 +461,79 @@ def report(results: dict[str, Any]) -> str:
             _verdict("Change with 10x data", f"{100 * change:+.1f}%", abs(change) <= 0.10,
                      "within 10%"))
     if "memory" in results:
-        m = results["memory"]
-        top = {name: max(row["worker_peak_mib"]) for name, row in m.items()}
-        change = top["4x"] / top["1x"] - 1
-        lines += _section(
-            "Memory: peak RSS (VmHWM) per Python worker, streamed, two dataset sizes",
-            "dataset (rows, stored MiB) | peak per Python worker (MiB)",
-            [(f"{name} ({row['rows']:,}, {row['stored_mib']:.0f}), {phase}",
-              ", ".join(f"{p:.0f}" for p in row[key])) for name, row in m.items()
-             for phase, key in (("writing the files", "writing_peak_mib"),
-                                ("training", "worker_peak_mib"))],
-            _verdict("Largest worker peak, 4x vs 1x", f"{100 * change:+.1f}%",
-                     abs(change) <= 0.10, "within 10%"))
-        workers = 2 * top["4x"]
-        lines += [
-            "The two ~45 MiB processes are PySpark daemons; the others are Python workers "
-            "(some ran only the conversion). Python, PyTorch, pyarrow and LeNet account for "
-            "nearly all of a worker's peak; the data a worker holds is under 1 MiB "
-            "(docs/streaming.md).", "",
-            f"Dataset size vs the Python workers' memory: no limit was enforced (PySpark's "
-            f"spark.executor.pyspark.memory limits address space, see docs/streaming.md). "
-            f"Against the measured peaks (2 training workers x {top['4x']:.0f} MiB = "
-            f"{workers:.0f} MiB) the 4x dataset is {m['4x']['stored_mib'] / workers:.1f}x and "
-            f"the 1x dataset {m['1x']['stored_mib'] / workers:.1f}x: the target of a dataset "
-            f">= 3x the workers' memory at 1x is "
-            f"{'met' if m['1x']['stored_mib'] >= 3 * workers else 'MISSED'} (larger sizes did "
-            "not fit the time this run had on a shared 2-core machine).", ""]
+        lines += _memory_section(results["memory"])
     return "\n".join(lines) + "\n"
+
+
+def _memory_failures(m: dict[str, Any]) -> list[str]:
+    """What makes the memory run fail outright: an OOM kill, or a Python process outside the
+    group (its memory would have escaped the limit)."""
+    failures = []
+    if m.get("cgroup_events", {}).get("oom_kills", 0):
+        failures.append(f"{m['cgroup_events']['oom_kills']} Python processes OOM-killed")
+    outside = [pid for size in ("1x", "4x") for pid in m[size].get("outside_cgroup", [])]
+    if outside:
+        failures.append(f"Python processes {outside} ran outside the memory cgroup")
+    return failures
+
+
+def _memory_section(m: dict[str, Any]) -> list[str]:
+    limit, bound = m["limit_mib"], m["worker_bound_mib"]
+    top = {size: max(m[size]["writing_peak_mib"] + m[size]["worker_peak_mib"])
+           for size in ("1x", "4x")}
+    ratio = {size: m[size]["stored_mib"] / limit for size in ("1x", "4x")}
+    change = top["4x"] / top["1x"] - 1
+    if "unenforced" in m:
+        lines = [f"No limit was enforced ({m['unenforced']}); the figures are unenforced, "
+                 f"compared with what the limit would be, {limit:.0f} MiB.", ""]
+    else:
+        cgroup = m["cgroup"]
+        setting = "memory.limit_in_bytes" if cgroup["version"] == 1 else "memory.max"
+        lines = [f"Enforced limit: **{limit:.0f} MiB** for all of Spark's Python processes "
+                 f"together, a cgroup v{cgroup['version']} memory group ({setting}; it counts "
+                 "their resident memory and the page cache they fill, which the kernel "
+                 "reclaims at the limit) that the PySpark daemons join as they start "
+                 f"(`sparknet.testing.cgroup`): {m['python_workers']} workers x {bound:.0f} "
+                 f"MiB (the documented bound per worker, docs/streaming.md) + "
+                 f"{m['python_daemons']} daemons x {DAEMON_MIB} MiB.", ""]
+    rows = [(f"{size} ({m[size]['rows']:,} rows, {m[size]['stored_mib']:,.0f} MiB = "
+             f"{ratio[size]:.2f}x the limit), {phase}",
+             ", ".join(f"{p:.0f}" for p in m[size][key]))
+            for size in ("1x", "4x") for phase, key in (("writing the files", "writing_peak_mib"),
+                                                        ("training", "worker_peak_mib"))]
+    section = _section(
+        "Memory: peak RSS (VmHWM) per Python worker, streamed, two dataset sizes",
+        "dataset (rows, stored size vs the limit), phase | peak per Python worker (MiB)", rows,
+        _verdict("Largest worker peak, 4x vs 1x", f"{100 * change:+.1f}%",
+                 abs(change) <= 0.10, "within 10%"))
+    lines = section[:2] + lines + section[2:]  # the limit first, under the heading
+    daemon = max(p for size in ("1x", "4x") for p in m[size]["daemon_peak_mib"])
+    alive = max(m[size]["most_workers_alive"] for size in ("1x", "4x"))
+    lines += [
+        _verdict("Largest worker peak vs the documented bound",
+                 f"{max(top.values()):.0f} MiB", max(top.values()) <= bound,
+                 f"<= {bound:.0f} MiB") +
+        f" At most {alive} workers were alive at once (the limit allows for "
+        f"{m['python_workers']}; a phase can list more, when Spark stopped an idle worker and "
+        f"forked another); the daemons peaked at {daemon:.0f} MiB. Python, "
+        "PyTorch, pyarrow and LeNet account for nearly all of a worker's peak; the data a "
+        "worker holds is under 1 MiB (docs/streaming.md).", "",
+        _verdict("The 4x dataset vs the limit", f"{ratio['4x']:.2f}x", ratio["4x"] >= 3,
+                 ">= 3x") + f" The 1x dataset is {ratio['1x']:.2f}x the limit. Writing the "
+        f"files took {m['1x']['write_seconds']:.0f} s at 1x and {m['4x']['write_seconds']:.0f} "
+        "s at 4x.", ""]
+    if "cgroup_events" in m:
+        events = m["cgroup_events"]
+        first = m["1x"]["cgroup_events"]
+        lines += [
+            _verdict("OOM kills in the group", str(events["oom_kills"]),
+                     events["oom_kills"] == 0, "0") +
+            f" failcnt {events['failcnt']:,} ({first['failcnt']:,} by the end of 1x): the "
+            "times the group reached its limit and the kernel reclaimed page cache instead. "
+            f"The group's peak usage, page cache included: {events['peak_bytes'] / MiB:.0f} "
+            "MiB. Python processes seen outside the group: "
+            f"{len(m['1x']['outside_cgroup']) + len(m['4x']['outside_cgroup'])}.", ""]
+    return lines
 
 
 if __name__ == "__main__":
