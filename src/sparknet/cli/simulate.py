@@ -39,7 +39,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sparknet.data.shards import InputSpec
-    from sparknet.models.registry import resolve_model
+    from sparknet.models.registry import model_of
     from sparknet.simulate import simulate
 
     config, _ = config_from_args(args)
@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')}={value} is invalid: use N >= 1")
-    resolve_model(config.model).local_optimizer(config.optimizer)
+    model_of(config).local_optimizer(config.optimizer)
     fashion_mnist.check_available(args.data_dir)
     train = fashion_mnist.load_split("train", args.data_dir)
     test = fashion_mnist.load_split("test", args.data_dir)

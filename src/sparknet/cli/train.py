@@ -211,13 +211,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _new_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunSettings]:
-    from sparknet.models.registry import resolve_model
+    from sparknet.models.registry import model_of
 
     config, table = config_from_args(args)
     output = args.output or Path(table.get("output") or
                                  f"runs/{_slug(config.model)}-K{config.engine.num_workers}"
                                  f"-tau{config.engine.tau}")
-    return config, resolve_model(config.model), RunSettings(
+    return config, model_of(config), RunSettings(
         output=Path(output), master=args.master or table.get("master"),
         data=_data_source(args, table),
         start_timeout=args.start_timeout or table.get("start_timeout", DEFAULT_START_TIMEOUT))
@@ -278,7 +278,8 @@ def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunS
     for name, value in (("--output", args.output or table.get("output")),):
         if value is not None and Path(value).resolve() != run_dir.resolve():
             raise ConfigError(f"{name} {value} is not the resumed run {run_dir}: drop {name}")
-    model = resolve_saved_model(saved.model, origin=str(saved_file), given=given.get("model"))
+    model = resolve_saved_model(saved.model, origin=str(saved_file), given=given.get("model"),
+                                args=saved.model_args)
     check_resumable(run_dir, saved, model)
     return saved, model, RunSettings(
         output=run_dir, master=args.master or table.get("master"), data=data,

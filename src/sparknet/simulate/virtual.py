@@ -18,7 +18,7 @@ from sparknet.config import TrainConfig
 from sparknet.data.shards import InputSpec
 from sparknet.engine.loop import LoopOptions, run_rounds
 from sparknet.engine.runner import InProcessRunner
-from sparknet.models.registry import resolve_model
+from sparknet.models.registry import model_of, resolve_model
 from sparknet.models.zoo import ModelFactory
 
 
@@ -59,7 +59,7 @@ def simulate(train: tuple[np.ndarray, np.ndarray], *, config: TrainConfig, spec:
             return record["test_accuracy"] is not None and stop(record)
 
     result = run_rounds(runner, config=config, spec=spec,
-                        model=resolve_model(model if model is not None else config.model),
+                        model=resolve_model(model) if model is not None else model_of(config),
                         options=LoopOptions(eval_every=eval_every, stop=evaluated_stop,
                                             tau_decisions=tuple(tau_decisions or ())))
     for record in result.metrics:
