@@ -204,7 +204,8 @@ class TrainConfig:
     """Everything that determines a training run; same config + seed gives the same weights."""
 
     model: str = setting(
-        "lenet", "the network: a built-in name (lenet, cnn), a factory "
+        "lenet", "the network: a built-in name (lenet, cnn; alexnet, caffenet, googlenet, "
+        "resnet50 for RGB images), NAME#N for N classes, a factory "
         "'package.module:function' returning an nn.Module, or "
         "'caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]'", param="network")
     seed: int = setting(0, "seeds the initial weights, the data order and dropout")

@@ -79,9 +79,17 @@ def check(source: DataSource, model: ModelKind, *,
     if outputs != len(classes):
         raise ConfigError(f"--images {source.path} has {len(classes)} class folders but "
                           f"network {model.key!r} has {outputs} outputs: use a network "
-                          f"with {len(classes)} outputs")
+                          f"with {len(classes)} outputs{_sized_hint(model, len(classes))}")
     check_output_shape(model, shape, outputs)
     return classes, outputs
+
+
+def _sized_hint(model: ModelKind, classes: int) -> str:
+    from sparknet.models.kinds import BuiltinModel
+
+    if not isinstance(model, BuiltinModel):
+        return ""
+    return f" (built-ins take NAME#N: --model {model.key.partition('#')[0]}#{classes})"
 
 
 def load(spark: SparkSession, source: DataSource, config: TrainConfig,

@@ -21,7 +21,7 @@ from torch import nn
 from sparknet.config import OptimizerConfig
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError
-from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
+from sparknet.models.zoo import ModelFactory, builtin_factory
 
 
 class InputPrep(Protocol):
@@ -129,10 +129,12 @@ def _checked(module: object, key: str) -> nn.Module:
 
 @dataclass(frozen=True)
 class BuiltinModel(ModelKind):
-    """One of sparknet's own networks (``lenet``, ``cnn``)."""
+    """One of sparknet's own networks (``lenet``, ``resnet50#10``: see ``models.zoo``)."""
 
     def build(self) -> nn.Module:
-        return BUILTIN_MODELS[self.key]()
+        factory = builtin_factory(self.key)
+        assert factory is not None, self.key
+        return factory()
 
 
 @dataclass(frozen=True)
