@@ -189,7 +189,8 @@ class _Run:
                          optimizer=self.optimizer, input_prep=self.prep,
                          compression=self.config.outer.compression,
                          sample_weight=self.config.outer.name == "weighted",
-                         threads=engine.threads_per_worker)
+                         threads=engine.threads_per_worker, precision=engine.precision,
+                         channels_last=engine.channels_last)
         round_started = self.runner.now()
         try:
             total = self.runner.run_round(state.for_workers(), plan, fan_in=engine.tree_fan_in)

@@ -25,13 +25,23 @@ from sparknet.models.zoo import ModelFactory, builtin_factory
 
 
 class InputPrep(Protocol):
-    """Stored features ``[n, *stored shape]`` -> a float32 network input batch on ``device``."""
+    """Stored features ``[n, *stored shape]`` -> a float32 network input batch on ``device``.
+
+    The features come as a NumPy array or a tensor in their stored dtype: already on
+    ``device`` when ``on_device`` (the worker copies them there as uint8 and the preparation
+    converts them on the device), else on the CPU.
+    """
 
     @property
     def network_shape(self) -> tuple[int, ...]: ...
 
-    def __call__(self, features: np.ndarray, device: torch.device, *, train: bool,
-                 rng: np.random.Generator) -> torch.Tensor: ...
+    @property
+    def on_device(self) -> bool:
+        """Whether the preparation runs on the device (it takes the stored batch there)."""
+        ...
+
+    def __call__(self, features: np.ndarray | torch.Tensor, device: torch.device, *,
+                 train: bool, rng: np.random.Generator) -> torch.Tensor: ...
 
     def serving(self, features: torch.Tensor) -> torch.Tensor:
         """The evaluation-time preparation as torch operations (for ONNX graphs)."""
@@ -65,9 +75,16 @@ class ScaledInput:
     def network_shape(self) -> tuple[int, ...]:
         return self.shape
 
-    def __call__(self, features: np.ndarray, device: torch.device, *, train: bool,
-                 rng: np.random.Generator) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(features)).to(device, torch.float32)
+    @property
+    def on_device(self) -> bool:
+        return True
+
+    def __call__(self, features: np.ndarray | torch.Tensor, device: torch.device, *,
+                 train: bool, rng: np.random.Generator) -> torch.Tensor:
+        if not isinstance(features, torch.Tensor):
+            features = torch.from_numpy(np.ascontiguousarray(features))
+        # Copied in the stored dtype (uint8: a quarter of float32's bytes), converted there.
+        x = features.to(device, non_blocking=True).to(torch.float32)
         if self.scale != 1.0:
             x = x * self.scale
         return x.reshape(features.shape[0], *self.shape)
