@@ -105,3 +105,24 @@ def test_the_params_table_in_the_docs_is_current() -> None:
 
     docs = Path(__file__).resolve().parents[1] / "docs" / "ml.md"
     assert params_markdown() in docs.read_text()
+
+
+def test_precision_reaches_the_cli_the_toml_and_the_estimator(tmp_path) -> None:
+    """One field, engine.precision (and engine.channels_last): flag, TOML key and Param."""
+    from sparknet.cli.train import config_from_args
+
+    args = build_parser().parse_args(["train", "--precision", "bf16", "--channels-last"])
+    config, _ = config_from_args(args)
+    assert (config.engine.precision, config.engine.channels_last) == ("bf16", True)
+    toml = tmp_path / "run.toml"
+    toml.write_text('[engine]\nprecision = "tf32"\n')
+    config, _ = config_from_args(build_parser().parse_args(["train", "--config", str(toml)]))
+    assert config.engine.precision == "tf32"
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    estimator = SparkNetEstimator().setPrecision("bf16").setChannelsLast(True)
+    assert estimator.getPrecision() == "bf16"
+    assert estimator.train_config().engine.precision == "bf16"
+    assert estimator.train_config().engine.channels_last is True
+    assert SparkNetEstimator().train_config().engine.precision == "fp32"
+    with pytest.raises(ConfigError, match=r"precision='fp16' is invalid: expected 'fp32' or "):
+        SparkNetEstimator(precision="fp16").train_config()

@@ -28,6 +28,7 @@ Device = Literal["cpu", "cuda", "auto"]
 OnNonFinite = Literal["stop", "skip"]
 Monitor = Literal["loss", "accuracy"]
 OBJECTIVES = ("multiclass", "binary", "multilabel", "mse", "l1", "huber")
+Precision = Literal["fp32", "tf32", "bf16"]
 
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, flag: str | None = None,
@@ -180,6 +181,13 @@ class EngineConfig:
                                     "the task) or auto")
     threads_per_worker: int = setting(1, "PyTorch threads in each worker (1 is fastest for "
                                          "small CNNs)")
+    precision: Precision = setting(
+        "fp32", "arithmetic of the local steps: fp32 (exact float32, TF32 off), tf32 (TF32 "
+        "matmuls and convolutions on NVIDIA GPUs; the same as fp32 on a CPU) or bf16 "
+        "(bfloat16 autocast of the forward pass and loss); see docs/gpu.md")
+    channels_last: bool = setting(
+        False, "keep the network's 4-D weights and inputs channels-last (NHWC) in the local "
+               "steps: faster convolutions on recent GPUs under tf32/bf16, not on a CPU")
     tree_fan_in: int = setting(4, "the driver combines at most this many partial sums per "
                                   "round; larger K is first summed on the executors in a tree")
     eval_batch_size: int = setting(1000, "batch size of distributed evaluation")
@@ -226,7 +234,8 @@ class TrainConfig:
     """Everything that determines a training run; same config + seed gives the same weights."""
 
     model: str = setting(
-        "lenet", "the network: a built-in name (lenet, cnn), a factory "
+        "lenet", "the network: a built-in name (lenet, cnn; alexnet, caffenet, googlenet, "
+        "resnet50 for RGB images), NAME#N for N classes, a factory "
         "'package.module:function' returning an nn.Module, or "
         "'caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]'", param="network")
     model_args: str | None = setting(

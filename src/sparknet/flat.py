@@ -55,32 +55,40 @@ class FlatLayout:
         return cls(tuple(floats), tuple(ints))
 
 
+def state_tensors(module: nn.Module, layout: FlatLayout) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module's state as (float32 vector, int64 vector) on the module's own device."""
+    state = module.state_dict()
+    floats = [state[e.name].detach().reshape(-1).to(torch.float32) for e in layout.floats]
+    ints = [state[e.name].detach().reshape(-1).to(torch.int64) for e in layout.ints]
+    device = next(iter(state.values())).device if state else torch.device("cpu")
+    return (torch.cat(floats) if floats else torch.zeros(0, device=device),
+            torch.cat(ints) if ints else torch.zeros(0, dtype=torch.int64, device=device))
+
+
 def flatten_state(module: nn.Module, layout: FlatLayout) -> tuple[np.ndarray, np.ndarray]:
     """Copies the module's state into (float32 buffer, int64 vector)."""
-    state = module.state_dict()
-    floats = np.empty(layout.num_floats, dtype=np.float32)
-    ints = np.empty(layout.num_ints, dtype=np.int64)
-    for e in layout.floats:
-        floats[e.offset:e.offset + e.size] = (
-            state[e.name].detach().reshape(-1).to("cpu", torch.float32).numpy())
-    for e in layout.ints:
-        ints[e.offset:e.offset + e.size] = state[e.name].detach().reshape(-1).cpu().numpy()
-    return floats, ints
+    floats, ints = state_tensors(module, layout)
+    return floats.cpu().numpy(), ints.cpu().numpy()
 
 
-def load_flat_state(module: nn.Module, layout: FlatLayout, floats: np.ndarray,
-                    ints: np.ndarray) -> None:
-    """Copies a flat buffer back into the module's parameters and buffers in place."""
+def load_flat_state(module: nn.Module, layout: FlatLayout, floats: np.ndarray | torch.Tensor,
+                    ints: np.ndarray | torch.Tensor) -> None:
+    """Copies a flat buffer back into the module's parameters and buffers in place.
+
+    The buffers go to the module's device in one copy each (none when they are already
+    there) and are sliced into its tensors on the device.
+    """
     state = module.state_dict()
+    if not state:
+        return
+    device = next(iter(state.values())).device
     with torch.no_grad():
-        for e in layout.floats:
-            target = state[e.name]
-            source = torch.from_numpy(floats[e.offset:e.offset + e.size]).reshape(e.shape)
-            target.copy_(source.to(target.dtype))
-        for e in layout.ints:
-            target = state[e.name]
-            source = torch.from_numpy(ints[e.offset:e.offset + e.size]).reshape(e.shape)
-            target.copy_(source.to(target.dtype))
+        for entries, flat in ((layout.floats, floats), (layout.ints, ints)):
+            source = torch.as_tensor(flat).to(device, non_blocking=True)
+            for e in entries:
+                target = state[e.name]
+                target.copy_(source[e.offset:e.offset + e.size].reshape(e.shape)
+                             .to(target.dtype))
 
 
 def flat_parameters_view(module: nn.Module, layout: FlatLayout) -> list[tuple[Entry, nn.Parameter]]:

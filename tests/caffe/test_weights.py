@@ -188,3 +188,18 @@ def test_binaryproto_with_wrong_count_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "b.binaryproto").write_bytes(blob.SerializeToString())
     with pytest.raises(CaffeFormatError, match="needs 8 values"):
         read_binaryproto(tmp_path / "b.binaryproto")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (5,), (0,), (1, 1, 3, 2)])
+def test_blobs_are_written_as_caffe_encodes_them(shape: tuple[int, ...]) -> None:
+    from sparknet.caffe import schema
+    from sparknet.caffe.weights import array_to_blob, blob_to_array
+
+    values = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    reference = schema.BlobProto()  # value by value through protobuf's own packed encoding
+    reference.shape.dim.extend(shape)
+    reference.data.extend(values.ravel().tolist())
+    written = array_to_blob(values).SerializeToString()
+    assert written == reference.SerializeToString()
+    parsed = schema.BlobProto.FromString(written)
+    assert blob_to_array(parsed, where="t").tobytes() == values.tobytes()

@@ -91,6 +91,8 @@ def test_config_that_is_a_folder_or_not_utf8(tmp_path: Path) -> None:
     (["--master", "local[2,0]"], "asks for zero task attempts"),
     (["--master", "k8s://"], "is not of the form k8s://https://HOST:PORT"),
     (["--master", "k8s://https://127.0.0.1:9"], "cannot reach Spark master"),
+    (["--precision", "fp16"], "argument --precision: invalid choice: 'fp16'"),
+    (["--device", "cuda"], "device 'cuda' was asked for but this machine has no CUDA device"),
 ])
 def test_bad_flags_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
     result = run_cli("train", *args, "--output", str(tmp_path / "out"))

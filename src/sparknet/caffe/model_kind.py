@@ -134,8 +134,14 @@ class CaffeInput:
     def network_shape(self) -> tuple[int, ...]:
         return network_shape(self.transform, self.stored_shape)
 
-    def __call__(self, features: np.ndarray, device: torch.device, *, train: bool,
-                 rng: np.random.Generator) -> torch.Tensor:
+    @property
+    def on_device(self) -> bool:
+        return False  # crops and mirrors are drawn and cut with NumPy, on the CPU
+
+    def __call__(self, features: np.ndarray | torch.Tensor, device: torch.device, *,
+                 train: bool, rng: np.random.Generator) -> torch.Tensor:
+        if isinstance(features, torch.Tensor):
+            features = features.cpu().numpy()
         pixels = np.asarray(features).reshape(features.shape[0], *self.stored_shape)
         out = transform_batch(pixels, self.transform, train=train, rng=rng,
                               mean=_mean_image(self.transform))

@@ -226,12 +226,14 @@ class CaffeNet(nn.Module):
         with torch.no_grad():
             was = module.training
             # Probing must not change the blobs: BatchNorm with use_global_stats: false
-            # updates its statistics in any phase.
-            saved = [blob.detach().clone() for blob in module.blobs]
+            # updates its statistics (blobs outside the solver) in any phase. Trainable blobs
+            # cannot change without a step, so they are not copied (AlexNet's fc6 is 151 MB).
+            saved = [(blob, blob.detach().clone()) for blob in module.blobs
+                     if not blob.requires_grad]
             module.eval()
             tops = module(*bottoms)
             module.train(was)
-            for blob, value in zip(module.blobs, saved, strict=True):
+            for blob, value in saved:
                 blob.copy_(value)
         return tuple(tops)
 
@@ -401,14 +403,16 @@ class CaffeNet(nn.Module):
         return LoadReport(loaded=loaded, extra=extra, missing=missing)
 
     def to_net_parameter(self) -> Any:
-        """The definition (this phase) with the current blobs, as Caffe's ``net.save`` has."""
-        out = schema.NetParameter()
-        out.CopyFrom(self.definition)
-        blobs = self.caffe_blobs()
+        """The definition (this phase) with the current blobs, as Caffe's ``net.save`` has;
+        a ``schema.RawNetParameter``, whose blobs hold their numbers as bytes."""
+        out = schema.RawNetParameter()
+        out.ParseFromString(self.definition.SerializeToString())  # same wire format
+        modules = {m.caffe_name: m for m in self._modules_with_blobs()}
         for layer in out.layer:
             layer.ClearField("blobs")
-            for array in blobs.get(layer.name, []):
-                layer.blobs.add().CopyFrom(array_to_blob(array))
+            module = modules.get(layer.name)
+            for blob in module.blobs if module is not None else ():
+                array_to_blob(blob.detach().cpu().numpy(), layer.blobs.add())
         return out
 
     def to_caffemodel(self, path: str | Path) -> None:

@@ -370,12 +370,23 @@ def _add_enum(enum: descriptor_pb2.EnumDescriptorProto, name: str) -> None:
         enum.value.add(name=value_name, number=number)
 
 
-def _build_pool() -> descriptor_pool.DescriptorPool:
+# BlobProto with its numbers as raw bytes, for writing: a packed repeated float on the wire is
+# one length-delimited run of little-endian values, exactly what a bytes field holds, so a
+# blob is encoded from an array's bytes instead of value by value (``weights.array_to_blob``).
+# Reading keeps the repeated fields: protobuf's upb backend hands them to numpy in one step.
+_RAW_BLOB_FIELDS = ("data", "diff", "double_data", "double_diff")
+_RAW_BLOB = tuple(_o(spec[0], spec[1], "bytes") if spec[0] in _RAW_BLOB_FIELDS else spec
+                  for spec in _MESSAGES["BlobProto"])
+
+
+def _build_pool(*, raw_blobs: bool = False) -> descriptor_pool.DescriptorPool:
     file = descriptor_pb2.FileDescriptorProto(
         name="sparknet/caffe/schema.proto", package=_PACKAGE, syntax="proto2"
     )
     _add_enum(file.enum_type.add(name="Phase"), "Phase")
     messages = {**_MESSAGES, "LayerParameter": _LAYER, "V1LayerParameter": _V1_LAYER}
+    if raw_blobs:
+        messages["BlobProto"] = _RAW_BLOB
     for msg_name, fields in messages.items():
         msg = file.message_type.add(name=msg_name)
         # As in Caffe, enums live inside the message that uses them: value names are
@@ -391,11 +402,14 @@ def _build_pool() -> descriptor_pool.DescriptorPool:
 
 
 _POOL = _build_pool()
+_RAW_POOL = _build_pool(raw_blobs=True)
 
 
-def message_class(name: str) -> Any:
-    """The generated message class for a schema message, e.g. ``message_class("NetParameter")``."""
-    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
+def message_class(name: str, *, raw_blobs: bool = False) -> Any:
+    """The generated message class for a schema message, e.g. ``message_class("NetParameter")``;
+    with ``raw_blobs`` its BlobProtos hold their numbers as little-endian bytes."""
+    pool = _RAW_POOL if raw_blobs else _POOL
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
 
 
 NetParameter: Any = message_class("NetParameter")
@@ -406,6 +420,8 @@ BlobShape: Any = message_class("BlobShape")
 SolverParameter: Any = message_class("SolverParameter")
 TransformationParameter: Any = message_class("TransformationParameter")
 ParamSpec: Any = message_class("ParamSpec")
+RawNetParameter: Any = message_class("NetParameter", raw_blobs=True)
+RawBlobProto: Any = message_class("BlobProto", raw_blobs=True)
 
 
 def enum_name(enum: str, number: int) -> str:
@@ -423,6 +439,6 @@ def enum_number(enum: str, name: str) -> int:
 
 __all__ = [
     "BlobProto", "BlobShape", "LayerParameter", "Message", "NetParameter", "ParamSpec",
-    "SolverParameter", "TransformationParameter", "V1LayerParameter", "enum_name",
-    "enum_number", "message_class",
+    "RawBlobProto", "RawNetParameter", "SolverParameter", "TransformationParameter",
+    "V1LayerParameter", "enum_name", "enum_number", "message_class",
 ]

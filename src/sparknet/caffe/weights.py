@@ -44,12 +44,18 @@ def blob_to_array(blob: Any, *, where: str) -> np.ndarray:
     return data.reshape(shape)
 
 
-def array_to_blob(array: np.ndarray) -> Any:
-    """A BlobProto holding ``array`` as float32 in the current ``shape`` form."""
-    blob = schema.BlobProto()
-    values = np.ascontiguousarray(array, dtype=np.float32)
+def array_to_blob(array: np.ndarray, blob: Any | None = None) -> Any:
+    """A ``schema.RawBlobProto`` (``blob``, or a new one) holding ``array`` as float32 in the
+    current ``shape`` form.
+
+    It serialises to the bytes Caffe writes (a packed float field is one length-delimited run
+    of little-endian values) with one copy of the array, not one conversion per value.
+    """
+    blob = schema.RawBlobProto() if blob is None else blob
+    values = np.ascontiguousarray(array, dtype="<f4")
     blob.shape.dim.extend(int(d) for d in values.shape)
-    blob.data.extend(values.ravel().tolist())
+    if values.size:  # an empty packed field is not written at all
+        blob.data = values.tobytes()
     return blob
 
 

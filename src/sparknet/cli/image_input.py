@@ -82,8 +82,16 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig, *,
     if outputs != len(classes):
         raise ConfigError(f"--images {source.path} has {len(classes)} class folders but "
                           f"network {model.key!r} has {outputs} outputs: use a network "
-                          f"with {len(classes)} outputs")
+                          f"with {len(classes)} outputs{_sized_hint(model, len(classes))}")
     return classes, outputs
+
+
+def _sized_hint(model: ModelKind, classes: int) -> str:
+    from sparknet.models.kinds import BuiltinModel
+
+    if not isinstance(model, BuiltinModel):
+        return ""
+    return f" (built-ins take NAME#N: --model {model.key.partition('#')[0]}#{classes})"
 
 
 def load(spark: SparkSession, source: DataSource, config: TrainConfig, num_classes: int,

@@ -29,6 +29,7 @@ from sparknet.cli.run_settings import (
 )
 from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data import fashion_mnist
+from sparknet.engine.device import check_device
 from sparknet.errors import ConfigError, DataError
 from sparknet.models.kinds import ModelKind, network_outputs
 from sparknet.models.objectives import resolve_objective
@@ -179,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
                         expected=num_classes)
     check_writable(settings.output)
     master = settings.master or default_master(config.engine.num_workers)
+    check_device(config.engine.device, master)
     open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}",
                                    timeout=settings.start_timeout,
                                    log_file=settings.output / "spark.log")

@@ -7,6 +7,7 @@ executor or attempt runs it, so a retried task reproduces its first attempt bit 
 from __future__ import annotations
 
 import time
+from contextlib import closing
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,14 +15,22 @@ import torch
 from torch import nn
 
 from sparknet.averaging import EncodedDelta, encode_delta
-from sparknet.config import Compression
+from sparknet.config import Compression, Precision
 from sparknet.data.shards import ShardRows
+from sparknet.engine.device import (
+    forward_precision,
+    gathered,
+    memory_format,
+    on_device,
+    stage,
+    tf32_scope,
+)
 from sparknet.flat import (
     Entry,
     FlatLayout,
     flat_parameters_view,
-    flatten_state,
     load_flat_state,
+    state_tensors,
 )
 from sparknet.models.kinds import InputPrep, LocalOptimizer
 from sparknet.models.objectives import MULTICLASS, Objective
@@ -32,6 +41,8 @@ class LocalPlan:
     """Plain data describing one worker's round; it crosses to executors with the closure.
 
     ``optimizer`` and ``input_prep`` come from the model kind (``sparknet.models.kinds``).
+    ``precision`` and ``channels_last`` are the engine settings of that name; ``prefetch``
+    gathers each batch while the previous step runs (the results are the same without it).
     """
 
     seed: int
@@ -45,6 +56,9 @@ class LocalPlan:
     sample_weight: bool
     threads: int
     objective: Objective = MULTICLASS
+    precision: Precision = "fp32"
+    channels_last: bool = False
+    prefetch: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,10 +118,17 @@ def batch_indices(*, num_examples: int, batch_size: int, steps: int, step_offset
 
 def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, state: RoundState,
                     plan: LocalPlan, *, partition: int, device: torch.device) -> WorkerResult:
-    """Loads the broadcast state, runs ``plan.tau`` SGD steps on the shard, reports the change."""
+    """Loads the broadcast state, runs ``plan.tau`` SGD steps on the shard, reports the change.
+
+    The state goes to the device in one copy, and the change comes back in one: the weights
+    stay on the device in between.
+    """
     torch.set_num_threads(plan.threads)
     model.to(device)
-    load_flat_state(model, layout, state.floats, state.ints)
+    if plan.channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    start = torch.from_numpy(state.floats).to(device)
+    load_flat_state(model, layout, start, state.ints)
     model.train()
     optimizer = plan.optimizer.make(model, iteration=plan.step_offset)
     params = flat_parameters_view(model, layout)
@@ -120,32 +141,17 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, stat
     indices = batch_indices(num_examples=len(shard), batch_size=plan.batch_size,
                             steps=plan.tau * micro, step_offset=plan.step_offset * micro,
                             seed=plan.seed, partition=partition)
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    # Random crops/mirrors of a Caffe transform, like dropout, depend on (seed, round, partition).
-    crop_rng = np.random.default_rng(stream_seed(plan.seed, 3, plan.round_index, partition))
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with tf32_scope(plan.precision), \
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(stream_seed(plan.seed, 2, plan.round_index, partition))
-        for step in indices.reshape(plan.tau, micro, plan.batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            for batch in step:  # Caffe's iter_size: gradients of micro-batches are summed
-                features, labels = shard.rows(batch)
-                x = plan.input_prep(features, device, train=True, rng=crop_rng)
-                y = torch.from_numpy(labels).to(device)
-                outputs = model(x)
-                loss = plan.objective.loss(outputs, y)
-                loss.backward()
-                loss_sum += loss.detach().double() * y.shape[0]
-                right = plan.objective.correct(outputs.detach(), y)
-                if right is not None:
-                    correct += right
-            optimizer.step()
+        loss_sum, correct = _steps(model, optimizer, shard, indices, plan, partition=partition,
+                                   device=device)
     optimizer.zero_grad(set_to_none=True)  # a cached network holds no gradients between rounds
 
-    floats, ints = flatten_state(model, layout)
-    compute_seconds = time.perf_counter() - started
     weight = float(len(shard)) if plan.sample_weight else 1.0
-    delta = (floats - state.floats) * np.float32(weight)
+    floats, ints = state_tensors(model, layout)
+    delta = ((floats - start) * weight).cpu().numpy()
+    compute_seconds = time.perf_counter() - started
     encoded = encode_delta(delta, plan.compression)
     momentum = None
     if state.momentum is not None:
@@ -153,28 +159,67 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, stat
                     * np.float32(weight))
     return WorkerResult(delta=encoded, weight=weight, loss_sum=float(loss_sum.item()),
                         correct=int(correct.item()), samples=plan.tau * micro * plan.batch_size,
-                        ints_max=ints, momentum_sum=momentum,
+                        ints_max=ints.cpu().numpy(), momentum_sum=momentum,
                         bytes_sent=encoded.nbytes + (0 if momentum is None else momentum.nbytes),
                         compute_seconds=compute_seconds)
 
 
+def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, shard: ShardRows,
+           indices: np.ndarray, plan: LocalPlan, *, partition: int,
+           device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tau optimizer steps; (sum of losses, number correct) as device tensors."""
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    # Random crops/mirrors of a Caffe transform, like dropout, depend on (seed, round, partition).
+    crop_rng = np.random.default_rng(stream_seed(plan.seed, 3, plan.round_index, partition))
+    micro = plan.optimizer.micro_batches
+    fmt = memory_format(plan.channels_last)
+
+    def gather(index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return stage(*shard.rows(indices[index]), device)
+
+    with closing(gathered(gather, len(indices), ahead=plan.prefetch)) as staged:
+        # A preparation that runs on the device gets the batch there in its stored dtype.
+        batches = on_device(staged, device) if plan.input_prep.on_device else staged
+        for _ in range(plan.tau):
+            optimizer.zero_grad(set_to_none=True)
+            for _ in range(micro):  # Caffe's iter_size: gradients of micro-batches are summed
+                features, labels = next(batches)
+                x = plan.input_prep(features, device, train=True, rng=crop_rng)
+                y = labels.to(device, non_blocking=True)
+                with forward_precision(plan.precision, device):
+                    outputs = model(x.contiguous(memory_format=fmt) if x.dim() == 4 else x)
+                    loss = plan.objective.loss(outputs, y)
+                loss.backward()
+                loss_sum += loss.detach().double() * y.shape[0]
+                right = plan.objective.correct(outputs.detach(), y)
+                if right is not None:
+                    correct += right
+            optimizer.step()
+    return loss_sum, correct
+
+
 def _load_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
                    flat: np.ndarray, key: str) -> None:
+    if not params:
+        return
+    source = torch.from_numpy(flat).to(params[0][1].device)  # one copy to the device
     for entry, param in params:
-        chunk = flat[entry.offset: entry.offset + entry.size]
         optimizer.state[param][key] = (
-            torch.from_numpy(chunk.copy()).reshape(param.shape).to(param.device, param.dtype))
+            source[entry.offset: entry.offset + entry.size].reshape(param.shape)
+            .to(param.dtype, copy=True))
 
 
 def _flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
                    size: int, key: str) -> np.ndarray:
-    flat = np.zeros(size, dtype=np.float32)
+    if not params:
+        return np.zeros(size, dtype=np.float32)
+    flat = torch.zeros(size, dtype=torch.float32, device=params[0][1].device)
     for entry, param in params:
         buf = optimizer.state.get(param, {}).get(key)
         if buf is not None:
-            flat[entry.offset: entry.offset + entry.size] = (
-                buf.detach().reshape(-1).to("cpu", torch.float32).numpy())
-    return flat
+            flat[entry.offset: entry.offset + entry.size] = buf.detach().reshape(-1)
+    return flat.cpu().numpy()  # one copy back
 
 
 @torch.no_grad()

@@ -210,7 +210,8 @@ class _Run:
                          optimizer=self.optimizer, input_prep=self.prep,
                          compression=self.config.outer.compression,
                          sample_weight=self.config.outer.name == "weighted",
-                         threads=engine.threads_per_worker, objective=self.objective)
+                         threads=engine.threads_per_worker, objective=self.objective,
+                         precision=engine.precision, channels_last=engine.channels_last)
         round_started = self.runner.now()
         try:
             total = self.runner.run_round(state.for_workers(), plan, fan_in=engine.tree_fan_in)

@@ -66,15 +66,18 @@ class InProcessRunner:
     """K virtual workers in turn on this thread, with a modelled clock.
 
     A round takes ``max(worker compute) + overhead_seconds`` on the clock, as on a cluster
-    whose slowest worker and a synchronisation overhead S set the pace.
+    whose slowest worker and a synchronisation overhead S set the pace. The workers share one
+    network on ``device`` (``cuda``, or ``auto``: CUDA when this process has it).
     """
 
     def __init__(self, train: tuple[np.ndarray, np.ndarray], *, num_workers: int, seed: int,
                  test: tuple[np.ndarray, np.ndarray] | None = None, device: str = "cpu",
                  overhead_seconds: float = 0.0) -> None:
-        if device != "cpu":
-            raise ConfigError(f"device={device!r}: the in-process runner uses the CPU; use "
-                              "--device cpu")
+        cuda = torch.cuda.is_available()
+        if device == "cuda" and not cuda:
+            raise ConfigError("device='cuda': this process has no CUDA device; use --device "
+                              "cpu or auto")
+        self.device = torch.device("cuda" if device != "cpu" and cuda else "cpu")
         if overhead_seconds < 0:
             raise ConfigError(f"overhead_seconds={overhead_seconds} is invalid: use S >= 0")
         self.shards = split_into_shards(*train, num_workers, seed=seed)
@@ -112,7 +115,7 @@ class InProcessRunner:
     def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
         assert self._module is not None and self._layout is not None
         results = [run_local_steps(self._module, self._layout, shard, state, plan,
-                                   partition=index, device=torch.device("cpu"))
+                                   partition=index, device=self.device)
                    for index, shard in enumerate(self.shards)]
         total = tree_combine(results, fan_in=fan_in)
         compute = max(r.compute_seconds for r in results)
@@ -126,7 +129,7 @@ class InProcessRunner:
         assert self._module is not None and self._layout is not None and self.test is not None
         loss, correct, count = evaluate_shard(self._module, self._layout, self.test, state, prep,
                                               batch_size=batch_size,
-                                              device=torch.device("cpu"), threads=threads,
+                                              device=self.device, threads=threads,
                                               objective=objective)
         return loss / count, correct / count
 

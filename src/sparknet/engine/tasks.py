@@ -27,19 +27,44 @@ from sparknet.models.objectives import MULTICLASS, Objective
 
 def task_device(preference: str) -> torch.device:
     """The device for this task: the GPU Spark assigned to it, if asked for and present."""
+    return pick_device(preference, assigned=assigned_gpu(),
+                       cuda_devices=torch.cuda.device_count() if torch.cuda.is_available() else 0)
+
+
+def assigned_gpu() -> str | None:
+    """The first GPU address Spark's scheduler gave this task (``spark.task.resource.gpu
+    .amount``), or None outside a task or when no GPUs are scheduled."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    gpus = context.resources().get("gpu") if context is not None else None
+    return gpus.addresses[0] if gpus is not None and gpus.addresses else None
+
+
+def pick_device(preference: str, *, assigned: str | None, cuda_devices: int) -> torch.device:
+    """The rule, given what Spark assigned and how many CUDA devices this process sees.
+
+    ``cpu``: the CPU. With CUDA: ``cuda:ADDRESS`` for the address Spark assigned (an address
+    is the device's index as this executor sees it), else the current CUDA device. Without
+    CUDA: ``auto`` falls back to the CPU (an assigned address is then ignored) and ``cuda``
+    is one error line.
+    """
     if preference == "cpu":
         return torch.device("cpu")
-    if torch.cuda.is_available():
-        from pyspark import TaskContext
-
-        context = TaskContext.get()
-        gpus = context.resources().get("gpu") if context is not None else None
-        if gpus is not None and gpus.addresses:
-            return torch.device(f"cuda:{gpus.addresses[0]}")
-        return torch.device("cuda")
+    if cuda_devices > 0:
+        if assigned is None:
+            return torch.device("cuda")
+        if not assigned.isdigit() or int(assigned) >= cuda_devices:
+            raise TrainingError(f"Spark assigned GPU {assigned!r} to this task but this "
+                                f"executor sees {cuda_devices} CUDA device(s) (0 to "
+                                f"{cuda_devices - 1}): make the GPU discovery script report "
+                                "the indices CUDA uses on the executor (CUDA_VISIBLE_DEVICES)")
+        return torch.device(f"cuda:{assigned}")
     if preference == "cuda":
-        raise TrainingError("device 'cuda' was asked for but this executor has no CUDA device: "
-                            "use --device auto or cpu, or give executors GPUs")
+        given = f" (Spark assigned it GPU {assigned!r})" if assigned is not None else ""
+        raise TrainingError(f"device 'cuda' was asked for but this executor has no CUDA "
+                            f"device{given}: use --device auto or cpu, or give executors GPUs "
+                            "and a CUDA build of PyTorch")
     return torch.device("cpu")
 
 

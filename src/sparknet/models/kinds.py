@@ -22,20 +22,30 @@ from torch import nn
 from sparknet.config import OptimizerConfig
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError
-from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
+from sparknet.models.zoo import ModelFactory, builtin_factory
 
 if TYPE_CHECKING:
     from sparknet.models.objectives import Objective
 
 
 class InputPrep(Protocol):
-    """Stored features ``[n, *stored shape]`` -> a float32 network input batch on ``device``."""
+    """Stored features ``[n, *stored shape]`` -> a float32 network input batch on ``device``.
+
+    The features come as a NumPy array or a tensor in their stored dtype: already on
+    ``device`` when ``on_device`` (the worker copies them there as uint8 and the preparation
+    converts them on the device), else on the CPU.
+    """
 
     @property
     def network_shape(self) -> tuple[int, ...]: ...
 
-    def __call__(self, features: np.ndarray, device: torch.device, *, train: bool,
-                 rng: np.random.Generator) -> torch.Tensor: ...
+    @property
+    def on_device(self) -> bool:
+        """Whether the preparation runs on the device (it takes the stored batch there)."""
+        ...
+
+    def __call__(self, features: np.ndarray | torch.Tensor, device: torch.device, *,
+                 train: bool, rng: np.random.Generator) -> torch.Tensor: ...
 
     def serving(self, features: torch.Tensor) -> torch.Tensor:
         """The evaluation-time preparation as torch operations (for ONNX graphs)."""
@@ -69,9 +79,16 @@ class ScaledInput:
     def network_shape(self) -> tuple[int, ...]:
         return self.shape
 
-    def __call__(self, features: np.ndarray, device: torch.device, *, train: bool,
-                 rng: np.random.Generator) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(features)).to(device, torch.float32)
+    @property
+    def on_device(self) -> bool:
+        return True
+
+    def __call__(self, features: np.ndarray | torch.Tensor, device: torch.device, *,
+                 train: bool, rng: np.random.Generator) -> torch.Tensor:
+        if not isinstance(features, torch.Tensor):
+            features = torch.from_numpy(np.ascontiguousarray(features))
+        # Copied in the stored dtype (uint8: a quarter of float32's bytes), converted there.
+        x = features.to(device, non_blocking=True).to(torch.float32)
         if self.scale != 1.0:
             x = x * self.scale
         return x.reshape(features.shape[0], *self.shape)
@@ -133,10 +150,12 @@ def _checked(module: object, key: str) -> nn.Module:
 
 @dataclass(frozen=True)
 class BuiltinModel(ModelKind):
-    """One of sparknet's own networks (``lenet``, ``cnn``)."""
+    """One of sparknet's own networks (``lenet``, ``resnet50#10``: see ``models.zoo``)."""
 
     def build(self) -> nn.Module:
-        return BUILTIN_MODELS[self.key]()
+        factory = builtin_factory(self.key)
+        assert factory is not None, self.key
+        return factory()
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 from sparknet.config import TrainConfig
 from sparknet.errors import ConfigError, DataError
 from sparknet.models.kinds import BuiltinModel, FactoryModel, ModelKind, import_factory
-from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory
+from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory, builtin_factory
 
 # prefix -> module whose ``resolve(ref: str) -> ModelKind`` handles it
 PLUGINS = {"caffe:": "sparknet.caffe.model_kind"}
@@ -56,7 +56,7 @@ def resolve_saved_model(ref: Any, *, origin: str,
             raise ConfigError(f"{origin} was trained with model {ref!r}, not {given!r}: pass "
                               "the run's own model")
         return resolve_model(given, args=args)
-    if ref in BUILTIN_MODELS or ref in _TRUSTED_FACTORIES or \
+    if builtin_factory(ref) is not None or ref in _TRUSTED_FACTORIES or \
             any(ref.startswith(prefix) for prefix in PLUGINS):
         return resolve_model(ref, args=args)
     raise ConfigError(f"{origin} names the network factory {ref!r}; sparknet never imports code "
@@ -85,7 +85,7 @@ def resolve_model(model: str | ModelFactory | ModelKind, *,
         if model.startswith(prefix):
             resolved: ModelKind = importlib.import_module(plugin).resolve(model)
             return resolved
-    if model in BUILTIN_MODELS:
+    if builtin_factory(model) is not None:
         return BuiltinModel(key=model)
     if ":" not in model:
         raise ConfigError(f"unknown model {model!r}: use one of {sorted(BUILTIN_MODELS)}, "

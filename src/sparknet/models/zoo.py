@@ -1,14 +1,32 @@
-"""Built-in networks for 1x28x28 inputs and 10 classes (Fashion-MNIST, MNIST)."""
+"""Built-in networks: ``lenet`` and ``cnn`` for 1x28x28 inputs and 10 classes (Fashion-MNIST,
+MNIST); ``alexnet``, ``caffenet``, ``googlenet`` (``models/imagenet.py``) and ``resnet50``
+(``models/resnet.py``) for 3-channel images and ImageNet's 1000 classes.
+
+A built-in reference is ``NAME`` (its default number of classes) or ``NAME#N`` (N classes),
+e.g. ``resnet50#10`` for a folder of images in 10 classes.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 from torch import nn
 
+from sparknet.errors import ConfigError
+from sparknet.models.imagenet import alexnet, caffenet, googlenet
+from sparknet.models.resnet import resnet50
+
 ModelFactory = Callable[[], nn.Module]
+
+
+class SizedFactory(Protocol):
+    """A built-in network's factory: the number of classes, or its default."""
+
+    def __call__(self, num_classes: int = ...) -> nn.Module: ...
 
 
 def _caffe_xavier_(module: nn.Module) -> None:
@@ -65,12 +83,29 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def lenet() -> nn.Module:
-    return LeNet()
+def lenet(num_classes: int = 10) -> nn.Module:
+    return LeNet(num_classes)
 
 
-def cnn() -> nn.Module:
-    return SmallCNN()
+def cnn(num_classes: int = 10) -> nn.Module:
+    return SmallCNN(num_classes)
 
 
-BUILTIN_MODELS: dict[str, ModelFactory] = {"lenet": lenet, "cnn": cnn}
+# name -> factory taking the number of classes (each has its default)
+SIZED_MODELS: dict[str, SizedFactory] = {
+    "lenet": lenet, "cnn": cnn, "alexnet": alexnet, "caffenet": caffenet,
+    "googlenet": googlenet, "resnet50": resnet50,
+}
+BUILTIN_MODELS: dict[str, ModelFactory] = dict(SIZED_MODELS)
+
+
+def builtin_factory(ref: str) -> ModelFactory | None:
+    """The factory of a built-in reference ``NAME`` or ``NAME#N`` (None: not a built-in)."""
+    name, sized, classes = ref.partition("#")
+    make = SIZED_MODELS.get(name)
+    if make is None or not sized:
+        return make
+    if not classes.isdigit() or int(classes) < 1:
+        raise ConfigError(f"model {ref!r}: {classes!r} is not a number of classes; write "
+                          f"{name}#N with N >= 1, e.g. {name}#10")
+    return functools.partial(make, int(classes))
