@@ -50,7 +50,7 @@ def test_default_master_retries_a_killed_worker_bit_identically(
                          log=tmp_path / "killed.log", env=env)
     killer.join()
     assert code == 0, output[-3000:]
-    assert killer.killed and "pyspark.daemon" in killer.killed[0]
+    assert killer.killed and "sparknet.engine.quiet_daemon" in killer.killed[0]
     want = load_file(str(tmp_path / "reference" / "final" / "model.safetensors"))
     got = load_file(str(tmp_path / "killed" / "final" / "model.safetensors"))
     assert all(np.array_equal(got[name], want[name]) for name in want)

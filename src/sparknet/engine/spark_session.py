@@ -131,6 +131,8 @@ def get_or_create_session(master: str, *, app_name: str = "sparknet",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.memory": "4g",
         "spark.task.maxFailures": "4",
+        # Workers of cancelled tasks end without a BrokenPipeError traceback on the terminal.
+        "spark.python.daemon.module": "sparknet.engine.quiet_daemon",
     }
     conf.update(extra_conf or {})
     for key, value in conf.items():
