@@ -68,7 +68,8 @@ def test_kill_mid_round_with_a_streamed_source_gives_identical_weights(
 
     killer.join()
     assert killer.killed, "the tripwire never fired: nothing was killed"
-    assert ("sparknet.engine.quiet_daemon" if target == "python" else EXECUTOR_MAIN) in killer.killed[0]
+    process = "sparknet.engine.quiet_daemon" if target == "python" else EXECUTOR_MAIN
+    assert process in killer.killed[0]
     assert "2,000 files in 2 streamed shards" in output
     got = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
     assert sorted(got) == sorted(streamed_reference)

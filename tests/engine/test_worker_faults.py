@@ -32,7 +32,8 @@ def test_kill_mid_round_gives_identical_weights(target: str, cluster: Standalone
 
     killer.join()
     assert killer.killed, "the tripwire never fired: nothing was killed"
-    assert ("sparknet.engine.quiet_daemon" if target == "python" else EXECUTOR_MAIN) in killer.killed[0]
+    process = "sparknet.engine.quiet_daemon" if target == "python" else EXECUTOR_MAIN
+    assert process in killer.killed[0]
     assert_matches_reference(tmp_path / "run")
     assert len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == small_run.rounds
     if target == "executor":
