@@ -12,6 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_gpu_worker_smoke_runs_without_pyspark(tmp_path: Path) -> None:
     blocker = tmp_path / "no-spark" / "pyspark"
     blocker.mkdir(parents=True)

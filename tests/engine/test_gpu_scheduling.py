@@ -89,6 +89,7 @@ def _submit_args() -> dict[str, str]:
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_training_on_gpu_scheduled_executors(gpu_cluster: StandaloneCluster,
                                              tmp_path: Path) -> None:
     """``sparknet train`` with GPUs scheduled: auto trains (on the CPU here); cuda is refused

@@ -61,6 +61,7 @@ def test_imagenet_builtins_train_on_a_streamed_image_folder(spark: Any, colour_f
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_cli_trains_googlenet_on_an_image_folder(colour_folder: Path, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "sparknet.cli.main", "train", "--images", str(colour_folder),
