@@ -74,6 +74,7 @@ def test_plain_local_master_says_it_does_not_retry(fashion_dir: Path, tmp_path: 
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_ctrl_c_is_one_line_and_the_run_resumes(fashion_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = local_command(fashion_dir, run_dir, "--checkpoint-every", "1", "--rounds", "400")
@@ -134,6 +135,7 @@ def test_a_master_that_never_answers_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.cluster
+@pytest.mark.slow  # waits out the start timeout: about 70 s
 def test_a_cluster_with_no_workers_is_one_line(tmp_path: Path) -> None:
     empty = start_cluster(tmp_path / "empty", num_workers=0)
     try:
