@@ -68,8 +68,8 @@ def jvm_pid(spark: Any) -> int:
 
 
 def arrow_path(df: Any, workers: int) -> Callable[[], int]:
-    from sparknet.data.dataframe import dataframe_data
     from sparknet.data.shards import InputSpec
+    from sparknet.data.sources import dataframe_data
 
     def run() -> int:
         spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1.0)

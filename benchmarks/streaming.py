@@ -1,4 +1,4 @@
-"""Streamed shards (``sparknet.data.streamed``): memory bound, speed, round cost vs data size.
+"""Streamed shards (the ``streamed`` placement): memory bound, speed, round cost vs data size.
 
 Four measurements, each in one run on one machine (``local[2]``, K = 2, LeNet):
 
@@ -182,8 +182,8 @@ def memory_limit_mib(worker_bound_mib: float) -> float:
 
 def memory(seed: str, rows_1x: int, rounds: int, worker_bound_mib: float) -> dict[str, Any]:
     """Trains at 1x and 4x rows with every Spark Python process inside a memory cgroup."""
-    from sparknet.data.dataframe import dataframe_data
     from sparknet.data.shards import InputSpec
+    from sparknet.data.sources import dataframe_data
     from sparknet.engine.spark_session import get_or_create_session
     from sparknet.engine.trainer import train
 
@@ -280,9 +280,9 @@ def decode(folder: Path, files: int, repeats: int) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from sparknet.data.dataframe import Report
+    from sparknet.data.chunks import ChunkLayout
     from sparknet.data.images import decode_image
-    from sparknet.data.streamed import StreamedShard, StreamLayout, write_shard_file
+    from sparknet.data.placements.streamed import StreamedShard, write_shard_file
     from sparknet.models.kinds import ScaledInput
     from sparknet.testing.data import write_image_folder
 
@@ -297,9 +297,8 @@ def decode(folder: Path, files: int, repeats: int) -> dict[str, Any]:
     blobs = [p.read_bytes() for p in paths]
     lengths = np.array([len(b) for b in blobs], np.int64)
     chunk = (lengths.tobytes() + b"".join(blobs), labels.tobytes(), len(blobs))
-    layout = StreamLayout(kind="encoded", shape=shape, decode_threads=1)
+    layout = ChunkLayout(stored="encoded", shape=shape)
     write_shard_file(folder / "shard.arrow", layout, [chunk])
-    del Report
 
     class Files(Dataset[tuple[np.ndarray, int]]):
         def __len__(self) -> int:
@@ -309,7 +308,7 @@ def decode(folder: Path, files: int, repeats: int) -> dict[str, Any]:
             return decode_image(paths[i].read_bytes(), shape), int(labels[i])
 
     def streamed() -> float:
-        shard = StreamedShard(folder / "shard.arrow", layout)
+        shard = StreamedShard(folder / "shard.arrow", layout, decode_threads=1)
         order = rng.permutation(len(shard))
         started = time.perf_counter()
         for start in range(0, len(order), 64):

@@ -8,8 +8,9 @@ and call ``train``. Everything else is an implementation detail.
 __version__ = "0.1.0"
 
 from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
+from sparknet.data.placement import SparkData
 from sparknet.data.shards import InputSpec
-from sparknet.data.sources import SparkData, fashion_mnist_data, from_arrays
+from sparknet.data.sources import fashion_mnist_data, from_arrays
 from sparknet.engine.loop import TrainResult
 from sparknet.engine.spark_session import get_or_create_session
 from sparknet.engine.trainer import load_result, train

@@ -9,14 +9,8 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from sparknet.data.dataframe import (
-    FeatureLayout,
-    Report,
-    Where,
-    _check_reports,
-    decode_features,
-    decode_labels,
-)
+from sparknet.data.columns import FeatureLayout, Report, Where, decode_features, decode_labels
+from sparknet.data.convert import check_reports
 from sparknet.data.shards import InputSpec
 from sparknet.errors import DataError
 
@@ -138,7 +132,7 @@ def test_each_problem_has_a_message_naming_column_and_fix(kind: str, words: list
     report = Report()
     report.add(kind, 4, "input partition 0, row 7")
     with pytest.raises(DataError) as info:
-        _check_reports([(10, report.to_json())], features="pix", label="y",
+        check_reports([(10, report.to_json())], features="pix", label="y",
                        spec=InputSpec(shape=SHAPE, num_classes=10), invalid_images="error")
     message = str(info.value)
     assert message.startswith("4 ") and "row 7" in message
@@ -149,6 +143,6 @@ def test_each_problem_has_a_message_naming_column_and_fix(kind: str, words: list
 def test_skipped_images_are_counted_not_raised() -> None:
     report = Report()
     report.add("undecodable", 2, "row 3")
-    summary = _check_reports([(10, report.to_json()), (12, "")], features="pix", label="y",
+    summary = check_reports([(10, report.to_json()), (12, "")], features="pix", label="y",
                              spec=InputSpec(shape=SHAPE, num_classes=10), invalid_images="skip")
     assert summary.shard_sizes == (10, 12) and summary.skipped_images == 2

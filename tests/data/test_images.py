@@ -60,7 +60,7 @@ def test_mixed_sizes_are_resized_bilinear_to_the_input_shape(tmp_path: Path) -> 
 
 @pytest.mark.spark
 def test_a_corrupt_file_is_named_or_skipped_and_counted(spark: Any, copied: Path) -> None:
-    from sparknet.data.images import image_folder_data
+    from sparknet.data.sources import image_folder_data
 
     victim = sorted((copied / "3-Dress").glob("*.jpg"))[0]
     victim.write_bytes(victim.read_bytes()[:40])  # a truncated JPEG
@@ -76,7 +76,7 @@ def test_a_corrupt_file_is_named_or_skipped_and_counted(spark: Any, copied: Path
 @pytest.mark.spark
 def test_mixed_sizes_train_under_the_resize_policy(spark: Any, copied: Path) -> None:
     from sparknet.config import TrainConfig
-    from sparknet.data.images import image_folder_data
+    from sparknet.data.sources import image_folder_data
     from sparknet.engine.trainer import train
 
     for path in sorted((copied / "8-Bag").glob("*.jpg"))[:5]:

@@ -1,4 +1,4 @@
-"""Streamed shards (``sparknet.data.streamed``): same weights as in memory, bounded reads."""
+"""Streamed shards (the ``streamed`` placement): same weights as in memory, bounded reads."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from sparknet.config import TrainConfig
+from sparknet.data.chunks import ChunkLayout
+from sparknet.data.placements.streamed import FILE_BATCH_ROWS, StreamedShard, write_shard_file
 from sparknet.data.shards import InputSpec, Shard
-from sparknet.data.streamed import FILE_BATCH_ROWS, StreamedShard, StreamLayout, write_shard_file
 
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
 
@@ -27,7 +28,7 @@ def test_shard_file_reads_back_rows_by_index(tmp_path: Path) -> None:
     count = 2 * FILE_BATCH_ROWS + 17  # three record batches, the last one short
     features = rng.integers(0, 256, (count, 1, 4, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, count).astype(np.int64)
-    layout = StreamLayout(kind="pixels", shape=(1, 4, 3))
+    layout = ChunkLayout(stored="pixels", shape=(1, 4, 3))
     chunks = [(features[i: i + 1000].tobytes(), labels[i: i + 1000].tobytes(),
                len(labels[i: i + 1000])) for i in range(0, count, 1000)]
     assert write_shard_file(tmp_path / "s.arrow", layout, chunks) == count
@@ -67,7 +68,7 @@ def test_streamed_arrays_give_the_in_memory_weights(spark: Any, fashion: Any) ->
 @pytest.mark.spark
 def test_streamed_image_folder_gives_the_in_memory_weights(spark: Any, jpeg_folder: Path
                                                            ) -> None:
-    from sparknet.data.images import image_folder_data
+    from sparknet.data.sources import image_folder_data
     from sparknet.engine.trainer import train
 
     spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
@@ -94,7 +95,7 @@ def test_encoded_rows_across_byte_limited_batches_decode_to_the_images(
 
     from PIL import Image
 
-    from sparknet.data import streamed
+    from sparknet.data.placements import streamed
 
     monkeypatch.setattr(streamed, "FILE_BATCH_BYTES", 3000)  # record batches of a few rows
     rng = np.random.default_rng(1)
@@ -105,11 +106,11 @@ def test_encoded_rows_across_byte_limited_batches_decode_to_the_images(
         Image.fromarray(image.transpose(1, 2, 0)).save(out, format="PNG")  # lossless
         blobs.append(out.getvalue())
     labels = np.arange(50, dtype=np.int64) % 7
-    layout = StreamLayout(kind="encoded", shape=(3, 8, 6), decode_threads=3)
+    layout = ChunkLayout(stored="encoded", shape=(3, 8, 6))
     chunk = (np.array([len(b) for b in blobs], np.int64).tobytes() + b"".join(blobs),
              labels.tobytes(), 50)
     write_shard_file(tmp_path / "e.arrow", layout, [chunk])
-    shard = StreamedShard(tmp_path / "e.arrow", layout)
+    shard = StreamedShard(tmp_path / "e.arrow", layout, decode_threads=3)
     assert len(shard._blocks) > 2  # the byte limit cut it into several record batches
     index = rng.permutation(50)[:20]
     features, got_labels = shard.rows(index)

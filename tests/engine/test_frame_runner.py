@@ -15,11 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from sparknet.data.frames import frame_shards
+from sparknet.data.chunks import layout_of_arrays
+from sparknet.data.placement import SparkData
+from sparknet.data.placements.frames import FramePlacement
 from sparknet.data.shards import InputSpec, contiguous_shards, split_into_shards
-from sparknet.data.sources import SparkData, from_arrays
+from sparknet.data.sources import from_arrays
 from sparknet.engine.frame_runner import INLINE_LIMIT_BYTES, FrameRunner
 from sparknet.engine.trainer import load_result, train
+from sparknet.engine.transport import Transport
 from sparknet.errors import ConfigError
 from sparknet.models import LeNet
 from sparknet.models.registry import resolve_model
@@ -33,8 +36,10 @@ def _frame_data(spark: Any, fashion: Any, workers: int, seed: int) -> SparkData:
     train_set = (fashion["train"].images[:1200], fashion["train"].labels[:1200])
     test_set = (fashion["test"].images[:300], fashion["test"].labels[:300])
     shards = split_into_shards(*train_set, workers, seed=seed)
-    return SparkData(train=frame_shards(spark, shards),
-                     test=frame_shards(spark, contiguous_shards(*test_set, workers)), spec=SPEC,
+    frames, layout = FramePlacement(), layout_of_arrays(*train_set)
+    return SparkData(train=frames.place_shards(spark, shards, layout),
+                     test=frames.place_shards(spark, contiguous_shards(*test_set, workers),
+                                              layout), spec=SPEC,
                      train_sizes=tuple(len(s) for s in shards), test_size=300)
 
 
@@ -75,7 +80,7 @@ def test_state_and_result_files_carry_the_same_values(spark: Any, fashion: Any, 
 
 def test_a_state_too_large_for_the_plan_is_refused_before_any_job(spark: Any) -> None:
     runner = FrameRunner.__new__(FrameRunner)
-    runner.state_dir = None
+    runner._transport = Transport()  # inside the plan: no state directory
     with pytest.raises(ConfigError, match=r"above the 96 MiB .* --state-dir"):
         runner.start(resolve_model("lenet"), state_bytes=INLINE_LIMIT_BYTES + 1)
 

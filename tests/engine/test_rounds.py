@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+from sparknet.data.placement import SparkData
+from sparknet.data.placements.memory import broadcast_shards
 from sparknet.data.shards import InputSpec, Shard
-from sparknet.data.sources import SparkData, broadcast_shards, from_arrays
+from sparknet.data.sources import from_arrays
 from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.local_steps import WorkerResult, batch_indices
 from sparknet.engine.loop import initial_state

@@ -10,9 +10,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from sparknet.data.dataframe import dataframe_data
+from sparknet.data.placement import SparkData
+from sparknet.data.placements.memory import broadcast_shards
 from sparknet.data.shards import InputSpec
-from sparknet.data.sources import SparkData, broadcast_shards
+from sparknet.data.sources import dataframe_data
 from sparknet.engine.trainer import train
 from sparknet.ml import SparkNetEstimator, SparkNetModel
 

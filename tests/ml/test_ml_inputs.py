@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sparknet.data.dataframe import dataframe_data
 from sparknet.data.shards import InputSpec
+from sparknet.data.sources import dataframe_data
 from sparknet.errors import DataError
 from sparknet.ml import SparkNetEstimator
 

@@ -172,8 +172,8 @@ def test_label_values_are_checked_per_objective_before_training(
 
 
 def test_shard_sizes_differ_by_at_most_one_row(spark: Any) -> None:
-    from sparknet.data.dataframe import dataframe_data
     from sparknet.data.shards import InputSpec
+    from sparknet.data.sources import dataframe_data
 
     x, y = standardized("breast_cancer")
     rows = 1437  # the case: K = 2 over 1,437 rows gave (540, 897)

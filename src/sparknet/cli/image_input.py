@@ -3,8 +3,8 @@
 The folder is laid out like ImageNet, ``DIR/<class>/<file>.jpg``; class names come from the
 sub-folders (sorted), and the index-to-class map is saved as ``classes.json`` in the run
 directory. Images are streamed: each worker's shard is a file of still-encoded images on its
-executor, decoded a batch at a time (``sparknet.data.streamed``). ``--stream`` streams the
-other inputs (Fashion-MNIST, ``--parquet``) the same way.
+executor, decoded a batch at a time (``sparknet.data.placements.streamed``). ``--stream``
+streams the other inputs (Fashion-MNIST, ``--parquet``) the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from sparknet.cli.run_settings import DataSource
     from sparknet.config import TrainConfig
-    from sparknet.data.sources import SparkData
+    from sparknet.data.placement import SparkData
     from sparknet.models.kinds import ModelKind
 
 CLASSES_FILE = "classes.json"
@@ -97,8 +97,8 @@ def _sized_hint(model: ModelKind, classes: int) -> str:
 def load(spark: SparkSession, source: DataSource, config: TrainConfig, num_classes: int,
          classes: list[str]) -> SparkData:
     """Checks every image (before training) and writes the streamed shards."""
-    from sparknet.data.images import image_folder_data
     from sparknet.data.shards import InputSpec
+    from sparknet.data.sources import image_folder_data
 
     spec = InputSpec(shape=tuple(source.columns["input_shape"]), num_classes=num_classes,
                      scale=1 / 255, class_names=tuple(classes))

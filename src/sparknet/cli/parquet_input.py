@@ -2,7 +2,7 @@
 
 The features column may hold ML vectors, numeric arrays, PNG/JPEG bytes or image structs; the
 label column what the objective needs: class indices, 0/1, 0/1 vectors or real targets (see
-``sparknet.data.dataframe``).
+``sparknet.data.sources``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from sparknet.cli.run_settings import DataSource
     from sparknet.config import TrainConfig
-    from sparknet.data.sources import SparkData
+    from sparknet.data.placement import SparkData
     from sparknet.models.kinds import ModelKind
 
 
@@ -84,8 +84,9 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig) -> int:
 def load(spark: SparkSession, source: DataSource, config: TrainConfig,
          num_classes: int, *, streamed: bool = False) -> SparkData:
     """Validates the Parquet data and caches it as K shards (raises DataError on bad rows)."""
-    from sparknet.data.dataframe import check_columns, dataframe_data, default_scale
+    from sparknet.data.columns import check_columns, default_scale
     from sparknet.data.shards import InputSpec
+    from sparknet.data.sources import dataframe_data
     from sparknet.ml.estimator import label_width_of
     from sparknet.models.objectives import resolve_objective
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -25,10 +25,6 @@ from sparknet.errors import DataError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-    from sparknet.data.dataframe import FrameSummary, InvalidImages
-    from sparknet.data.shards import InputSpec
-    from sparknet.data.sources import SparkData
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _MODES = {1: "L", 3: "RGB", 4: "RGBA"}
@@ -142,40 +138,3 @@ def image_folder_frame(spark: SparkSession, root: str | Path, *,
     # far less per-task overhead (no shuffle, and the row order stays the same every time).
     tasks = 4 * spark.sparkContext.defaultParallelism
     return frame.coalesce(tasks), names
-
-
-def image_folder_data(spark: SparkSession, train: str | Path, *, val: str | Path | None,
-                      spec: InputSpec, num_workers: int, batch_size: int,
-                      invalid_images: InvalidImages = "error", decode_threads: int = 2,
-                      streamed: bool = True) -> tuple[SparkData, list[str], FrameSummary]:
-    """Image folders -> (training and validation shards, class names, what the check saw).
-
-    Streamed by default: each shard is a file of still-encoded images on its executor, decoded
-    a batch at a time (``sparknet.data.streamed``). A corrupt file stops here, before
-    training, with its path (or is skipped and counted with ``invalid_images='skip'``).
-    """
-    from sparknet.data.dataframe import check_image_shape, dataframe_data
-    from sparknet.data.sources import SparkData
-
-    check_image_shape("binary", spec.shape, column="image")
-    frame, classes = image_folder_frame(spark, train)
-    if len(classes) != spec.num_classes:
-        raise DataError(f"{train} has {len(classes)} class folders but the network has "
-                        f"{spec.num_classes} outputs: use a network with {len(classes)} "
-                        "outputs (or fix the folders)")
-    common: dict[str, Any] = {"features": "image", "label": "label", "spec": spec,
-                              "num_workers": num_workers, "invalid_images": invalid_images,
-                              "kind": "binary", "streamed": streamed,
-                              "decode_threads": decode_threads, "origin": "origin"}
-    data, summary = dataframe_data(frame, batch_size=batch_size, **common)
-    if val is None:
-        return data, classes, summary
-    val_frame, _ = image_folder_frame(spark, val, classes=classes, flag="--val-images")
-    try:
-        val_data, val_summary = dataframe_data(val_frame, batch_size=1, **common)
-    except BaseException:
-        data.release()
-        raise
-    return (SparkData(train=data.train, test=val_data.train, spec=spec,
-                      train_sizes=data.train_sizes, test_size=sum(val_summary.shard_sizes)),
-            classes, summary)

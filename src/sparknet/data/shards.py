@@ -78,7 +78,7 @@ class Shard:
 
     def rows(self, index: np.ndarray | slice) -> tuple[np.ndarray, np.ndarray]:
         """(stored features, labels) of the rows ``index``; streamed shards read them the
-        same way from their file (``sparknet.data.streamed.StreamedShard``)."""
+        same way from their file (``sparknet.data.placements.streamed.StreamedShard``)."""
         return self.features[index], self.labels[index]
 
 

@@ -53,13 +53,29 @@ def mean_delta(total: WorkerResult) -> np.ndarray:
     return (total.delta / np.float32(total.weight)).astype(np.float32)
 
 
+def tree_group(index: int, fan_in: int) -> int:
+    """The group a result joins at the next level of a tree sum: ``fan_in`` consecutive
+    indices per group. Every runner's tree sum uses this rule, so their sums are the same."""
+    return index // fan_in
+
+
+def tree_levels(count: int, fan_in: int) -> list[int]:
+    """How many groups each level of the tree sum has, until at most ``fan_in`` remain for the
+    driver (none when ``count <= fan_in``)."""
+    levels = []
+    while count > fan_in:
+        count = math.ceil(count / fan_in)
+        levels.append(count)
+    return levels
+
+
 def tree_combine(results: list[WorkerResult], *, fan_in: int) -> WorkerResult:
-    """The Spark runner's tree sum in one process: the same groups, summed in the same order."""
+    """The tree sum in one process: the Spark runners' groups, summed in the same order."""
     level = list(enumerate(results))
-    while len(level) > fan_in:
+    for _ in tree_levels(len(results), fan_in):
         groups: dict[int, list[tuple[int, WorkerResult]]] = {}
         for index, result in level:
-            groups.setdefault(index // fan_in, []).append((index, result))
+            groups.setdefault(tree_group(index, fan_in), []).append((index, result))
         level = [(key, combine_in_order(members)) for key, members in sorted(groups.items())]
     return combine_in_order(level)
 

@@ -1,9 +1,9 @@
 """The DataFrame runner: SparkNet's rounds with DataFrame APIs only, for Spark Connect.
 
 A Connect session has no SparkContext, so no broadcast and no RDDs. Each round here is one
-``mapInArrow`` over the cached shards (``data.frames.FrameShards``); the round's state reaches
-the tasks inside the plan (``InlineState``) or, for large networks, as a file every executor
-can read (``FileState``); the K results come back as Arrow rows (with a state directory, as
+``mapInArrow`` over the cached shards (``data.placements.frames.FrameShards``); the round's
+state reaches the tasks through ``engine.transport``: inside the plan or, for large networks,
+as a file every executor can read; the K results come back as Arrow rows (with a state directory, as
 safetensors files those rows name) and, above ``tree_fan_in`` workers, are summed on the
 executors level by level (``groupBy(...).applyInArrow``) in partition order, so the driver
 holds at most ``tree_fan_in`` full copies. The worker
@@ -12,11 +12,9 @@ functions and the ordered sum are the classic runner's: the weights are bit-iden
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,8 +24,9 @@ import pyarrow as pa
 from safetensors.numpy import load_file, save_file
 
 from sparknet.averaging import EncodedDelta
-from sparknet.data.frames import FrameShards, read_shards
-from sparknet.engine.aggregate import combine_in_order
+from sparknet.data.placements.frames import FrameShards
+from sparknet.data.shards import Shard
+from sparknet.engine.aggregate import combine_in_order, tree_group, tree_levels
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
 from sparknet.engine.tasks import (
@@ -38,7 +37,8 @@ from sparknet.engine.tasks import (
     round_failed,
     train_shard,
 )
-from sparknet.errors import ConfigError, TrainingError
+from sparknet.engine.transport import transport_for
+from sparknet.errors import ConfigError
 from sparknet.models.kinds import InputPrep, ModelKind
 from sparknet.models.objectives import MULTICLASS, Objective
 
@@ -61,57 +61,9 @@ _ARROW_RESULT = pa.schema([
 EVAL_SCHEMA = "shard int, loss double, correct long, count long"
 _ARROW_EVAL = pa.schema([("shard", pa.int32()), ("loss", pa.float64()),
                          ("correct", pa.int64()), ("count", pa.int64())])
+_ARROW_ROWS = pa.schema([("rows", pa.int64())])
 _DTYPES = {"none": np.float32, "bf16": np.int16, "int8": np.int8}
 _ARRAYS = ("delta", "scales", "ints", "momentum")
-
-
-@dataclass(frozen=True)
-class InlineState:
-    """The round's state carried inside the Spark plan."""
-
-    state: RoundState
-
-    def load(self) -> RoundState:
-        return self.state
-
-
-@dataclass(frozen=True)
-class FileState:
-    """The round's state in a file on storage every executor reads; checked by its digest."""
-
-    path: str
-    digest: str
-    num_floats: int
-    num_ints: int
-    has_momentum: bool
-
-    def load(self) -> RoundState:
-        raw = Path(self.path).read_bytes()
-        if hashlib.sha256(raw).hexdigest() != self.digest:
-            raise TrainingError(f"state file {self.path} does not match its digest: it was "
-                                "changed or is not on storage shared by every executor")
-        floats = np.frombuffer(raw, np.float32, self.num_floats)
-        offset = floats.nbytes
-        ints = np.frombuffer(raw, np.int64, self.num_ints, offset)
-        offset += ints.nbytes
-        momentum = (np.frombuffer(raw, np.float32, self.num_floats, offset)
-                    if self.has_momentum else None)
-        return RoundState(floats, ints, momentum)
-
-
-def write_state_file(folder: Path, state: RoundState, round_index: int) -> FileState:
-    parts = [state.floats.astype(np.float32, copy=False).tobytes(),
-             state.ints.astype(np.int64, copy=False).tobytes()]
-    if state.momentum is not None:
-        parts.append(state.momentum.astype(np.float32, copy=False).tobytes())
-    raw = b"".join(parts)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"state-{round_index:06d}.bin"
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")
-    tmp.write_bytes(raw)
-    tmp.replace(path)
-    return FileState(str(path), hashlib.sha256(raw).hexdigest(), state.floats.size,
-                     state.ints.size, state.momentum is not None)
 
 
 @dataclass(frozen=True)
@@ -196,12 +148,14 @@ def tree_sum_frame(results: DataFrame, *, count: int, fan_in: int,
     """The classic runner's ``tree_sum`` with DataFrame operations only."""
     from pyspark.sql import functions as F
 
-    level, depth = results, 0
-    while count > fan_in:
-        depth += 1
-        level = (level.withColumn("group", F.floor(F.col("shard") / fan_in).cast("int"))
+    level = results
+    for depth, groups in enumerate(tree_levels(count, fan_in), start=1):
+        # The grouping rule, evaluated here for every index and applied in the JVM as a map.
+        group_of = F.create_map(*[F.lit(x) for index in range(count)
+                                  for x in (index, tree_group(index, fan_in))])
+        level = (level.withColumn("group", group_of[F.col("shard")])
                  .groupBy("group").applyInArrow(_group_combiner(files, depth), RESULT_SCHEMA))
-        count = math.ceil(count / fan_in)
+        count = groups
     return combine_in_order(from_row(row) for row in level.toArrow().to_pylist())
 
 
@@ -213,6 +167,7 @@ class FrameRunner:
         self.train, self.test = train, test
         self.device = device
         self.state_dir = Path(state_dir) if state_dir is not None else None
+        self._transport = transport_for(train.session, state_dir=state_dir)
         self._model: ModelKind | None = None
         self._retries = retry_policy(None, None)  # a Connect client cannot see the master
 
@@ -229,51 +184,43 @@ class FrameRunner:
 
     def _check_state_size(self, size: int) -> None:
         """Refuses, before any job, a state too large for the plan with nowhere else to go."""
-        if size > INLINE_LIMIT_BYTES and self.state_dir is None:
+        if size > INLINE_LIMIT_BYTES and self._transport.name == "inline":
             raise ConfigError(
                 f"the network's state is {size / 2**20:.0f} MiB, above the "
                 f"{INLINE_LIMIT_BYTES / 2**20:.0f} MiB a Spark Connect plan carries: give a "
                 "state directory that every executor can read (state_dir=..., "
                 "sparknet train --state-dir DIR)")
 
-    def _transport(self, state: RoundState, round_index: int) -> InlineState | FileState:
-        if self.state_dir is None:
-            return InlineState(state)
-        return write_state_file(self.state_dir, state, round_index)
-
     def start(self, model: ModelKind, *, state_bytes: int) -> None:
         self._check_state_size(state_bytes)
         self._model = model
-        layout = self.train.layout
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True)  # for the results' files
 
-        def prepare(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        def prepare(index: int, shard: Shard) -> dict[str, Any]:
             cached_network(model)
-            count = sum(len(shard) for _, shard in read_shards(batches, layout))
-            yield pa.RecordBatch.from_pydict({"rows": [count]})
+            return {"rows": len(shard)}
 
         try:
             for shards in (self.train, self.test):
                 if shards is not None:
-                    shards.frame.mapInArrow(prepare, "rows long").toArrow()
+                    shards.map_shards(prepare, _ARROW_ROWS, "rows long").toArrow()
         except Exception as exc:
             raise preparing_failed(exc, self._retries) from exc
 
     def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
-        model, device, layout = self._model, self.device, self.train.layout
+        model, device = self._model, self.device
         assert model is not None
-        shared = self._transport(state, plan.round_index)
+        shared = self._transport.share(state.arrays())
         files = (ResultFiles(str(self.state_dir), plan.round_index)
                  if self.state_dir is not None else None)
 
-        def train_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            rows = []
-            for index, shard in read_shards(batches, layout):
-                result = train_shard(model, index, shard, shared.load(), plan, device)
-                rows.append(result_row(index, result, files))
-            yield results_batch(rows)
+        def train_one(index: int, shard: Shard) -> dict[str, Any]:
+            result = train_shard(model, index, shard, RoundState.of(shared.value), plan, device)
+            return result_row(index, result, files)
 
         try:
-            results = self.train.frame.mapInArrow(train_partition, RESULT_SCHEMA)
+            results = self.train.map_shards(train_one, _ARROW_RESULT, RESULT_SCHEMA)
             return tree_sum_frame(results, count=self.train.num_shards, fan_in=fan_in,
                                   files=files)
         except Exception as exc:
@@ -286,21 +233,16 @@ class FrameRunner:
                  threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
         model, device = self._model, self.device
         assert model is not None and self.test is not None
-        layout = self.test.layout
-        shared = self._transport(state, -1)
+        shared = self._transport.share(state.arrays())
 
-        def evaluate_partition(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-            rows: dict[str, list[Any]] = {"shard": [], "loss": [], "correct": [], "count": []}
-            for index, shard in read_shards(batches, layout):
-                loss, correct, count = evaluate_one(model, shard, shared.load(), prep,
-                                                    device=device, batch_size=batch_size,
-                                                    threads=threads, objective=objective)
-                for key, value in zip(rows, (index, loss, correct, count), strict=True):
-                    rows[key].append(value)
-            yield pa.RecordBatch.from_pydict(rows, schema=_ARROW_EVAL)
+        def evaluate_shard(index: int, shard: Shard) -> dict[str, Any]:
+            loss, correct, count = evaluate_one(model, shard, RoundState.of(shared.value), prep,
+                                                device=device, batch_size=batch_size,
+                                                threads=threads, objective=objective)
+            return {"shard": index, "loss": loss, "correct": correct, "count": count}
 
         try:
-            table = self.test.frame.mapInArrow(evaluate_partition, EVAL_SCHEMA).toArrow()
+            table = self.test.map_shards(evaluate_shard, _ARROW_EVAL, EVAL_SCHEMA).toArrow()
         except Exception as exc:
             raise evaluation_failed(exc, self._retries) from exc
         parts = sorted(zip(*(table.column(c).to_pylist()
@@ -309,6 +251,4 @@ class FrameRunner:
         return sum(p[1] for p in parts) / total, sum(p[2] for p in parts) / total
 
     def close(self) -> None:
-        if self.state_dir is not None:
-            for stale in self.state_dir.glob("state-*"):
-                stale.unlink(missing_ok=True)
+        self._transport.release()

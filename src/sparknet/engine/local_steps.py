@@ -69,6 +69,16 @@ class RoundState:
     ints: np.ndarray
     momentum: np.ndarray | None = None
 
+    def arrays(self) -> tuple[np.ndarray | None, ...]:
+        """The state as a tuple of arrays, the form a transport carries."""
+        return self.floats, self.ints, self.momentum
+
+    @classmethod
+    def of(cls, arrays: tuple[np.ndarray | None, ...]) -> RoundState:
+        floats, ints, momentum = arrays
+        assert floats is not None and ints is not None
+        return cls(floats, ints, momentum)
+
 
 @dataclass
 class WorkerResult:

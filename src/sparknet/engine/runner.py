@@ -67,10 +67,12 @@ class InProcessRunner:
 
     A round takes ``max(worker compute) + overhead_seconds`` on the clock, as on a cluster
     whose slowest worker and a synchronisation overhead S set the pace. The workers share one
-    network on ``device`` (``cuda``, or ``auto``: CUDA when this process has it).
+    network on ``device`` (``cuda``, or ``auto``: CUDA when this process has it). ``train``
+    is the arrays, shuffled into ``num_workers`` shards with ``seed``, or the shards.
     """
 
-    def __init__(self, train: tuple[np.ndarray, np.ndarray], *, num_workers: int, seed: int,
+    def __init__(self, train: tuple[np.ndarray, np.ndarray] | list[Shard], *,
+                 num_workers: int, seed: int,
                  test: tuple[np.ndarray, np.ndarray] | None = None, device: str = "cpu",
                  overhead_seconds: float = 0.0) -> None:
         cuda = torch.cuda.is_available()
@@ -80,7 +82,8 @@ class InProcessRunner:
         self.device = torch.device("cuda" if device != "cpu" and cuda else "cpu")
         if overhead_seconds < 0:
             raise ConfigError(f"overhead_seconds={overhead_seconds} is invalid: use S >= 0")
-        self.shards = split_into_shards(*train, num_workers, seed=seed)
+        self.shards = (list(train) if isinstance(train, list)
+                       else split_into_shards(*train, num_workers, seed=seed))
         if min(len(s) for s in self.shards) == 0:
             raise ConfigError(f"{len(train[1])} training examples cannot fill "
                               f"num_workers={num_workers} shards: use fewer workers")

@@ -7,13 +7,13 @@ result is a pure function of its inputs, so Spark may retry any task anywhere.
 
 from __future__ import annotations
 
-import math
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sparknet.data.shards import ShardRows
-from sparknet.data.sources import ShardSet
-from sparknet.engine.aggregate import combine_in_order
+from sparknet.engine.aggregate import combine_in_order, tree_group, tree_levels
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
 from sparknet.engine.tasks import (
@@ -24,24 +24,38 @@ from sparknet.engine.tasks import (
     round_failed,
     train_shard,
 )
+from sparknet.engine.transport import BroadcastTransport
 from sparknet.models.kinds import InputPrep, ModelKind
 from sparknet.models.objectives import MULTICLASS, Objective
 
 if TYPE_CHECKING:
-    from pyspark import RDD, Broadcast
+    from pyspark import RDD, SparkContext
+
+T = TypeVar("T")
+
+
+class RddShards(Protocol):
+    """Shards an RDD job reads (the ``memory`` and ``streamed`` placements)."""
+
+    @property
+    def context(self) -> SparkContext: ...
+
+    @property
+    def num_shards(self) -> int: ...
+
+    def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]: ...
 
 
 class SparkRunner:
     """Runs the K workers as the K partitions of ``train`` on a SparkContext."""
 
-    def __init__(self, train: ShardSet, *, test: ShardSet | None = None,
-                 device: str = "cpu") -> None:
+    def __init__(self, train: RddShards, *, test: RddShards | None = None,
+                 device: str = "cpu", state_dir: str | Path | None = None) -> None:
         self.train, self.test = train, test
         self.device = device
         self._model: ModelKind | None = None
-        self._broadcast: Broadcast[RoundState] | None = None
-        self._broadcast_of: RoundState | None = None
         context = train.context
+        self._transport = BroadcastTransport(context)  # one broadcast per driver state
         self._retries = retry_policy(context.master,
                                      context.getConf().get("spark.task.maxFailures"))
 
@@ -75,20 +89,14 @@ class SparkRunner:
         except Exception as exc:
             raise preparing_failed(exc, self._retries) from exc
 
-    def _state(self, state: RoundState) -> Broadcast[RoundState]:
-        """One broadcast per driver state, shared by a round's tasks and the evaluation."""
-        if self._broadcast is None or not _same_arrays(self._broadcast_of, state):
-            fresh = self.train.context.broadcast(state)
-            self.close()
-            self._broadcast, self._broadcast_of = fresh, state
-        return self._broadcast
-
     def run_round(self, state: RoundState, plan: LocalPlan, *, fan_in: int) -> WorkerResult:
-        model, device, shared = self._model, self.device, self._state(state)
+        model, device = self._model, self.device
+        shared = self._transport.share(state.arrays())
         assert model is not None
 
         def train_one(index: int, shard: ShardRows) -> tuple[int, WorkerResult]:
-            return index, train_shard(model, index, shard, shared.value, plan, device)
+            return index, train_shard(model, index, shard, RoundState.of(shared.value), plan,
+                                      device)
 
         try:
             return tree_sum(self.train.map_shards(train_one),
@@ -98,11 +106,12 @@ class SparkRunner:
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
-        model, device, shared = self._model, self.device, self._state(state)
+        model, device = self._model, self.device
+        shared = self._transport.share(state.arrays())
         assert model is not None and self.test is not None
 
         def evaluate_shard(index: int, shard: ShardRows) -> tuple[float, int, int]:
-            return evaluate_one(model, shard, shared.value, prep, device=device,
+            return evaluate_one(model, shard, RoundState.of(shared.value), prep, device=device,
                                 batch_size=batch_size, threads=threads,
                                 objective=objective)
 
@@ -116,14 +125,7 @@ class SparkRunner:
         return loss / total, correct / total
 
     def close(self) -> None:
-        if self._broadcast is not None:
-            self._broadcast.destroy()
-        self._broadcast = self._broadcast_of = None
-
-
-def _same_arrays(a: RoundState | None, b: RoundState) -> bool:
-    return a is not None and all(getattr(a, f) is getattr(b, f)
-                                 for f in ("floats", "ints", "momentum"))
+        self._transport.release()
 
 
 def tree_sum(indexed: RDD[tuple[int, WorkerResult]], *, num_partitions: int,
@@ -133,12 +135,10 @@ def tree_sum(indexed: RDD[tuple[int, WorkerResult]], *, num_partitions: int,
     Above ``fan_in`` partitions, groups of ``fan_in`` consecutive partitions are summed on the
     executors first (level by level), each group in index order so the sum is reproducible.
     """
-    level, count = indexed, num_partitions
-    while count > fan_in:
-        groups = math.ceil(count / fan_in)
-        level = (level.map(lambda item: (item[0] // fan_in, item))
+    level = indexed
+    for groups in tree_levels(num_partitions, fan_in):
+        level = (level.map(lambda item: (tree_group(item[0], fan_in), item))
                  .groupByKey(groups, partitionFunc=lambda key: key)
                  .map(lambda group: (group[0], combine_in_order(group[1]))))
-        count = groups
     return combine_in_order(level.collect())
 

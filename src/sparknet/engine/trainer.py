@@ -8,9 +8,8 @@ from typing import Any
 
 from sparknet import weights_dir
 from sparknet.config import TrainConfig, config_from_file
-from sparknet.data.frames import FrameShards
+from sparknet.data.placement import SparkData
 from sparknet.data.shards import InputSpec
-from sparknet.data.sources import SparkData
 from sparknet.engine.frame_runner import FrameRunner
 from sparknet.engine.loop import LoopOptions, TrainResult, run_rounds
 from sparknet.engine.runner import Runner
@@ -55,14 +54,15 @@ def train(data: SparkData, *, config: TrainConfig,
                       config=config, model=kind, spec=data.spec, options=options)
 
 
+# The runner each placement names (``PlacedShards.runner``).
+RUNNERS: dict[str, Callable[..., Runner]] = {"rdd": SparkRunner, "frame": FrameRunner}
+
+
 def runner_for(data: SparkData, *, device: str,
                state_dir: str | Path | None = None) -> Runner:
-    """The runner for where the data lives: DataFrame jobs for frame shards, else RDD jobs."""
-    if isinstance(data.train, FrameShards):
-        assert data.test is None or isinstance(data.test, FrameShards)
-        return FrameRunner(data.train, test=data.test, device=device, state_dir=state_dir)
-    assert not isinstance(data.test, FrameShards)
-    return SparkRunner(data.train, test=data.test, device=device)
+    """The runner the data's placement names: RDD jobs, or DataFrame jobs (Spark Connect)."""
+    return RUNNERS[data.train.runner](data.train, test=data.test, device=device,
+                                      state_dir=state_dir)
 
 
 def load_result(run_dir: str | Path, *,

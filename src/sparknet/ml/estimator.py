@@ -1,7 +1,7 @@
 """``SparkNetEstimator``: a Spark ML Estimator that trains with the SparkNet engine.
 
 ``fit(df)`` checks the Params and the network (a dry forward pass on the driver), validates and
-caches the DataFrame as ``numWorkers`` shards (``sparknet.data.dataframe``), runs the engine's
+caches the DataFrame as ``numWorkers`` shards (``sparknet.data.sources``), runs the engine's
 ``train`` and returns a ``SparkNetModel`` holding the trained weights. Its Params are the
 fields of ``TrainConfig``, ``ScoringConfig`` and ``FitConfig`` (``sparknet.ml.params``).
 """
@@ -18,7 +18,7 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from sparknet.config import TrainConfig
-from sparknet.data.dataframe import check_columns, check_image_shape, default_scale
+from sparknet.data.columns import check_columns, check_image_shape, default_scale
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml.config import ScoringConfig
@@ -41,8 +41,9 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame
     from pyspark.sql.types import StructField
 
-    from sparknet.data.dataframe import FeatureKind, FrameSummary
-    from sparknet.data.sources import SparkData
+    from sparknet.data.columns import FeatureKind
+    from sparknet.data.convert import FrameSummary
+    from sparknet.data.placement import SparkData
     from sparknet.engine.loop import TrainResult
 
 
@@ -72,7 +73,7 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
             self._validation = None
 
     def _fit(self, dataset: DataFrame) -> SparkNetModel:
-        from sparknet.data.dataframe import dataframe_data
+        from sparknet.data.sources import dataframe_data
         from sparknet.engine.trainer import train
 
         # Everything cheap is checked before the first Spark job.
@@ -162,7 +163,7 @@ def _split_validation(dataset: DataFrame, indicator: str | None,
 
 def label_width_of(objective: Objective, outputs: int, df: DataFrame, label: str) -> int:
     """The width of the stored targets (0: class indices), checked against the network."""
-    from sparknet.data.dataframe import label_is_vector
+    from sparknet.data.columns import label_is_vector
 
     vector = label_is_vector(df.schema[label].dataType)
     if not objective.index_labels and not vector and outputs != 1:
@@ -175,7 +176,7 @@ def label_width_of(objective: Objective, outputs: int, df: DataFrame, label: str
 def _with_validation(data: SparkData, validation: DataFrame, *, features: str, label: str,
                      kind: FeatureKind, spec: InputSpec, scoring: ScoringConfig) -> SparkData:
     """The training data with the validation rows as its evaluation shards."""
-    from sparknet.data.dataframe import dataframe_data
+    from sparknet.data.sources import dataframe_data
 
     shards = min(data.num_workers, 4)
     try:

@@ -28,7 +28,7 @@ from pyspark.ml.util import (
     MLWriter,
 )
 
-from sparknet.data.dataframe import (
+from sparknet.data.columns import (
     FeatureKind,
     FeatureLayout,
     check_columns,
@@ -36,8 +36,8 @@ from sparknet.data.dataframe import (
     default_scale,
     feature_expr,
 )
-from sparknet.data.frames import is_connect
 from sparknet.data.shards import InputSpec
+from sparknet.engine.transport import Inline, Shared, transport_for
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml.params import SettingParams, model_settings, with_accessors
 from sparknet.ml.persistence import (
@@ -50,9 +50,7 @@ from sparknet.ml.persistence import (
     write_summary,
 )
 from sparknet.ml.scoring import (
-    InlineWeights,
     ScoringPlan,
-    Weights,
     checked_size,
     network_scores,
     score_column,
@@ -62,7 +60,6 @@ from sparknet.ml.summary import SparkNetTrainingSummary
 from sparknet.models.objectives import Objective, ScoreWidths, score_widths
 
 if TYPE_CHECKING:
-    from pyspark import Broadcast, SparkContext
     from pyspark.ml.linalg import DenseVector
     from pyspark.sql import Column, DataFrame, SparkSession
     from torch import nn
@@ -75,8 +72,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._saved: SavedNetwork | None = None
-        self._broadcast: tuple[SparkContext, Broadcast[tuple[np.ndarray, np.ndarray]]] | None \
-            = None
+        self._shared: tuple[Any, Shared] | None = None  # (session or context, weights)
         self._summary: SparkNetTrainingSummary | None = None
         self._driver_network: nn.Module | None = None
 
@@ -84,7 +80,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         # A broadcast handle and a built network belong to this process: pickling (into a
         # UDF, a worker) leaves them out; they are made again where needed.
         state = self.__dict__.copy()
-        state["_broadcast"] = None
+        state["_shared"] = None
         state["_driver_network"] = None
         return state
 
@@ -139,7 +135,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         if saved.labels is not None:
             self._set(labels=list(saved.labels))
         self._saved = saved
-        self._broadcast = None
+        self._shared = None
         self._driver_network = None
 
     @property
@@ -219,16 +215,15 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
 
         return export_onnx(self.saved_network, path, opset=opset)
 
-    def _weights(self, session: SparkSession) -> Weights:
-        if is_connect(session):  # no SparkContext: the weights travel inside the plan
+    def _weights(self, session: SparkSession) -> Shared:
+        """The weights through the session's transport: one broadcast per SparkContext,
+        reused by every transform of this model; inside the plan on Spark Connect."""
+        transport = transport_for(session)
+        owner = getattr(transport, "context", session)
+        if self._shared is None or self._shared[0] is not owner:
             saved = self.saved_network
-            return InlineWeights((saved.floats, saved.ints))
-        # One broadcast per SparkContext, reused by every transform of this model.
-        sc = session.sparkContext
-        if self._broadcast is None or self._broadcast[0] is not sc:
-            saved = self.saved_network
-            self._broadcast = (sc, sc.broadcast((saved.floats, saved.ints)))
-        return self._broadcast[1]
+            self._shared = (owner, transport.share((saved.floats, saved.ints)))
+        return self._shared[1]
 
     # -- scoring -------------------------------------------------------------------------------
 
@@ -309,7 +304,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                               f"{saved.objective!r}: use one of {usable}")
         start, width = spans[output]
         scalar = output == "prediction" and not widths.vector_prediction
-        return scoring_udf(plan, InlineWeights((saved.floats, saved.ints)), start=start,
+        return scoring_udf(plan, Inline((saved.floats, saved.ints)), start=start,
                            width=width, scalar=scalar)
 
     # -- persistence ---------------------------------------------------------------------------

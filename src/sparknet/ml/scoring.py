@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +21,10 @@ import pyarrow.compute
 import torch
 from torch import nn
 
-from sparknet.data.dataframe import FeatureLayout, Report, decode_features
+from sparknet.data.columns import FeatureLayout, Report, decode_features
 from sparknet.engine.model_cache import cached_network
 from sparknet.engine.tasks import task_device
+from sparknet.engine.transport import Shared
 from sparknet.errors import DataError
 from sparknet.flat import load_flat_state
 from sparknet.models.kinds import InputPrep, ModelKind
@@ -31,20 +32,6 @@ from sparknet.models.objectives import MULTICLASS, Objective, score_rows
 
 if TYPE_CHECKING:
     from pyspark.sql import Column
-
-@dataclass(frozen=True)
-class InlineWeights:
-    """The weights inside the plan, for sessions without broadcasts (Spark Connect)."""
-
-    value: tuple[np.ndarray, np.ndarray]
-
-
-class Weights(Protocol):
-    """A broadcast of the weights, or ``InlineWeights``: what tasks read ``.value`` from."""
-
-    @property
-    def value(self) -> tuple[np.ndarray, np.ndarray]: ...
-
 
 @dataclass(frozen=True, kw_only=True)
 class ScoringPlan:
@@ -108,13 +95,14 @@ def score_array(plan: ScoringPlan, module: nn.Module, column: pa.Array) -> pa.Ar
                                     mask=None if valid.all() else pa.array(~valid))
 
 
-def score_column(feature: Column, plan: ScoringPlan, weights: Weights) -> Column:
+def score_column(feature: Column, plan: ScoringPlan, weights: Shared) -> Column:
     """An Arrow UDF over ``feature`` (already in Arrow form) giving array<double> scores."""
     from pyspark.sql.functions import arrow_udf  # type: ignore[attr-defined]  # pyspark>=4.1
 
     def score(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         torch.set_num_threads(plan.threads)
         floats, ints = weights.value
+        assert floats is not None and ints is not None
         module = cached_scorer(plan, floats, ints)
         for batch in batches:
             yield score_array(plan, module, batch)
@@ -157,7 +145,7 @@ def vector_values(column: pa.StructArray) -> pa.Array:
     return pa.array(rows, pa.list_(pa.float64()))
 
 
-def scoring_udf(plan: ScoringPlan, weights: Weights, *, start: int, width: int,
+def scoring_udf(plan: ScoringPlan, weights: Shared, *, start: int, width: int,
                 scalar: bool) -> Any:
     """An Arrow UDF (ML Vector or array<float|double> features -> one part of the scores),
     for ``withColumn`` and ``spark.udf.register``; nulls where a row cannot be scored."""
@@ -166,6 +154,7 @@ def scoring_udf(plan: ScoringPlan, weights: Weights, *, start: int, width: int,
     def score(batches: Iterator[pa.Array]) -> Iterator[pa.Array]:
         torch.set_num_threads(plan.threads)
         floats, ints = weights.value
+        assert floats is not None and ints is not None
         module = cached_scorer(plan, floats, ints)
         for batch in batches:
             if pa.types.is_struct(batch.type):

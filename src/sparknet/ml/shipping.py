@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sparknet.data.frames import is_connect
+from sparknet.data.placement import is_connect
 from sparknet.errors import ConfigError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
-"""Streamed shards: each partition written once to a local Arrow IPC file, read per batch.
+"""The ``streamed`` placement: each shard written once to a local Arrow IPC file, read per batch.
 
-The ``stream`` placement, for data larger than the executors' memory. The warm-up job writes
+For data larger than the executors' memory. The warm-up job writes
 partition i's rows, as stored (encoded PNG/JPEG bytes, uint8 pixels or float32 values, plus
 int64 class labels or float32 targets), to one Arrow IPC file in the executor's local
 directory (Spark's per-executor ``SparkFiles`` folder, removed with the executor) and caches
@@ -23,55 +23,28 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
-from sparknet.data.frames import labels_from_bytes
+from sparknet.data.chunks import CHUNK_ROWS, ChunkLayout, row_bytes, shard_chunks
+from sparknet.data.columns import Report
 from sparknet.data.images import ImageDecoder
-from sparknet.data.sources import ShardSet
+from sparknet.data.placement import ShardStats, spark_context
+from sparknet.data.placements.memory import ShardSet
+from sparknet.data.shards import Shard
 from sparknet.errors import TrainingError
 
 if TYPE_CHECKING:
-    from pyspark import RDD
+    from pyspark import RDD, SparkContext
+    from pyspark.sql import DataFrame, SparkSession
 
 T = TypeVar("T")
-StoredKind = Literal["pixels", "floats", "encoded"]
 # A shard file's record batches hold up to this many rows and bytes: the writer holds one.
 FILE_BATCH_ROWS = 4096
 FILE_BATCH_BYTES = 8 << 20
 _FOLDER = "sparknet-stream"
-
-
-@dataclass(frozen=True, kw_only=True)
-class StreamLayout:
-    """How a shard file's rows are stored and turned into stored features (plain data).
-
-    ``shape`` is the per-example shape the reader returns ([channels, height, width] for
-    images, which encoded rows are decoded and, if need be, resized to).
-    """
-
-    kind: StoredKind
-    shape: tuple[int, ...]
-    decode_threads: int = 2
-    label_width: int = 0  # 0: int64 class indices; else float32 targets of that width
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return np.dtype(np.float32) if self.kind == "floats" else np.dtype(np.uint8)
-
-    @property
-    def row_bytes(self) -> int:
-        return int(np.prod(self.shape)) * self.dtype.itemsize
-
-    @property
-    def label_bytes(self) -> int:
-        return 8 if self.label_width == 0 else 4 * self.label_width
-
-    def labels(self, parts: list[bytes]) -> np.ndarray:
-        """Stored label bytes -> int64 class indices ``[n]`` or float32 targets ``[n, w]``."""
-        return labels_from_bytes(bytearray(b"".join(parts)), self.label_width)
 
 
 def shard_path(token: str, index: int) -> Path:
@@ -85,30 +58,13 @@ def shard_path(token: str, index: int) -> Path:
 # Writing (the warm-up job)
 
 
-def _schema(layout: StreamLayout) -> pa.Schema:
-    features = (pa.binary() if layout.kind == "encoded"
+def _schema(layout: ChunkLayout) -> pa.Schema:
+    features = (pa.binary() if layout.stored == "encoded"
                 else pa.binary(layout.row_bytes))  # fixed-size rows: a row's offset is known
     return pa.schema([("features", features), ("labels", pa.binary(layout.label_bytes))])
 
 
-def chunk_rows(layout: StreamLayout, features: bytes, labels: bytes, rows: int
-               ) -> tuple[list[bytes], list[bytes]]:
-    """One chunk (``sparknet.data.dataframe`` format) -> per-row stored and label bytes.
-
-    Encoded chunks start with ``rows`` int64 lengths, then the images' bytes back to back.
-    """
-    width = layout.label_bytes
-    label_array = [labels[i * width: (i + 1) * width] for i in range(rows)]
-    if layout.kind != "encoded":
-        size = layout.row_bytes
-        return [features[i * size: (i + 1) * size] for i in range(rows)], label_array
-    lengths = np.frombuffer(features[: 8 * rows], np.int64)
-    ends = 8 * rows + np.cumsum(lengths)
-    starts = ends - lengths
-    return [features[int(s): int(e)] for s, e in zip(starts, ends, strict=True)], label_array
-
-
-def write_shard_file(path: Path, layout: StreamLayout,
+def write_shard_file(path: Path, layout: ChunkLayout,
                      chunks: Iterable[tuple[bytes, bytes, int]]) -> int:
     """Writes the rows of ``chunks`` to ``path`` (atomically) in order; returns the row count.
 
@@ -134,7 +90,7 @@ def write_shard_file(path: Path, layout: StreamLayout,
         with pa.OSFile(str(temporary), "wb") as sink, \
                 pa.ipc.new_file(sink, schema) as writer:
             for features, labels, rows in chunks:
-                stored, label_array = chunk_rows(layout, features, labels, rows)
+                stored, label_array = row_bytes(layout, features, labels, rows)
                 for row in range(rows):
                     pending.append(stored[row])
                     pending_labels.append(label_array[row])
@@ -165,7 +121,7 @@ class _Block:
     offsets_at: int  # encoded rows: the int32 offsets into the bytes at ``features_at``
 
 
-def _blocks(path: Path, layout: StreamLayout) -> list[_Block]:
+def _blocks(path: Path, layout: ChunkLayout) -> list[_Block]:
     """Reads the file's footer and record-batch headers (zero-copy) for the buffers' places."""
     mapped = pa.memory_map(str(path))
     try:
@@ -178,7 +134,7 @@ def _blocks(path: Path, layout: StreamLayout) -> list[_Block]:
             buffers = column.buffers()
             label_at = (labels.buffers()[1].address - base +
                         layout.label_bytes * labels.offset)
-            if layout.kind == "encoded":
+            if layout.stored == "encoded":
                 block = _Block(first, len(column), label_at, buffers[2].address - base,
                                buffers[1].address - base + 4 * column.offset)
             else:
@@ -200,14 +156,14 @@ class StreamedShard:
     the worker functions: ``len(shard)`` and ``shard.rows(index) -> (features, labels)``.
     """
 
-    def __init__(self, path: Path, layout: StreamLayout) -> None:
+    def __init__(self, path: Path, layout: ChunkLayout, *, decode_threads: int = 2) -> None:
         self.layout = layout
         self._blocks = _blocks(path, layout)
         self._starts = np.array([b.first_row for b in self._blocks], np.int64)
         self._length = sum(b.rows for b in self._blocks)
         self._fd = os.open(path, os.O_RDONLY)
-        self._decoder = (ImageDecoder(layout.shape, threads=layout.decode_threads)
-                         if layout.kind == "encoded" else None)
+        self._decoder = (ImageDecoder(layout.shape, threads=decode_threads)
+                         if layout.stored == "encoded" else None)
 
     def __len__(self) -> int:
         return self._length
@@ -238,7 +194,7 @@ class StreamedShard:
                 start, end = np.frombuffer(self._read(8, block.offsets_at + 4 * offset),
                                            np.int32).tolist()
                 features.append(self._read(end - start, block.features_at + start))
-        return self._stored(features, index.size), self.layout.labels(labels)
+        return self._stored(features, index.size), self.layout.labels(b"".join(labels))
 
     def _run(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows ``start..stop`` in order (evaluation): one read per record batch."""
@@ -260,7 +216,7 @@ class StreamedShard:
             data = self._read(int(ends[-1] - ends[0]), block.features_at + int(ends[0]))
             starts = (ends - ends[0]).tolist()
             features += [data[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
-        return self._stored(features, max(0, stop - start)), self.layout.labels(labels)
+        return self._stored(features, max(0, stop - start)), self.layout.labels(b"".join(labels))
 
     def _stored(self, parts: list[bytes], count: int) -> np.ndarray:
         if self._decoder is not None:
@@ -282,10 +238,11 @@ class StreamedShards(ShardSet):
     """
 
     token: str = ""
-    layout: StreamLayout | None = None
+    layout: ChunkLayout | None = None
+    decode_threads: int = 2
 
     def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]:
-        token, layout = self.token, self.layout
+        token, layout, threads = self.token, self.layout, self.decode_threads
         assert layout is not None
 
         def from_file(index: int, markers: Iterable[Any]) -> Iterator[T]:
@@ -296,7 +253,7 @@ class StreamedShards(ShardSet):
                 raise TrainingError(
                     f"streamed shard {index} is not on this executor ({path}): the task ran "
                     "away from the executor holding it; Spark retries it there")
-            shard = StreamedShard(path, layout)
+            shard = StreamedShard(path, layout, decode_threads=threads)
             try:
                 yield fn(index, shard)
             finally:
@@ -317,27 +274,63 @@ class StreamedShards(ShardSet):
             self.handles.unpersist()
 
 
-def stream_chunks(chunks: RDD[Any], layout: StreamLayout, *,
-                  marker: Callable[[int, int, Iterable[Any]], Any]) -> StreamedShards:
+def stream_chunks(chunks: RDD[Any], layout: ChunkLayout, *, decode_threads: int
+                  ) -> StreamedShards:
     """Writes partition i of ``chunks`` to shard file i on its executor; caches the markers.
 
-    ``chunks`` rows are ``(features, labels, rows, report)`` (``sparknet.data.dataframe``'s
-    chunk format); ``marker(index, rows, reports)`` builds the cached marker value. Nothing runs
-    until the first job on the result (the warm-up job).
+    ``chunks`` rows are ``(features, labels, rows, report)`` of the chunk format
+    (``sparknet.data.chunks``), in order. A marker is ``(index, rows, merged report)``.
+    Nothing runs until the first job on the result (the warm-up job).
     """
     token = uuid.uuid4().hex
 
-    def write(index: int, rows: Iterable[Any]) -> Iterator[Any]:
-        reports: list[str] = []
+    def write(index: int, rows: Iterable[Any]) -> Iterator[tuple[int, int, str]]:
+        report = Report()
 
         def stored() -> Iterator[tuple[bytes, bytes, int]]:
             for row in rows:
                 if row[3]:
-                    reports.append(row[3])
+                    report.merge(Report.from_json(row[3]))
                 yield row[0], row[1], row[2]
 
         count = write_shard_file(shard_path(token, index), layout, stored())
-        yield marker(index, count, reports)
+        yield index, count, report.to_json()
 
     marked = chunks.mapPartitionsWithIndex(write).cache()
-    return StreamedShards(handles=marked, token=token, layout=layout)
+    return StreamedShards(handles=marked, token=token, layout=layout,
+                          decode_threads=decode_threads)
+
+
+@dataclass(frozen=True)
+class StreamedPlacement:
+    """Shard files on the executors; encoded images are decoded by ``decode_threads``."""
+
+    decode_threads: int = 2
+    name: str = "streamed"
+    keeps_encoded: bool = True
+
+    def place_shards(self, spark: SparkSession | SparkContext, shards: list[Shard],
+                     layout: ChunkLayout) -> StreamedShards:
+        """Driver arrays -> shard files, written by the first job on them.
+
+        Every shard is padded with empty chunks to the same count, so that ``parallelize``
+        puts shard i's chunks, in order, in partition i.
+        """
+        longest = max(-(-len(shard) // CHUNK_ROWS) for shard in shards)
+        chunks = [(chunk["features"], chunk["labels"], chunk["rows"], chunk["report"])
+                  for index, shard in enumerate(shards)
+                  for chunk in shard_chunks(index, shard, layout, pad_to=longest).to_pylist()]
+        rdd = spark_context(spark).parallelize(chunks, len(shards))
+        return stream_chunks(rdd, layout, decode_threads=self.decode_threads)
+
+    def place_chunks(self, chunks: DataFrame, layout: ChunkLayout, num_shards: int
+                     ) -> tuple[StreamedShards, ShardStats]:
+        """Converts, deals and writes the shard files in one job."""
+        shards = stream_chunks(chunks.drop("shard", "first").rdd, layout,
+                               decode_threads=self.decode_threads)
+        try:
+            stats = shards.handles.map(lambda marker: (marker[1], marker[2])).collect()
+        except BaseException:
+            shards.release()
+            raise
+        return shards, stats

@@ -1,0 +1,1 @@
+"""The placements of shards on Spark; see ``sparknet.data.placement``."""

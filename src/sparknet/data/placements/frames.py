@@ -1,0 +1,96 @@
+"""The ``frames`` placement: shards as a cached DataFrame of chunks, read with DataFrame APIs
+only, so it needs no SparkContext (Spark Connect; it works on classic sessions too).
+
+Every chunk of shard i lives in partition i. Rounds read it with ``mapInArrow`` (one task per
+shard, a narrow scan of Spark's cache), so a lost partition is recomputed from the DataFrame's
+lineage like any cached data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from sparknet.data.chunks import ChunkLayout, assemble_shard, shard_chunks
+from sparknet.data.columns import Report
+from sparknet.data.placement import RunnerName, ShardStats
+from sparknet.data.shards import Shard
+
+if TYPE_CHECKING:
+    from pyspark import SparkContext
+    from pyspark.sql import DataFrame, SparkSession
+
+
+@dataclass(frozen=True)
+class FrameShards:
+    """K shards as a cached DataFrame of chunks (see the module docstring)."""
+
+    frame: DataFrame
+    num_shards: int
+    layout: ChunkLayout
+
+    @property
+    def runner(self) -> RunnerName:
+        return "frame"
+
+    @property
+    def session(self) -> SparkSession:
+        return self.frame.sparkSession
+
+    def map_shards(self, fn: Callable[[int, Shard], dict[str, Any]], schema: pa.Schema,
+                   ddl: str) -> DataFrame:
+        """One task per partition; ``fn(index, shard)`` gives one row (``schema``) per shard."""
+        layout = self.layout
+
+        def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            rows = [fn(index, shard) for index, shard in read_shards(batches, layout)]
+            yield pa.RecordBatch.from_pylist(rows, schema=schema)
+
+        return self.frame.mapInArrow(task, ddl)
+
+    def release(self) -> None:
+        self.frame.unpersist()
+
+
+def read_shards(batches: Iterable[pa.RecordBatch], layout: ChunkLayout
+                ) -> Iterator[tuple[int, Shard]]:
+    """Runs in a task: the chunks of each shard in this partition -> (index, Shard)."""
+    parts: dict[int, list[dict[str, Any]]] = {}
+    for batch in batches:
+        for chunk in batch.to_pylist():
+            parts.setdefault(int(chunk["shard"]), []).append(chunk)
+    for index in sorted(parts):
+        yield index, assemble_shard(layout, parts[index])
+
+
+@dataclass(frozen=True)
+class FramePlacement:
+    name: str = "frames"
+    keeps_encoded: bool = False
+
+    def place_shards(self, spark: SparkSession | SparkContext, shards: list[Shard],
+                     layout: ChunkLayout) -> FrameShards:
+        """Sends driver arrays to the executors once, as a cached DataFrame of chunks."""
+        table = pa.Table.from_batches([shard_chunks(i, s, layout) for i, s in enumerate(shards)])
+        frame = (spark.createDataFrame(table)  # type: ignore[union-attr]
+                 .repartitionByRange(len(shards), "shard").cache())
+        return FrameShards(frame=frame, num_shards=len(shards), layout=layout)
+
+    def place_chunks(self, chunks: DataFrame, layout: ChunkLayout, num_shards: int
+                     ) -> tuple[FrameShards, ShardStats]:
+        frame = chunks.cache()
+        try:
+            table = frame.select("shard", "rows", "report").toArrow()
+        except BaseException:
+            frame.unpersist()
+            raise
+        per_shard = [(0, Report()) for _ in range(num_shards)]
+        for shard, rows, report in zip(*(table.column(c).to_pylist()
+                                         for c in ("shard", "rows", "report")), strict=True):
+            per_shard[shard][1].merge(Report.from_json(report))
+            per_shard[shard] = (per_shard[shard][0] + rows, per_shard[shard][1])
+        stats = [(rows, report.to_json()) for rows, report in per_shard]
+        return FrameShards(frame=frame, num_shards=num_shards, layout=layout), stats
