@@ -2,7 +2,7 @@
 
 The features column may hold ML vectors, numeric arrays, PNG/JPEG bytes or image structs; the
 label column what the objective needs: class indices, 0/1, 0/1 vectors or real targets (see
-``sparknet.data.dataframe``).
+``sparknet.models.objectives``).
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig) -> int:
     if not Path(source.path).exists():
         raise ConfigError(f"--parquet {source.path} does not exist: give a Parquet file or "
                           "folder")
-    outputs = network_outputs(model, tuple(source.columns["input_shape"]),
-                              resolve_objective(config.objective))
+    outputs = network_outputs(model, tuple(source.columns["input_shape"]))
+    resolve_objective(config.objective).check_outputs(outputs, network=model.key)
     wanted = source.columns["num_classes"]
     if wanted is not None and wanted != outputs:
         raise ConfigError(f"--num-classes {wanted} but network {model.key!r} has "
@@ -86,14 +86,14 @@ def load(spark: SparkSession, source: DataSource, config: TrainConfig,
     """Validates the Parquet data and caches it as K shards (raises DataError on bad rows)."""
     from sparknet.data.dataframe import check_columns, dataframe_data, default_scale
     from sparknet.data.shards import InputSpec
-    from sparknet.ml.estimator import label_width_of
+    from sparknet.ml.estimator import check_label, label_width_of
     from sparknet.models.objectives import resolve_objective
 
     objective = resolve_objective(config.objective)
     features, label = source.columns["features"], source.columns["label"]
     df = spark.read.parquet(source.path)
-    kind = check_columns(df, features=features, label=label,
-                         vector_labels=objective.vector_labels, objective=objective.name)
+    kind = check_columns(df, features=features, label=label)
+    check_label(objective, df, label)
     spec = InputSpec(shape=tuple(source.columns["input_shape"]), num_classes=num_classes,
                      scale=default_scale(kind),
                      label_width=label_width_of(objective, num_classes, df, label),
