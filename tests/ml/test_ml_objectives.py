@@ -6,6 +6,7 @@ compared with the driver's scoring of the same rows and with their definitions.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,17 @@ def _arrays(df: Any, *columns: str) -> list[np.ndarray]:
 
 def _plain(value: Any) -> Any:
     return value.toArray() if hasattr(value, "toArray") else value
+
+
+def _onnx_and_transform(model: Any, scored: Any, column: str, tmp_path: Path
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ONNX probability, ONNX logits, transform's ``column``) for the same rows."""
+    import onnxruntime as ort
+
+    features, written = _arrays(scored, "features", column)
+    session = ort.InferenceSession(str(model.export_onnx(tmp_path / "model.onnx")))
+    probability, logits = session.run(None, {"features": features.astype(np.float32)})
+    return probability, logits, written
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +78,7 @@ def test_multiclass_writes_the_columns_spark_classifiers_write(spark: Any) -> No
     assert model.summary.objectiveHistory[-1] < model.summary.objectiveHistory[0]
 
 
-def test_binary_sigmoid_columns_and_the_binary_evaluator(cancer: Any) -> None:
+def test_binary_sigmoid_columns_and_the_binary_evaluator(cancer: Any, tmp_path: Path) -> None:
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
 
     model = _estimator(30, 1, objective="binary").fit(cancer.filter("not is_validation"))
@@ -78,9 +90,12 @@ def test_binary_sigmoid_columns_and_the_binary_evaluator(cancer: Any) -> None:
     np.testing.assert_array_equal(prediction, (probability[:, 1] > 0.5).astype(float))
     auc = BinaryClassificationEvaluator().evaluate(scored)  # reads rawPrediction
     assert auc > 0.97
+    # ONNX serves the sigmoid of the one logit: transform's probability of class 1.
+    onnx_p, _, probability = _onnx_and_transform(model, scored, "probability", tmp_path)
+    np.testing.assert_allclose(onnx_p[:, 0], probability[:, 1], rtol=1e-5, atol=1e-6)
 
 
-def test_multilabel_predicts_a_vector_of_labels(spark: Any) -> None:
+def test_multilabel_predicts_a_vector_of_labels(spark: Any, tmp_path: Path) -> None:
     x, y = standardized("breast_cancer")
     # Three labels per row: the diagnosis, its opposite, and whether feature 0 is above average.
     labels = np.stack([y, 1 - y, (x[:, 0] > 0).astype(float)], axis=1)
@@ -90,10 +105,14 @@ def test_multilabel_predicts_a_vector_of_labels(spark: Any) -> None:
     assert prediction.shape == truth.shape == (len(y), 3)
     assert set(np.unique(prediction)) <= {0.0, 1.0}
     assert (prediction == truth).mean(axis=0).min() > 0.85
+    onnx_p, _, probability = _onnx_and_transform(model, model.transform(df), "probability",
+                                                 tmp_path)
+    np.testing.assert_allclose(onnx_p, probability, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("objective", ["mse", "l1", "huber"])
-def test_regression_with_the_regression_evaluator(diabetes: Any, objective: str) -> None:
+def test_regression_with_the_regression_evaluator(diabetes: Any, objective: str,
+                                                   tmp_path: Path) -> None:
     from pyspark.ml.evaluation import RegressionEvaluator
 
     model = _estimator(10, 1, objective=objective, learningRate=0.01).fit(
@@ -104,6 +123,11 @@ def test_regression_with_the_regression_evaluator(diabetes: Any, objective: str)
     r2 = RegressionEvaluator(metricName="r2").evaluate(scored)
     assert r2 > 0.3, r2
     assert model.summary.rounds[-1]["train_accuracy"] is None
+    onnx_p, onnx_logits, prediction = _onnx_and_transform(model, scored, "prediction",
+                                                          tmp_path)
+    assert onnx_p.shape == (len(prediction), 1)
+    np.testing.assert_allclose(onnx_p[:, 0], prediction, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(onnx_logits, onnx_p)
 
 
 def test_vector_targets_give_a_vector_prediction(spark: Any) -> None:

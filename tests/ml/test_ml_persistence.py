@@ -81,6 +81,15 @@ def test_unknown_format_and_missing_files(tmp_path: Path) -> None:
         read_network(tmp_path)
 
 
+def test_an_objective_this_version_does_not_know_is_refused(tmp_path: Path) -> None:
+    write_network(tmp_path, _saved())
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    meta["objective"] = "poisson"
+    (tmp_path / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(DataError, match=r"objective='poisson' is invalid.*another version"):
+        read_network(tmp_path)
+
+
 def test_only_local_paths_are_accepted() -> None:
     assert local_path("file:///tmp/m") == Path("/tmp/m")
     assert local_path("relative/m") == Path("relative/m")
@@ -98,6 +107,44 @@ def test_onnx_matches_torch(tmp_path: Path) -> None:
     assert probability.shape == (37, 10)
     np.testing.assert_allclose(probability, expected.numpy(), atol=1e-5)
     np.testing.assert_allclose(logits, expected_logits.numpy(), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("objective", "outputs"), [
+    ("binary", 1), ("multilabel", 3), ("mse", 1), ("huber", 2), ("multiclass", 3)])
+def test_onnx_of_every_objective_matches_torch_and_driver_scoring(
+        tmp_path: Path, objective: str, outputs: int) -> None:
+    from sparknet.ml import SparkNetModel
+    from sparknet.models.objectives import objective_named
+
+    torch.manual_seed(0)
+    args = json.dumps({"inputs": 4, "outputs": outputs})
+    module = resolve_model("sparknet.testing.nets:mlp", args=args).build()
+    layout = FlatLayout.of(module)
+    floats, ints = flatten_state(module, layout)
+    saved = SavedNetwork(network="sparknet.testing.nets:mlp", input_shape=(4,),
+                         num_classes=outputs, input_scale=0.5, layout=layout, floats=floats,
+                         ints=ints, objective=objective, network_args=args)
+    path = export_onnx(saved, tmp_path / "net.onnx")
+    x = np.random.default_rng(0).normal(size=(9, 4)).astype(np.float32)
+    probability, logits = ort.InferenceSession(str(path)).run(None, {"features": x})
+    with torch.no_grad():
+        expected, expected_logits = serving_network(saved)(torch.from_numpy(x))
+    assert probability.shape == logits.shape == (9, outputs)
+    np.testing.assert_allclose(probability, expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(logits, expected_logits.numpy(), atol=1e-6)
+
+    # The graph's outputs are what transform writes (predict* score rows the same way).
+    model = SparkNetModel._from_saved(saved)
+    widths = objective_named(objective).score_widths(outputs)
+    for row, p, z in zip(x, probability, logits, strict=True):
+        if widths.probability == 0:
+            np.testing.assert_allclose(np.atleast_1d(model.predict(row)), z, rtol=1e-5)
+            continue
+        raw, prob = model.predictRaw(row).toArray(), model.predictProbability(row).toArray()
+        if objective == "binary":  # Spark's binary layout: [-z, z] and [1 - p, p]
+            raw, prob = raw[1:], prob[1:]
+        np.testing.assert_allclose(raw, z, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(prob, p, rtol=1e-5, atol=1e-6)
 
 
 def test_network_outputs_from_a_dry_run() -> None:

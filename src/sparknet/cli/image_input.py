@@ -66,11 +66,13 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig, *,
     """Cheap checks before Spark starts: the folders' layout and the network's outputs."""
     from sparknet.data.images import class_names
     from sparknet.models.kinds import network_outputs
-    from sparknet.models.objectives import MULTICLASS
+    from sparknet.models.objectives import resolve_objective
 
-    if config.objective != MULTICLASS.name:
-        raise ConfigError(f"--images trains a classifier of the class folders, but objective "
-                          f"is {config.objective!r}: use objective 'multiclass'")
+    objective = resolve_objective(config.objective)
+    if not objective.index_labels:
+        raise ConfigError(f"--images labels each image with its class folder's index, but "
+                          f"objective {config.objective!r} does not take class-index labels: "
+                          "use objective 'multiclass'")
     if remote is not None:
         raise ConfigError("--images streams shards from the executors' local folders, which "
                           "Spark Connect does not offer: use --master")
@@ -78,7 +80,8 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig, *,
     if source.columns["val_images"] is not None:
         class_names(Path(source.columns["val_images"]), flag="--val-images")
     shape = tuple(source.columns["input_shape"])
-    outputs = network_outputs(model, shape, MULTICLASS)
+    outputs = network_outputs(model, shape)
+    objective.check_outputs(outputs, network=model.key)
     if outputs != len(classes):
         raise ConfigError(f"--images {source.path} has {len(classes)} class folders but "
                           f"network {model.key!r} has {outputs} outputs: use a network "

@@ -2,7 +2,7 @@
 
 The features column may hold ML vectors, numeric arrays, PNG/JPEG bytes or image structs; the
 label column what the objective needs: class indices, 0/1, 0/1 vectors or real targets (see
-``sparknet.data.sources``).
+``sparknet.models.objectives``).
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig) -> int:
     if not Path(source.path).exists():
         raise ConfigError(f"--parquet {source.path} does not exist: give a Parquet file or "
                           "folder")
-    outputs = network_outputs(model, tuple(source.columns["input_shape"]),
-                              resolve_objective(config.objective))
+    outputs = network_outputs(model, tuple(source.columns["input_shape"]))
+    resolve_objective(config.objective).check_outputs(outputs, network=model.key)
     wanted = source.columns["num_classes"]
     if wanted is not None and wanted != outputs:
         raise ConfigError(f"--num-classes {wanted} but network {model.key!r} has "
@@ -87,14 +87,14 @@ def load(spark: SparkSession, source: DataSource, config: TrainConfig,
     from sparknet.data.columns import check_columns, default_scale
     from sparknet.data.shards import InputSpec
     from sparknet.data.sources import dataframe_data
-    from sparknet.ml.estimator import label_width_of
+    from sparknet.ml.estimator import check_label, label_width_of
     from sparknet.models.objectives import resolve_objective
 
     objective = resolve_objective(config.objective)
     features, label = source.columns["features"], source.columns["label"]
     df = spark.read.parquet(source.path)
-    kind = check_columns(df, features=features, label=label,
-                         vector_labels=objective.vector_labels, objective=objective.name)
+    kind = check_columns(df, features=features, label=label)
+    check_label(objective, df, label)
     spec = InputSpec(shape=tuple(source.columns["input_shape"]), num_classes=num_classes,
                      scale=default_scale(kind),
                      label_width=label_width_of(objective, num_classes, df, label),

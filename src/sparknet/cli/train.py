@@ -176,8 +176,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         fashion_mnist.check_available(data_source.path)
         num_classes = fashion_mnist.NUM_CLASSES
-        network_outputs(model, fashion_mnist.SHAPE, resolve_objective(config.objective),
-                        expected=num_classes)
+        outputs = network_outputs(model, fashion_mnist.SHAPE, expected=num_classes)
+        resolve_objective(config.objective).check_outputs(outputs, network=model.key)
     check_writable(settings.output)
     master = settings.master or default_master(config.engine.num_workers)
     check_device(config.engine.device, master)

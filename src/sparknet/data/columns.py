@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from sparknet.data.chunks import StoredKind
+from sparknet.data.shards import LabelForm
 from sparknet.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -317,21 +318,22 @@ def feature_kind(data_type: DataType, *, column: str) -> FeatureKind:
                     f"sparknet cannot read: use {', '.join(others)}, or {last}")
 
 
-def check_columns(df: DataFrame, *, features: str, label: str | None,
-                  vector_labels: bool | None = False, objective: str = "multiclass"
-                  ) -> FeatureKind:
+def check_columns(df: DataFrame, *, features: str, label: str | None) -> FeatureKind:
     """Checks that the columns exist and have usable types; returns the feature kind.
 
-    ``vector_labels``: the label column must hold numbers (False), vectors (True) or either.
+    The label column must hold numbers or vectors of numbers; which of the two is the
+    objective's to say (``label_form`` gives the objective the column's form).
     """
     fields = {f.name: f.dataType for f in df.schema.fields}
     for role, name in (("features", features), ("label", label)):
         if name is not None and name not in fields:
             raise DataError(f"{role} column {name!r} is not in the DataFrame (columns: "
                             f"{sorted(fields)}): set {role}Col to one of them")
-    if label is not None:
-        check_label_type(fields[label], column=label, vectors=vector_labels,
-                         objective=objective)
+    if label is not None and label_form(fields[label]) is None:
+        raise DataError(f"label column {label!r} has type {fields[label].simpleString()}, "
+                        "which sparknet cannot read as labels: use one number per row "
+                        "(index string labels with pyspark.ml.feature.StringIndexer first) "
+                        "or an ML Vector or array<double> of targets")
     return feature_kind(fields[features], column=features)
 
 
@@ -340,25 +342,11 @@ def label_is_vector(data_type: DataType) -> bool:
     return _is_vector(data_type) or _is_numeric_array(data_type)
 
 
-def check_label_type(data_type: DataType, *, column: str, vectors: bool | None,
-                     objective: str) -> None:
-    """The label column's type fits the objective: numbers, vectors, or either (None)."""
-    is_vector = label_is_vector(data_type)
-    is_number = type(data_type).__name__ in _NUMERIC
-    if vectors is False and not is_number:
-        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
-                        f"objective {objective!r} needs one number per row (integers or "
-                        "integral doubles); index string labels with "
-                        "pyspark.ml.feature.StringIndexer first")
-    if vectors is True and not is_vector:
-        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
-                        f"objective {objective!r} needs a vector of 0/1 targets per row (an ML "
-                        "Vector or array<double>); use objective 'multiclass' or 'binary' for "
-                        "one label per row")
-    if vectors is None and not (is_number or is_vector):
-        raise DataError(f"label column {column!r} has type {data_type.simpleString()}: "
-                        f"objective {objective!r} needs numeric targets (a number, an ML Vector "
-                        "or array<double> per row)")
+def label_form(data_type: DataType) -> LabelForm | None:
+    """How a label column holds one row's label (None: as nothing sparknet reads)."""
+    if label_is_vector(data_type):
+        return "vector"
+    return "number" if type(data_type).__name__ in _NUMERIC else None
 
 
 def label_expr(column: str, data_type: DataType) -> Column:

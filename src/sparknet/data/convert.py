@@ -158,8 +158,8 @@ _MESSAGES = {
     "wrong_label_width": "{n} rows of label column {l!r} do not have {c} values, one per "
                          "network output (e.g. {ex}): give targets as wide as the network's "
                          "output",
-    "bad_binary_label": "{n} labels in column {l!r} are not 0 or 1 (e.g. {ex}): binary and "
-                        "multi-label objectives need 0/1 targets",
+    "bad_binary_label": "{n} labels in column {l!r} are not 0 or 1 (e.g. {ex}): the "
+                        "objective needs 0/1 targets",
     "bad_target": "{n} targets in column {l!r} are NaN or infinite (e.g. {ex}): drop or impute "
                   "those rows before training",
     "wrong_image": "{n} images in column {f!r} do not match inputShape {shape} "

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from sparknet.errors import ConfigError, DataError
+
+# How a label column holds one example's label: one number, or a vector of numbers.
+LabelForm = Literal["number", "vector"]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,7 @@ from sparknet.data.columns import (
     check_image_shape,
     feature_expr,
     label_expr,
+    label_form,
 )
 from sparknet.data.convert import (
     ChunkPlan,
@@ -172,11 +173,12 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     needs them (decoded by ``decode_threads`` threads). ``origin`` names a column (e.g. the
     file path) that error messages quote for a bad row.
     """
-    if kind is None:  # labels as the spec says: class indices, or targets of any form
-        kind = check_columns(df, features=features, label=label,
-                             vector_labels=False if spec.label_width == 0 else None,
-                             objective="class-index" if spec.label_width == 0 else
-                             f"{spec.label_width}-target")
+    if kind is None:
+        kind = check_columns(df, features=features, label=label)
+        if spec.label_width == 0 and label_form(df.schema[label].dataType) != "number":
+            raise DataError(f"label column {label!r} holds vectors but the input spec wants "
+                            "class indices (label_width=0): give one number per row, or set "
+                            "label_width to the targets' width")
         check_image_shape(kind, spec.shape, column=features)
     if invalid_images not in ("error", "skip"):
         raise ConfigError(f"invalidImages={invalid_images!r} is invalid: use 'error' or 'skip'")

@@ -185,7 +185,8 @@ class _Run:
         """The fixed parts and the starting state (restored from a checkpoint on resume)."""
         optimizer, prep = model.local_optimizer(config.optimizer), model.input_prep(spec)
         objective = resolve_objective(config.objective)
-        network_outputs(model, spec.shape, objective, expected=spec.num_classes)
+        outputs = network_outputs(model, spec.shape, expected=spec.num_classes)
+        objective.check_outputs(outputs, network=model.key)
         layout, floats, ints = initial_state(model, config.seed)
         state = TrainState.initial(config, floats, ints)
         run_path, log = _open_run(options, config)

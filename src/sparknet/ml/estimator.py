@@ -18,7 +18,7 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from sparknet.config import TrainConfig
-from sparknet.data.columns import check_columns, check_image_shape, default_scale
+from sparknet.data.columns import check_columns, check_image_shape, default_scale, label_form
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml.config import ScoringConfig
@@ -83,11 +83,12 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         objective = resolve_objective(config.objective)
         train_df, validation_df = _split_validation(dataset, fit.validation_indicator_col,
                                                     getattr(self, "_validation", None))
-        kind = check_columns(train_df, features=features, label=label,
-                             vector_labels=objective.vector_labels, objective=objective.name)
+        kind = check_columns(train_df, features=features, label=label)
+        check_label(objective, train_df, label)
         check_image_shape(kind, shape, column=features)
         model = model_of(config)
-        outputs = network_outputs(model, shape, objective)
+        outputs = network_outputs(model, shape)
+        objective.check_outputs(outputs, network=model.key)
         if scoring.num_classes is not None and scoring.num_classes != outputs:
             raise ConfigError(f"numClasses={scoring.num_classes} but network "
                               f"{config.model!r} has {outputs} outputs: leave numClasses "
@@ -99,11 +100,10 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
                          label_width=label_width_of(objective, outputs, train_df, label),
                          binary_targets=objective.binary_targets)
         if validation_df is not None:
-            check_columns(validation_df, features=features, label=label,
-                          vector_labels=objective.vector_labels, objective=objective.name)
-        ship_user_modules(dataset.sparkSession,
-                          [config.model, *([config.objective] if ":" in config.objective
-                                           else [])])
+            check_columns(validation_df, features=features, label=label)
+            check_label(objective, validation_df, label)
+        # Built-in names are not references: shipping skips them.
+        ship_user_modules(dataset.sparkSession, [config.model, config.objective])
 
         data, summary = dataframe_data(
             train_df, features=features, label=label, spec=spec, kind=kind,
@@ -161,16 +161,18 @@ def _split_validation(dataset: DataFrame, indicator: str | None,
     return dataset.filter(~marked), rows
 
 
+def check_label(objective: Objective, df: DataFrame, label: str) -> None:
+    """The label column (a checked one: numbers or vectors) has the form the objective takes."""
+    data_type = df.schema[label].dataType
+    form = label_form(data_type)
+    assert form is not None, "check_columns refuses other label columns"
+    objective.check_label_column(form, column=label, type_name=data_type.simpleString())
+
+
 def label_width_of(objective: Objective, outputs: int, df: DataFrame, label: str) -> int:
     """The width of the stored targets (0: class indices), checked against the network."""
-    from sparknet.data.columns import label_is_vector
-
-    vector = label_is_vector(df.schema[label].dataType)
-    if not objective.index_labels and not vector and outputs != 1:
-        raise ConfigError(f"label column {label!r} holds one number per row but the network "
-                          f"has {outputs} outputs: for objective {objective.name!r} give a "
-                          "network with one output, or vector labels as wide as its output")
-    return objective.label_width(outputs, vector_column=vector)
+    vector = label_form(df.schema[label].dataType) == "vector"
+    return objective.label_width(outputs, vector_column=vector, column=label)
 
 
 def _with_validation(data: SparkData, validation: DataFrame, *, features: str, label: str,
@@ -231,7 +233,7 @@ def class_labels(given: tuple[str, ...] | None, field: StructField, objective: O
                  outputs: int) -> tuple[str, ...] | None:
     """The class names the model keeps: ``labels`` if set, else the label column's nominal
     attribute (what StringIndexer and ``image_folder_frame`` write), else None."""
-    most = outputs if objective.name == "multiclass" else 2 if objective.name == "binary" else 0
+    most = objective.class_count(outputs)
     if given is None:
         attribute = (field.metadata or {}).get("ml_attr", {})
         names = attribute.get("vals") if attribute.get("type") == "nominal" else None

@@ -36,7 +36,6 @@ from sparknet.data.columns import (
     default_scale,
     feature_expr,
 )
-from sparknet.data.shards import InputSpec
 from sparknet.engine.transport import Inline, Shared, transport_for
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml.params import SettingParams, model_settings, with_accessors
@@ -57,7 +56,7 @@ from sparknet.ml.scoring import (
     scoring_udf,
 )
 from sparknet.ml.summary import SparkNetTrainingSummary
-from sparknet.models.objectives import Objective, ScoreWidths, score_widths
+from sparknet.models.objectives import ScoreWidths
 
 if TYPE_CHECKING:
     from pyspark.ml.linalg import DenseVector
@@ -158,8 +157,6 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
 
     def _score_one(self, value: Any) -> tuple[np.ndarray, ScoreWidths]:
         """The score row (raw, probability, prediction side by side) of one feature vector."""
-        from sparknet.data.shards import InputSpec
-
         saved, scoring = self.saved_network, self.scoring_config()
         if self._driver_network is None:
             self._driver_network = self.network_module()
@@ -170,13 +167,11 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                             f"{list(saved.input_shape)} needs {math.prod(saved.input_shape)}: "
                             "score data shaped like the training data")
         scale = scoring.input_scale if scoring.input_scale is not None else saved.input_scale
-        prep = saved.kind().input_prep(InputSpec(shape=saved.input_shape,
-                                                 num_classes=saved.num_classes, scale=scale,
-                                                 label_width=1))
-        objective = Objective(saved.objective)
+        prep = saved.kind().input_prep(saved.input_spec(scale=scale))
+        objective = saved.objective_kind()
         row = network_scores(self._driver_network, features.reshape(1, *saved.input_shape),
                              prep=prep, batch_size=1, objective=objective)[0]
-        return row, score_widths(objective, saved.num_classes)
+        return row, objective.score_widths(saved.num_classes)
 
     def predict(self, value: Any) -> float | DenseVector:
         """The prediction for one feature vector (an ML Vector, list or array), on the driver:
@@ -210,7 +205,8 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                               f"{self.saved_network.objective!r}: use predict")
 
     def export_onnx(self, path: str | Path, *, opset: int = 17) -> Path:
-        """Writes the network, input scaling and softmax as ONNX (features -> probability)."""
+        """Writes the network, input scaling and the objective's head (softmax, sigmoid or none)
+        as ONNX (features -> probability, logits)."""
         from sparknet.ml.onnx_export import export_onnx
 
         return export_onnx(self.saved_network, path, opset=opset)
@@ -233,14 +229,13 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         check_image_shape(kind, shape, column=scoring.features_col)
         scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
         model = saved.kind()
-        prep = model.input_prep(InputSpec(shape=shape, num_classes=saved.num_classes,
-                                          scale=scale, label_width=1))
+        prep = model.input_prep(saved.input_spec(shape=shape, scale=scale))
         return ScoringPlan(model=model, prep=prep, weights_token=saved.token,
                            layout=FeatureLayout(kind=kind, shape=shape),
                            batch_size=scoring.scoring_batch_size,
                            threads=self.getThreadsPerWorker(),  # type: ignore[attr-defined]
                            device=self.getDevice(),  # type: ignore[attr-defined]
-                           objective=Objective(saved.objective),
+                           objective=saved.objective_kind(),
                            keep_invalid=scoring.handle_invalid == "keep")
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
@@ -251,7 +246,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         column = scoring.features_col
         kind = check_columns(dataset, features=column, label=None)
         plan = self._scoring_plan(kind)
-        widths = score_widths(plan.objective, saved.num_classes)
+        widths = plan.objective.score_widths(saved.num_classes)
         features = feature_expr(column, kind)
         if kind in ("vector", "array") and not plan.keep_invalid:
             features = checked_size(features, self.getInputShape())
@@ -275,7 +270,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                           else F.element_at(scored, start + 1))
             out = out.withColumn(scoring.prediction_col, prediction)
         if scoring.labels and scoring.predicted_label_col and \
-                plan.objective.name in ("multiclass", "binary"):
+                plan.objective.class_count(saved.num_classes) > 0:
             index = F.element_at(scored, widths.raw + widths.probability + 1).cast("int")
             names = F.array(*[F.lit(name) for name in scoring.labels])
             out = out.withColumn(scoring.predicted_label_col,
@@ -294,7 +289,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         """
         saved = self.saved_network
         plan = self._scoring_plan("array")
-        widths = score_widths(plan.objective, saved.num_classes)
+        widths = plan.objective.score_widths(saved.num_classes)
         spans = {"rawPrediction": (0, widths.raw),
                  "probability": (widths.raw, widths.probability),
                  "prediction": (widths.raw + widths.probability, widths.prediction)}

@@ -4,7 +4,8 @@ The graph takes ``features`` ``[batch, *inputShape]`` float32 holding the same v
 DataFrame's feature column (decoded pixels 0..255 for images), multiplies by ``inputScale``,
 prepares them as the model kind does at test time (``inputScale``, or a Caffe net's
 transform_param without random mirroring), runs the network and returns ``probability``
-``[batch, numClasses]`` (softmax) and ``logits``.
+(the objective's head: softmax, sigmoid, or the output itself for regression) and ``logits``,
+both ``[batch, numClasses]``.
 """
 
 from __future__ import annotations
@@ -15,20 +16,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sparknet.data.shards import InputSpec
 from sparknet.flat import load_flat_state
 from sparknet.ml.persistence import SavedNetwork
 from sparknet.models.kinds import InputPrep
+from sparknet.models.objectives import MULTICLASS, Objective
 
 
 class ServingNetwork(nn.Module):
     """features -> (probability, logits), with the input preparation inside the graph.
 
-    ``probability`` is the softmax (multiclass), the sigmoid (binary, multilabel), or the
-    network's output itself for regression objectives.
+    ``probability`` is the objective's serving head on the logits (``Objective.serving``):
+    the softmax for multiclass, the sigmoid for binary and multilabel, the network's output
+    itself for regression.
     """
 
-    def __init__(self, network: nn.Module, prep: InputPrep, objective: str = "multiclass"
+    def __init__(self, network: nn.Module, prep: InputPrep, objective: Objective = MULTICLASS
                  ) -> None:
         super().__init__()
         self.network = network
@@ -37,20 +39,15 @@ class ServingNetwork(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.network(self.prep.serving(features))
-        if self.objective == "multiclass":
-            return torch.softmax(logits, dim=1), logits
-        if self.objective in ("binary", "multilabel"):
-            return torch.sigmoid(logits), logits
-        return logits, logits
+        return self.objective.serving(logits), logits
 
 
 def serving_network(saved: SavedNetwork) -> ServingNetwork:
     model = saved.kind()
     module = model.build()
     load_flat_state(module, saved.layout, saved.floats, saved.ints)
-    prep = model.input_prep(InputSpec(shape=saved.input_shape, num_classes=saved.num_classes,
-                                      scale=saved.input_scale))
-    return ServingNetwork(module, prep, saved.objective).eval()
+    prep = model.input_prep(saved.input_spec())
+    return ServingNetwork(module, prep, saved.objective_kind()).eval()
 
 
 def export_onnx(saved: SavedNetwork, path: str | Path, *, opset: int = 17) -> Path:

@@ -17,9 +17,11 @@ from urllib.parse import urlparse
 import numpy as np
 
 from sparknet import weights_dir
+from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError, DataError
 from sparknet.flat import FlatLayout
 from sparknet.models.kinds import ModelKind
+from sparknet.models.objectives import Objective, objective_named
 from sparknet.models.registry import resolve_model, resolve_saved_model
 
 WEIGHTS_DIR = "weights"
@@ -48,6 +50,20 @@ class SavedNetwork:
 
     def kind(self) -> ModelKind:
         return resolve_model(self.network, args=self.network_args)
+
+    def objective_kind(self) -> Objective:
+        """The objective it was trained for (a loss factory is not imported: scoring does not
+        need the loss)."""
+        return objective_named(self.objective)
+
+    def input_spec(self, *, shape: tuple[int, ...] | None = None,
+                   scale: float | None = None) -> InputSpec:
+        """The input for scoring (the saved shape and scale unless given). Scoring reads no
+        labels; float targets as wide as the output let any objective's outputs through."""
+        return InputSpec(shape=self.input_shape if shape is None else shape,
+                         num_classes=self.num_classes,
+                         scale=self.input_scale if scale is None else scale,
+                         label_width=self.num_classes)
 
     @property
     def token(self) -> str:
@@ -99,6 +115,11 @@ def read_network(folder: Path) -> SavedNetwork:
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{folder / META_FILE} has a missing or malformed field ({exc!r}): "
                         "save the model again") from None
+    try:
+        objective_named(objective)  # imports nothing: scoring never needs a loss factory
+    except ConfigError as exc:
+        raise DataError(f"{folder / META_FILE}: {exc}; the model was saved by another "
+                        "version of sparknet") from None
     layout = FlatLayout.of(resolve_saved_model(network, origin=str(folder / META_FILE),
                                                args=network_args).build())
     floats, ints = weights_dir.flat_from_tensors(layout, contents.tensors, origin=str(folder))

@@ -28,7 +28,7 @@ from sparknet.engine.transport import Shared
 from sparknet.errors import DataError
 from sparknet.flat import load_flat_state
 from sparknet.models.kinds import InputPrep, ModelKind
-from sparknet.models.objectives import MULTICLASS, Objective, score_rows
+from sparknet.models.objectives import MULTICLASS, Objective
 
 if TYPE_CHECKING:
     from pyspark.sql import Column
@@ -61,7 +61,8 @@ def cached_scorer(plan: ScoringPlan, floats: np.ndarray, ints: np.ndarray) -> nn
 @torch.inference_mode()
 def network_scores(module: nn.Module, features: np.ndarray, *, prep: InputPrep,
                    batch_size: int, objective: Objective) -> np.ndarray:
-    """``score_rows`` of the network's outputs for ``features`` [n, *shape], in batches."""
+    """The objective's ``score_rows`` of the network's outputs for ``features`` [n, *shape],
+    in batches."""
     device = next(module.parameters()).device
     out = np.empty((features.shape[0], 0), np.float64)
     parts = []
@@ -70,7 +71,7 @@ def network_scores(module: nn.Module, features: np.ndarray, *, prep: InputPrep,
         # A float32 copy: Arrow-backed arrays are read-only, torch wants writable memory.
         chunk = np.array(features[start: start + batch_size], dtype=np.float32)
         x = prep(chunk, device, train=False, rng=rng)
-        parts.append(score_rows(objective, module(x).float().cpu().numpy()))
+        parts.append(objective.score_rows(module(x).float().cpu().numpy()))
     return np.concatenate(parts) if parts else out
 
 

@@ -9,11 +9,10 @@ only calls these methods; a kind such as Caffe's lives in its own package and is
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,10 +21,8 @@ from torch import nn
 from sparknet.config import OptimizerConfig
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError
+from sparknet.models.references import import_callable
 from sparknet.models.zoo import ModelFactory, builtin_factory
-
-if TYPE_CHECKING:
-    from sparknet.models.objectives import Objective
 
 
 class InputPrep(Protocol):
@@ -195,29 +192,14 @@ def import_factory(ref: str) -> ModelFactory:
     return factory
 
 
-def import_callable(ref: str, *, what: str, returns: str) -> Any:
-    """The callable a ``package.module:function`` reference names (one line if it cannot)."""
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import module {module_name!r} of {what} {ref!r} "
-                          f"({exc}): check the name and that it is on PYTHONPATH") from None
-    found = getattr(module, attr, None)
-    if not callable(found):
-        raise ConfigError(f"module {module_name!r} has no callable {attr!r} for {what} "
-                          f"{ref!r}: name a function that returns {returns}")
-    return found
-
-
-def network_outputs(model: ModelKind, stored_shape: tuple[int, ...],
-                    objective: Objective | None = None, *, expected: int | None = None) -> int:
+def network_outputs(model: ModelKind, stored_shape: tuple[int, ...], *,
+                    expected: int | None = None) -> int:
     """The network's number of outputs, from a trial run on the driver with one zero example.
 
     Runs before any Spark job: a factory that raises, a network that cannot take the input,
-    an output that is not ``[batch, outputs]``, outputs that do not fit the objective, or
-    (``expected``) the wrong number of outputs is one line here instead of a wall of executor
-    tracebacks later."""
+    an output that is not ``[batch, outputs]``, or (``expected``) the wrong number of outputs
+    is one line here instead of a wall of executor tracebacks later. Whether the outputs fit
+    the objective is the objective's ``check_outputs``."""
     shape = model.network_shape(stored_shape)
     try:
         with torch.random.fork_rng(devices=[]):  # the trial leaves the seeded streams alone
@@ -237,8 +219,6 @@ def network_outputs(model: ModelKind, stored_shape: tuple[int, ...],
                           "return [batch, outputs] (logits for a classifier, predictions for "
                           "regression): fix the network's last layer")
     outputs = int(out.shape[1])
-    if objective is not None:
-        objective.check_outputs(outputs, network=model.key)
     if expected is not None and outputs != expected:
         raise ConfigError(f"network {model.key!r} returns {tuple(out.shape)} for one example, "
                           f"not [1, {expected}] logits for the data's {expected} classes: fix "

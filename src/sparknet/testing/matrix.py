@@ -68,8 +68,9 @@ def covering_cases() -> list[Case]:
     triples = [(placement, entry, kind) for placement in PLACEMENTS
                for entry, kinds in ENTRY_KINDS.items() for kind in kinds]
     for triple in triples:
-        best = max(OBJECTIVES, key=lambda objective, factors=triple: sum(
-            (factor, objective) not in seen for factor in factors))  # first best: stable
+        gains = {objective: sum((factor, objective) not in seen for factor in triple)
+                 for objective in OBJECTIVES}
+        best = max(gains, key=gains.__getitem__)  # the first of the best: stable
         seen.update((factor, best) for factor in triple)
         chosen.append(Case(*triple, best))
     return chosen
