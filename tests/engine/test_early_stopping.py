@@ -9,7 +9,8 @@ import pytest
 from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data.shards import InputSpec
 from sparknet.engine.early_stop import EarlyStopping
-from sparknet.engine.loop import LoopOptions, TrainResult, run_rounds
+from sparknet.engine.loop import LoopOptions, run_rounds
+from sparknet.engine.run_dir import TrainResult
 from sparknet.engine.runner import InProcessRunner
 from sparknet.errors import ConfigError
 from sparknet.models.registry import model_of

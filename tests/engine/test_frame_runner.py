@@ -19,7 +19,8 @@ from sparknet.data.frames import frame_shards
 from sparknet.data.shards import InputSpec, contiguous_shards, split_into_shards
 from sparknet.data.sources import SparkData, from_arrays
 from sparknet.engine.frame_runner import INLINE_LIMIT_BYTES, FrameRunner
-from sparknet.engine.trainer import load_result, train
+from sparknet.engine.run_dir import load_result
+from sparknet.engine.trainer import train
 from sparknet.errors import ConfigError
 from sparknet.models import LeNet
 from sparknet.models.registry import resolve_model

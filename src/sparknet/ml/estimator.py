@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from sparknet.data.dataframe import FeatureKind, FrameSummary
     from sparknet.data.sources import SparkData
-    from sparknet.engine.loop import TrainResult
+    from sparknet.engine.run_dir import TrainResult
 
 
 @with_accessors(estimator_settings())
