@@ -9,6 +9,7 @@ readers, so what is written and what is checked on the way back cannot drift apa
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,7 +23,7 @@ import sparknet.weights_dir as weights_dir
 from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data.shards import InputSpec
 from sparknet.engine.state import TrainState, initial_state
-from sparknet.errors import ConfigError, DataError
+from sparknet.errors import ConfigError, DataError, MissingDependencyError
 from sparknet.flat import FlatLayout, load_flat_state
 from sparknet.metrics import MetricsLog, plot_metrics, read_records
 from sparknet.models.kinds import ModelKind
@@ -31,6 +32,7 @@ from sparknet.models.zoo import ModelFactory
 from sparknet.version import __version__
 
 Record = dict[str, Any]
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -86,7 +88,8 @@ def write_checkpoint(run_path: Path, state: TrainState, *, layout: FlatLayout,
 
 
 def write_result(run_path: Path, result: TrainResult) -> None:
-    """The run's result: final weights (safetensors), metadata (JSON), exports and a plot."""
+    """The run's result: final weights (safetensors), metadata (JSON), exports and a plot
+    (skipped with one warning when matplotlib is not installed)."""
     meta = {**_meta(result.config, result.source),
             "final_test_accuracy": result.final_accuracy,
             "input": None if result.spec is None else result.spec.to_dict(),
@@ -96,9 +99,13 @@ def write_result(run_path: Path, result: TrainResult) -> None:
     weights_dir.write(run_path / "final", weights_dir.WeightsDir(tensors, {}, meta))
     result.source.write_exports(result.model(), run_path / "final")
     if result.metrics:
-        plot_metrics(result.metrics, run_path / "metrics.png",
-                     title=f"{result.config.model}, K={result.config.engine.num_workers}, "
-                           f"tau={result.config.engine.tau}")
+        try:
+            plot_metrics(result.metrics, run_path / "metrics.png",
+                         title=f"{result.config.model}, K={result.config.engine.num_workers}, "
+                               f"tau={result.config.engine.tau}")
+        except MissingDependencyError as exc:
+            # The plot only draws metrics.jsonl: a run is whole without it, so say so and go on.
+            _log.warning("metrics.png not written: %s", exc)
 
 
 def kept_note(run_path: Path | None) -> str:
