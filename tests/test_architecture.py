@@ -60,10 +60,16 @@ def test_nothing_but_the_cli_and_the_plugin_imports_caffe() -> None:
 
 
 def test_the_pure_core_imports_no_spark_and_no_shell() -> None:
-    shell = ("pyspark", "py4j", "sparknet.ml", "sparknet.cli", "sparknet.testing",
+    shell = ("pyspark", "py4j", "sparknet.ml", "sparknet.cli", "sparknet_testing",
              "sparknet.engine.spark_runner", "sparknet.engine.spark_session",
              "sparknet.engine.trainer", "sparknet.data.sources", "sparknet.data.dataframe")
     assert _crossings(PURE_CORE, shell) == []
+
+
+def test_the_library_never_imports_its_test_support() -> None:
+    # sparknet_testing is not in the wheel: an import of it would fail for every user.
+    everything = tuple(p.relative_to(SRC).with_suffix("").as_posix() for p in SRC.rglob("*.py"))
+    assert _crossings(everything, ("sparknet_testing",)) == []
 
 
 def test_no_module_imports_the_package_root() -> None:

@@ -24,7 +24,7 @@ from sparknet.engine.trainer import train
 from sparknet.errors import ConfigError
 from sparknet.models import LeNet
 from sparknet.models.registry import resolve_model
-from sparknet.testing.connect_client import TRAIN_CONFIGS, run_client, run_task
+from sparknet_testing.connect_client import TRAIN_CONFIGS, run_client, run_task
 
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
