@@ -128,7 +128,7 @@ def child(phase: str, folder: Path, *options: str, timeout: float = 900) -> Any:
 
 def size_on_fresh_server(folder: Path, megabytes: float, files: bool) -> dict[str, Any]:
     """One state size against its own server, so a failure cannot carry over to the next."""
-    from sparknet.testing.connect_server import connect_server
+    from sparknet_testing.connect_server import connect_server
 
     root = folder / f"server-{megabytes:g}-{'files' if files else 'inline'}"
     options = ["--size-mb", str(megabytes)]
@@ -162,7 +162,7 @@ def main() -> None:
     if args.phase is not None:
         run_phase(args)
         return
-    from sparknet.testing.connect_server import connect_server
+    from sparknet_testing.connect_server import connect_server
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

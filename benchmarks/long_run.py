@@ -23,12 +23,12 @@ from pathlib import Path
 
 import psutil
 
-from sparknet.testing.data import write_fashion_subset
-from sparknet.testing.resources import long_run
-from sparknet.testing.standalone import standalone_cluster
+from sparknet_testing.data import write_fashion_subset
+from sparknet_testing.resources import long_run
+from sparknet_testing.standalone import standalone_cluster
 
 RESULTS = Path(__file__).parent / "results"
-TRAIN_ARGS = ("--model", "sparknet.testing.faults:tiny_net", "--num-workers", "2", "--tau", "5",
+TRAIN_ARGS = ("--model", "sparknet_testing.faults:tiny_net", "--num-workers", "2", "--tau", "5",
               "--batch-size", "32", "--lr", "0.05", "--eval-every", "0",
               "--checkpoint-every", "50", "--seed", "0")
 

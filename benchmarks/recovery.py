@@ -29,18 +29,18 @@ from safetensors.numpy import load_file
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import command, machine, write_report  # noqa: E402
 
-from sparknet.testing.chaos import (  # noqa: E402
+from sparknet_testing.chaos import (  # noqa: E402
     Killer,
     arm_tripwire,
     clear_faults,
     run_driver,
     train_command,  # noqa: E402
 )
-from sparknet.testing.data import write_fashion_subset  # noqa: E402
-from sparknet.testing.standalone import StandaloneCluster, standalone_cluster  # noqa: E402
+from sparknet_testing.data import write_fashion_subset  # noqa: E402
+from sparknet_testing.standalone import StandaloneCluster, standalone_cluster  # noqa: E402
 
 TAU, ROUNDS, KILL_ROUND = 10, 20, 10
-TRAIN_ARGS = ("--model", "sparknet.testing.faults:tripwire_net", "--num-workers", "2",
+TRAIN_ARGS = ("--model", "sparknet_testing.faults:tripwire_net", "--num-workers", "2",
               "--tau", str(TAU), "--batch-size", "32", "--rounds", str(ROUNDS), "--lr", "0.05",
               "--eval-every", "0", "--checkpoint-every", "5", "--seed", "1")
 KINDS = ("undisturbed", "executor", "python")

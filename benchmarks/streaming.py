@@ -38,7 +38,7 @@ import psutil
 from common import RESULTS, machine_line, write_report
 from common import command as run_command
 
-from sparknet.testing.cgroup import (
+from sparknet_testing.cgroup import (
     CgroupUnavailable,
     MemoryCgroup,
     launcher_in_group,
@@ -284,7 +284,7 @@ def decode(folder: Path, files: int, repeats: int) -> dict[str, Any]:
     from sparknet.data.images import decode_image
     from sparknet.data.placements.streamed import StreamedShard, write_shard_file
     from sparknet.models.kinds import ScaledInput
-    from sparknet.testing.data import write_image_folder
+    from sparknet_testing.data import write_image_folder
 
     torch.set_num_threads(1)
     write_image_folder(folder, split="train", count=files, size=64, rgb=True)
@@ -492,7 +492,7 @@ def _memory_section(m: dict[str, Any]) -> list[str]:
                  f"together, a cgroup v{cgroup['version']} memory group ({setting}; it counts "
                  "their resident memory and the page cache they fill, which the kernel "
                  "reclaims at the limit) that the PySpark daemons join as they start "
-                 f"(`sparknet.testing.cgroup`): {m['python_workers']} workers x {bound:.0f} "
+                 f"(`sparknet_testing.cgroup`): {m['python_workers']} workers x {bound:.0f} "
                  f"MiB (the documented bound per worker, docs/streaming.md) + "
                  f"{m['python_daemons']} daemons x {DAEMON_MIB} MiB.", ""]
     rows = [(f"{size} ({m[size]['rows']:,} rows, {m[size]['stored_mib']:,.0f} MiB = "

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from sparknet.data import fashion_mnist
-from sparknet.testing.data import write_image_folder
+from sparknet_testing.data import write_image_folder
 
 
 def main() -> None:

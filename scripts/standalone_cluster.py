@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from sparknet.testing.standalone import start_cluster, stop_leftovers
+from sparknet_testing.standalone import start_cluster, stop_leftovers
 
 
 def main() -> int:

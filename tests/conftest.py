@@ -7,6 +7,13 @@ from pathlib import Path
 
 import pytest
 
+try:
+    import sparknet_testing  # noqa: F401 - fixtures, test networks and Spark's workers need it
+except ImportError:  # not in the wheel: only a development install puts src/ on the path
+    raise pytest.UsageError("sparknet_testing is not importable: install this checkout with "
+                            "pip install -e '.[dev]' (scripts/bootstrap.sh does) or put its "
+                            "src/ on PYTHONPATH") from None
+
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 SHARED_CAFFE = Path(__file__).resolve().parents[1].parent / "shared" / "caffe"
 
@@ -54,7 +61,7 @@ def solver_copy(tmp_path: Path, lenet_files: tuple[Path, Path]) -> Path:
 @pytest.fixture(scope="session")
 def connect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A Spark Connect server (local[2,4]) started with PySpark's own launcher."""
-    from sparknet.testing.connect_server import start_connect_server
+    from sparknet_testing.connect_server import start_connect_server
 
     server = start_connect_server(tmp_path_factory.mktemp("connect"))
     try:

@@ -5,7 +5,7 @@ Placement (in memory, streamed, Spark Connect) x entry point (``from_arrays``,
 (uint8 pixels, float arrays, dense and sparse ML vectors, PNG bytes, image structs, Parquet
 array and vector columns) x objective (multiclass, binary, multilabel, regression with one and
 with three targets, a user's loss): the final weights equal, bit for bit, those of the
-in-process run (no Spark) on the shards the path should make (``sparknet.testing.matrix``).
+in-process run (no Spark) on the shards the path should make (``sparknet_testing.matrix``).
 
 The default run covers every (placement, entry, kind) with an objective chosen so that each
 objective meets every placement and entry point; the slow tier runs the full product. The
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sparknet.testing.matrix import (
+from sparknet_testing.matrix import (
     Case,
     all_cases,
     cases_file,
@@ -73,7 +73,7 @@ def _connect_run(spark: Any, connect_server: Any, folder: Path, cases: list[Case
         if case.entry != "from_arrays":
             write_parquet(spark, folder, case)
     cases_file(folder, cases)
-    done = subprocess.run([sys.executable, "-m", "sparknet.testing.matrix", connect_server.url,
+    done = subprocess.run([sys.executable, "-m", "sparknet_testing.matrix", connect_server.url,
                            str(folder)], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
     return (np.load(folder / "weights.npz", allow_pickle=False),

@@ -41,7 +41,7 @@ def test_load_result_of_a_run_naming_os_abort(tmp_path: Path, stopped_run) -> No
     run_dir = stopped_run(tmp_path / "run")
     _retarget(run_dir / "final" / META_FILE, "config", TRAP)
     child = _in_child(f"""
-        from sparknet.engine.trainer import load_result
+        from sparknet.engine.run_dir import load_result
         from sparknet.errors import ConfigError
         try:
             load_result({str(run_dir)!r})
@@ -103,7 +103,7 @@ def test_spark_model_load_naming_os_abort_is_refused(tmp_path: Path, spark) -> N
 def test_a_factory_loads_when_the_caller_names_it(tmp_path: Path, stopped_run,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """The refusal has a way out: pass the factory again, or trust it first."""
-    from sparknet.engine.trainer import load_result
+    from sparknet.engine.run_dir import load_result
     from sparknet.models import trust_factory
 
     (tmp_path / "my_nets_for_trust.py").write_text(textwrap.dedent("""

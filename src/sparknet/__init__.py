@@ -5,16 +5,15 @@ Spark with ``fashion_mnist_data``/``from_arrays`` (or a DataFrame through ``spar
 and call ``train``. Everything else is an implementation detail.
 """
 
-__version__ = "0.1.0"
-
 from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
 from sparknet.data.placement import SparkData
 from sparknet.data.shards import InputSpec
 from sparknet.data.sources import fashion_mnist_data, from_arrays
-from sparknet.engine.loop import TrainResult
+from sparknet.engine.run_dir import TrainResult, load_result
 from sparknet.engine.spark_session import get_or_create_session
-from sparknet.engine.trainer import load_result, train
+from sparknet.engine.trainer import train
 from sparknet.errors import ConfigError, DataError, SparknetError, TrainingError
+from sparknet.version import __version__ as __version__  # re-exported
 
 __all__ = [
     "ConfigError",

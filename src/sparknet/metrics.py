@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sparknet.errors import require_package
 from sparknet.weights_dir import open_new, replace_link
 
 
@@ -50,6 +51,7 @@ def read_records(path: Path) -> list[dict[str, Any]]:
 
 def plot_metrics(records: list[dict[str, Any]], path: Path, *, title: str = "sparknet") -> None:
     """Test accuracy and loss against wall-clock time and against rounds."""
+    require_package("matplotlib", extra="plot", needed_for="plotting metrics")
     import matplotlib
 
     matplotlib.use("Agg")

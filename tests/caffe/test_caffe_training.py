@@ -20,8 +20,9 @@ from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data.shards import InputSpec, split_into_shards
 from sparknet.data.sources import from_arrays
 from sparknet.engine.local_steps import batch_indices
-from sparknet.engine.loop import initial_state
-from sparknet.engine.trainer import load_result, train
+from sparknet.engine.run_dir import load_result
+from sparknet.engine.state import initial_state
+from sparknet.engine.trainer import train
 from sparknet.flat import FlatLayout, flatten_state, load_flat_state
 from sparknet.models.registry import resolve_model
 

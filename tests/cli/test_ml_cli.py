@@ -67,7 +67,7 @@ def test_train_a_regression_objective_on_parquet(spark: Any, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
-    from sparknet.testing.tabular import standardized
+    from sparknet_testing.tabular import standardized
 
     x, y = standardized("diabetes")
     frame = pd.DataFrame({"features": list(x), "target": (y - y.mean()) / y.std()})
@@ -75,7 +75,7 @@ def test_train_a_regression_objective_on_parquet(spark: Any, tmp_path: Path,
     spark.createDataFrame(frame).write.parquet(str(parquet))
     run_dir = tmp_path / "run"
     code = main(["train", "--parquet", str(parquet), "--label", "target", "--input-shape", "10",
-                 "--model", "sparknet.testing.nets:mlp",
+                 "--model", "sparknet_testing.nets:mlp",
                  "--model-args", '{"inputs": 10, "outputs": 1}', "--objective", "huber",
                  "--num-workers", "2", "--tau", "20", "--batch-size", "16", "--rounds", "3",
                  "--lr", "0.01", "--master", "local[2]", "--output", str(run_dir),
@@ -88,7 +88,7 @@ def test_train_a_regression_objective_on_parquet(spark: Any, tmp_path: Path,
     assert config["objective"] == "huber" and config["model_args"] is not None
 
     code = main(["train", "--parquet", str(parquet), "--label", "target", "--input-shape", "10",
-                 "--model", "sparknet.testing.nets:mlp", "--objective", "binary",
+                 "--model", "sparknet_testing.nets:mlp", "--objective", "binary",
                  "--model-args", '{"inputs": 10, "outputs": 2}',
                  "--master", "local[2]", "--no-progress", "--output", str(tmp_path / "bad")])
     err = capsys.readouterr().err

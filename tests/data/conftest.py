@@ -12,7 +12,7 @@ import pytest
 def jpeg_folder(tmp_path_factory: pytest.TempPathFactory, fashion: Any) -> Path:
     """1,200 training and 300 validation Fashion-MNIST images as 28x28 grey JPEG files:
     ``train/<class>/*.jpg`` and ``val/<class>/*.jpg``."""
-    from sparknet.testing.data import write_image_folder
+    from sparknet_testing.data import write_image_folder
 
     root = tmp_path_factory.mktemp("jpegs")
     write_image_folder(root / "train", split="train", count=1200)

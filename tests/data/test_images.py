@@ -107,7 +107,7 @@ def test_val_folder_with_other_classes_is_an_error(spark: Any, jpeg_folder: Path
 @pytest.mark.slow
 def test_cli_trains_on_a_jpeg_folder(tmp_path: Path, fashion: Any) -> None:
     """``sparknet train --images`` on 6,000 JPEG files reaches 75% validation accuracy."""
-    from sparknet.testing.data import write_image_folder
+    from sparknet_testing.data import write_image_folder
 
     write_image_folder(tmp_path / "train", split="train", count=6000)
     write_image_folder(tmp_path / "val", split="test", count=1000)

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from sparknet.testing.chaos import clear_faults, run_driver, train_command
-from sparknet.testing.data import write_fashion_subset
-from sparknet.testing.standalone import StandaloneCluster, start_cluster
+from sparknet_testing.chaos import clear_faults, run_driver, train_command
+from sparknet_testing.data import write_fashion_subset
+from sparknet_testing.standalone import StandaloneCluster, start_cluster
 
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -59,7 +59,7 @@ class SmallRun:
     fashion_dir: Path
     tau: int = 10
     rounds: int = 8
-    model: str = "sparknet.testing.faults:tripwire_net"
+    model: str = "sparknet_testing.faults:tripwire_net"
 
     def command(self, run_dir: Path, *extra: str, model: str | None = None) -> list[str]:
         return train_command(

@@ -7,7 +7,8 @@ import torch
 from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data.shards import InputSpec
 from sparknet.data.sources import from_arrays
-from sparknet.engine.trainer import load_result, train
+from sparknet.engine.run_dir import load_result
+from sparknet.engine.trainer import train
 
 pytestmark = pytest.mark.spark
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from sparknet import weights_dir
-from sparknet.testing.chaos import Driver, run_driver, wait_for
-from sparknet.testing.faults import FAIL
+from sparknet_testing.chaos import Driver, run_driver, wait_for
+from sparknet_testing.faults import FAIL
 
 pytestmark = pytest.mark.cluster
 
@@ -50,7 +50,7 @@ def test_exhausted_retries_name_round_and_error_and_keep_checkpoint(
         small_run: Any, faults: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = small_run.command(run_dir, "--checkpoint-every", "1",
-                                model="sparknet.testing.faults:failing_net")
+                                model="sparknet_testing.faults:failing_net")
 
     def break_network_after_round_two() -> None:
         wait_for(lambda: latest_round(run_dir) >= 2, timeout=240, what="round 2's checkpoint")

@@ -9,11 +9,12 @@ import pytest
 from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data.shards import InputSpec
 from sparknet.engine.early_stop import EarlyStopping
-from sparknet.engine.loop import LoopOptions, TrainResult, run_rounds
+from sparknet.engine.loop import LoopOptions, run_rounds
+from sparknet.engine.run_dir import TrainResult
 from sparknet.engine.runner import InProcessRunner
 from sparknet.errors import ConfigError
 from sparknet.models.registry import model_of
-from sparknet.testing.tabular import split, standardized
+from sparknet_testing.tabular import split, standardized
 
 SPEC = InputSpec(shape=(30,), num_classes=1, label_width=1, binary_targets=True)
 
@@ -24,7 +25,7 @@ def _run(rounds: int, *, patience: int, monitor: str = "loss", test: bool = True
     held_out = split(len(y))
     train_rows = np.flatnonzero(~held_out)[:40]  # few rows: it overfits within a few rounds
     targets = y.astype(np.float32)[:, None]
-    config = TrainConfig(model="sparknet.testing.nets:mlp",
+    config = TrainConfig(model="sparknet_testing.nets:mlp",
                          model_args='{"hidden": 32, "outputs": 1}', objective="binary", seed=1,
                          engine=EngineConfig(num_workers=2, tau=10, batch_size=8, rounds=rounds,
                                              eval_every=1, patience=patience, monitor=monitor),

@@ -21,12 +21,13 @@ from sparknet.data.placements.frames import FramePlacement
 from sparknet.data.shards import InputSpec, contiguous_shards, split_into_shards
 from sparknet.data.sources import from_arrays
 from sparknet.engine.frame_runner import INLINE_LIMIT_BYTES, FrameRunner
-from sparknet.engine.trainer import load_result, train
+from sparknet.engine.run_dir import load_result
+from sparknet.engine.trainer import train
 from sparknet.engine.transport import Transport
 from sparknet.errors import ConfigError
 from sparknet.models import LeNet
 from sparknet.models.registry import resolve_model
-from sparknet.testing.connect_client import TRAIN_CONFIGS, run_client, run_task
+from sparknet_testing.connect_client import TRAIN_CONFIGS, run_client, run_task
 
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sparknet.testing.chaos import run_driver, train_command
-from sparknet.testing.standalone import StandaloneCluster, start_cluster
+from sparknet_testing.chaos import run_driver, train_command
+from sparknet_testing.standalone import StandaloneCluster, start_cluster
 
 ADDRESSES = ["3", "7"]
 GPU_CONF = {"spark.executor.resource.gpu.amount": "2", "spark.task.resource.gpu.amount": "1",

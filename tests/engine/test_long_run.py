@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sparknet.testing.resources import long_run
-from sparknet.testing.standalone import StandaloneCluster
+from sparknet_testing.resources import long_run
+from sparknet_testing.standalone import StandaloneCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-ARGS = ("--model", "sparknet.testing.faults:tiny_net", "--num-workers", "2", "--tau", "5",
+ARGS = ("--model", "sparknet_testing.faults:tiny_net", "--num-workers", "2", "--tau", "5",
         "--batch-size", "32", "--lr", "0.05", "--eval-every", "0", "--checkpoint-every", "50",
         "--seed", "0")
 

@@ -1,7 +1,7 @@
 """Network faults beyond process kills: workers as separate hosts on virtual links.
 
 Each worker of a standalone cluster runs in its own network namespace, joined to a bridge on
-this host by a link this process pumps (``sparknet.testing.netns``). Cutting a worker's link
+this host by a link this process pumps (``sparknet_testing.netns``). Cutting a worker's link
 mid-round must end, once Spark has noticed the lost executor and rerun its task elsewhere, in
 the same weights as an undisturbed run; added latency must not change the weights at all and
 must cost what SparkNet's model says: rounds x (compute + S), with S grown by the delay.
@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from sparknet.testing.chaos import Driver, arm_tripwire, clear_faults, train_command, wait_for
-from sparknet.testing.faults import TRIPPED
-from sparknet.testing.netns import VirtualHosts, unavailable
-from sparknet.testing.standalone import StandaloneCluster, start_cluster
+from sparknet_testing.chaos import Driver, arm_tripwire, clear_faults, train_command, wait_for
+from sparknet_testing.faults import TRIPPED
+from sparknet_testing.netns import VirtualHosts, unavailable
+from sparknet_testing.standalone import StandaloneCluster, start_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -58,7 +58,7 @@ def net_cluster(hosts: VirtualHosts,
 def _train(cluster: StandaloneCluster, hosts: VirtualHosts, fashion_dir: Path,
            run_dir: Path) -> Driver:
     command = train_command(
-        cluster.master_url, "--model", "sparknet.testing.faults:tripwire_net",
+        cluster.master_url, "--model", "sparknet_testing.faults:tripwire_net",
         "--num-workers", "2", "--tau", str(TAU), "--batch-size", "32", "--rounds", str(ROUNDS),
         "--lr", "0.05", "--eval-every", "0", "--checkpoint-every", "2", "--seed", "3",
         "--train-limit", "4000", "--test-limit", "1000", "--data-dir", str(fashion_dir),

@@ -17,8 +17,8 @@ from sparknet import weights_dir
 from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data import fashion_mnist
 from sparknet.engine.local_steps import batch_indices
-from sparknet.testing.chaos import run_driver
-from sparknet.testing.standalone import StandaloneCluster
+from sparknet_testing.chaos import run_driver
+from sparknet_testing.standalone import StandaloneCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -26,7 +26,7 @@ SEED, K, TAU, BATCH, ROUNDS, EXAMPLES = 5, 2, 10, 32, 8, 2000
 
 
 def config(on_non_finite: str) -> TrainConfig:
-    return TrainConfig(model="sparknet.testing.faults:tiny_net", seed=SEED, checkpoint_every=1,
+    return TrainConfig(model="sparknet_testing.faults:tiny_net", seed=SEED, checkpoint_every=1,
                        engine=EngineConfig(num_workers=K, tau=TAU, batch_size=BATCH,
                                            rounds=ROUNDS, eval_every=0,
                                            on_non_finite=on_non_finite),  # type: ignore[arg-type]
@@ -59,7 +59,7 @@ def drive(cluster: StandaloneCluster, data: Path, mode: str, run_dir: Path) -> t
     config_path.write_text(json.dumps(config(mode).to_dict()))
     import sys
 
-    command = [sys.executable, "-m", "sparknet.testing.drive", "--master", cluster.master_url,
+    command = [sys.executable, "-m", "sparknet_testing.drive", "--master", cluster.master_url,
                "--data", str(data), "--config", str(config_path), "--run-dir", str(run_dir)]
     return run_driver(command, log=run_dir.with_suffix(".log"), timeout=300)
 

@@ -11,8 +11,8 @@ from sparknet.data.shards import InputSpec, Shard
 from sparknet.data.sources import from_arrays
 from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.local_steps import WorkerResult, batch_indices
-from sparknet.engine.loop import initial_state
 from sparknet.engine.spark_runner import tree_sum
+from sparknet.engine.state import initial_state
 from sparknet.engine.trainer import train
 from sparknet.errors import ConfigError, TrainingError
 from sparknet.flat import flatten_state, load_flat_state

@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
-from sparknet.testing.chaos import Driver, Killer, arm_tripwire, run_driver, wait_for
-from sparknet.testing.faults import FAIL
-from sparknet.testing.standalone import FAULT_DIR_ENV, StandaloneCluster, start_cluster
+from sparknet_testing.chaos import Driver, Killer, arm_tripwire, run_driver, wait_for
+from sparknet_testing.faults import FAIL
+from sparknet_testing.standalone import FAULT_DIR_ENV, StandaloneCluster, start_cluster
 
 
 def local_command(fashion_dir: Path, run_dir: Path, *extra: str) -> list[str]:
     """The shared small run (tiny MLP, K=2, tau=10, 6 rounds) on the default master."""
     return [sys.executable, "-m", "sparknet.cli.main", "train", "--no-progress",
-            "--model", "sparknet.testing.faults:tripwire_net", "--num-workers", "2",
+            "--model", "sparknet_testing.faults:tripwire_net", "--num-workers", "2",
             "--tau", "10", "--batch-size", "32", "--rounds", "6", "--lr", "0.05",
             "--eval-every", "0", "--checkpoint-every", "2", "--seed", "3",
             "--train-limit", "4000", "--test-limit", "1000", "--data-dir", str(fashion_dir),
@@ -93,7 +93,7 @@ def test_ctrl_c_is_one_line_and_the_run_resumes(fashion_dir: Path, tmp_path: Pat
     done = int((run_dir / "checkpoints" / "LATEST").read_text().strip().removeprefix("round-"))
     code, output = run_driver([*local_command(fashion_dir, run_dir)[:4], "--resume", str(run_dir),
                           "--no-progress", "--rounds", str(done + 1), "--model",
-                          "sparknet.testing.faults:tripwire_net"], log=tmp_path / "resume.log")
+                          "sparknet_testing.faults:tripwire_net"], log=tmp_path / "resume.log")
     assert code == 0, output[-3000:]
     assert f"done: {done + 1} rounds" in output
 
@@ -158,7 +158,7 @@ def test_evaluation_failure_on_the_cluster_is_one_line(
         cluster: StandaloneCluster, small_run: Any, faults: Path, tmp_path: Path) -> None:
     (faults / FAIL).touch()  # every evaluation forward pass raises, training runs on
     code, output = run_driver(small_run.command(tmp_path / "run", "--eval-every", "2",
-                                           model="sparknet.testing.faults:eval_failing_net"),
+                                           model="sparknet_testing.faults:eval_failing_net"),
                          log=tmp_path / "run.log")
     assert code == 2, output[-3000:]
     errors = error_lines(output)

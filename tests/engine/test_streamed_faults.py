@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparknet.testing.chaos import Killer, arm_tripwire, run_driver, train_command
-from sparknet.testing.standalone import EXECUTOR_MAIN, StandaloneCluster
+from sparknet_testing.chaos import Killer, arm_tripwire, run_driver, train_command
+from sparknet_testing.standalone import EXECUTOR_MAIN, StandaloneCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -24,7 +24,7 @@ TAU = 10
 
 @pytest.fixture(scope="module")
 def jpeg_dir(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> Path:
-    from sparknet.testing.data import write_image_folder
+    from sparknet_testing.data import write_image_folder
 
     root = tmp_path_factory.mktemp("streamed-jpegs")
     write_image_folder(root / "train", split="train", count=2000, source=fashion_dir)
@@ -35,7 +35,7 @@ def jpeg_dir(tmp_path_factory: pytest.TempPathFactory, fashion_dir: Path) -> Pat
 def _train(cluster: StandaloneCluster, jpeg_dir: Path, run_dir: Path) -> str:
     command = train_command(
         cluster.master_url, "--images", str(jpeg_dir / "train"), "--val-images",
-        str(jpeg_dir / "val"), "--model", "sparknet.testing.faults:tripwire_net",
+        str(jpeg_dir / "val"), "--model", "sparknet_testing.faults:tripwire_net",
         "--num-workers", "2", "--tau", str(TAU), "--batch-size", "32", "--rounds", "6",
         "--lr", "0.05", "--eval-every", "3", "--checkpoint-every", "2", "--seed", "3",
         "--output", str(run_dir))

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from sparknet.testing.chaos import Killer, arm_tripwire
-from sparknet.testing.standalone import EXECUTOR_MAIN, StandaloneCluster
+from sparknet_testing.chaos import Killer, arm_tripwire
+from sparknet_testing.standalone import EXECUTOR_MAIN, StandaloneCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sparknet.testing.connect_client import run_client, run_task, write_parquet
+from sparknet_testing.connect_client import run_client, run_task, write_parquet
 
 pytestmark = pytest.mark.connect
 

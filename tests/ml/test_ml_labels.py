@@ -14,11 +14,11 @@ import pytest
 
 from sparknet.errors import ConfigError
 from sparknet.ml import SparkNetEstimator, SparkNetModel
-from sparknet.testing.tabular import standardized
+from sparknet_testing.tabular import standardized
 
 pytestmark = pytest.mark.spark
 
-PARAMS = {"network": "sparknet.testing.nets:mlp", "networkArgs": '{"inputs": 4, "outputs": 3}',
+PARAMS = {"network": "sparknet_testing.nets:mlp", "networkArgs": '{"inputs": 4, "outputs": 3}',
           "inputShape": [4], "numWorkers": 2, "tau": 10, "batchSize": 16, "rounds": 3,
           "learningRate": 0.1, "progress": "off"}
 SPECIES = np.array(["setosa", "versicolor", "virginica"])
@@ -95,7 +95,7 @@ def test_an_image_folder_run_names_its_predictions(spark: Any, fashion: Any,
     from pyspark.sql import functions as F
 
     from sparknet.data.images import image_folder_frame
-    from sparknet.testing.data import write_image_folder
+    from sparknet_testing.data import write_image_folder
 
     write_image_folder(tmp_path / "train", split="train", count=3000)
     write_image_folder(tmp_path / "val", split="test", count=500)

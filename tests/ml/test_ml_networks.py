@@ -15,8 +15,8 @@ import pytest
 from sparknet.errors import ConfigError
 from sparknet.ml import SparkNetEstimator, SparkNetModel
 from sparknet.ml.persistence import WEIGHTS_DIR
-from sparknet.testing import nets
-from sparknet.testing.tabular import frame, standardized
+from sparknet_testing import nets
+from sparknet_testing.tabular import frame, standardized
 
 pytestmark = pytest.mark.spark
 
@@ -33,7 +33,7 @@ def iris(spark: Any) -> Any:
 def test_network_args_size_the_network_and_persist(iris: Any, tmp_path: Path) -> None:
     sizes = {}
     for hidden in (8, 16):
-        model = SparkNetEstimator(network="sparknet.testing.nets:mlp",
+        model = SparkNetEstimator(network="sparknet_testing.nets:mlp",
                                   networkArgs=json.dumps({"inputs": 4, "hidden": hidden,
                                                           "outputs": 3}), **PARAMS).fit(iris)
         sizes[hidden] = model.saved_network.layout.num_floats
@@ -48,8 +48,8 @@ def test_a_function_or_an_nn_module_class_as_the_network(iris: Any) -> None:
     args = '{"inputs": 4, "outputs": 3}'
     by_function = SparkNetEstimator(network=nets.mlp, networkArgs=args, **PARAMS)
     by_class = SparkNetEstimator(network=nets.MLP, networkArgs=args, **PARAMS)
-    assert by_function.getNetwork() == "sparknet.testing.nets:mlp"  # type: ignore[attr-defined]
-    assert by_class.getNetwork() == "sparknet.testing.nets:MLP"  # type: ignore[attr-defined]
+    assert by_function.getNetwork() == "sparknet_testing.nets:mlp"  # type: ignore[attr-defined]
+    assert by_class.getNetwork() == "sparknet_testing.nets:MLP"  # type: ignore[attr-defined]
     np.testing.assert_array_equal(by_function.fit(iris).saved_network.floats,
                                   by_class.fit(iris).saved_network.floats)
 
@@ -60,12 +60,12 @@ def test_networks_that_cannot_be_named_elsewhere_are_refused() -> None:
     from sparknet.models.registry import resolve_model
 
     with pytest.raises(ConfigError, match=r"does not take networkArgs .*unexpected keyword"):
-        resolve_model("sparknet.testing.nets:mlp", args='{"width": 3}').build()
+        resolve_model("sparknet_testing.nets:mlp", args='{"width": 3}').build()
 
 
 def test_bad_network_args_are_one_line() -> None:
     with pytest.raises(ConfigError, match=r"model_args='\[1\]' is invalid: give a JSON object"):
-        SparkNetEstimator(network="sparknet.testing.nets:mlp", networkArgs="[1]",
+        SparkNetEstimator(network="sparknet_testing.nets:mlp", networkArgs="[1]",
                           **PARAMS).train_config()
 
 
@@ -98,7 +98,7 @@ def test_a_module_only_the_driver_can_import_is_shipped(spark: Any, iris: Any,
 def test_a_model_saved_in_format_2_still_loads(spark: Any, tmp_path: Path) -> None:
     x, y = standardized("breast_cancer")
     df = frame(spark, x[:64], y[:64])
-    fitted = SparkNetEstimator(network="sparknet.testing.nets:mlp",
+    fitted = SparkNetEstimator(network="sparknet_testing.nets:mlp",
                                **{**PARAMS, "inputShape": [30]}).fit(df)
     fitted.save(str(tmp_path / "m"))
     # The folder as version 2 wrote it: no objective, no network arguments, no summary.

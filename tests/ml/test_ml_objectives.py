@@ -14,11 +14,11 @@ import pytest
 
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml import SparkNetEstimator
-from sparknet.testing.tabular import frame, split, standardized
+from sparknet_testing.tabular import frame, split, standardized
 
 pytestmark = pytest.mark.spark
 
-NET = "sparknet.testing.nets:mlp"
+NET = "sparknet_testing.nets:mlp"
 FAST = {"network": NET, "numWorkers": 2, "tau": 20, "batchSize": 16, "rounds": 3,
         "progress": "off", "learningRate": 0.05}
 
@@ -143,7 +143,7 @@ def test_vector_targets_give_a_vector_prediction(spark: Any) -> None:
 
 def test_a_user_loss_factory_trains_like_the_same_builtin_loss(diabetes: Any) -> None:
     builtin = _estimator(10, 1, objective="mse", rounds=2).fit(diabetes)
-    user = _estimator(10, 1, objective="sparknet.testing.nets:mse_loss", rounds=2).fit(diabetes)
+    user = _estimator(10, 1, objective="sparknet_testing.nets:mse_loss", rounds=2).fit(diabetes)
     np.testing.assert_array_equal(user.saved_network.floats, builtin.saved_network.floats)
     assert user.summary.objectiveHistory == builtin.summary.objectiveHistory
 

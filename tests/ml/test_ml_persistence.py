@@ -118,10 +118,10 @@ def test_onnx_of_every_objective_matches_torch_and_driver_scoring(
 
     torch.manual_seed(0)
     args = json.dumps({"inputs": 4, "outputs": outputs})
-    module = resolve_model("sparknet.testing.nets:mlp", args=args).build()
+    module = resolve_model("sparknet_testing.nets:mlp", args=args).build()
     layout = FlatLayout.of(module)
     floats, ints = flatten_state(module, layout)
-    saved = SavedNetwork(network="sparknet.testing.nets:mlp", input_shape=(4,),
+    saved = SavedNetwork(network="sparknet_testing.nets:mlp", input_shape=(4,),
                          num_classes=outputs, input_scale=0.5, layout=layout, floats=floats,
                          ints=ints, objective=objective, network_args=args)
     path = export_onnx(saved, tmp_path / "net.onnx")

@@ -29,7 +29,7 @@ SESSION = textwrap.dedent("""
     pdf["species"] = iris.target_names[pdf.pop("target")]
     df = spark.createDataFrame(pdf)
     inputs = [c for c in df.columns if c != "species"]
-    net = SparkNetEstimator(network="sparknet.testing.nets:mlp", inputShape=[4],
+    net = SparkNetEstimator(network="sparknet_testing.nets:mlp", inputShape=[4],
                             networkArgs='{"inputs": 4, "outputs": 3}', numWorkers=2, tau=10,
                             batchSize=16, rounds=3)
     pipeline = Pipeline(stages=[StringIndexer(inputCol="species", outputCol="label"),

@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from sparknet.ml import SparkNetEstimator
-from sparknet.testing.tabular import frame, reference_fit, split, standardized
+from sparknet_testing.tabular import frame, reference_fit, split, standardized
 
 pytestmark = pytest.mark.spark
 
-NET = "sparknet.testing.nets:mlp"
+NET = "sparknet_testing.nets:mlp"
 K, TAU, BATCH, ROUNDS = 2, 40, 16, 5  # 6,400 row visits, about 22 epochs of the rows
 SEEDS = (0, 1, 2)
 

@@ -12,11 +12,11 @@ import pytest
 
 from sparknet.errors import ConfigError
 from sparknet.ml import SparkNetEstimator, SparkNetModel
-from sparknet.testing.tabular import frame, standardized
+from sparknet_testing.tabular import frame, standardized
 
 pytestmark = pytest.mark.spark
 
-PARAMS = {"network": "sparknet.testing.nets:mlp", "inputShape": [4], "numWorkers": 2,
+PARAMS = {"network": "sparknet_testing.nets:mlp", "inputShape": [4], "numWorkers": 2,
           "tau": 10, "batchSize": 16, "rounds": 2, "learningRate": 0.1, "progress": "off"}
 
 

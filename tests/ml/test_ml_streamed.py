@@ -28,7 +28,7 @@ def test_estimator_trains_on_a_jpeg_folder(spark: Any, fashion: Any, tmp_path: P
     from pyspark.sql import functions as F
 
     from sparknet.data.images import image_folder_frame
-    from sparknet.testing.data import write_image_folder
+    from sparknet_testing.data import write_image_folder
 
     write_image_folder(tmp_path / "train", split="train", count=6000)
     write_image_folder(tmp_path / "val", split="test", count=1000)

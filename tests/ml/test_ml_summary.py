@@ -11,11 +11,11 @@ import pytest
 
 from sparknet.errors import DataError
 from sparknet.ml import SparkNetEstimator, SparkNetModel
-from sparknet.testing.tabular import frame, split, standardized
+from sparknet_testing.tabular import frame, split, standardized
 
 pytestmark = pytest.mark.spark
 
-PARAMS = {"network": "sparknet.testing.nets:mlp", "networkArgs": '{"outputs": 1}',
+PARAMS = {"network": "sparknet_testing.nets:mlp", "networkArgs": '{"outputs": 1}',
           "objective": "binary", "inputShape": [30], "numWorkers": 2, "tau": 10,
           "batchSize": 16, "rounds": 3, "evalEvery": 1, "learningRate": 0.05,
           "progress": "off"}

@@ -40,7 +40,7 @@ def test_imagenet_builtins_train_on_a_streamed_image_folder(spark: Any, colour_f
     from sparknet.config import TrainConfig
     from sparknet.data.shards import InputSpec
     from sparknet.data.sources import image_folder_data
-    from sparknet.engine.loop import initial_state
+    from sparknet.engine.state import initial_state
     from sparknet.engine.trainer import train
     from sparknet.models.registry import resolve_model
 

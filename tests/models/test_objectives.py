@@ -27,7 +27,7 @@ B = (torch.rand(6, 3) > 0.5).float()
     ("l1", T, (Z - T).abs().mean()),
     ("huber", T, torch.where((Z - T).abs() < 1, 0.5 * (Z - T) ** 2,
                              (Z - T).abs() - 0.5).mean()),
-    ("sparknet.testing.nets:mse_loss", T, ((Z - T) ** 2).mean()),
+    ("sparknet_testing.nets:mse_loss", T, ((Z - T) ** 2).mean()),
 ])
 def test_each_loss_is_its_definition(name: str, targets: torch.Tensor,
                                      expected: torch.Tensor) -> None:
@@ -61,10 +61,10 @@ def test_unknown_objectives_are_one_line() -> None:
     with pytest.raises(ConfigError, match=r"objective='softmax' is invalid"):
         resolve_objective("softmax")
     with pytest.raises(ConfigError, match=r"has no callable 'nope' for loss factory"):
-        resolve_objective("sparknet.testing.nets:nope")
+        resolve_objective("sparknet_testing.nets:nope")
 
 
-@pytest.mark.parametrize("name", [*BUILTIN, "sparknet.testing.nets:mse_loss"])
+@pytest.mark.parametrize("name", [*BUILTIN, "sparknet_testing.nets:mse_loss"])
 def test_objectives_are_plain_data_and_serve_what_they_score(name: str) -> None:
     objective = resolve_objective(name)
     assert pickle.loads(pickle.dumps(objective)) == objective

@@ -11,7 +11,7 @@ from sparknet.data.shards import InputSpec, split_into_shards
 from sparknet.engine.aggregate import combine_in_order
 from sparknet.engine.auto_tau import AutoTau
 from sparknet.engine.local_steps import WorkerResult, batch_indices
-from sparknet.engine.loop import initial_state
+from sparknet.engine.state import initial_state
 from sparknet.errors import ConfigError
 from sparknet.flat import flatten_state, load_flat_state
 from sparknet.models.registry import resolve_model

@@ -1,4 +1,4 @@
-"""``sparknet.testing.cgroup``: a memory limit that kills on anonymous memory, not on page cache.
+"""``sparknet_testing.cgroup``: a memory limit that kills on anonymous memory, not on page cache.
 
 Runs where a memory cgroup hierarchy is writable (root on this machine and in CI); skipped
 with the reason elsewhere.
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from sparknet.testing.cgroup import CgroupUnavailable, MemoryCgroup, launcher_in_group
+from sparknet_testing.cgroup import CgroupUnavailable, MemoryCgroup, launcher_in_group
 
 MiB = 1 << 20
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from sparknet.caffe.net import CaffeLogits
-from sparknet.errors import CaffeFormatError
+from sparknet.errors import CaffeFormatError, require_package
 
 
 def export_onnx(model: CaffeLogits, path: str | Path, *, opset: int = 17) -> None:
@@ -17,6 +17,7 @@ def export_onnx(model: CaffeLogits, path: str | Path, *, opset: int = 17) -> Non
     Caffe's pooling output sizes are fixed at export, so the file takes that shape only
     (the batch size too).
     """
+    require_package("onnx", extra="onnx", needed_for="ONNX export")
     shape = model.net.input_shapes.get(model.input_name)
     if shape is None:
         raise CaffeFormatError(f"input {model.input_name!r} has no known shape; build the "

@@ -15,7 +15,7 @@ import numpy as np
 
 from sparknet.caffe import schema
 from sparknet.caffe.prototxt import parse_net_binary
-from sparknet.errors import CaffeFormatError
+from sparknet.errors import CaffeFormatError, require_package
 
 LayerBlobs = dict[str, list[np.ndarray]]
 
@@ -99,6 +99,7 @@ def read_caffemodel(path: str | Path) -> LayerBlobs:
 
 def read_caffemodel_h5(path: str | Path) -> LayerBlobs:
     """Read a Caffe HDF5 snapshot (``/data/<layer>/<i>``) into ``{layer: [arrays]}``."""
+    require_package("h5py", extra="hdf5", needed_for="reading Caffe HDF5 weights")
     import h5py
 
     out: LayerBlobs = {}
@@ -125,6 +126,7 @@ def read_caffemodel_h5(path: str | Path) -> LayerBlobs:
 
 def write_caffemodel_h5(path: str | Path, weights: Mapping[str, Sequence[np.ndarray]]) -> None:
     """Write ``{layer: [arrays]}`` in Caffe's HDF5 snapshot layout."""
+    require_package("h5py", extra="hdf5", needed_for="writing Caffe HDF5 weights")
     import h5py
 
     with h5py.File(path, "w") as file:

@@ -18,7 +18,7 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from sparknet.engine.loop import versions
+    from sparknet.engine.run_dir import versions
 
     facts = dict(versions())
     facts["platform"] = platform.platform()

@@ -45,7 +45,7 @@ def load_saved(source: Path, *, input_shape: str, input_scale: float) -> Any:
     if (source / WEIGHTS_DIR).is_dir():
         return read_network(source / WEIGHTS_DIR)
     if (source / "final").is_dir():
-        from sparknet.engine.trainer import load_result
+        from sparknet.engine.run_dir import load_result
         from sparknet.models.kinds import network_outputs
 
         try:

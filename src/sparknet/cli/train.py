@@ -251,7 +251,7 @@ def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunS
     Only --rounds may change (to extend a run); the master, the progress bar and timeouts are
     not part of the run and may differ.
     """
-    from sparknet.engine.loop import check_resumable
+    from sparknet.engine.run_dir import check_resumable
     from sparknet.models.registry import resolve_saved_model
 
     run_dir = Path(args.resume)

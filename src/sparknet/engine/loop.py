@@ -1,79 +1,44 @@
 """The SparkNet round loop, written once: broadcast, local steps, combine, outer step.
 
 ``run_rounds`` drives any ``Runner`` (Spark tasks or in-process virtual workers): it owns the
-driver's ``TrainState``, the tau schedule, the non-finite policy, evaluation, metrics records
-and checkpoints. ``sparknet.train`` and ``sparknet.simulate`` differ only in their runner.
+driver's ``TrainState``, the tau schedule, the non-finite policy, evaluation, and when metrics
+records and checkpoints are due (``engine/run_dir.py`` writes them). ``sparknet.train`` and
+``sparknet.simulate`` differ only in their runner.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import platform
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
 
-from sparknet import weights_dir
-from sparknet.config import TrainConfig, config_from_file, first_difference
+from sparknet.config import TrainConfig
 from sparknet.data.shards import InputSpec
 from sparknet.engine.aggregate import apply_round
 from sparknet.engine.early_stop import EarlyStopping
 from sparknet.engine.local_steps import LocalPlan, WorkerResult
+from sparknet.engine.run_dir import (
+    TrainResult,
+    kept_note,
+    open_run,
+    restore,
+    write_checkpoint,
+    write_result,
+)
 from sparknet.engine.runner import Runner
-from sparknet.engine.state import TrainState
+from sparknet.engine.state import TrainState, initial_state
 from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
-from sparknet.errors import ConfigError, DataError, TrainingError
-from sparknet.flat import FlatLayout, flatten_state, load_flat_state
-from sparknet.metrics import MetricsLog, plot_metrics
+from sparknet.errors import ConfigError, TrainingError
+from sparknet.flat import FlatLayout
+from sparknet.metrics import MetricsLog
 from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind, network_outputs
 from sparknet.models.objectives import Objective, resolve_objective
 
 Record = dict[str, Any]
-
-
-@dataclass
-class TrainResult:
-    """The trained state, its layout and the per-round metrics."""
-
-    config: TrainConfig
-    layout: FlatLayout
-    floats: np.ndarray
-    ints: np.ndarray
-    metrics: list[Record]
-    run_dir: Path | None
-    source: ModelKind = field(repr=False)
-    warmup_seconds: float = 0.0  # the one-off preparation before round 0
-    tau_decisions: list[int] = field(default_factory=list)
-    best_round: int | None = None  # early stopping: the round whose weights these are
-    stopped_early: bool = False
-    spec: InputSpec | None = None  # what the network was trained on (None: an older run)
-
-    def model(self) -> nn.Module:
-        """A fresh network on the CPU holding the trained weights."""
-        module = self.source.build()
-        load_flat_state(module, self.layout, self.floats, self.ints)
-        return module.eval()
-
-    @property
-    def final_accuracy(self) -> float | None:
-        evaluated = [r["test_accuracy"] for r in self.metrics if r.get("test_accuracy") is not None]
-        return evaluated[-1] if evaluated else None
-
-
-def initial_state(model: ModelKind, seed: int) -> tuple[FlatLayout, np.ndarray, np.ndarray]:
-    """The network's initial weights, a function of the seed alone."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        module = model.build()
-    layout = FlatLayout.of(module)
-    floats, ints = flatten_state(module, layout)
-    return layout, floats, ints
 
 
 def parameter_mask(model: ModelKind, layout: FlatLayout) -> np.ndarray:
@@ -189,9 +154,9 @@ class _Run:
         objective.check_outputs(outputs, network=model.key)
         layout, floats, ints = initial_state(model, config.seed)
         state = TrainState.initial(config, floats, ints)
-        run_path, log = _open_run(options, config)
+        run_path, log = open_run(options.run_dir, config, resume=options.resume)
         if run_path is not None and options.resume:
-            state = _restore(run_path, config, layout, fresh=state)
+            state = restore(run_path, config, layout, fresh=state)
         if log is not None:
             log.load_existing(up_to_round=state.round_index)
         schedule = TauSchedule(tau_policy(config),
@@ -217,13 +182,13 @@ class _Run:
         try:
             total = self.runner.run_round(state.for_workers(), plan, fan_in=engine.tree_fan_in)
         except TrainingError as exc:
-            raise TrainingError(f"{exc}{_kept(self.run_path)}") from exc
+            raise TrainingError(f"{exc}{kept_note(self.run_path)}") from exc
         updated = apply_round(self.config.outer, state, total, self.mask)
         if updated is None and engine.on_non_finite == "stop":
             raise TrainingError(
                 f"round {state.round_index}: the training loss or update became NaN/infinite; "
                 "lower the learning rate, or set engine.on_non_finite='skip' to drop such "
-                f"updates.{_kept(self.run_path)}")
+                f"updates.{kept_note(self.run_path)}")
         state = replace(updated or state, round_index=state.round_index + 1,
                         step_offset=state.step_offset + tau,
                         samples=state.samples + total.samples,
@@ -251,8 +216,8 @@ class _Run:
             self.records.append(record)
         if self.run_path is not None and _due(state.round_index, self.config.checkpoint_every,
                                               self.config.engine.rounds):
-            contents = state.to_weights_dir(self.layout, _meta(self.config, self.model))
-            weights_dir.save_checkpoint(self.run_path, contents, round_index=state.round_index)
+            write_checkpoint(self.run_path, state, layout=self.layout, config=self.config,
+                             model=self.model)
 
 
 def _early_stopping(config: TrainConfig, runner: Runner,
@@ -267,25 +232,6 @@ def _early_stopping(config: TrainConfig, runner: Runner,
         raise ConfigError(f"monitor='accuracy' but objective {config.objective!r} is not a "
                           "classifier: monitor 'loss'")
     return EarlyStopping(engine.patience, engine.monitor)
-
-
-def _open_run(options: LoopOptions, config: TrainConfig) -> tuple[Path | None, MetricsLog | None]:
-    if options.run_dir is None:
-        if options.resume:
-            raise ConfigError("resume=True needs run_dir: the folder whose checkpoints to resume")
-        return None, None
-    run_path = Path(options.run_dir)
-    run_path.mkdir(parents=True, exist_ok=True)
-    weights_dir.atomic_write_text(run_path / "config.json",
-                                  json.dumps(config.to_dict(), indent=2))
-    return run_path, MetricsLog(run_path / "metrics.jsonl")
-
-
-def _kept(run_path: Path | None) -> str:
-    latest = weights_dir.latest_checkpoint(run_path) if run_path is not None else None
-    if latest is None:
-        return " No checkpoint was written yet." if run_path is not None else ""
-    return f" The last good checkpoint is kept: {latest}."
 
 
 def _due(completed_rounds: int, every: int, total_rounds: int) -> bool:
@@ -325,101 +271,3 @@ def _progress_bar(total: int, initial: int, *, enabled: bool) -> Any:
 
     return tqdm(total=total, initial=initial, desc="round", unit="round", disable=not enabled,
                 dynamic_ncols=True)
-
-
-def versions() -> dict[str, str]:
-    import sparknet
-
-    found = {"sparknet": sparknet.__version__, "torch": torch.__version__,
-             "numpy": np.__version__, "python": platform.python_version()}
-    try:
-        from importlib.metadata import version
-
-        found["pyspark"] = version("pyspark")
-    except Exception:  # noqa: BLE001 - versions are informative only
-        pass
-    return found
-
-
-def _meta(config: TrainConfig, model: ModelKind) -> Record:
-    return {"config": config.to_dict(), "model_key": model.key,
-            "rng": {"kind": "counter-based", "seed": config.seed,
-                    "note": "every random draw is derived from (seed, round, partition)"},
-            "versions": versions()}
-
-
-def check_resumable(run_dir: Path, config: TrainConfig, model: ModelKind) -> int:
-    """Checks, before any Spark job, that ``run_dir``'s latest checkpoint can continue with
-    ``config``; returns the number of rounds it has done. Raises one-line errors."""
-    layout, floats, ints = initial_state(model, config.seed)
-    return _restore(Path(run_dir), config, layout,
-                    fresh=TrainState.initial(config, floats, ints)).round_index
-
-
-def _restore(run_path: Path, config: TrainConfig, layout: FlatLayout,
-             fresh: TrainState) -> TrainState:
-    """The state of the run's latest checkpoint, checked field by field against this run."""
-    latest = weights_dir.latest_checkpoint(run_path)
-    if latest is None:
-        raise ConfigError(f"cannot resume: {run_path} has no checkpoint (checkpoints/LATEST); "
-                          "start a new run without --resume")
-    contents = weights_dir.read(latest)
-    origin = str(latest / weights_dir.META_FILE)
-    saved = config_from_file(contents.meta.get("config"), origin=origin)
-    if replace(saved, engine=replace(saved.engine, rounds=config.engine.rounds)) != config:
-        field_name = first_difference(saved.to_dict(), config.to_dict(), skip={"engine.rounds"})
-        raise ConfigError(f"cannot resume {run_path}: its {field_name} differs from this "
-                          "run's (only engine.rounds may change); resume with the saved "
-                          "config.json")
-    state = TrainState.from_weights_dir(contents, layout, origin=str(latest))
-    _check_progress(state, fresh, config, latest)
-    return state
-
-
-def _check_progress(state: TrainState, fresh: TrainState, config: TrainConfig,
-                    latest: Path) -> None:
-    """A checkpoint's counters and optimizer tensors must agree with its name and the plan."""
-    origin = latest / weights_dir.META_FILE
-    done = state.round_index
-    if latest.name != f"round-{done:06d}":
-        raise DataError(f"{origin}: round {done} does not match the checkpoint's name "
-                        f"{latest.name}: the run directory was changed; resume from a "
-                        "checkpoint sparknet wrote")
-    if done > config.engine.rounds:
-        raise ConfigError(f"the run already did {done} rounds, more than rounds="
-                          f"{config.engine.rounds}: give --rounds {done} or more to resume it")
-    taus = state.tau_decisions
-    if len(taus) < done or min(taus, default=1) < 1 or sum(taus[:done]) != state.step_offset \
-            or state.samples < 0 or not 0 <= state.wall_seconds < float("inf"):
-        raise DataError(f"{origin}: step_offset, samples, wall_seconds or tau_decisions do not "
-                        f"fit {done} rounds: the checkpoint was changed; resume from one "
-                        "sparknet wrote")
-    for name, found, expected in (
-            ("worker_momentum", state.momentum, fresh.momentum),
-            ("outer_momentum", state.outer.momentum, fresh.outer.momentum)):
-        found_shape = None if found is None else (found.shape, found.dtype)
-        expected_shape = None if expected is None else (expected.shape, expected.dtype)
-        if found_shape != expected_shape:
-            raise DataError(f"{latest / weights_dir.STATE_FILE}: tensor {name} is "
-                            f"{_describe(found_shape)}, this run needs "
-                            f"{_describe(expected_shape)}: the checkpoint was changed")
-
-
-def _describe(shape: tuple[Any, Any] | None) -> str:
-    return "absent" if shape is None else f"{shape[1]} of shape {shape[0]}"
-
-
-def write_result(run_path: Path, result: TrainResult) -> None:
-    """The run's result: final weights (safetensors), metadata (JSON), exports and a plot."""
-    meta = {**_meta(result.config, result.source),
-            "final_test_accuracy": result.final_accuracy,
-            "input": None if result.spec is None else result.spec.to_dict(),
-            "tau_decisions": [r["tau"] for r in result.metrics],
-            "final": result.metrics[-1] if result.metrics else None}
-    tensors = weights_dir.named_tensors(result.layout, result.floats, result.ints)
-    weights_dir.write(run_path / "final", weights_dir.WeightsDir(tensors, {}, meta))
-    result.source.write_exports(result.model(), run_path / "final")
-    if result.metrics:
-        plot_metrics(result.metrics, run_path / "metrics.png",
-                     title=f"{result.config.model}, K={result.config.engine.num_workers}, "
-                           f"tau={result.config.engine.tau}")

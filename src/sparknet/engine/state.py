@@ -6,15 +6,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 
 from sparknet.averaging import OuterState, init_outer_state
 from sparknet.config import TrainConfig
 from sparknet.engine.local_steps import RoundState
 from sparknet.errors import DataError
-from sparknet.flat import FlatLayout
+from sparknet.flat import FlatLayout, flatten_state
+from sparknet.models.kinds import ModelKind
 from sparknet.weights_dir import WeightsDir, flat_from_tensors, named_tensors
 
 MOMENTUM_KEY = "worker_momentum"
+
+
+def initial_state(model: ModelKind, seed: int) -> tuple[FlatLayout, np.ndarray, np.ndarray]:
+    """The network's initial weights, a function of the seed alone."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = model.build()
+    layout = FlatLayout.of(module)
+    floats, ints = flatten_state(module, layout)
+    return layout, floats, ints
 
 
 @dataclass(frozen=True)

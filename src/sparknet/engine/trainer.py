@@ -1,4 +1,4 @@
-"""``sparknet.train``: the round loop on Spark, and ``load_result`` for a finished run."""
+"""``sparknet.train``: the round loop on Spark."""
 
 from __future__ import annotations
 
@@ -6,19 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sparknet import weights_dir
-from sparknet.config import TrainConfig, config_from_file
+from sparknet.config import TrainConfig
 from sparknet.data.placement import SparkData
-from sparknet.data.shards import InputSpec
 from sparknet.engine.frame_runner import FrameRunner
-from sparknet.engine.loop import LoopOptions, TrainResult, run_rounds
+from sparknet.engine.loop import LoopOptions, run_rounds
+from sparknet.engine.run_dir import TrainResult
 from sparknet.engine.runner import Runner
 from sparknet.engine.spark_runner import SparkRunner
-from sparknet.errors import ConfigError, DataError
-from sparknet.flat import FlatLayout
-from sparknet.metrics import read_records
+from sparknet.errors import ConfigError
 from sparknet.models.kinds import ModelKind
-from sparknet.models.registry import model_of, resolve_model, resolve_saved_model
+from sparknet.models.registry import model_of, resolve_model
 from sparknet.models.zoo import ModelFactory
 
 
@@ -64,29 +61,3 @@ def runner_for(data: SparkData, *, device: str,
     return RUNNERS[data.train.runner](data.train, test=data.test, device=device,
                                       state_dir=state_dir)
 
-
-def load_result(run_dir: str | Path, *,
-                model: ModelFactory | ModelKind | None = None) -> TrainResult:
-    """Loads a run's final result (no unpickling) and rebuilds the network.
-
-    A run trained on a factory needs ``model`` (the same factory) unless this process named
-    it already: loading never imports code the run's files name.
-    """
-    final = weights_dir.read(Path(run_dir) / "final", what="finished sparknet run")
-    config = config_from_file(final.meta.get("config"),
-                              origin=str(Path(run_dir) / "final" / weights_dir.META_FILE))
-    kind = resolve_saved_model(config.model, origin=f"run {run_dir}", given=model,
-                               args=config.model_args)
-    layout = FlatLayout.of(kind.build())
-    floats, ints = weights_dir.flat_from_tensors(layout, final.tensors, origin=str(run_dir))
-    metrics = read_records(Path(run_dir) / "metrics.jsonl")
-    taus = final.meta.get("tau_decisions", [])
-    if not isinstance(taus, list) or not all(type(t) is int and t >= 1 for t in taus):
-        raise DataError(f"{Path(run_dir) / 'final' / weights_dir.META_FILE}: tau_decisions is "
-                        "not a list of step counts: the run directory was changed")
-    given = final.meta.get("input")
-    spec = None if given is None else InputSpec.from_dict(
-        given, origin=str(Path(run_dir) / "final" / weights_dir.META_FILE))
-    return TrainResult(config=config, layout=layout, floats=floats, ints=ints,
-                       metrics=metrics, run_dir=Path(run_dir), source=kind,
-                       tau_decisions=list(taus), spec=spec)

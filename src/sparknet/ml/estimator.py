@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from sparknet.data.columns import FeatureKind
     from sparknet.data.convert import FrameSummary
     from sparknet.data.placement import SparkData
-    from sparknet.engine.loop import TrainResult
+    from sparknet.engine.run_dir import TrainResult
 
 
 @with_accessors(estimator_settings())

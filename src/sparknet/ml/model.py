@@ -107,7 +107,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         folder, the class names, which ``transform`` writes as ``predictedLabel``. A run
         trained on a factory loads once this process has named the factory (see
         ``sparknet.models.trust_factory``)."""
-        from sparknet.engine.trainer import load_result
+        from sparknet.engine.run_dir import load_result
 
         result = load_result(path)
         if result.spec is None:

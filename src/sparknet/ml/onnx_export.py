@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from sparknet.errors import require_package
 from sparknet.flat import load_flat_state
 from sparknet.ml.persistence import SavedNetwork
 from sparknet.models.kinds import InputPrep
@@ -52,6 +53,7 @@ def serving_network(saved: SavedNetwork) -> ServingNetwork:
 
 def export_onnx(saved: SavedNetwork, path: str | Path, *, opset: int = 17) -> Path:
     """Writes ``path`` (ONNX, dynamic batch size) and returns it."""
+    require_package("onnx", extra="onnx", needed_for="ONNX export")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     module = serving_network(saved)

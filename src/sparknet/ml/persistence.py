@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from sparknet import weights_dir
+import sparknet.weights_dir as weights_dir
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError, DataError
 from sparknet.flat import FlatLayout

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sparknet.errors import require_package
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -72,6 +74,7 @@ class SparkNetTrainingSummary:
 
     def plot(self, path: str | Path) -> Path:
         """Loss (train and validation) and validation accuracy against rounds, as a PNG."""
+        require_package("matplotlib", extra="plot", needed_for="plotting the training summary")
         import matplotlib
 
         matplotlib.use("Agg")

@@ -17,8 +17,8 @@ from typing import Any
 
 import psutil
 
-from sparknet.testing.chaos import Driver, train_command
-from sparknet.testing.standalone import StandaloneCluster
+from sparknet_testing.chaos import Driver, train_command
+from sparknet_testing.standalone import StandaloneCluster
 
 MiB = 1024 * 1024
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sparknet.engine.loop import initial_state
+from sparknet.engine.state import initial_state
 from sparknet.flat import load_flat_state
 from sparknet.models.registry import resolve_model
 

@@ -1,12 +1,12 @@
 """The differential matrix: every path training data can take, against one reference.
 
 A case is (placement, entry point, input kind, objective). Each trains the same tiny network
-(``sparknet.testing.nets:mlp``) for two rounds on 48 rows; its final weights must equal, bit
+(``sparknet_testing.nets:mlp``) for two rounds on 48 rows; its final weights must equal, bit
 for bit, those of the in-process reference (``run_rounds`` over ``InProcessRunner``, no Spark)
 on the shards the path should make: ``from_arrays`` shuffles with the seed and splits, every
 DataFrame path deals input row g to shard g % K.
 
-``python -m sparknet.testing.matrix sc://HOST:PORT FOLDER`` runs the cases listed in
+``python -m sparknet_testing.matrix sc://HOST:PORT FOLDER`` runs the cases listed in
 ``FOLDER/cases.json`` on a Spark Connect session (a Connect session switches the whole process
 to Connect mode, so tests run this in a child process) and writes ``FOLDER/weights.npz``.
 """
@@ -26,12 +26,12 @@ from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
 from sparknet.data.shards import InputSpec, Shard, split_into_shards
 
 ROWS, WORKERS, BATCH, SHAPE = 48, 2, 8, (1, 4, 4)
-NETWORK = "sparknet.testing.nets:mlp"
+NETWORK = "sparknet_testing.nets:mlp"
 PLACEMENTS = ("memory", "streamed", "connect")
 # objective case -> (objective setting, network outputs, label width: 0 for class indices)
 OBJECTIVES = {"multiclass": ("multiclass", 3, 0), "binary": ("binary", 1, 1),
               "multilabel": ("multilabel", 3, 3), "mse1": ("mse", 1, 1),
-              "mse3": ("mse", 3, 3), "user_loss": ("sparknet.testing.nets:mse_loss", 2, 2)}
+              "mse3": ("mse", 3, 3), "user_loss": ("sparknet_testing.nets:mse_loss", 2, 2)}
 FRAME_KINDS = ("array", "vector", "sparse", "png", "image")
 ENTRY_KINDS = {"from_arrays": ("pixels", "floats"), "dataframe_data": FRAME_KINDS,
                "estimator": FRAME_KINDS, "cli": ("parquet_array", "parquet_vector")}
@@ -224,7 +224,7 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
             evalEvery=0, streamed=streamed)
         return np.asarray(estimator.fit(spark.read.parquet(str(parquet))).saved_network.floats)
     from sparknet.cli.main import main
-    from sparknet.engine.trainer import load_result
+    from sparknet.engine.run_dir import load_result
 
     output = folder / f"run-{case.name}"
     argv = ["train", "--parquet", str(parquet), "--features", "features", "--label", "label",

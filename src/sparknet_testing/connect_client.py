@@ -1,6 +1,6 @@
 """Runs sparknet as a Spark Connect client would, writing what it got to files.
 
-``python -m sparknet.testing.connect_client TASK sc://HOST:PORT OUT_DIR [DATA]``
+``python -m sparknet_testing.connect_client TASK sc://HOST:PORT OUT_DIR [DATA]``
 
 A Connect session switches PySpark into Connect mode for the whole process, so tests run this
 in a child process and compare its files with a classic session's results in their own.
@@ -136,7 +136,7 @@ def run_client(task: str, url: str, out: Path, *extra: str) -> None:
     """Runs this module as a Connect client in a child process; raises on failure."""
     import subprocess
 
-    done = subprocess.run([sys.executable, "-m", "sparknet.testing.connect_client", task, url,
+    done = subprocess.run([sys.executable, "-m", "sparknet_testing.connect_client", task, url,
                            str(out), *extra], capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         raise AssertionError(f"connect client {task} failed:\n{done.stderr[-4000:]}")

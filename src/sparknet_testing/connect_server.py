@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from sparknet.testing.standalone import (
+from sparknet_testing.standalone import (
     _LOG4J,
     ClusterError,
     StandaloneCluster,

@@ -1,6 +1,6 @@
 """A driver for training on arrays from an ``.npz`` file (tests whose data the CLI cannot make).
 
-``python -m sparknet.testing.drive --master URL --data D.npz --config C.json --run-dir DIR``
+``python -m sparknet_testing.drive --master URL --data D.npz --config C.json --run-dir DIR``
 trains with ``train_x`` (float32 or uint8, [N, 1, 28, 28]) and ``train_y`` (int64) and exits
 like ``sparknet train``: 0 on success, 2 with one ``sparknet: error:`` line otherwise.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparknet.testing.drive")
+    parser = argparse.ArgumentParser(prog="python -m sparknet_testing.drive")
     parser.add_argument("--master", required=True)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--config", type=Path, required=True)

@@ -23,10 +23,10 @@ from pathlib import Path
 import psutil
 
 from sparknet.errors import SparknetError
-from sparknet.testing.netns import VirtualHosts
+from sparknet_testing.netns import VirtualHosts
 
 # Executors inherit the worker's environment; this tells fault-injecting test models where
-# their plan files live (see sparknet.testing.faults).
+# their plan files live (see sparknet_testing.faults).
 FAULT_DIR_ENV = "SPARKNET_FAULT_DIR"
 EXECUTOR_MAIN = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
 

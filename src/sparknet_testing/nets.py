@@ -1,4 +1,4 @@
-"""Small tabular networks and a user loss, importable on executors as ``sparknet.testing.nets``.
+"""Small tabular networks and a user loss, importable on executors as ``sparknet_testing.nets``.
 
 They stand in for a user's own module in tests and examples: ``mlp`` takes keyword arguments
 (the ``networkArgs`` Param), ``MLP`` is an ``nn.Module`` class, ``mse_loss`` a loss factory.

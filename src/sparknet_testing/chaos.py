@@ -2,7 +2,7 @@
 
 The driver runs as its own process (``python -m sparknet.cli.main train ...``) in its own
 process group, as a user's would; a :class:`Killer` thread waits for a tripwire (see
-``sparknet.testing.faults``) and then sends SIGKILL to the tripped Python worker or to the
+``sparknet_testing.faults``) and then sends SIGKILL to the tripped Python worker or to the
 executor JVM that runs it.
 """
 
@@ -23,8 +23,8 @@ from typing import Literal
 
 import psutil
 
-from sparknet.testing.faults import FAIL, TRIPPED, TRIPWIRE_PLAN
-from sparknet.testing.standalone import EXECUTOR_MAIN
+from sparknet_testing.faults import FAIL, TRIPPED, TRIPWIRE_PLAN
+from sparknet_testing.standalone import EXECUTOR_MAIN
 
 Target = Literal["python", "executor"]
 

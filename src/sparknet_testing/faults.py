@@ -1,4 +1,4 @@
-"""Small networks for fault tests, importable by executors as ``sparknet.testing.faults:NAME``.
+"""Small networks for fault tests, importable by executors as ``sparknet_testing.faults:NAME``.
 
 Faults are armed by files in the folder named by ``$SPARKNET_FAULT_DIR`` (the standalone
 cluster sets it for its executors), so a test decides when a fault happens without the
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sparknet.testing.standalone import FAULT_DIR_ENV
+from sparknet_testing.standalone import FAULT_DIR_ENV
 
 TRIPWIRE_PLAN = "tripwire.json"
 TRIPPED = "tripped"
