@@ -187,6 +187,10 @@ class DelayedShards:
     delay: float
 
     @property
+    def runner(self) -> Any:
+        return self.inner.runner
+
+    @property
     def context(self) -> Any:
         return self.inner.context
 

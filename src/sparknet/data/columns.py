@@ -443,15 +443,16 @@ class ColumnKind:
     streamed: StoredKind  # how a shard file holds them (encoded images stay encoded)
     scale: float  # the default input scale
     image: bool  # the input shape is [channels, height, width]
+    sized: bool  # a row's length is known in the JVM (checked there before scoring)
 
 
 KINDS: dict[str, ColumnKind] = {kind.name: kind for kind in (
     ColumnKind("vector", "an ML Vector", _is_vector, _vector_values,
-               _decode_numeric, "floats", "floats", 1.0, False),
+               _decode_numeric, "floats", "floats", 1.0, False, True),
     ColumnKind("array", "array<float>/array<double>", _is_numeric_array, _float_array,
-               _decode_numeric, "floats", "floats", 1.0, False),
+               _decode_numeric, "floats", "floats", 1.0, False, True),
     ColumnKind("binary", "binary PNG/JPEG bytes", _is_binary, _as_is, _decode_encoded,
-               "pixels", "encoded", 1 / 255, True),
+               "pixels", "encoded", 1 / 255, True, False),
     ColumnKind("image", "the struct of spark.read.format('image')", _is_image_struct,
-               _image_struct, _decode_image_struct, "pixels", "pixels", 1 / 255, True),
+               _image_struct, _decode_image_struct, "pixels", "pixels", 1 / 255, True, False),
 )}

@@ -29,6 +29,7 @@ from pyspark.ml.util import (
 )
 
 from sparknet.data.columns import (
+    KINDS,
     FeatureKind,
     FeatureLayout,
     check_columns,
@@ -248,7 +249,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         plan = self._scoring_plan(kind)
         widths = plan.objective.score_widths(saved.num_classes)
         features = feature_expr(column, kind)
-        if kind in ("vector", "array") and not plan.keep_invalid:
+        if KINDS[kind].sized and not plan.keep_invalid:
             features = checked_size(features, self.getInputShape())
         scores = score_column(features, plan, self._weights(dataset.sparkSession))
         scratch = f"__sparknet_scores_{self.uid}"
