@@ -65,6 +65,7 @@ def gpu_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standalone
 
 
 @pytest.mark.cluster
+@pytest.mark.slow  # a cluster of its own (a fake GPU script): 40-50 s
 def test_each_task_picks_the_gpu_spark_assigned_it(gpu_cluster: StandaloneCluster) -> None:
     done = subprocess.run([sys.executable, "-c", PROBE, gpu_cluster.master_url,
                            json.dumps(GPU_CONF)], capture_output=True, text=True, timeout=300,

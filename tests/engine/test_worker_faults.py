@@ -18,7 +18,7 @@ from sparknet_testing.standalone import EXECUTOR_MAIN, StandaloneCluster
 
 pytestmark = pytest.mark.cluster
 
-@pytest.mark.parametrize("target", ["python", "executor"])
+@pytest.mark.parametrize("target", [pytest.param("python", marks=pytest.mark.slow), "executor"])
 def test_kill_mid_round_gives_identical_weights(target: str, cluster: StandaloneCluster,
                                                 small_run: Any, faults: Path,
                                                 assert_matches_reference: Any,
