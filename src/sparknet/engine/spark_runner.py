@@ -47,7 +47,11 @@ class RddShards(Protocol):
 
 
 class SparkRunner:
-    """Runs the K workers as the K partitions of ``train`` on a SparkContext."""
+    """Runs the K workers as the K partitions of ``train`` on a SparkContext.
+
+    The state always travels as a broadcast; ``state_dir`` is accepted, unused, so that every
+    runner is made the same way (``engine.trainer.RUNNERS``).
+    """
 
     def __init__(self, train: RddShards, *, test: RddShards | None = None,
                  device: str = "cpu", state_dir: str | Path | None = None) -> None:
