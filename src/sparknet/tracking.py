@@ -238,12 +238,9 @@ def round_metrics(record: Record) -> dict[str, float]:
 
 
 def param_text(value: Any) -> str:
-    """A setting's value as MLflow parameter text (lists as JSON, None as "None")."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list | tuple):
-        return json.dumps(list(value))
-    return str(value)
+    """A setting's value as MLflow parameter text, written as ``str`` of the Param's value
+    (a list for a tuple) so that it equals what ``mlflow.pyspark.ml.autolog`` logs."""
+    return str(list(value) if isinstance(value, tuple) else value)
 
 
 def config_params(config: TrainConfig) -> dict[str, Any]:
