@@ -102,3 +102,14 @@ def stopped_run(fashion: dict[str, object]):
         return run_dir
 
     return make
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real ``mlflow server`` (SQLite, local artifacts) on 127.0.0.1, stopped after."""
+    pytest.importorskip("mlflow")
+    from sparknet_testing.mlflow_server import start_mlflow_server
+
+    server = start_mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    yield server
+    server.stop()

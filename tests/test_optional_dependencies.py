@@ -108,3 +108,13 @@ def test_a_broken_install_keeps_its_own_error(tmp_path: Path,
     with pytest.raises(MissingDependencyError) as raised:
         require_package("not_installed", extra="x", needed_for="this")
     assert isinstance(raised.value, ConfigError)
+
+
+def test_mlflow_tracking_without_mlflow_is_one_line(tmp_path: Path) -> None:
+    code = ("from sparknet.cli.main import main\n"
+            "sys.exit(main(['train', '--mlflow', 'http://127.0.0.1:9', '--output', sys.argv[1]]))")
+    done = _python(code, str(tmp_path / "run"), without="mlflow")
+    assert done.returncode == 2
+    assert done.stderr == ("sparknet: error: MLflow tracking (--mlflow) needs the mlflow "
+                           "package: pip install 'sparknet[mlflow]'\n")
+    assert not (tmp_path / "run" / "spark.log").exists()

@@ -145,3 +145,15 @@ def test_bad_networks_fail_on_the_driver_in_one_line(tmp_path: Path, factory: st
                      str(tmp_path / "out"), env={"PYTHONPATH": str(tmp_path)})
     assert_one_line(result, expected)
     assert not (tmp_path / "out" / "spark.log").exists()
+
+
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("htp://127.0.0.1:5000", "unknown scheme 'htp'"),
+    ("http://", "is not a valid server address"),
+    ("http://127.0.0.1:notaport", "is not a valid server address"),
+])
+def test_a_malformed_mlflow_uri_is_one_line(tmp_path: Path, uri: str, expected: str) -> None:
+    pytest.importorskip("mlflow")
+    result = run_cli("train", "--mlflow", uri, "--output", str(tmp_path / "out"))
+    assert_one_line(result, expected)
+    assert not (tmp_path / "out" / "spark.log").exists()

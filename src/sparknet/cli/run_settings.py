@@ -34,6 +34,8 @@ RUN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "train_limit": ((int,), "a number of examples >= 1"),
     "test_limit": ((int,), "a number of examples >= 1"),
     "start_timeout": ((int, float), "seconds > 0"),
+    "mlflow": ((str,), "an MLflow tracking URI (\"\": MLflow's default)"),
+    "mlflow_experiment": ((str,), "an MLflow experiment name"),
 }
 
 
@@ -73,6 +75,9 @@ class RunSettings:
     master: str | None
     data: DataSource
     start_timeout: float = DEFAULT_START_TIMEOUT
+    mlflow: str | None = None             # tracking URI ("": MLflow's default); None: off
+    mlflow_experiment: str | None = None
+    mlflow_run_id: str | None = None      # the run a resumed run continues
 
 
 def check_run_table(table: Any, origin: str) -> dict[str, Any]:
@@ -187,3 +192,29 @@ def default_master(num_workers: int) -> str:
 
 def absolute(path: Path | str) -> str:
     return os.path.abspath(path)
+
+
+MLFLOW_FILE = "mlflow.json"
+
+
+def save_mlflow_run(output: Path, *, tracking_uri: str, run_id: str) -> None:
+    """The MLflow run a ``--resume`` continues."""
+    atomic_write_text(output / MLFLOW_FILE,
+                      json.dumps({"tracking_uri": tracking_uri, "run_id": run_id}, indent=2))
+
+
+def saved_mlflow_run(run_dir: Path) -> tuple[str, str] | None:
+    """(tracking URI, run id) of the run's MLflow run, None if it was not tracked."""
+    path = run_dir / MLFLOW_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+        uri, run_id = record["tracking_uri"], record["run_id"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} cannot be read ({exc!r}): delete it to resume without MLflow "
+                        "or restore it") from None
+    if not (isinstance(uri, str) and isinstance(run_id, str) and run_id):
+        raise DataError(f"{path} holds no tracking URI and run id: delete it to resume "
+                        "without MLflow or restore it")
+    return uri, run_id

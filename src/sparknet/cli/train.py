@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from sparknet.cli import image_input, parquet_input
+from sparknet.cli import image_input, mlflow_run, parquet_input
 from sparknet.cli.run_settings import (
     DEFAULT_START_TIMEOUT,
     DataSource,
@@ -100,6 +100,7 @@ def register(commands: Any) -> None:
                         help="seconds to wait for Spark to start and an executor to register "
                              f"(default {DEFAULT_START_TIMEOUT:.0f})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    mlflow_run.add_arguments(parser)
     parquet_input.add_arguments(parser)
     image_input.add_arguments(parser)
     add_setting_flags(parser)
@@ -179,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         outputs = network_outputs(model, fashion_mnist.SHAPE, expected=num_classes)
         resolve_objective(config.objective).check_outputs(outputs, network=model.key)
     check_writable(settings.output)
+    mlflow_run.check(settings)
     master = settings.master or default_master(config.engine.num_workers)
     check_device(config.engine.device, master)
     open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}",
@@ -200,9 +202,18 @@ def run(args: argparse.Namespace) -> int:
                                   train_limit=data_source.train_limit,
                                   test_limit=data_source.test_limit, streamed=args.stream,
                                   decode_threads=config.engine.decode_threads)
-    result = train(data, config=config, model=model, run_dir=settings.output,
-                   resume=args.resume is not None, state_dir=args.state_dir,
-                   progress=not args.no_progress, tau_decisions=replayed)
+    tracker = mlflow_run.start(settings, config, master=args.remote or master)
+    try:
+        result = train(data, config=config, model=model, run_dir=settings.output,
+                       resume=args.resume is not None, state_dir=args.state_dir,
+                       progress=not args.no_progress, tau_decisions=replayed,
+                       on_record=None if tracker is None else tracker.log_record)
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(failed=True)
+        raise
+    if tracker is not None:
+        mlflow_run.finish(tracker, result, settings.output)
     final = result.metrics[-1]
     accuracy = result.final_accuracy
     print(f"done: {final['round']} rounds, {final['samples']:,} samples in "
@@ -219,10 +230,12 @@ def _new_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunSetti
     output = args.output or Path(table.get("output") or
                                  f"runs/{_slug(config.model)}-K{config.engine.num_workers}"
                                  f"-tau{config.engine.tau}")
+    uri, experiment = mlflow_run.given(args, table)
     return config, model_of(config), RunSettings(
         output=Path(output), master=args.master or table.get("master"),
         data=_data_source(args, table),
-        start_timeout=args.start_timeout or table.get("start_timeout", DEFAULT_START_TIMEOUT))
+        start_timeout=args.start_timeout or table.get("start_timeout", DEFAULT_START_TIMEOUT),
+        mlflow=uri, mlflow_experiment=experiment)
 
 
 def _data_source(args: argparse.Namespace, table: dict[str, Any]) -> DataSource:
@@ -283,9 +296,12 @@ def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunS
     model = resolve_saved_model(saved.model, origin=str(saved_file), given=given.get("model"),
                                 args=saved.model_args)
     check_resumable(run_dir, saved, model)
+    uri, experiment = mlflow_run.given(args, table)
+    uri, run_id = mlflow_run.resumed(run_dir, uri)
     return saved, model, RunSettings(
         output=run_dir, master=args.master or table.get("master"), data=data,
-        start_timeout=args.start_timeout or table.get("start_timeout", DEFAULT_START_TIMEOUT))
+        start_timeout=args.start_timeout or table.get("start_timeout", DEFAULT_START_TIMEOUT),
+        mlflow=uri, mlflow_experiment=experiment, mlflow_run_id=run_id)
 
 
 def _data_source_given(args: argparse.Namespace, table: dict[str, Any]) -> dict[str, Any]:

@@ -99,6 +99,13 @@ class FitConfig:
     state_dir: str | None = setting(
         None, "Spark Connect only: a folder every executor can read, for the round's state "
         "of networks too large to travel inside the plan")
+    mlflow_tracking_uri: str | None = setting(
+        None, "MLflow tracking URI to log the fit to (parameters, a metric per round, the "
+        "plot and the model) when no MLflow run is active; an active run is logged to "
+        "without it", param="mlflowTrackingUri")
+    mlflow_experiment: str | None = setting(
+        None, "MLflow experiment of that run (default: MLflow's default experiment); setting "
+        "it alone logs to MLflow's default tracking URI", param="mlflowExperiment")
 
     def __post_init__(self) -> None:
         check_field_types(self, "")

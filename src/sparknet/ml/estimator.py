@@ -12,6 +12,7 @@ import dataclasses
 import math
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark.ml import Estimator
@@ -21,18 +22,22 @@ from sparknet.config import TrainConfig
 from sparknet.data.columns import check_columns, check_image_shape, default_scale, label_form
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError, DataError
-from sparknet.ml.config import ScoringConfig
+from sparknet.ml.config import FitConfig, ScoringConfig
+from sparknet.ml.mlflow_models import log_models
 from sparknet.ml.model import SparkNetModel
 from sparknet.ml.params import (
     SettingParams,
     estimator_settings,
     fit_config_of,
+    fit_settings,
+    scoring_settings,
     train_config_of,
     with_accessors,
 )
 from sparknet.ml.persistence import SavedNetwork
 from sparknet.ml.shipping import ship_user_modules
 from sparknet.ml.summary import SparkNetTrainingSummary
+from sparknet.ml.tracking import check_fit_tracking, fit_target, start_fit_tracking
 from sparknet.models.kinds import network_outputs
 from sparknet.models.objectives import Objective, resolve_objective
 from sparknet.models.registry import model_of
@@ -45,6 +50,7 @@ if TYPE_CHECKING:
     from sparknet.data.convert import FrameSummary
     from sparknet.data.placement import SparkData
     from sparknet.engine.run_dir import TrainResult
+    from sparknet.tracking import Tracker
 
 
 @with_accessors(estimator_settings())
@@ -95,6 +101,7 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
                               "unset or use a network with that many outputs")
         labels = class_labels(scoring.labels, train_df.schema[label], objective, outputs)
         _check_epochs(fit.epochs, config, rounds_set=self.isSet(self.rounds))  # type: ignore[attr-defined]
+        check_fit_tracking(fit)
         scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
         spec = InputSpec(shape=shape, num_classes=outputs, scale=scale,
                          label_width=label_width_of(objective, outputs, train_df, label),
@@ -122,8 +129,18 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
                 config = dataclasses.replace(
                     config, engine=dataclasses.replace(config.engine, rounds=rounds))
             bar, on_record = progress_reporter(fit.progress, config)
-            result = train(data, config=config, model=model, run_dir=fit.run_dir,
-                           progress=bar, state_dir=fit.state_dir, on_record=on_record)
+            target = fit_target(fit)
+            tracker = None if target is None else start_fit_tracking(
+                target, config=config, params=stage_params(scoring, fit), dataset=dataset,
+                summary=summary)
+            try:
+                result = train(data, config=config, model=model, run_dir=fit.run_dir,
+                               progress=bar, state_dir=fit.state_dir,
+                               on_record=_both(on_record, tracker))
+            except BaseException:
+                if tracker is not None:
+                    tracker.finish(failed=True)
+                raise
         finally:
             data.release()
         self.last_result = result
@@ -135,7 +152,32 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         fitted._summary = SparkNetTrainingSummary(
             result.metrics, objective=objective.name, best_round=result.best_round,
             stopped_early=result.stopped_early)
+        if tracker is not None:
+            tracker.log_results(config, result.metrics,
+                                run_dir=None if fit.run_dir is None else Path(fit.run_dir))
+            log_models(tracker, fitted)
+            tracker.finish()
         return fitted
+
+
+def stage_params(scoring: ScoringConfig, fit: FitConfig) -> dict[str, Any]:
+    """The stage's own settings by Param name (the training settings go by dotted name)."""
+    values = {**dataclasses.asdict(scoring), **dataclasses.asdict(fit)}
+    return {s.param: values[s.path[-1]] for s in scoring_settings() + fit_settings()}
+
+
+def _both(report: Callable[[dict[str, Any]], None] | None,
+          tracker: Tracker | None) -> Callable[[dict[str, Any]], None] | None:
+    """The progress report and the tracker's per-round logging, in that order."""
+    if tracker is None:
+        return report
+
+    def on_record(record: dict[str, Any]) -> None:
+        if report is not None:
+            report(record)
+        tracker.log_record(record)
+
+    return on_record
 
 
 def _split_validation(dataset: DataFrame, indicator: str | None,
