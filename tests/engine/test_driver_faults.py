@@ -46,6 +46,7 @@ def test_killed_driver_resumes_to_identical_weights(small_run: Any, faults: Path
     assert rounds == list(range(1, small_run.rounds + 1))
 
 
+@pytest.mark.slow
 def test_exhausted_retries_name_round_and_error_and_keep_checkpoint(
         small_run: Any, faults: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"

@@ -87,6 +87,7 @@ def test_a_state_too_large_for_the_plan_is_refused_before_any_job(spark: Any) ->
 
 
 @pytest.mark.connect
+@pytest.mark.slow
 def test_train_through_spark_connect_equals_classic(spark: Any, connect_server: Any,
                                                     tmp_path: Path) -> None:
     run_client("train", connect_server.url, tmp_path / "connect")

@@ -46,6 +46,7 @@ def _workers(spark: Any) -> dict[int, tuple[int, int]]:
     return {pid: (rss, count) for pid, rss, count in found}
 
 
+@pytest.mark.slow
 def test_ten_networks_keep_worker_memory_flat(spark: Any, fashion: Any) -> None:
     split = fashion["train"]
     spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)

@@ -82,6 +82,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     assert not (tmp_path / "run" / "final").exists()
 
 
+@pytest.mark.slow
 def test_nan_loss_skips_exactly_the_poisoned_rounds(
         cluster: StandaloneCluster, poisoned: tuple[Path, set[int]], tmp_path: Path) -> None:
     data, bad_rounds = poisoned

@@ -35,6 +35,7 @@ def error_lines(output: str) -> list[str]:
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_default_master_retries_a_killed_worker_bit_identically(
         fashion_dir: Path, tmp_path: Path) -> None:
     faults = tmp_path / "faults"
@@ -57,6 +58,7 @@ def test_default_master_retries_a_killed_worker_bit_identically(
 
 
 @pytest.mark.spark
+@pytest.mark.slow
 def test_plain_local_master_says_it_does_not_retry(fashion_dir: Path, tmp_path: Path) -> None:
     faults = tmp_path / "faults"
     faults.mkdir()
@@ -154,6 +156,7 @@ def test_a_cluster_with_no_workers_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.cluster
+@pytest.mark.slow
 def test_evaluation_failure_on_the_cluster_is_one_line(
         cluster: StandaloneCluster, small_run: Any, faults: Path, tmp_path: Path) -> None:
     (faults / FAIL).touch()  # every evaluation forward pass raises, training runs on

@@ -54,8 +54,9 @@ def streamed_reference(cluster: StandaloneCluster, jpeg_dir: Path,
     return load_file(str(run_dir / "final" / "model.safetensors"))
 
 
-# A killed executor also kills its Python workers: the default run keeps that case.
-@pytest.mark.parametrize("target", [pytest.param("python", marks=pytest.mark.slow), "executor"])
+# Both cases run in the slow tier (a 2,000-image folder and a reference run: ~90 s).
+@pytest.mark.slow
+@pytest.mark.parametrize("target", ["python", "executor"])
 def test_kill_mid_round_with_a_streamed_source_gives_identical_weights(
         target: str, cluster: StandaloneCluster, jpeg_dir: Path, faults: Path,
         streamed_reference: dict[str, np.ndarray], tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from sparknet_testing.connect_client import run_client, run_task, write_parquet
 pytestmark = pytest.mark.connect
 
 
+@pytest.mark.slow
 def test_fit_transform_save_load_and_pipeline_on_connect(spark: Any, connect_server: Any,
                                                          tmp_path: Path) -> None:
     data = write_parquet(tmp_path / "fashion.parquet")

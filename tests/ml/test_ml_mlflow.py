@@ -141,6 +141,39 @@ def test_the_spark_model_loads_in_a_fresh_process(fitted: tuple[Any, Any, Any],
 
 
 @pytest.mark.slow
+def test_a_pipeline_model_logged_with_mlflow_spark_loads_in_a_fresh_process(
+        iris: tuple[Any, np.ndarray], tracking_uri: str, tmp_path: Path) -> None:
+    """As any Spark ML model: ``mlflow.spark.log_model`` of a fitted Pipeline holding the
+    stage, loaded with ``mlflow.spark.load_model`` in another process."""
+    import mlflow
+    import mlflow.spark
+    from pyspark.ml import Pipeline
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.sql import functions as F
+
+    fitted = Pipeline(stages=[SparkNetEstimator(**NET, rounds=2)]).fit(iris[0])
+    mlflow.set_experiment("pipeline")
+    with mlflow.start_run() as run:
+        mlflow.spark.log_model(fitted, name="pipeline",
+                               dfs_tmpdir=(tmp_path / "dfs").as_uri())
+    rows = iris[0].withColumn("id", F.monotonically_increasing_id())
+    rows.withColumn("features", vector_to_array("features")).write.parquet(
+        str(tmp_path / "rows"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_SCORE, tracking_uri,
+                           f"runs:/{run.info.run_id}/pipeline", str(tmp_path / "rows"),
+                           str(tmp_path / "scores.json")],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads((tmp_path / "scores.json").read_text())
+    here = fitted.transform(rows).select("id", vector_to_array("probability").alias("p"))
+    expected = {str(r["id"]): r["p"] for r in here.collect()}
+    assert loaded.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_allclose(loaded[key], value, rtol=1e-6)
+
+
+@pytest.mark.slow
 def test_autolog_records_our_params_plain_and_in_cross_validator(
         iris: tuple[Any, np.ndarray], tracking_uri: str) -> None:
     import mlflow

@@ -81,6 +81,7 @@ def test_stop_ends_the_run_after_the_first_evaluated_round_that_asks(small):
     assert [r["round"] for r in result.curve()] == [2]
 
 
+@pytest.mark.slow
 def test_auto_tau_uses_the_modelled_overhead(small):
     train, _ = small
     policy = AutoTau()
