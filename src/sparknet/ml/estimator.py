@@ -80,7 +80,6 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
 
     def _fit(self, dataset: DataFrame) -> SparkNetModel:
         from sparknet.data.sources import dataframe_data
-        from sparknet.engine.trainer import train
 
         # Everything cheap is checked before the first Spark job.
         config, scoring, fit = self.train_config(), self.scoring_config(), fit_config_of(self)
@@ -122,25 +121,12 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
             if validation_df is not None:
                 data = _with_validation(data, validation_df, features=features, label=label,
                                         kind=kind, spec=spec, scoring=scoring)
-            if fit.epochs is not None and isinstance(config.engine.tau, int):
-                per_round = (config.engine.num_workers * config.engine.tau *
-                             config.engine.batch_size)
-                rounds = max(1, math.ceil(fit.epochs * sum(summary.shard_sizes) / per_round))
-                config = dataclasses.replace(
-                    config, engine=dataclasses.replace(config.engine, rounds=rounds))
-            bar, on_record = progress_reporter(fit.progress, config)
+            config = _rounds_for_epochs(config, fit, summary)
             target = fit_target(fit)
             tracker = None if target is None else start_fit_tracking(
                 target, config=config, params=stage_params(scoring, fit), dataset=dataset,
                 summary=summary)
-            try:
-                result = train(data, config=config, model=model, run_dir=fit.run_dir,
-                               progress=bar, state_dir=fit.state_dir,
-                               on_record=_both(on_record, tracker))
-            except BaseException:
-                if tracker is not None:
-                    tracker.finish(failed=True)
-                raise
+            result = _train_tracked(data, config=config, model=model, fit=fit, tracker=tracker)
         finally:
             data.release()
         self.last_result = result
@@ -158,6 +144,32 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
             log_models(tracker, fitted)
             tracker.finish()
         return fitted
+
+
+def _rounds_for_epochs(config: TrainConfig, fit: FitConfig, summary: FrameSummary
+                       ) -> TrainConfig:
+    """With ``epochs`` and a fixed tau, the rounds that pass over the data that many times."""
+    if fit.epochs is None or not isinstance(config.engine.tau, int):
+        return config
+    per_round = config.engine.num_workers * config.engine.tau * config.engine.batch_size
+    rounds = max(1, math.ceil(fit.epochs * sum(summary.shard_sizes) / per_round))
+    return dataclasses.replace(config, engine=dataclasses.replace(config.engine, rounds=rounds))
+
+
+def _train_tracked(data: SparkData, *, config: TrainConfig, model: Any, fit: FitConfig,
+                   tracker: Tracker | None) -> TrainResult:
+    """``train`` with the progress bar and, when tracking, every round sent to MLflow; a
+    failed fit ends its MLflow run as failed."""
+    from sparknet.engine.trainer import train
+
+    bar, on_record = progress_reporter(fit.progress, config)
+    try:
+        return train(data, config=config, model=model, run_dir=fit.run_dir, progress=bar,
+                     state_dir=fit.state_dir, on_record=_both(on_record, tracker))
+    except BaseException:
+        if tracker is not None:
+            tracker.finish(failed=True)
+        raise
 
 
 def stage_params(scoring: ScoringConfig, fit: FitConfig) -> dict[str, Any]:
