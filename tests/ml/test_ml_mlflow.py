@@ -154,7 +154,7 @@ def test_a_pipeline_model_logged_with_mlflow_spark_loads_in_a_fresh_process(
     fitted = Pipeline(stages=[SparkNetEstimator(**NET, rounds=2)]).fit(iris[0])
     mlflow.set_experiment("pipeline")
     with mlflow.start_run() as run:
-        mlflow.spark.log_model(fitted, name="pipeline",
+        mlflow.spark.log_model(fitted, "pipeline",
                                dfs_tmpdir=(tmp_path / "dfs").as_uri())
     rows = iris[0].withColumn("id", F.monotonically_increasing_id())
     rows.withColumn("features", vector_to_array("features")).write.parquet(
