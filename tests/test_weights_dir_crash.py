@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from sparknet import weights_dir
 
@@ -44,6 +45,7 @@ def assert_consistent(run_dir: Path) -> int:
     return int(r)
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_never_leaves_a_bad_checkpoint(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     start, seen = 0, []

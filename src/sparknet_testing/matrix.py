@@ -61,18 +61,23 @@ def all_cases() -> list[Case]:
 
 
 def covering_cases() -> list[Case]:
-    """One objective per (placement, entry, kind), chosen greedily so that every objective
-    meets every placement and entry point, and as many input kinds as the triples allow."""
-    seen: set[tuple[str, str]] = set()
-    chosen = []
-    triples = [(placement, entry, kind) for placement in PLACEMENTS
-               for entry, kinds in ENTRY_KINDS.items() for kind in kinds]
-    for triple in triples:
-        gains = {objective: sum((factor, objective) not in seen for factor in triple)
-                 for objective in OBJECTIVES}
-        best = max(gains, key=gains.__getitem__)  # the first of the best: stable
-        seen.update((factor, best) for factor in triple)
-        chosen.append(Case(*triple, best))
+    """A small set of cases in which every pair of factors that can meet does at least once:
+    placement x entry, placement x objective, entry x objective, entry x kind, kind x
+    placement. Greedy: each step takes the case covering the most pairs not yet covered (the
+    first such in a fixed order), so the set is the same on every run."""
+    candidates = all_cases()
+
+    def pairs(case: Case) -> set[tuple[str, str]]:
+        return {(case.placement, case.entry), (case.placement, case.objective),
+                (case.entry, case.objective), (case.entry, case.kind),
+                (case.kind, case.placement)}
+
+    wanted = set().union(*(pairs(case) for case in candidates))
+    chosen: list[Case] = []
+    while wanted:
+        best = max(candidates, key=lambda case: len(pairs(case) & wanted))
+        chosen.append(best)
+        wanted -= pairs(best)
     return chosen
 
 

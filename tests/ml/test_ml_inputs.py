@@ -90,6 +90,7 @@ def test_png_bytes_column_and_undecodable_rows(spark: Any, fashion: dict) -> Non
     _same_rows(features, got_labels, images, labels)
 
 
+@pytest.mark.slow
 def test_image_data_source_on_png_files(spark: Any, fashion: dict, tmp_path: Path) -> None:
     from pyspark.sql import functions as F
 

@@ -66,6 +66,7 @@ def fitted(iris: tuple[Any, np.ndarray], mlflow_server: Any) -> tuple[Any, Any, 
     return estimator, model, only_run(mlflow_server.url, "estimator")
 
 
+@pytest.mark.slow
 def test_a_fit_logs_every_param_and_round(fitted: tuple[Any, Any, Any],
                                           mlflow_server: Any) -> None:
     from mlflow.tracking import MlflowClient
@@ -86,6 +87,7 @@ def test_a_fit_logs_every_param_and_round(fitted: tuple[Any, Any, Any],
     assert {"config.json", "metrics.jsonl", "metrics.png", "spark-model", "onnx-model"} <= names
 
 
+@pytest.mark.slow
 def test_the_onnx_model_scores_like_transform_without_spark(
         fitted: tuple[Any, Any, Any], iris: tuple[Any, np.ndarray], tracking_uri: str) -> None:
     import mlflow.pyfunc

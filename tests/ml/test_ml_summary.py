@@ -113,6 +113,7 @@ def test_the_summary_is_saved_and_loaded_with_the_model_and_pipeline(
         _ = bare.summary
 
 
+@pytest.mark.slow
 def test_cross_validator_best_model_has_a_summary(cancer: Any) -> None:
     from pyspark.ml.evaluation import BinaryClassificationEvaluator
     from pyspark.ml.tuning import CrossValidator, ParamGridBuilder
