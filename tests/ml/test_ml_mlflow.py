@@ -117,29 +117,35 @@ json.dump({r["id"]: r["p"] for r in out}, open(sys.argv[4], "w"))
 """
 
 
-@pytest.mark.slow
-def test_the_spark_model_loads_in_a_fresh_process(fitted: tuple[Any, Any, Any],
-                                                  iris: tuple[Any, np.ndarray],
-                                                  mlflow_server: Any, tmp_path: Path) -> None:
+def assert_fresh_process_scores_like(model: Any, model_uri: str, tracking_uri: str,
+                                    rows: Any, folder: Path) -> None:
+    """``mlflow.spark.load_model(model_uri)`` in another process scores ``rows`` as ``model``
+    does here."""
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
-    _, model, run = fitted
-    rows = iris[0].withColumn("id", F.monotonically_increasing_id())
-    rows.withColumn("features", vector_to_array("features")).write.parquet(
-        str(tmp_path / "rows"))
+    rows = rows.withColumn("id", F.monotonically_increasing_id())
+    rows.withColumn("features", vector_to_array("features")).write.parquet(str(folder / "rows"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_SCORE, mlflow_server.url,
-                           f"runs:/{run.info.run_id}/spark-model", str(tmp_path / "rows"),
-                           str(tmp_path / "scores.json")],
+    done = subprocess.run([sys.executable, "-c", LOAD_AND_SCORE, tracking_uri, model_uri,
+                           str(folder / "rows"), str(folder / "scores.json")],
                           capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr
-    loaded = json.loads((tmp_path / "scores.json").read_text())
+    assert done.returncode == 0, done.stderr[-3000:]
+    loaded = json.loads((folder / "scores.json").read_text())
     here = model.transform(rows).select("id", vector_to_array("probability").alias("p"))
     expected = {str(r["id"]): r["p"] for r in here.collect()}
     assert loaded.keys() == expected.keys()
     for key, value in expected.items():
         np.testing.assert_allclose(loaded[key], value, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_spark_model_loads_in_a_fresh_process(fitted: tuple[Any, Any, Any],
+                                                  iris: tuple[Any, np.ndarray],
+                                                  mlflow_server: Any, tmp_path: Path) -> None:
+    _, model, run = fitted
+    assert_fresh_process_scores_like(model, f"runs:/{run.info.run_id}/spark-model",
+                                     mlflow_server.url, iris[0], tmp_path)
 
 
 @pytest.mark.slow
@@ -150,29 +156,13 @@ def test_a_pipeline_model_logged_with_mlflow_spark_loads_in_a_fresh_process(
     import mlflow
     import mlflow.spark
     from pyspark.ml import Pipeline
-    from pyspark.ml.functions import vector_to_array
-    from pyspark.sql import functions as F
 
     fitted = Pipeline(stages=[SparkNetEstimator(**NET, rounds=2)]).fit(iris[0])
     mlflow.set_experiment("pipeline")
     with mlflow.start_run() as run:
-        mlflow.spark.log_model(fitted, "pipeline",
-                               dfs_tmpdir=(tmp_path / "dfs").as_uri())
-    rows = iris[0].withColumn("id", F.monotonically_increasing_id())
-    rows.withColumn("features", vector_to_array("features")).write.parquet(
-        str(tmp_path / "rows"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-    done = subprocess.run([sys.executable, "-c", LOAD_AND_SCORE, tracking_uri,
-                           f"runs:/{run.info.run_id}/pipeline", str(tmp_path / "rows"),
-                           str(tmp_path / "scores.json")],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    loaded = json.loads((tmp_path / "scores.json").read_text())
-    here = fitted.transform(rows).select("id", vector_to_array("probability").alias("p"))
-    expected = {str(r["id"]): r["p"] for r in here.collect()}
-    assert loaded.keys() == expected.keys()
-    for key, value in expected.items():
-        np.testing.assert_allclose(loaded[key], value, rtol=1e-6)
+        mlflow.spark.log_model(fitted, "pipeline", dfs_tmpdir=(tmp_path / "dfs").as_uri())
+    assert_fresh_process_scores_like(fitted, f"runs:/{run.info.run_id}/pipeline",
+                                     tracking_uri, iris[0], tmp_path)
 
 
 @pytest.mark.slow
