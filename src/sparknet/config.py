@@ -28,6 +28,7 @@ Device = Literal["cpu", "cuda", "auto"]
 OnNonFinite = Literal["stop", "skip"]
 Monitor = Literal["loss", "accuracy"]
 Precision = Literal["fp32", "tf32", "bf16"]
+Overlap = Literal["off", "eager"]
 
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, flag: str | None = None,
@@ -203,6 +204,12 @@ class EngineConfig:
     monitor: Monitor = setting(
         "loss", "the validation metric early stopping watches: loss (lower is better) or "
                 "accuracy (higher is better; classifiers only)")
+    overlap: Overlap = setting(
+        "off", "off: synchronous rounds (SparkNet's); eager: overlapped rounds, where the next "
+               "round's job waits queued behind the running one so workers never wait for "
+               "Spark's per-job floor, and the average is applied one round late with each "
+               "worker's own change applied at once (needs a fixed tau and outer average; "
+               "see docs/engine.md)")
 
     def __post_init__(self) -> None:
         check_field_types(self, "")
@@ -271,6 +278,18 @@ class TrainConfig:
                  "keyword arguments are for a factory network 'package.module:function'")
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
                  "use 0 (only at the end) or a positive number of rounds")
+        if self.engine.overlap != "off":
+            overlap = self.engine.overlap
+            _require(self.engine.tau != "auto", "tau", self.engine.tau,
+                     f"overlap={overlap} needs a fixed tau (e.g. --tau 50): auto-tau sizes "
+                     "rounds to hide the per-job floor that overlapped rounds already hide")
+            _require(self.outer.name == "average", "outer.name", self.outer.name,
+                     f"overlap={overlap} applies the plain average; use --outer average or "
+                     "--overlap off")
+            _require(self.optimizer.momentum_policy == "reset", "optimizer.momentum_policy",
+                     self.optimizer.momentum_policy,
+                     f"overlap={overlap} sends no optimizer state; use momentum_policy reset "
+                     "or --overlap off")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

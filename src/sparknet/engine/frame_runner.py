@@ -12,9 +12,11 @@ functions and the ordered sum are the classic runner's: the weights are bit-iden
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,11 +29,15 @@ from sparknet.averaging import EncodedDelta
 from sparknet.data.placements.frames import FrameShards
 from sparknet.data.shards import Shard
 from sparknet.engine.aggregate import combine_in_order, tree_group, tree_levels
+from sparknet.engine.jobs import OrderedJobs
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
+from sparknet.engine.overlap import CarryPlan, overlapped_task
+from sparknet.engine.runner import WorkerResults
 from sparknet.engine.tasks import (
     evaluate_one,
     evaluation_failed,
+    executor_carry_store,
     preparing_failed,
     retry_policy,
     round_failed,
@@ -107,6 +113,13 @@ def result_row(index: int, result: WorkerResult, files: ResultFiles | None = Non
     return row
 
 
+def missing_row(index: int) -> dict[str, Any]:
+    """The row of a task that did not run (its overlapped round's carry was missing)."""
+    return {"shard": index, "weight": 0.0, "loss_sum": 0.0, "correct": 0, "samples": 0,
+            "bytes_sent": 0, "workers": 0, "compute_seconds": 0.0, "kind": "missing",
+            "file": None, **dict.fromkeys(_ARRAYS)}
+
+
 def results_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
     return pa.RecordBatch.from_pylist(rows, schema=_ARROW_RESULT)
 
@@ -170,6 +183,9 @@ class FrameRunner:
         self._transport = transport_for(train.session, state_dir=state_dir)
         self._model: ModelKind | None = None
         self._retries = retry_policy(None, None)  # a Connect client cannot see the master
+        # Overlapped rounds: each job on a thread of its own, under an operation tag.
+        self._jobs = OrderedJobs(interrupt=train.session.interruptTag)
+        self._carry_tokens: set[str] = set()
 
     @property
     def num_workers(self) -> int:
@@ -231,9 +247,13 @@ class FrameRunner:
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
+        return self._evaluate(self._transport.share(state.arrays()), prep,
+                              batch_size=batch_size, threads=threads, objective=objective)
+
+    def _evaluate(self, shared: Any, prep: InputPrep, *, batch_size: int, threads: int,
+                  objective: Objective) -> tuple[float, float]:
         model, device = self._model, self.device
         assert model is not None and self.test is not None
-        shared = self._transport.share(state.arrays())
 
         def evaluate_shard(index: int, shard: Shard) -> dict[str, Any]:
             loss, correct, count = evaluate_one(model, shard, RoundState.of(shared.value), prep,
@@ -250,5 +270,88 @@ class FrameRunner:
         total = sum(p[3] for p in parts)  # summed in shard order, as the classic runner does
         return sum(p[1] for p in parts) / total, sum(p[2] for p in parts) / total
 
+    def submit_round(self, base: RoundState, plan: LocalPlan, *, carry: CarryPlan,
+                     explicit: tuple[np.ndarray, ...] | None) -> Future[WorkerResults]:
+        model, device = self._model, self.device
+        assert model is not None
+        state_transport = transport_for(self.train.session, state_dir=self.state_dir)
+        carry_transport = transport_for(self.train.session, state_dir=self.state_dir)
+        shared = state_transport.share(base.arrays())
+        given = carry_transport.share(explicit) if explicit is not None else None
+        files = (ResultFiles(str(self.state_dir), plan.round_index)
+                 if self.state_dir is not None else None)
+        self._carry_tokens.add(carry.token)
+
+        def train_one(index: int, shard: Shard) -> dict[str, Any]:
+            if carry.partitions is not None and index not in carry.partitions:
+                return missing_row(index)
+
+            def train(start: RoundState) -> WorkerResult:
+                return train_shard(model, index, shard, start, plan, device)
+
+            store = executor_carry_store(carry.token) if carry.store else None
+            explicit_value = None if given is None else given.value
+            result = overlapped_task(
+                train, index=index, round_index=plan.round_index,
+                base=RoundState.of(shared.value), carry=carry,
+                explicit=None if explicit_value is None else tuple(
+                    a for a in explicit_value if a is not None), store=store)
+            return missing_row(index) if result is None else result_row(index, result, files)
+
+        def job(tag: str) -> WorkerResults:
+            try:
+                table = self._tagged(tag, lambda: self.train.map_shards(
+                    train_one, _ARROW_RESULT, RESULT_SCHEMA).toArrow())
+                parts = [(index, None if row["kind"] == "missing" else from_row(row)[1])
+                         for row in table.to_pylist() for index in [int(row["shard"])]]
+            except Exception as exc:
+                raise round_failed(plan.round_index, exc, self._retries) from exc
+            finally:
+                state_transport.release()
+                carry_transport.release()
+                if files is not None:
+                    files.remove()
+            return sorted((p for p in parts
+                           if carry.partitions is None or p[0] in carry.partitions),
+                          key=lambda item: item[0])
+
+        return self._jobs.submit(job)
+
+    def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
+                          threads: int, objective: Objective = MULTICLASS
+                          ) -> Future[tuple[float, float]]:
+        transport = transport_for(self.train.session, state_dir=self.state_dir)
+        shared = transport.share(state.arrays())
+
+        def job(tag: str) -> tuple[float, float]:
+            try:
+                return self._tagged(tag, lambda: self._evaluate(
+                    shared, prep, batch_size=batch_size, threads=threads, objective=objective))
+            finally:
+                transport.release()
+
+        return self._jobs.submit(job)
+
+    def _tagged(self, tag: str, action: Callable[[], Any]) -> Any:
+        session = self.train.session
+        session.addTag(tag)
+        try:
+            return action()
+        finally:
+            session.removeTag(tag)
+
+    def cancel(self) -> None:
+        self._jobs.cancel()
+
     def close(self) -> None:
+        self._jobs.shutdown()
+        if self._carry_tokens:
+            tokens = tuple(self._carry_tokens)
+
+            def clear(index: int, shard: Shard) -> dict[str, Any]:
+                return {"rows": sum(executor_carry_store(t).clear() for t in tokens)}
+
+            with contextlib.suppress(Exception):  # the files go with the application anyway
+                self.train.map_shards(clear, _ARROW_ROWS, "rows long").toArrow()
+            self._carry_tokens.clear()
         self._transport.release()

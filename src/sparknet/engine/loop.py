@@ -9,7 +9,10 @@ records and checkpoints are due (``engine/run_dir.py`` writes them). ``sparknet.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import uuid
+from collections import deque
+from collections.abc import Callable, Generator
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,9 +21,10 @@ import numpy as np
 
 from sparknet.config import TrainConfig
 from sparknet.data.shards import InputSpec
-from sparknet.engine.aggregate import apply_round
+from sparknet.engine.aggregate import apply_round, tree_combine
 from sparknet.engine.early_stop import EarlyStopping
-from sparknet.engine.local_steps import LocalPlan, WorkerResult
+from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
+from sparknet.engine.overlap import CarryPlan, sent_change
 from sparknet.engine.run_dir import (
     TrainResult,
     kept_note,
@@ -29,7 +33,7 @@ from sparknet.engine.run_dir import (
     write_checkpoint,
     write_result,
 )
-from sparknet.engine.runner import Runner
+from sparknet.engine.runner import Runner, WorkerResults
 from sparknet.engine.state import TrainState, initial_state
 from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
 from sparknet.errors import ConfigError, TrainingError
@@ -39,6 +43,7 @@ from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind, network_
 from sparknet.models.objectives import Objective, resolve_objective
 
 Record = dict[str, Any]
+Rounds = Generator[tuple["TrainState", Record], None, None]
 
 
 def parameter_mask(model: ModelKind, layout: FlatLayout) -> np.ndarray:
@@ -88,9 +93,9 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
     bar = _progress_bar(config.engine.rounds, state.round_index, enabled=options.progress)
     started = runner.now() - state.wall_seconds
     stopped_early = False
+    rounds = run.overlapped(state) if config.engine.overlap != "off" else run.synchronous(state)
     try:
-        while state.round_index < config.engine.rounds:
-            state, record = run.one_round(state)
+        for state, record in rounds:
             record["wall_seconds"] = runner.now() - started
             state = replace(state, wall_seconds=record["wall_seconds"])
             run.keep(state, record)
@@ -103,10 +108,13 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
                 break
             if options.stop is not None and options.stop(record):
                 break
+        rounds.close()  # an overlapped run cancels the rounds still in flight
     except BaseException:
         bar.close()
         # After a Ctrl-C mid-call the JVM connection is gone: cleaning up must not replace
         # the error being raised with one about the cleanup.
+        with contextlib.suppress(Exception):
+            rounds.close()
         with contextlib.suppress(Exception):
             runner.close()
         raise
@@ -118,7 +126,7 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
     result = TrainResult(config=config, layout=run.layout, floats=floats, ints=ints,
                          metrics=run.records, run_dir=run.run_path, source=model,
                          warmup_seconds=warmup_seconds,
-                         tau_decisions=list(run.schedule.decisions),
+                         tau_decisions=list(run.schedule.decisions[:state.round_index]),
                          best_round=None if stopper is None else stopper.best_round,
                          stopped_early=stopped_early, spec=spec)
     if run.run_path is not None:
@@ -167,46 +175,152 @@ class _Run:
                   objective)
         return run, state
 
-    def one_round(self, state: TrainState) -> tuple[TrainState, Record]:
-        """Broadcast, K workers' local steps, ordered sum, outer step; then evaluation."""
+    def plan(self, round_index: int, step_offset: int, tau: int) -> LocalPlan:
         engine = self.config.engine
-        tau = self.schedule.tau_for(state.round_index)
-        plan = LocalPlan(seed=self.config.seed, round_index=state.round_index,
-                         step_offset=state.step_offset, tau=tau, batch_size=engine.batch_size,
+        return LocalPlan(seed=self.config.seed, round_index=round_index,
+                         step_offset=step_offset, tau=tau, batch_size=engine.batch_size,
                          optimizer=self.optimizer, input_prep=self.prep,
                          compression=self.config.outer.compression,
                          sample_weight=self.config.outer.name == "weighted",
                          threads=engine.threads_per_worker, objective=self.objective,
                          precision=engine.precision, channels_last=engine.channels_last)
+
+    def synchronous(self, state: TrainState) -> Rounds:
+        """SparkNet's rounds: each starts from the average of the one before."""
+        while state.round_index < self.config.engine.rounds:
+            state, record = self.one_round(state)
+            yield state, record
+
+    def one_round(self, state: TrainState) -> tuple[TrainState, Record]:
+        """Broadcast, K workers' local steps, ordered sum, outer step; then evaluation."""
+        tau = self.schedule.tau_for(state.round_index)
+        plan = self.plan(state.round_index, state.step_offset, tau)
         round_started = self.runner.now()
         try:
-            total = self.runner.run_round(state.for_workers(), plan, fan_in=engine.tree_fan_in)
+            total = self.runner.run_round(state.for_workers(), plan,
+                                          fan_in=self.config.engine.tree_fan_in)
         except TrainingError as exc:
             raise TrainingError(f"{exc}{kept_note(self.run_path)}") from exc
+        state, applied = self.advance(state, total, tau)
+        round_seconds = self.runner.now() - round_started
+        self.schedule.observe(RoundTiming(tau, round_seconds, total.compute_seconds))
+        record = self.record(state, total, tau, round_seconds, applied)
+        if self.evaluation_due(state):
+            loss, accuracy = self.runner.evaluate(state.for_workers(), self.prep,
+                                                  **self.evaluation_settings())
+            self.add_evaluation(record, loss, accuracy)
+        return state, record
+
+    def overlapped(self, state: TrainState) -> Rounds:
+        """Overlapped rounds (``engine.overlap``): round r's job is queued while round r - 1
+        runs, from the weights of round r - 2 and each worker's own last change."""
+        runner, end = self.runner, self.config.engine.rounds
+        carry = CarryPlan(token=uuid.uuid4().hex[:12], share=1.0 / runner.num_workers)
+        flight: deque[tuple[LocalPlan, RoundState, Future[WorkerResults]]] = deque()
+        offset = state.step_offset
+
+        def submit(round_index: int, base: RoundState,
+                   explicit: tuple[np.ndarray, ...] | None) -> None:
+            nonlocal offset
+            tau = self.schedule.tau_for(round_index)
+            plan = self.plan(round_index, offset, tau)
+            offset += tau
+            flight.append((plan, base, runner.submit_round(base, plan, carry=carry,
+                                                           explicit=explicit)))
+
+        first = state.round_index
+        if first == 0:
+            submit(0, _weights_only(state), None)
+        else:  # resumed: the round that was in flight, from the checkpoint's copy
+            assert state.lagging is not None and state.carries is not None
+            submit(first, state.lagging, state.carries)
+        if first + 1 < end:
+            submit(first + 1, _weights_only(state), None)
+        waiting: deque[tuple[TrainState, Record, Future[tuple[float, float]] | None]] = deque()
+        last = runner.now()
+        try:
+            while flight:
+                plan, base, future = flight.popleft()
+                try:
+                    results = self._complete(future.result(), plan, base, carry, state.carries)
+                except TrainingError as exc:
+                    raise TrainingError(f"{exc}{kept_note(self.run_path)}") from exc
+                total = tree_combine([r for _, r in results],
+                                     fan_in=self.config.engine.tree_fan_in)
+                lagging = _weights_only(state)
+                state, applied = self.advance(state, total, plan.tau)
+                state = replace(state, lagging=lagging,
+                                carries=tuple(sent_change(r) for _, r in results))
+                evaluation = None
+                if self.evaluation_due(state):  # queued before the next round's job
+                    evaluation = runner.submit_evaluation(state.for_workers(), self.prep,
+                                                          **self.evaluation_settings())
+                if plan.round_index + 2 < end:
+                    submit(plan.round_index + 2, _weights_only(state), None)
+                now = runner.now()
+                waiting.append((state, self.record(state, total, plan.tau, now - last, applied),
+                                evaluation))
+                last = now
+                while waiting and (waiting[0][2] is None or waiting[0][2].done() or not flight):
+                    done_state, record, pending = waiting.popleft()
+                    if pending is not None:
+                        self.add_evaluation(record, *pending.result())
+                    yield done_state, record
+        finally:
+            runner.cancel()
+
+    def _complete(self, results: WorkerResults, plan: LocalPlan, base: RoundState,
+                  carry: CarryPlan, carries: tuple[np.ndarray, ...] | None
+                  ) -> list[tuple[int, WorkerResult]]:
+        """Every partition's result: those whose carry was missing run again, given it."""
+        missing = tuple(index for index, result in results if result is None)
+        found = [(index, result) for index, result in results if result is not None]
+        if missing:
+            assert carries is not None  # round 0 needs no carry, later ones know the last
+            again = self.runner.submit_round(base, plan, explicit=carries,
+                                             carry=replace(carry, partitions=missing))
+            found += [(index, result) for index, result in again.result()
+                      if result is not None]
+        if len(found) != self.runner.num_workers:
+            raise TrainingError(f"round {plan.round_index}: {len(found)} of "
+                                f"{self.runner.num_workers} workers reported a result")
+        return sorted(found, key=lambda item: item[0])
+
+    def advance(self, state: TrainState, total: WorkerResult,
+                tau: int) -> tuple[TrainState, bool]:
+        """The state after a round's ordered sum; whether its update was applied."""
         updated = apply_round(self.config.outer, state, total, self.mask)
-        if updated is None and engine.on_non_finite == "stop":
+        if updated is None and self.config.engine.on_non_finite == "stop":
             raise TrainingError(
                 f"round {state.round_index}: the training loss or update became NaN/infinite; "
                 "lower the learning rate, or set engine.on_non_finite='skip' to drop such "
                 f"updates.{kept_note(self.run_path)}")
-        state = replace(updated or state, round_index=state.round_index + 1,
-                        step_offset=state.step_offset + tau,
-                        samples=state.samples + total.samples,
-                        tau_decisions=tuple(self.schedule.decisions))
-        round_seconds = self.runner.now() - round_started
-        self.schedule.observe(RoundTiming(tau, round_seconds, total.compute_seconds))
-        record = _round_record(state, total, tau, round_seconds, updated is not None)
+        round_index = state.round_index + 1
+        return replace(updated or state, round_index=round_index,
+                       step_offset=state.step_offset + tau,
+                       samples=state.samples + total.samples,
+                       tau_decisions=tuple(self.schedule.decisions[:round_index])), \
+            updated is not None
+
+    def record(self, state: TrainState, total: WorkerResult, tau: int, seconds: float,
+               applied: bool) -> Record:
+        record = _round_record(state, total, tau, seconds, applied)
         if not self.objective.is_classifier:
             record["train_accuracy"] = None
-        if _due(state.round_index, self.eval_every, engine.rounds) and \
-                self.runner.has_test_data:
-            loss, accuracy = self.runner.evaluate(state.for_workers(), self.prep,
-                                                  batch_size=engine.eval_batch_size,
-                                                  threads=engine.threads_per_worker,
-                                                  objective=self.objective)
-            record.update(test_loss=loss,
-                          test_accuracy=accuracy if self.objective.is_classifier else None)
-        return state, record
+        return record
+
+    def evaluation_due(self, state: TrainState) -> bool:
+        return _due(state.round_index, self.eval_every, self.config.engine.rounds) and \
+            self.runner.has_test_data
+
+    def evaluation_settings(self) -> dict[str, Any]:
+        engine = self.config.engine
+        return {"batch_size": engine.eval_batch_size, "threads": engine.threads_per_worker,
+                "objective": self.objective}
+
+    def add_evaluation(self, record: Record, loss: float, accuracy: float) -> None:
+        record.update(test_loss=loss,
+                      test_accuracy=accuracy if self.objective.is_classifier else None)
 
     def keep(self, state: TrainState, record: Record) -> None:
         """Logs the round's record and writes a checkpoint when one is due."""
@@ -218,6 +332,11 @@ class _Run:
                                               self.config.engine.rounds):
             write_checkpoint(self.run_path, state, layout=self.layout, config=self.config,
                              model=self.model)
+
+
+def _weights_only(state: TrainState) -> RoundState:
+    """The state's weights as a round's base (overlapped rounds send no momentum)."""
+    return RoundState(state.floats, state.ints)
 
 
 def _early_stopping(config: TrainConfig, runner: Runner,

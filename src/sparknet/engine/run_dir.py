@@ -210,6 +210,18 @@ def _check_progress(state: TrainState, fresh: TrainState, config: TrainConfig,
         raise DataError(f"{origin}: step_offset, samples, wall_seconds or tau_decisions do not "
                         f"fit {done} rounds: the checkpoint was changed; resume from one "
                         "sparknet wrote")
+    overlapped = config.engine.overlap != "off" and done > 0
+    carries = state.carries or ()
+    lagging = state.lagging
+    if overlapped != (lagging is not None) or \
+            len(carries) != (config.engine.num_workers if overlapped else 0) or \
+            any(c.shape != fresh.floats.shape or c.dtype != fresh.floats.dtype
+                for c in carries) or \
+            (lagging is not None and (lagging.floats.shape != fresh.floats.shape or
+                                      lagging.ints.shape != fresh.ints.shape)):
+        raise DataError(f"{latest / weights_dir.STATE_FILE}: the overlapped rounds' tensors "
+                        f"(overlap_*) do not fit overlap={config.engine.overlap} with "
+                        f"{config.engine.num_workers} workers: the checkpoint was changed")
     for name, found, expected in (
             ("worker_momentum", state.momentum, fresh.momentum),
             ("outer_momentum", state.outer.momentum, fresh.outer.momentum)):

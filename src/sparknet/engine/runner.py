@@ -9,6 +9,7 @@ functions and the same ordered sum, so their weights are bit-identical.
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from typing import Protocol
 
 import numpy as np
@@ -23,6 +24,7 @@ from sparknet.engine.local_steps import (
     evaluate_shard,
     run_local_steps,
 )
+from sparknet.engine.overlap import CarryPlan, overlapped_task, sent_change
 from sparknet.errors import ConfigError
 from sparknet.flat import FlatLayout
 from sparknet.models.kinds import InputPrep, ModelKind
@@ -59,14 +61,46 @@ class Runner(Protocol):
         """(mean loss, top-1 accuracy) on the test data."""
         ...
 
+    def submit_round(self, base: RoundState, plan: LocalPlan, *, carry: CarryPlan,
+                     explicit: tuple[np.ndarray, ...] | None) -> Future[WorkerResults]:
+        """Starts an overlapped round's job (``engine.overlap``) and returns at once.
+
+        Its result: each partition's ``(index, result)``, the result None where the task's
+        carry was missing (``engine.overlap.overlapped_task``).
+        """
+        ...
+
+    def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
+                          threads: int, objective: Objective = MULTICLASS
+                          ) -> Future[tuple[float, float]]:
+        """``evaluate`` as a job queued behind the rounds already submitted."""
+        ...
+
+    def cancel(self) -> None:
+        """Cancels the submitted jobs still running and waits for them to end."""
+        ...
+
     def close(self) -> None: ...
+
+
+WorkerResults = list[tuple[int, WorkerResult | None]]
+
+
+def done(value: object) -> Future:  # type: ignore[type-arg]
+    """A future that already holds ``value``."""
+    future: Future[object] = Future()
+    future.set_result(value)
+    return future
 
 
 class InProcessRunner:
     """K virtual workers in turn on this thread, with a modelled clock.
 
     A round takes ``max(worker compute) + overhead_seconds`` on the clock, as on a cluster
-    whose slowest worker and a synchronisation overhead S set the pace. The workers share one
+    whose slowest worker and a synchronisation overhead S set the pace; an overlapped round
+    ``max(worker compute, overhead_seconds)``, the driver's S hidden behind the workers'
+    steps. Overlapped rounds take every carry from the driver's copy (``explicit``) or, for
+    the round just submitted, from this runner's memory of its last round. The workers share one
     network on ``device`` (``cuda``, or ``auto``: CUDA when this process has it). ``train``
     is the arrays, shuffled into ``num_workers`` shards with ``seed``, or the shards.
     """
@@ -94,6 +128,7 @@ class InProcessRunner:
         self.steps_total = 0
         self._module: torch.nn.Module | None = None
         self._layout: FlatLayout | None = None
+        self._carries: dict[int, np.ndarray] = {}  # the last overlapped round's, by partition
 
     @property
     def num_workers(self) -> int:
@@ -126,6 +161,44 @@ class InProcessRunner:
         self.steps_total += plan.tau * len(results)
         self.clock += compute + self.overhead_seconds
         return total
+
+    def submit_round(self, base: RoundState, plan: LocalPlan, *, carry: CarryPlan,
+                     explicit: tuple[np.ndarray, ...] | None) -> Future[WorkerResults]:
+        assert self._module is not None and self._layout is not None
+        module, layout = self._module, self._layout
+        known = explicit
+        if known is None and plan.round_index > 0:
+            known = tuple(self._carries[index] for index in range(len(self.shards)))
+        results: WorkerResults = []
+        for index, shard in enumerate(self.shards):
+            if carry.partitions is not None and index not in carry.partitions:
+                continue
+
+            def train(start: RoundState, shard: Shard = shard, index: int = index
+                      ) -> WorkerResult:
+                return run_local_steps(module, layout, shard, start, plan, partition=index,
+                                       device=self.device)
+
+            result = overlapped_task(train, index=index, round_index=plan.round_index,
+                                     base=base, carry=carry, explicit=known, store=None)
+            assert result is not None
+            results.append((index, result))
+        self._carries = {index: sent_change(result) for index, result in results
+                         if result is not None}
+        compute = max(r.compute_seconds for _, r in results if r is not None)
+        self.compute_total += sum(r.compute_seconds for _, r in results if r is not None)
+        self.steps_total += plan.tau * len(results)
+        self.clock += max(compute, self.overhead_seconds)
+        return done(results)
+
+    def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
+                          threads: int, objective: Objective = MULTICLASS
+                          ) -> Future[tuple[float, float]]:
+        return done(self.evaluate(state, prep, batch_size=batch_size, threads=threads,
+                                  objective=objective))
+
+    def cancel(self) -> None:
+        pass
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:

@@ -7,18 +7,26 @@ result is a pure function of its inputs, so Spark may retry any task anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+import numpy as np
+
 from sparknet.data.shards import ShardRows
 from sparknet.engine.aggregate import combine_in_order, tree_group, tree_levels
+from sparknet.engine.jobs import OrderedJobs
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
+from sparknet.engine.overlap import CarryPlan, overlapped_task
+from sparknet.engine.runner import WorkerResults
 from sparknet.engine.tasks import (
     evaluate_one,
     evaluation_failed,
+    executor_carry_store,
     preparing_failed,
     retry_policy,
     round_failed,
@@ -62,6 +70,11 @@ class SparkRunner:
         self._transport = BroadcastTransport(context)  # one broadcast per driver state
         self._retries = retry_policy(context.master,
                                      context.getConf().get("spark.task.maxFailures"))
+        # Overlapped rounds: each job on a thread of its own, in a job group of its own.
+        self._jobs = OrderedJobs(interrupt=context.cancelJobGroup,
+                                 submitted=lambda group: bool(
+                                     context.statusTracker().getJobIdsForGroup(group)))
+        self._carry_tokens: set[str] = set()
 
     @property
     def num_workers(self) -> int:
@@ -110,8 +123,12 @@ class SparkRunner:
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
+        return self._evaluate(self._transport.share(state.arrays()), prep,
+                              batch_size=batch_size, threads=threads, objective=objective)
+
+    def _evaluate(self, shared: Any, prep: InputPrep, *, batch_size: int, threads: int,
+                  objective: Objective) -> tuple[float, float]:
         model, device = self._model, self.device
-        shared = self._transport.share(state.arrays())
         assert model is not None and self.test is not None
 
         def evaluate_shard(index: int, shard: ShardRows) -> tuple[float, int, int]:
@@ -128,7 +145,78 @@ class SparkRunner:
         total = sum(p[2] for p in parts)
         return loss / total, correct / total
 
+    def submit_round(self, base: RoundState, plan: LocalPlan, *, carry: CarryPlan,
+                     explicit: tuple[np.ndarray, ...] | None) -> Future[WorkerResults]:
+        model, device = self._model, self.device
+        assert model is not None
+        context = self.train.context
+        shared = context.broadcast(base.arrays())
+        given = context.broadcast(explicit) if explicit is not None else None
+        self._carry_tokens.add(carry.token)
+
+        def train_one(index: int, shard: ShardRows) -> tuple[int, WorkerResult | None]:
+            if carry.partitions is not None and index not in carry.partitions:
+                return index, None
+
+            def train(start: RoundState) -> WorkerResult:
+                return train_shard(model, index, shard, start, plan, device)
+
+            store = executor_carry_store(carry.token) if carry.store else None
+            return index, overlapped_task(
+                train, index=index, round_index=plan.round_index,
+                base=RoundState.of(shared.value), carry=carry,
+                explicit=None if given is None else given.value, store=store)
+
+        def job(group: str) -> WorkerResults:
+            try:
+                parts = self._in_group(group, lambda: self.train.map_shards(train_one).collect())
+            except Exception as exc:
+                raise round_failed(plan.round_index, exc, self._retries) from exc
+            finally:
+                for handle in (shared, given):
+                    if handle is not None:
+                        handle.destroy()
+            return sorted(part for part in parts
+                          if carry.partitions is None or part[0] in carry.partitions)
+
+        return self._jobs.submit(job)
+
+    def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
+                          threads: int, objective: Objective = MULTICLASS
+                          ) -> Future[tuple[float, float]]:
+        shared = self.train.context.broadcast(state.arrays())
+
+        def job(group: str) -> tuple[float, float]:
+            try:
+                return self._in_group(group, lambda: self._evaluate(
+                    shared, prep, batch_size=batch_size, threads=threads, objective=objective))
+            finally:
+                shared.destroy()
+
+        return self._jobs.submit(job)
+
+    def _in_group(self, group: str, action: Callable[[], T]) -> T:
+        context = self.train.context
+        context.setJobGroup(group, "sparknet overlapped round", interruptOnCancel=False)
+        try:
+            return action()
+        finally:
+            context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
+
+    def cancel(self) -> None:
+        self._jobs.cancel()
+
     def close(self) -> None:
+        self._jobs.shutdown()
+        if self._carry_tokens:
+            tokens = tuple(self._carry_tokens)
+
+            def clear(index: int, shard: ShardRows) -> int:
+                return sum(executor_carry_store(token).clear() for token in tokens)
+
+            with contextlib.suppress(Exception):  # the files go with the application anyway
+                self.train.map_shards(clear).collect()
+            self._carry_tokens.clear()
         self._transport.release()
 
 

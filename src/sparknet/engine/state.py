@@ -17,6 +17,9 @@ from sparknet.models.kinds import ModelKind
 from sparknet.weights_dir import WeightsDir, flat_from_tensors, named_tensors
 
 MOMENTUM_KEY = "worker_momentum"
+LAGGING_FLOATS_KEY = "overlap_lagging_floats"
+LAGGING_INTS_KEY = "overlap_lagging_ints"
+CARRY_KEY = "overlap_carry_{:06d}"
 
 
 def initial_state(model: ModelKind, seed: int) -> tuple[FlatLayout, np.ndarray, np.ndarray]:
@@ -34,7 +37,10 @@ class TrainState:
     """Weights, optimizer state and progress after ``round_index`` rounds.
 
     ``momentum`` is the workers' averaged momentum (momentum_policy ``average``), ``outer``
-    the outer optimizer's state; the counters say how far training has come.
+    the outer optimizer's state; the counters say how far training has come. Overlapped
+    rounds (``engine.overlap``) also carry ``lagging``, the weights one round behind (where
+    the next round's job starts), and ``carries``, every worker's change in the last round
+    (``engine.overlap``): with them a resumed run reruns the round in flight exactly.
     """
 
     floats: np.ndarray
@@ -46,6 +52,8 @@ class TrainState:
     samples: int = 0
     wall_seconds: float = 0.0
     tau_decisions: tuple[int, ...] = ()
+    lagging: RoundState | None = None
+    carries: tuple[np.ndarray, ...] | None = None
 
     @classmethod
     def initial(cls, config: TrainConfig, floats: np.ndarray, ints: np.ndarray) -> TrainState:
@@ -61,6 +69,11 @@ class TrainState:
         optimizer = dict(self.outer.tensors())
         if self.momentum is not None:
             optimizer[MOMENTUM_KEY] = self.momentum
+        if self.lagging is not None:
+            optimizer[LAGGING_FLOATS_KEY] = self.lagging.floats
+            optimizer[LAGGING_INTS_KEY] = self.lagging.ints
+        for index, carry in enumerate(self.carries or ()):
+            optimizer[CARRY_KEY.format(index)] = carry
         progress = {"round": self.round_index, "step_offset": self.step_offset,
                     "samples": self.samples, "wall_seconds": self.wall_seconds,
                     "tau_decisions": list(self.tau_decisions)}
@@ -74,12 +87,20 @@ class TrainState:
         outer = OuterState.from_tensors({k: v for k, v in contents.optimizer.items()
                                          if k.startswith("outer_")})
         meta = contents.meta
+        tensors = contents.optimizer
+        lagging = None
+        if LAGGING_FLOATS_KEY in tensors and LAGGING_INTS_KEY in tensors:
+            lagging = RoundState(tensors[LAGGING_FLOATS_KEY], tensors[LAGGING_INTS_KEY])
+        count = sum(1 for key in tensors if key.startswith(CARRY_KEY.split("{")[0]))
+        carries = tuple(tensors[CARRY_KEY.format(i)] for i in range(count)
+                        if CARRY_KEY.format(i) in tensors) or None
         try:
-            return cls(floats, ints, contents.optimizer.get(MOMENTUM_KEY), outer,
+            return cls(floats, ints, tensors.get(MOMENTUM_KEY), outer,
                        round_index=int(meta["round"]), step_offset=int(meta["step_offset"]),
                        samples=int(meta["samples"]),
                        wall_seconds=float(meta["wall_seconds"]),
-                       tau_decisions=tuple(int(t) for t in meta["tau_decisions"]))
+                       tau_decisions=tuple(int(t) for t in meta["tau_decisions"]),
+                       lagging=lagging, carries=carries)
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"checkpoint {origin} has a missing or malformed progress field "
                             f"({exc!r}): resume from an earlier checkpoint") from None

@@ -8,6 +8,8 @@ one ``TrainingError`` line that keeps the worker's exception as its cause.
 from __future__ import annotations
 
 import re
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -20,6 +22,7 @@ from sparknet.engine.local_steps import (
     run_local_steps,
 )
 from sparknet.engine.model_cache import cached_network
+from sparknet.engine.overlap import CarryStore
 from sparknet.errors import TrainingError
 from sparknet.models.kinds import InputPrep, ModelKind
 from sparknet.models.objectives import MULTICLASS, Objective
@@ -75,6 +78,18 @@ def train_shard(model: ModelKind, index: int, shard: ShardRows, state: RoundStat
     network.weights_token = None  # training changes the weights in place
     return run_local_steps(network.module, network.layout, shard, state, plan,
                            partition=index, device=task_device(device))
+
+
+def executor_carry_store(token: str) -> CarryStore:
+    """Overlapped rounds' carries on this executor, in its Spark files folder (removed with
+    the application)."""
+    try:
+        from pyspark import SparkFiles
+
+        root = Path(SparkFiles.getRootDirectory())
+    except Exception:  # outside a Spark task
+        root = Path(tempfile.gettempdir())
+    return CarryStore(root / "sparknet-carry", token)
 
 
 def evaluate_one(model: ModelKind, shard: ShardRows, state: RoundState, prep: InputPrep, *,
