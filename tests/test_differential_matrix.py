@@ -4,12 +4,12 @@ Placement (in memory, streamed, Spark Connect) x entry point (``from_arrays``,
 ``dataframe_data``, ``SparkNetEstimator.fit``, ``sparknet train --parquet``) x input kind
 (uint8 pixels, float arrays, dense and sparse ML vectors, PNG bytes, image structs, Parquet
 array and vector columns) x objective (multiclass, binary, multilabel, regression with one and
-with three targets, a user's loss): the final weights equal, bit for bit, those of the
+with three targets, a user's loss) x rounds (synchronous, overlapped): the final weights equal, bit for bit, those of the
 in-process run (no Spark) on the shards the path should make (``sparknet_testing.matrix``).
 
 The default run covers every pair of factors that can meet (placement x entry, placement x
-objective, entry x objective, entry x kind, kind x placement) at least once; the slow tier runs
-the full product (252 cases). The
+objective, entry x objective, entry x kind, kind x placement, rounds x each) at least once;
+the slow tier runs the full product (504 cases). The
 streamed placement on Spark Connect is not supported and is refused in one line.
 """
 
@@ -110,7 +110,9 @@ def test_connect_paths_give_the_reference_weights_full_product(
 
 def test_the_fast_tier_covers_every_pair_of_factors_that_can_meet() -> None:
     for first, second in (("placement", "entry"), ("placement", "objective"),
-                          ("entry", "objective"), ("entry", "kind"), ("kind", "placement")):
+                          ("entry", "objective"), ("entry", "kind"), ("kind", "placement"),
+                          ("rounds", "placement"), ("rounds", "entry"), ("rounds", "kind"),
+                          ("rounds", "objective")):
         def pairs(cases: list[Case], a: str = first, b: str = second) -> set[tuple[str, str]]:
             return {(getattr(case, a), getattr(case, b)) for case in cases}
 

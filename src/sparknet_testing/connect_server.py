@@ -35,8 +35,9 @@ class ConnectServer(StandaloneCluster):
 
 
 def start_connect_server(root: str | Path, *, master: str = "local[2,4]",
-                         driver_memory: str = "2g", timeout: float = 120.0) -> ConnectServer:
-    """Starts the server and waits until its gRPC port answers."""
+                         driver_memory: str = "2g", timeout: float = 120.0,
+                         conf: dict[str, str] | None = None) -> ConnectServer:
+    """Starts the server (with ``conf``'s Spark settings) and waits until its port answers."""
     root = Path(root).resolve()
     conf_dir = root / "conf"
     conf_dir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +55,8 @@ def start_connect_server(root: str | Path, *, master: str = "local[2,4]",
                "--conf", f"spark.connect.grpc.binding.port={port}",
                "--conf", "spark.connect.grpc.binding.address=127.0.0.1",
                "--conf", "spark.ui.enabled=false", "--conf", "spark.python.worker.reuse=true"]
+    for key, value in (conf or {}).items():
+        command += ["--conf", f"{key}={value}"]
     with open(root / "server.log", "wb") as log:
         server.processes.append(subprocess.Popen(
             command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log,
@@ -67,9 +70,9 @@ def start_connect_server(root: str | Path, *, master: str = "local[2,4]",
 
 
 @contextlib.contextmanager
-def connect_server(root: str | Path, *, master: str = "local[2,4]",
-                   driver_memory: str = "2g") -> Iterator[ConnectServer]:
-    server = start_connect_server(root, master=master, driver_memory=driver_memory)
+def connect_server(root: str | Path, *, master: str = "local[2,4]", driver_memory: str = "2g",
+                   conf: dict[str, str] | None = None) -> Iterator[ConnectServer]:
+    server = start_connect_server(root, master=master, driver_memory=driver_memory, conf=conf)
     try:
         yield server
     finally:

@@ -1,6 +1,7 @@
 """The differential matrix: every path training data can take, against one reference.
 
-A case is (placement, entry point, input kind, objective). Each trains the same tiny network
+A case is (placement, entry point, input kind, objective, rounds: synchronous or overlapped).
+Each trains the same tiny network
 (``sparknet_testing.nets:mlp``) for two rounds on 48 rows; its final weights must equal, bit
 for bit, those of the in-process reference (``run_rounds`` over ``InProcessRunner``, no Spark)
 on the shards the path should make: ``from_arrays`` shuffles with the seed and splits, every
@@ -36,6 +37,7 @@ FRAME_KINDS = ("array", "vector", "sparse", "png", "image")
 ENTRY_KINDS = {"from_arrays": ("pixels", "floats"), "dataframe_data": FRAME_KINDS,
                "estimator": FRAME_KINDS, "cli": ("parquet_array", "parquet_vector")}
 PIXEL_KINDS = ("pixels", "png", "image")  # stored as uint8, scaled by 1/255
+ROUNDS = ("sync", "overlap")  # engine.overlap off / eager
 
 
 @dataclass(frozen=True)
@@ -44,10 +46,12 @@ class Case:
     entry: str
     kind: str
     objective: str
+    rounds: str = "sync"
 
     @property
     def name(self) -> str:
-        return f"{self.placement}-{self.entry}-{self.kind}-{self.objective}"
+        suffix = "" if self.rounds == "sync" else f"-{self.rounds}"
+        return f"{self.placement}-{self.entry}-{self.kind}-{self.objective}{suffix}"
 
     @property
     def dataset(self) -> str:
@@ -56,21 +60,25 @@ class Case:
 
 
 def all_cases() -> list[Case]:
-    return [Case(placement, entry, kind, objective) for placement in PLACEMENTS
-            for entry, kinds in ENTRY_KINDS.items() for kind in kinds for objective in OBJECTIVES]
+    return [Case(placement, entry, kind, objective, rounds) for rounds in ROUNDS
+            for placement in PLACEMENTS for entry, kinds in ENTRY_KINDS.items()
+            for kind in kinds for objective in OBJECTIVES]
 
 
 def covering_cases() -> list[Case]:
     """A small set of cases in which every pair of factors that can meet does at least once:
     placement x entry, placement x objective, entry x objective, entry x kind, kind x
-    placement. Greedy: each step takes the case covering the most pairs not yet covered (the
-    first such in a fixed order), so the set is the same on every run."""
+    placement, and rounds x each of the others. Greedy: each step takes the case covering the
+    most pairs not yet covered (the first such in a fixed order), so the set is the same on
+    every run."""
     candidates = all_cases()
 
     def pairs(case: Case) -> set[tuple[str, str]]:
         return {(case.placement, case.entry), (case.placement, case.objective),
                 (case.entry, case.objective), (case.entry, case.kind),
-                (case.kind, case.placement)}
+                (case.kind, case.placement), (case.rounds, case.placement),
+                (case.rounds, case.entry), (case.rounds, case.kind),
+                (case.rounds, case.objective)}
 
     wanted = set().union(*(pairs(case) for case in candidates))
     chosen: list[Case] = []
@@ -110,13 +118,20 @@ def spec_of(case: Case) -> InputSpec:
                      binary_targets=name in ("binary", "multilabel"))
 
 
+def rounds_of(case: Case) -> int:
+    """Overlapped cases run a third round, the first to start from lagging weights."""
+    return 2 if case.rounds == "sync" else 3
+
+
 def config_of(case: Case) -> TrainConfig:
     name, outputs, _ = OBJECTIVES[case.objective]
     return TrainConfig(model=NETWORK,
                        model_args=json.dumps({"inputs": 16, "hidden": 8, "outputs": outputs}),
                        objective=name, seed=7, checkpoint_every=0,
                        engine=EngineConfig(num_workers=WORKERS, tau=2, batch_size=BATCH,
-                                           rounds=2, eval_every=0),
+                                           rounds=rounds_of(case), eval_every=0,
+                                           overlap="off" if case.rounds == "sync"
+                                           else "eager"),
                        optimizer=OptimizerConfig(lr=0.05))
 
 
@@ -225,8 +240,9 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
         estimator = SparkNetEstimator(
             featuresCol="features", labelCol="label", inputShape=list(SHAPE), network=NETWORK,
             networkArgs=config.model_args, objective=config.objective,
-            numWorkers=WORKERS, tau=2, batchSize=BATCH, rounds=2, learningRate=0.05, seed=7,
-            evalEvery=0, streamed=streamed)
+            numWorkers=WORKERS, tau=2, batchSize=BATCH, rounds=rounds_of(case),
+            learningRate=0.05, seed=7, evalEvery=0, streamed=streamed,
+            overlap=config.engine.overlap)
         return np.asarray(estimator.fit(spark.read.parquet(str(parquet))).saved_network.floats)
     from sparknet.cli.main import main
     from sparknet.engine.run_dir import load_result
@@ -236,7 +252,8 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
             "--input-shape", ",".join(map(str, SHAPE)), "--model", NETWORK,
             "--model-args", str(config.model_args), "--objective", config.objective,
             "--seed", "7", "--num-workers", str(WORKERS), "--tau", "2", "--batch-size",
-            str(BATCH), "--rounds", "2", "--eval-every", "0", "--lr", "0.05",
+            str(BATCH), "--rounds", str(rounds_of(case)), "--overlap", config.engine.overlap,
+            "--eval-every", "0", "--lr", "0.05",
             "--checkpoint-every", "0", "--no-progress", "--output", str(output),
             *(["--stream"] if streamed else []), *(["--remote", remote] if remote else [])]
     if main(argv) != 0:

@@ -113,11 +113,16 @@ def result_row(index: int, result: WorkerResult, files: ResultFiles | None = Non
     return row
 
 
-def missing_row(index: int) -> dict[str, Any]:
-    """The row of a task that did not run (its overlapped round's carry was missing)."""
+def placeholder_row(index: int, kind: str = "missing") -> dict[str, Any]:
+    """The row of a task that did not train: ``missing``, its overlapped round's carry was
+    missing; ``unkept``, its worker held no copy of its shard (``map_kept_shards``)."""
     return {"shard": index, "weight": 0.0, "loss_sum": 0.0, "correct": 0, "samples": 0,
-            "bytes_sent": 0, "workers": 0, "compute_seconds": 0.0, "kind": "missing",
+            "bytes_sent": 0, "workers": 0, "compute_seconds": 0.0, "kind": kind,
             "file": None, **dict.fromkeys(_ARRAYS)}
+
+
+def _unkept_row(index: int) -> dict[str, Any]:
+    return placeholder_row(index, "unkept")
 
 
 def results_batch(rows: list[dict[str, Any]]) -> pa.RecordBatch:
@@ -236,6 +241,8 @@ class FrameRunner:
             return result_row(index, result, files)
 
         try:
+            if self.train.num_shards <= fan_in:  # the driver gets every row: kept shards
+                return combine_in_order(from_row(row) for row in self._train_rows(train_one))
             results = self.train.map_shards(train_one, _ARROW_RESULT, RESULT_SCHEMA)
             return tree_sum_frame(results, count=self.train.num_shards, fan_in=fan_in,
                                   files=files)
@@ -244,6 +251,18 @@ class FrameRunner:
         finally:
             if files is not None:
                 files.remove()
+
+    def _train_rows(self, train_one: Callable[[int, Shard], dict[str, Any]]
+                    ) -> list[dict[str, Any]]:
+        """Every training shard's result row: from the workers' kept shards, and the shards
+        no worker kept read in full again (which keeps them for the next round)."""
+        rows = self.train.map_kept_shards(train_one, _ARROW_RESULT, RESULT_SCHEMA,
+                                          unkept=_unkept_row).toArrow().to_pylist()
+        unkept = tuple(int(row["shard"]) for row in rows if row["kind"] == "unkept")
+        if unkept:
+            rows = [row for row in rows if row["kind"] != "unkept"] + self.train.map_shards(
+                train_one, _ARROW_RESULT, RESULT_SCHEMA, only=unkept).toArrow().to_pylist()
+        return sorted(rows, key=lambda row: int(row["shard"]))
 
     def evaluate(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                  threads: int, objective: Objective = MULTICLASS) -> tuple[float, float]:
@@ -284,7 +303,7 @@ class FrameRunner:
 
         def train_one(index: int, shard: Shard) -> dict[str, Any]:
             if carry.partitions is not None and index not in carry.partitions:
-                return missing_row(index)
+                return placeholder_row(index)
 
             def train(start: RoundState) -> WorkerResult:
                 return train_shard(model, index, shard, start, plan, device)
@@ -296,14 +315,13 @@ class FrameRunner:
                 base=RoundState.of(shared.value), carry=carry,
                 explicit=None if explicit_value is None else tuple(
                     a for a in explicit_value if a is not None), store=store)
-            return missing_row(index) if result is None else result_row(index, result, files)
+            return placeholder_row(index) if result is None else result_row(index, result, files)
 
         def job(tag: str) -> WorkerResults:
             try:
-                table = self._tagged(tag, lambda: self.train.map_shards(
-                    train_one, _ARROW_RESULT, RESULT_SCHEMA).toArrow())
-                parts = [(index, None if row["kind"] == "missing" else from_row(row)[1])
-                         for row in table.to_pylist() for index in [int(row["shard"])]]
+                rows = self._tagged(tag, lambda: self._train_rows(train_one))
+                parts = [(int(row["shard"]), None if row["kind"] == "missing"
+                          else from_row(row)[1]) for row in rows]
             except Exception as exc:
                 raise round_failed(plan.round_index, exc, self._retries) from exc
             finally:

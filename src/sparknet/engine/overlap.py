@@ -139,13 +139,13 @@ class CarryStore:
             temporary.write_bytes(raw + hashlib.sha256(raw).digest())
             temporary.replace(path)
         except OSError:
-            temporary.unlink(missing_ok=True)
+            _remove(temporary)
         finally:
-            self._path(round_index, index, ".running").unlink(missing_ok=True)
+            _remove(self._path(round_index, index, ".running"))
 
     def abandon(self, round_index: int, index: int) -> None:
         """A failed task's marker goes, so that nobody waits for its carry."""
-        self._path(round_index, index, ".running").unlink(missing_ok=True)
+        _remove(self._path(round_index, index, ".running"))
 
     def read(self, round_index: int, index: int) -> np.ndarray | None:
         """The carry, waiting while the task making it runs on this executor."""
@@ -173,12 +173,21 @@ class CarryStore:
 
     def forget(self, round_index: int, index: int) -> None:
         if round_index >= 0:
-            self._path(round_index, index).unlink(missing_ok=True)
+            _remove(self._path(round_index, index))
 
     def clear(self) -> int:
         """Removes every file of this run here; returns how many there were."""
         removed = 0
-        for path in self.folder.glob(f"{self.token}-*"):
-            path.unlink(missing_ok=True)
-            removed += 1
+        if self.folder.is_dir():
+            for path in self.folder.glob(f"{self.token}-*"):
+                removed += _remove(path)
         return removed
+
+
+def _remove(path: Path) -> int:
+    """Best effort: 1 if the file was there and is gone."""
+    try:
+        path.unlink()
+    except OSError:
+        return 0
+    return 1

@@ -110,6 +110,19 @@ def _worker_python(master: str) -> Iterator[None]:
         del os.environ["PYSPARK_PYTHON"]
 
 
+# What sparknet sets on the sessions it starts; a Spark Connect server or a cluster a user
+# starts should have the ones marked (docs/engine.md, "A cheaper round job").
+SESSION_SETTINGS = {
+    "spark.python.worker.reuse": "true",  # keeps the per-worker model cache warm
+    # A round's state and results are dense float32 weights: LZ4 gains nothing on them and
+    # costs time on both ends (measured in benchmarks/round_overhead.py).
+    "spark.broadcast.compress": "false",
+    # Results up to this size come back with the task's status message instead of being
+    # stored in the block manager and fetched by a second request (Spark's default: 1 MiB).
+    "spark.task.maxDirectResultSize": "64m",
+}
+
+
 def get_or_create_session(master: str, *, app_name: str = "sparknet",
                           extra_conf: dict[str, str] | None = None,
                           log_file: Path | None = None) -> SparkSession:
@@ -126,7 +139,7 @@ def get_or_create_session(master: str, *, app_name: str = "sparknet",
         builder = builder.config("spark.driver.extraJavaOptions",
                                  f"-Dlog4j2.configurationFile=file:{_log_config(log_file)}")
     conf = {
-        "spark.python.worker.reuse": "true",  # keeps the per-worker model cache warm
+        **SESSION_SETTINGS,
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.memory": "4g",
