@@ -42,3 +42,25 @@ def test_kill_mid_round_gives_identical_weights(target: str, cluster: Standalone
                 if app.name not in apps_before]
         executors = sum(1 for app in apps for _ in app.iterdir())
         assert executors == 3, f"expected 2 executors + 1 replacement, found {executors}"
+
+
+@pytest.mark.slow
+def test_an_executor_lost_mid_round_of_overlapped_rounds_changes_no_weight(
+        cluster: StandaloneCluster, small_run: Any, faults: Path, tmp_path: Path) -> None:
+    """Overlapped rounds on two executors, one of them killed inside a round: its carries go
+    with it, the tasks that needed them run again with the driver's copy, and the final
+    weights equal an undisturbed overlapped run's."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    small_run.train(tmp_path / "undisturbed", "--overlap", "eager")
+    arm_tripwire(faults, after_forwards=4 * small_run.tau + 3)
+    killer = Killer(faults, "executor").start()
+    small_run.train(tmp_path / "killed", "--overlap", "eager")
+    killer.join()
+    assert killer.killed, "the tripwire never fired: nothing was killed"
+    want = load_file(str(tmp_path / "undisturbed" / "final" / "model.safetensors"))
+    got = load_file(str(tmp_path / "killed" / "final" / "model.safetensors"))
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert np.array_equal(got[name], want[name]), name

@@ -33,7 +33,7 @@ from sparknet.engine.jobs import OrderedJobs
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
 from sparknet.engine.overlap import CarryPlan, overlapped_task
-from sparknet.engine.runner import WorkerResults
+from sparknet.engine.runner import Evaluation, WorkerResults
 from sparknet.engine.tasks import (
     evaluate_one,
     evaluation_failed,
@@ -337,16 +337,18 @@ class FrameRunner:
 
     def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                           threads: int, objective: Objective = MULTICLASS
-                          ) -> Future[tuple[float, float]]:
+                          ) -> Future[Evaluation]:
         transport = transport_for(self.train.session, state_dir=self.state_dir)
         shared = transport.share(state.arrays())
 
-        def job(tag: str) -> tuple[float, float]:
+        def job(tag: str) -> Evaluation:
+            started = time.perf_counter()
             try:
-                return self._tagged(tag, lambda: self._evaluate(
+                loss, accuracy = self._tagged(tag, lambda: self._evaluate(
                     shared, prep, batch_size=batch_size, threads=threads, objective=objective))
             finally:
                 transport.release()
+            return loss, accuracy, time.perf_counter() - started
 
         return self._jobs.submit(job)
 

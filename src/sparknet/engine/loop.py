@@ -33,7 +33,7 @@ from sparknet.engine.run_dir import (
     write_checkpoint,
     write_result,
 )
-from sparknet.engine.runner import Runner, WorkerResults
+from sparknet.engine.runner import Evaluation, Runner, WorkerResults
 from sparknet.engine.state import TrainState, initial_state
 from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
 from sparknet.errors import ConfigError, TrainingError
@@ -206,9 +206,10 @@ class _Run:
         self.schedule.observe(RoundTiming(tau, round_seconds, total.compute_seconds))
         record = self.record(state, total, tau, round_seconds, applied)
         if self.evaluation_due(state):
+            started = self.runner.now()
             loss, accuracy = self.runner.evaluate(state.for_workers(), self.prep,
                                                   **self.evaluation_settings())
-            self.add_evaluation(record, loss, accuracy)
+            self.add_evaluation(record, (loss, accuracy, self.runner.now() - started))
         return state, record
 
     def overlapped(self, state: TrainState) -> Rounds:
@@ -236,7 +237,7 @@ class _Run:
             submit(first, state.lagging, state.carries)
         if first + 1 < end:
             submit(first + 1, _weights_only(state), None)
-        waiting: deque[tuple[TrainState, Record, Future[tuple[float, float]] | None]] = deque()
+        waiting: deque[tuple[TrainState, Record, Future[Evaluation] | None]] = deque()
         last = runner.now()
         try:
             while flight:
@@ -264,7 +265,7 @@ class _Run:
                 while waiting and (waiting[0][2] is None or waiting[0][2].done() or not flight):
                     done_state, record, pending = waiting.popleft()
                     if pending is not None:
-                        self.add_evaluation(record, *pending.result())
+                        self.add_evaluation(record, pending.result())
                     yield done_state, record
         finally:
             runner.cancel()
@@ -318,8 +319,9 @@ class _Run:
         return {"batch_size": engine.eval_batch_size, "threads": engine.threads_per_worker,
                 "objective": self.objective}
 
-    def add_evaluation(self, record: Record, loss: float, accuracy: float) -> None:
-        record.update(test_loss=loss,
+    def add_evaluation(self, record: Record, evaluation: Evaluation) -> None:
+        loss, accuracy, seconds = evaluation
+        record.update(test_loss=loss, eval_seconds=seconds,
                       test_accuracy=accuracy if self.objective.is_classifier else None)
 
     def keep(self, state: TrainState, record: Record) -> None:
@@ -373,6 +375,7 @@ def _round_record(state: TrainState, total: WorkerResult, tau: int, seconds: flo
         "update_applied": applied,
         "test_loss": None,
         "test_accuracy": None,
+        "eval_seconds": None,  # how long the evaluation job took, when there was one
     }
 
 

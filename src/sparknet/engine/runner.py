@@ -72,8 +72,9 @@ class Runner(Protocol):
 
     def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                           threads: int, objective: Objective = MULTICLASS
-                          ) -> Future[tuple[float, float]]:
-        """``evaluate`` as a job queued behind the rounds already submitted."""
+                          ) -> Future[Evaluation]:
+        """``evaluate`` as a job queued behind the rounds already submitted; with the seconds
+        the job took."""
         ...
 
     def cancel(self) -> None:
@@ -84,6 +85,7 @@ class Runner(Protocol):
 
 
 WorkerResults = list[tuple[int, WorkerResult | None]]
+Evaluation = tuple[float, float, float]  # (mean loss, accuracy, seconds the job took)
 
 
 def done(value: object) -> Future:  # type: ignore[type-arg]
@@ -193,9 +195,10 @@ class InProcessRunner:
 
     def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                           threads: int, objective: Objective = MULTICLASS
-                          ) -> Future[tuple[float, float]]:
-        return done(self.evaluate(state, prep, batch_size=batch_size, threads=threads,
-                                  objective=objective))
+                          ) -> Future[Evaluation]:
+        loss, accuracy = self.evaluate(state, prep, batch_size=batch_size, threads=threads,
+                                       objective=objective)
+        return done((loss, accuracy, 0.0))
 
     def cancel(self) -> None:
         pass

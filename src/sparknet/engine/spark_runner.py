@@ -22,7 +22,7 @@ from sparknet.engine.jobs import OrderedJobs
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
 from sparknet.engine.overlap import CarryPlan, overlapped_task
-from sparknet.engine.runner import WorkerResults
+from sparknet.engine.runner import Evaluation, WorkerResults
 from sparknet.engine.tasks import (
     evaluate_one,
     evaluation_failed,
@@ -183,15 +183,17 @@ class SparkRunner:
 
     def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                           threads: int, objective: Objective = MULTICLASS
-                          ) -> Future[tuple[float, float]]:
+                          ) -> Future[Evaluation]:
         shared = self.train.context.broadcast(state.arrays())
 
-        def job(group: str) -> tuple[float, float]:
+        def job(group: str) -> Evaluation:
+            started = time.perf_counter()
             try:
-                return self._in_group(group, lambda: self._evaluate(
+                loss, accuracy = self._in_group(group, lambda: self._evaluate(
                     shared, prep, batch_size=batch_size, threads=threads, objective=objective))
             finally:
                 shared.destroy()
+            return loss, accuracy, time.perf_counter() - started
 
         return self._jobs.submit(job)
 

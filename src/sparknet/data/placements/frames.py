@@ -55,7 +55,7 @@ class FrameShards:
         def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             rows = []
             for index, shard in read_shards(batches, layout):
-                KEPT.put((token, index), shard)
+                kept_shards().put((token, index), shard)
                 rows.append(fn(index, shard))
             yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
@@ -77,7 +77,7 @@ class FrameShards:
                               for i in batch.column("shard").to_pylist()})
             rows = []
             for index in indices:
-                shard = KEPT.get((token, index))
+                shard = kept_shards().get((token, index))
                 rows.append(unkept(index) if shard is None else fn(index, shard))
             yield pa.RecordBatch.from_pylist(rows, schema=schema)
 
@@ -116,7 +116,13 @@ def _size(shard: Shard) -> int:
     return int(shard.features.nbytes + shard.labels.nbytes)
 
 
-KEPT = KeptShards(limit=4 * 2**30)
+_KEPT = KeptShards(limit=4 * 2**30)
+
+
+def kept_shards() -> KeptShards:
+    """This Python worker's kept shards (a function, so that task closures name the module's
+    one instance instead of carrying a copy)."""
+    return _KEPT
 
 
 def read_shards(batches: Iterable[pa.RecordBatch], layout: ChunkLayout
