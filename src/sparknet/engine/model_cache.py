@@ -8,6 +8,7 @@ that trains many different networks keeps each worker's memory bounded.
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class NetworkCache:
                 module = model.build()
                 entry = CachedNetwork(module, FlatLayout.of(module))
                 self._entries[model.key] = entry
+                freeze_long_lived()
             self._entries.move_to_end(model.key)
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
@@ -52,6 +54,20 @@ class NetworkCache:
     def keys(self) -> list[str]:
         with self._lock:
             return list(self._entries)
+
+
+def freeze_long_lived() -> None:
+    """Moves every object alive now (PyTorch's modules, the built network) out of the garbage
+    collector's sight.
+
+    PySpark's daemon runs a full ``gc.collect()`` in a reused Python worker after every task,
+    before the worker takes the next one; with PyTorch imported that scan took 100-300 ms per
+    task on a 2-core VM, a per-round cost no overlap can hide
+    (``benchmarks/results/round_overhead.md``). Frozen objects are still freed by reference
+    counting; only each task's own objects are left for the collector to scan.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 NETWORKS = NetworkCache(CAPACITY)
