@@ -3,14 +3,17 @@ against sparknet's rounds, for the classic and the Connect runner, K = 1, 2, 4.
 
 Each phase runs in its own process (one SparkContext, or one Connect client, per process):
 
-- ``classic-spark-defaults``: a session with Spark's own settings for what sparknet tunes
-  (compressed broadcasts, results above 1 MiB fetched from the block manager);
-- ``classic``: a session as sparknet starts it (``engine.spark_session``);
+- ``classic-spark-defaults``: the floor as it was: a session with Spark's own settings for
+  what sparknet tunes (compressed broadcasts, results above 1 MiB fetched from the block
+  manager), and Python workers that import PyTorch without freezing it out of the collector;
+- ``classic``: a session as sparknet starts it (``engine.spark_session``), workers as
+  sparknet's (``engine.model_cache.freeze_long_lived``);
 - ``connect``: a Spark Connect server on ``local[2]`` started with PySpark's launcher with
   sparknet's settings (``docs/engine.md`` says which a user sets on their own server).
 
 In each, the parts are measured alternating, one of each per repetition, on a cached K-row
-dataset: an empty job; the state broadcast (classic) or carried in the plan (Connect) and read
+dataset, every task in a Python worker that has imported PyTorch (as sparknet's do): an empty
+job; the state broadcast (classic) or carried in the plan (Connect) and read
 by every task; every task returning a result of the state's size; both. sparknet's rounds
 then run LeNet (its state is the size used above) with tau = 1 on Fashion-MNIST, synchronous
 and overlapped, and their overhead is the round's wall time minus the slowest worker's
@@ -50,26 +53,41 @@ def lenet_state_floats() -> int:
     return floats.size + ints.size * 2  # int64 ints travel as two floats' worth of bytes
 
 
-def classic_parts(spark: Any, k: int, floats: int, reps: int) -> dict[str, float]:
+def like_sparknet_worker(freeze: bool) -> None:
+    """Runs in a task: PyTorch imported, and frozen out of the collector if ``freeze``."""
+    import gc
+
+    import torch  # noqa: F401
+
+    if freeze and not gc.get_freeze_count():
+        from sparknet.engine.model_cache import freeze_long_lived
+
+        freeze_long_lived()
+
+
+def classic_parts(spark: Any, k: int, floats: int, reps: int, freeze: bool) -> dict[str, float]:
     sc = spark.sparkContext
     rows = sc.parallelize(range(k), k).cache()
     rows.count()
     state = np.ones(floats, np.float32)
 
     def empty() -> None:
-        rows.mapPartitions(lambda _: [0]).collect()
+        rows.mapPartitions(lambda _: [like_sparknet_worker(freeze)]).collect()
 
     def broadcast() -> None:
         shared = sc.broadcast((state,))
-        rows.mapPartitions(lambda _: [int(shared.value[0].size)]).collect()
+        rows.mapPartitions(lambda _: [like_sparknet_worker(freeze),
+                                      int(shared.value[0].size)]).collect()
         shared.destroy()
 
     def results() -> None:
-        rows.mapPartitions(lambda _: [np.ones(floats, np.float32)]).collect()
+        rows.mapPartitions(lambda _: [like_sparknet_worker(freeze),
+                                      np.ones(floats, np.float32)]).collect()
 
     def both() -> None:
         shared = sc.broadcast((state,))
-        rows.mapPartitions(lambda _: [shared.value[0] + 1]).collect()
+        rows.mapPartitions(lambda _: [like_sparknet_worker(freeze),
+                                      shared.value[0] + 1]).collect()
         shared.destroy()
 
     timings = alternate({"empty job": empty, "+ broadcast": broadcast, "+ results": results,
@@ -78,7 +96,7 @@ def classic_parts(spark: Any, k: int, floats: int, reps: int) -> dict[str, float
     return timings
 
 
-def connect_parts(spark: Any, k: int, floats: int, reps: int) -> dict[str, float]:
+def connect_parts(spark: Any, k: int, floats: int, reps: int, freeze: bool) -> dict[str, float]:
     import pyarrow as pa
 
     frame = spark.range(k).repartition(k).cache()
@@ -87,6 +105,7 @@ def connect_parts(spark: Any, k: int, floats: int, reps: int) -> dict[str, float
 
     def mapped(fn: Any) -> None:
         def task(batches: Any) -> Any:
+            like_sparknet_worker(freeze)
             for _ in batches:
                 pass
             yield pa.RecordBatch.from_pylist([{"b": fn()}], schema=pa.schema([("b", pa.binary())]))
@@ -145,7 +164,8 @@ def run_phase(args: argparse.Namespace) -> None:
     parts = connect_parts if args.remote else classic_parts
     out: dict[str, Any] = {"state_bytes": floats * 4, "rows": []}
     for k in WORKERS:
-        row: dict[str, Any] = {"k": k, "parts": parts(spark, k, floats, args.reps)}
+        freeze = args.phase != "classic-spark-defaults"
+        row: dict[str, Any] = {"k": k, "parts": parts(spark, k, floats, args.reps, freeze)}
         if args.phase != "classic-spark-defaults":
             row["sync"] = sparknet_rounds(spark, k, args.rounds, "off")
             row["overlap"] = sparknet_rounds(spark, k, args.rounds, "eager")
@@ -218,8 +238,9 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{sync['overhead']:.0f} | {ratio} | {over['overhead']:.0f} |" if sync else
                 f"| {name} | {row['k']} | {p[0]:.0f} | {p[1]:.0f} | {p[2]:.0f} | {p[3]:.0f} "
                 "| | | |")
-    lines += ["", "Floor with sparknet's session settings against Spark's defaults, same K "
-              "(lower is better):", ""]
+    lines += ["", "The floor as sparknet now runs it (its session settings, PyTorch frozen out "
+              "of the collector in its workers) against how it ran before (Spark's defaults, "
+              "workers collecting PyTorch's objects after every task), same K:", ""]
     for base, tuned in zip(phases["classic-spark-defaults"]["rows"], phases["classic"]["rows"],
                            strict=True):
         b, t = base["parts"], tuned["parts"]

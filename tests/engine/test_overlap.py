@@ -50,6 +50,7 @@ def test_overlapped_rounds_on_spark_equal_the_simulator(spark, fashion, workers)
     assert [r["test_accuracy"] for r in on_spark.metrics] == \
         [r["test_accuracy"] for r in simulated.records]
     assert [r["round"] for r in on_spark.metrics] == [1, 2, 3, 4, 5]
+    assert [r["rerun_workers"] for r in on_spark.metrics] == [0] * 5  # one executor: all found
 
 
 def test_overlap_differs_from_synchronous_rounds_and_learns(fashion):
@@ -84,6 +85,7 @@ def test_missing_carries_are_rerun_with_the_drivers_copy(spark, fashion):
         data.release()
     simulated = simulate(train_arrays, test=test_arrays, config=config, spec=SPEC)
     assert np.array_equal(rerun.floats, simulated.floats)
+    assert [r["rerun_workers"] for r in rerun.metrics] == [0, 2, 2, 2, 2]
 
 
 def test_a_retried_task_gives_identical_weights(spark, fashion):

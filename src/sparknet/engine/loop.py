@@ -243,7 +243,8 @@ class _Run:
             while flight:
                 plan, base, future = flight.popleft()
                 try:
-                    results = self._complete(future.result(), plan, base, carry, state.carries)
+                    first_try = future.result()
+                    results = self._complete(first_try, plan, base, carry, state.carries)
                 except TrainingError as exc:
                     raise TrainingError(f"{exc}{kept_note(self.run_path)}") from exc
                 total = tree_combine([r for _, r in results],
@@ -259,8 +260,10 @@ class _Run:
                 if plan.round_index + 2 < end:
                     submit(plan.round_index + 2, _weights_only(state), None)
                 now = runner.now()
-                waiting.append((state, self.record(state, total, plan.tau, now - last, applied),
-                                evaluation))
+                record = self.record(state, total, plan.tau, now - last, applied)
+                # Workers whose carry was not on their executor and that ran again.
+                record["rerun_workers"] = sum(1 for _, result in first_try if result is None)
+                waiting.append((state, record, evaluation))
                 last = now
                 while waiting and (waiting[0][2] is None or waiting[0][2].done() or not flight):
                     done_state, record, pending = waiting.popleft()
