@@ -12,8 +12,9 @@ Each phase runs in its own process (one SparkContext, or one Connect client, per
   sparknet's settings (``docs/engine.md`` says which a user sets on their own server).
 
 In each, the parts are measured alternating, one of each per repetition, on a cached K-row
-dataset, every task in a Python worker that has imported PyTorch (as sparknet's do): an empty
-job; the state broadcast (classic) or carried in the plan (Connect) and read
+dataset (classic: a K-row RDD, as the memory placement's rounds run; Connect: a cached K-row
+DataFrame, as the frames placement's), every task in a Python worker that has imported PyTorch
+(as sparknet's do): an empty job; the state broadcast (classic) or carried in the plan (Connect) and read
 by every task; every task returning a result of the state's size; both. sparknet's rounds
 then run LeNet (its state is the size used above) with tau = 1 on Fashion-MNIST, synchronous
 and overlapped, and their overhead is the round's wall time minus the slowest worker's
@@ -67,8 +68,7 @@ def like_sparknet_worker(freeze: bool) -> None:
 
 def classic_parts(spark: Any, k: int, floats: int, reps: int, freeze: bool) -> dict[str, float]:
     sc = spark.sparkContext
-    rows = sc.parallelize(range(k), k).cache()
-    rows.count()
+    rows = sc.parallelize(range(k), k)  # as sparknet's memory placement runs its rounds
     state = np.ones(floats, np.float32)
 
     def empty() -> None:
@@ -90,10 +90,8 @@ def classic_parts(spark: Any, k: int, floats: int, reps: int, freeze: bool) -> d
                                       shared.value[0] + 1]).collect()
         shared.destroy()
 
-    timings = alternate({"empty job": empty, "+ broadcast": broadcast, "+ results": results,
-                         "+ both": both}, reps)
-    rows.unpersist()
-    return timings
+    return alternate({"empty job": empty, "+ broadcast": broadcast, "+ results": results,
+                      "+ both": both}, reps)
 
 
 def connect_parts(spark: Any, k: int, floats: int, reps: int, freeze: bool) -> dict[str, float]:
@@ -217,8 +215,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {machine_line()}; {report['machine']['date']}",
         "",
         f"Master `local[2]`; the state is LeNet's ({size:.2f} MiB). Each part is the median "
-        "of its repetitions, measured alternating with the other parts in one process: an "
-        "empty job of K tasks on a cached K-row dataset, then with the state broadcast (in "
+        "of its repetitions, measured alternating with the other parts in one process, every "
+        "task in a Python worker that has imported PyTorch: an empty job of K tasks (classic: "
+        "over a K-row RDD; Connect: over a cached K-row DataFrame), then with the state broadcast (in "
         "the plan on Connect) and read by every task, with every task returning a result of "
         "the state's size, and both. sparknet's rounds: LeNet, tau = 1, batch 64, overhead = "
         "round wall time - slowest worker's compute (medians after "

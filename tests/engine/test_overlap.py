@@ -38,7 +38,7 @@ def _config(**engine):
                        optimizer=OptimizerConfig(lr=0.05, momentum=0.9))
 
 
-@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize("workers", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_overlapped_rounds_on_spark_equal_the_simulator(spark, fashion, workers):
     (train_arrays, test_arrays), config = _arrays(fashion), _config(num_workers=workers)
     data = from_arrays(spark, train=train_arrays, test=test_arrays, spec=SPEC,
