@@ -8,7 +8,7 @@ against a fresh server (4 GiB of driver memory, as the classic session has). Sam
 data (the full Fashion-MNIST training set), LeNet, K = 2, tau = 50; the first rounds warm up.
 
     .venv/bin/python benchmarks/connect.py [--rounds 8] [--sizes-mb 16,32,64,96,140]
-        [--file-mb 96,256]
+        [--file-mb 96,256]   (empty lists: the size table of the last run is kept)
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import command, machine, machine_line, write_report  # noqa: E402
+from common import RESULTS, command, machine, machine_line, write_report  # noqa: E402
 
 WARMUP_ROUNDS = 2
 
@@ -47,7 +47,7 @@ def session(remote: str | None) -> Any:
     return remote_session(remote) if remote else get_or_create_session("local[2]")
 
 
-def throughput(spark: Any, rounds: int) -> dict[str, Any]:
+def throughput(spark: Any, rounds: int, overlap: str = "off") -> dict[str, Any]:
     """LeNet, K = 2, tau = 50 on 60,000 examples: per-round figures after the warm-up."""
     from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
     from sparknet.data.sources import fashion_mnist_data
@@ -56,7 +56,8 @@ def throughput(spark: Any, rounds: int) -> dict[str, Any]:
     data = fashion_mnist_data(spark, num_workers=2, seed=0, test_limit=1)
     config = TrainConfig(model="lenet", checkpoint_every=0,
                          engine=EngineConfig(num_workers=2, tau=50, batch_size=64,
-                                             rounds=WARMUP_ROUNDS + rounds, eval_every=0),
+                                             rounds=WARMUP_ROUNDS + rounds, eval_every=0,
+                                             overlap=overlap),  # type: ignore[arg-type]
                          optimizer=OptimizerConfig(lr=0.01))
     try:
         result = train(data, config=config, progress=False)
@@ -113,7 +114,8 @@ def run_phase(args: argparse.Namespace) -> None:
         if args.phase == "size":
             out = state_cost(spark, args.size_mb, args.state_dir)
         else:
-            out = throughput(spark, args.rounds)
+            out = {"sync": throughput(spark, args.rounds),
+                   "overlap": throughput(spark, args.rounds, "eager")}
     finally:
         spark.stop()
     Path(args.out).write_text(json.dumps(out))
@@ -162,44 +164,61 @@ def main() -> None:
     if args.phase is not None:
         run_phase(args)
         return
+    from sparknet.engine.spark_session import SESSION_SETTINGS
     from sparknet_testing.connect_server import connect_server
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         rounds = ["--rounds", str(args.rounds)]
         classic = child("classic", folder, *rounds)
-        with connect_server(folder / "server", master="local[2]", driver_memory="4g") as server:
+        with connect_server(folder / "server", master="local[2]", driver_memory="4g",
+                            conf=SESSION_SETTINGS) as server:
             remote = child("connect", folder, "--remote", server.url, *rounds)
         sizes = [size_on_fresh_server(folder, float(mb), False)
-                 for mb in args.sizes_mb.split(",")]
+                 for mb in args.sizes_mb.split(",") if mb]
         sizes += [size_on_fresh_server(folder, float(mb), True)
-                  for mb in args.file_mb.split(",")]
+                  for mb in args.file_mb.split(",") if mb]
+    sizes_from = None
+    if not sizes:  # not measured this time: keep the last run's table, dated
+        earlier = json.loads((RESULTS / "connect.json").read_text())
+        sizes, sizes_from = earlier["sizes"], earlier.get("sizes_from") or \
+            earlier["machine"]["date"]
     report = {"machine": machine(), "command": command(), "classic": classic,
-              "connect": remote, "sizes": sizes,
-              "samples_per_second_ratio": remote["samples_per_second"] /
-              classic["samples_per_second"]}
+              "connect": remote, "sizes": sizes, "sizes_from": sizes_from,
+              "samples_per_second_ratio": {
+                  mode: remote[mode]["samples_per_second"] / classic[mode]["samples_per_second"]
+                  for mode in ("sync", "overlap")}}
     path = write_report("connect", markdown(report), report)
     print(path.read_text())
 
 
 def markdown(r: dict[str, Any]) -> str:
-    c, k = r["classic"], r["connect"]
     lines = [
         "# Spark Connect against a classic session", "",
         f"Command: `{r['command']}`  ", f"Machine: {machine_line()}; {r['machine']['date']}", "",
         "LeNet, K = 2, tau = 50, batch 64, the full Fashion-MNIST training set, master "
-        "`local[2]` (the Connect server's too), medians of the timed rounds after "
-        f"{WARMUP_ROUNDS} warm-up rounds; the same final weights on both "
-        f"({'yes' if c['floats_sha'] == k['floats_sha'] else 'NO'}: {k['floats_sha']}).", "",
-        "| session | samples/s | round (s) | compute (s) | overhead per round (s) | warm-up (s) |",
-        "|---|---|---|---|---|---|",
+        "`local[2]` (the Connect server's too, started with sparknet's session settings, "
+        "docs/engine.md), medians of the timed rounds after "
+        f"{WARMUP_ROUNDS} warm-up rounds; synchronous and overlapped rounds "
+        "(`engine.overlap = eager`).", "",
+        "| rounds | session | samples/s | round (s) | compute (s) | overhead per round (s) | "
+        "warm-up (s) | final weights (SHA-256) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in (("classic", c), ("Spark Connect", k)):
-        lines.append(f"| {name} | {m['samples_per_second']:,.0f} | {m['round_seconds']:.3f} | "
-                     f"{m['compute_seconds']:.3f} | {m['overhead_seconds']:.3f} | "
-                     f"{m['warmup_seconds']:.1f} |")
-    lines += ["", f"Connect / classic samples/s: **{r['samples_per_second_ratio']:.3f}**.", "",
-              "## How large a state the transport carries",
+    for mode in ("sync", "overlap"):
+        c, k = r["classic"][mode], r["connect"][mode]
+        for name, m in (("classic", c), ("Spark Connect", k)):
+            lines.append(f"| {mode} | {name} | {m['samples_per_second']:,.0f} | "
+                         f"{m['round_seconds']:.3f} | {m['compute_seconds']:.3f} | "
+                         f"{m['overhead_seconds']:.3f} | {m['warmup_seconds']:.1f} | "
+                         f"{m['floats_sha']} |")
+    for mode in ("sync", "overlap"):
+        same = r["classic"][mode]["floats_sha"] == r["connect"][mode]["floats_sha"]
+        lines.append(f"\n{mode}: Connect / classic samples/s "
+                     f"**{r['samples_per_second_ratio'][mode]:.3f}**; the same final weights "
+                     f"on both: {'yes' if same else 'NO'}.")
+    dated = f" (measured {r['sizes_from']}, not rerun this time)" if r.get("sizes_from") else ""
+    lines += ["", f"## How large a state the transport carries{dated}",
               "", "An MLP 784-H-10 sized to the state below, K = 2, tau = 1, batch 8 (so the "
               "round is almost all transport); overhead = round time minus the slowest "
               "worker's compute; each size against a fresh server. `inline`: the state inside "

@@ -14,11 +14,11 @@ Each phase runs in its own process (one SparkContext, or one Connect client, per
 In each, the parts are measured alternating, one of each per repetition, on a cached K-row
 dataset (classic: a K-row RDD, as the memory placement's rounds run; Connect: a cached K-row
 DataFrame, as the frames placement's), every task in a Python worker that has imported PyTorch
-(as sparknet's do): an empty job; the state broadcast (classic) or carried in the plan (Connect) and read
-by every task; every task returning a result of the state's size; both. sparknet's rounds
-then run LeNet (its state is the size used above) with tau = 1 on Fashion-MNIST, synchronous
-and overlapped, and their overhead is the round's wall time minus the slowest worker's
-compute time. Medians.
+(as sparknet's do): an empty job; the state broadcast (classic) or carried in the plan
+(Connect) and read by every task; every task returning a result of the state's size; both.
+sparknet's rounds then run LeNet (its state is the size used above) with tau = 1 on Fashion-
+MNIST, synchronous and overlapped, and their overhead is the round's wall time minus the
+slowest worker's compute time. Medians.
 
     .venv/bin/python benchmarks/round_overhead.py [--reps 15] [--rounds 15]
 """
@@ -215,12 +215,12 @@ def markdown(report: dict[str, Any]) -> str:
         f"Machine: {machine_line()}; {report['machine']['date']}",
         "",
         f"Master `local[2]`; the state is LeNet's ({size:.2f} MiB). Each part is the median "
-        "of its repetitions, measured alternating with the other parts in one process, every "
-        "task in a Python worker that has imported PyTorch: an empty job of K tasks (classic: "
-        "over a K-row RDD; Connect: over a cached K-row DataFrame), then with the state broadcast (in "
-        "the plan on Connect) and read by every task, with every task returning a result of "
-        "the state's size, and both. sparknet's rounds: LeNet, tau = 1, batch 64, overhead = "
-        "round wall time - slowest worker's compute (medians after "
+        "of its repetitions, measured alternating with the other parts in one process, "
+        "every task in a Python worker that has imported PyTorch: an empty job of K tasks "
+        "(classic: over a K-row RDD; Connect: over a cached K-row DataFrame), then with the"
+        " state broadcast (in the plan on Connect) and read by every task, with every task "
+        "returning a result of the state's size, and both. sparknet's rounds: LeNet, tau = "
+        "1, batch 64, overhead = round wall time - slowest worker's compute (medians after "
         f"{WARMUP_ROUNDS} warm-up rounds); overlapped rounds are `engine.overlap = eager`.",
         "",
         "| session | K | empty job (ms) | + state (ms) | + results (ms) | + both: the floor (ms) "
