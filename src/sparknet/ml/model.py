@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +40,12 @@ from sparknet.data.columns import (
 )
 from sparknet.engine.transport import Inline, Shared, transport_for
 from sparknet.errors import ConfigError, DataError
-from sparknet.ml.params import SettingParams, model_settings, with_accessors
+from sparknet.ml.params import (
+    SettingParams,
+    model_settings,
+    network_reference,
+    with_accessors,
+)
 from sparknet.ml.persistence import (
     WEIGHTS_DIR,
     SavedNetwork,
@@ -56,6 +62,7 @@ from sparknet.ml.scoring import (
     score_column,
     scoring_udf,
 )
+from sparknet.ml.shipping import ship_user_modules
 from sparknet.ml.summary import SparkNetTrainingSummary
 from sparknet.models.objectives import ScoreWidths
 
@@ -251,6 +258,8 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         features = feature_expr(column, kind)
         if KINDS[kind].sized and not plan.keep_invalid:
             features = checked_size(features, self.getInputShape())
+        # A model loaded in a new process ships the network's module as fit did.
+        ship_user_modules(dataset.sparkSession, [saved.network])
         scores = score_column(features, plan, self._weights(dataset.sparkSession))
         scratch = f"__sparknet_scores_{self.uid}"
         out = dataset.withColumn(scratch, scores)
@@ -300,10 +309,26 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                               f"{saved.objective!r}: use one of {usable}")
         start, width = spans[output]
         scalar = output == "prediction" and not widths.vector_prediction
+        active = _active_session()
+        if active is not None:
+            ship_user_modules(active, [saved.network])
         return scoring_udf(plan, Inline((saved.floats, saved.ints)), start=start,
                            width=width, scalar=scalar)
 
     # -- persistence ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str, *, trust: Iterable[str | Callable[..., Any]] = ()
+             ) -> SparkNetModel:
+        """Spark ML's ``load``; ``trust``: network factories (``'module:function'`` or the
+        function) this process names before reading, as ``sparknet.models.trust_factory``
+        does, so a model trained on them loads. A ``PipelineModel.load`` reads its stages
+        with plain ``load(path)``: call ``trust_factory`` before it."""
+        from sparknet.models.registry import trust_factory
+
+        for factory in trust:
+            trust_factory(network_reference(factory))
+        return cls.read().load(path)
 
     def write(self) -> MLWriter:
         return _ModelWriter(self)
@@ -346,6 +371,13 @@ class _ModelReader(MLReader[SparkNetModel]):
         if summary is not None:
             model._summary = SparkNetTrainingSummary.from_dict(summary)
         return model
+
+
+def _active_session() -> SparkSession | None:
+    """The session ``udf()``'s UDF will most likely run in (classic or Connect), if any."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
 
 
 def _class_name() -> str:

@@ -10,6 +10,7 @@ plain metadata.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -53,8 +54,23 @@ def network_reference(value: Any) -> str:
     return f"{module}:{name}"
 
 
+def network_arguments(value: Any) -> str:
+    """networkArgs: a JSON object as text, or a dict (stored as its JSON text)."""
+    if isinstance(value, dict):
+        try:
+            return json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"networkArgs={value!r} cannot be written as JSON ({exc}): give "
+                            "numbers, strings, lists and dicts") from None
+    return TypeConverters.toString(value)
+
+
+_SPECIAL: dict[str, Callable[[Any], Any]] = {"network": network_reference,
+                                             "networkArgs": network_arguments}
+
+
 def _param(setting: Setting) -> Param[Any]:
-    converter = network_reference if setting.param == "network" else _CONVERTERS[setting.kind]
+    converter = _SPECIAL.get(setting.param) or _CONVERTERS[setting.kind]
     return Param(Params._dummy(), setting.param, setting.help(), typeConverter=converter)
 
 

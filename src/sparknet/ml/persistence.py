@@ -120,8 +120,11 @@ def read_network(folder: Path) -> SavedNetwork:
     except ConfigError as exc:
         raise DataError(f"{folder / META_FILE}: {exc}; the model was saved by another "
                         "version of sparknet") from None
+    ref = network[:80]
+    fix = (f"call sparknet.models.trust_factory({ref!r}) before loading, or load with "
+           f"SparkNetModel.load(path, trust=[{ref!r}]) (sparknet export-onnx: --model {ref})")
     layout = FlatLayout.of(resolve_saved_model(network, origin=str(folder / META_FILE),
-                                               args=network_args).build())
+                                               args=network_args, fix=fix).build())
     floats, ints = weights_dir.flat_from_tensors(layout, contents.tensors, origin=str(folder))
     return SavedNetwork(network=network, input_shape=shape, num_classes=num_classes,
                         input_scale=scale, layout=layout, floats=floats, ints=ints,
