@@ -14,7 +14,7 @@ from sparknet.errors import ConfigError
 
 InvalidImages = Literal["error", "skip"]
 Progress = Literal["auto", "bar", "log", "off"]
-HandleInvalid = Literal["error", "keep"]
+HandleInvalid = Literal["error", "keep", "skip"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,9 +54,12 @@ class ScoringConfig:
         "images, 1 for vectors and arrays")
     scoring_batch_size: int = setting(1024, "rows per forward pass in transform")
     handle_invalid: HandleInvalid = setting(
-        "error", "transform's rows whose features do not fit inputShape: error fails the job "
-        "with a DataError naming the count and an example; keep gives them null outputs, like "
-        "null or NaN rows (count them with filter(prediction IS NULL))",
+        "error", "rows whose features are null, hold NaN or infinite values, do not fit "
+        "inputShape or are not decodable images (and, in fit, rows with a null or NaN label): "
+        "error stops fit or transform with one line naming the problem; skip leaves them out "
+        "(fit counts them in the summary; transform drops them); keep leaves them out of fit "
+        "and gives them null outputs in transform (count them with filter(prediction IS "
+        "NULL))",
         param="handleInvalid")
     invalid_images: InvalidImages = setting(
         "error", "rows whose image bytes cannot be decoded: error stops fit with a count and "

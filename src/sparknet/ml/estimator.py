@@ -115,7 +115,8 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
             train_df, features=features, label=label, spec=spec, kind=kind,
             num_workers=config.engine.num_workers, batch_size=config.engine.batch_size,
             invalid_images=scoring.invalid_images, streamed=fit.streamed,
-            decode_threads=config.engine.decode_threads)
+            decode_threads=config.engine.decode_threads,
+            skip_invalid=scoring.handle_invalid != "error")
         self.last_summary = summary
         try:
             if validation_df is not None:
@@ -238,7 +239,8 @@ def _with_validation(data: SparkData, validation: DataFrame, *, features: str, l
     try:
         checked, summary = dataframe_data(
             validation, features=features, label=label, spec=spec, kind=kind,
-            num_workers=shards, batch_size=1, invalid_images=scoring.invalid_images)
+            num_workers=shards, batch_size=1, invalid_images=scoring.invalid_images,
+            skip_invalid=scoring.handle_invalid != "error")
     except DataError as exc:
         raise DataError(f"validation rows: {exc}") from None
     return dataclasses.replace(data, test=checked.train, test_size=sum(summary.shard_sizes))

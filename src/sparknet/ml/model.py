@@ -56,9 +56,12 @@ from sparknet.ml.persistence import (
     write_summary,
 )
 from sparknet.ml.scoring import (
+    GuardedUDF,
     ScoringPlan,
     checked_size,
+    invalid_message,
     network_scores,
+    raise_on_null,
     score_column,
     scoring_udf,
 )
@@ -243,8 +246,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                            batch_size=scoring.scoring_batch_size,
                            threads=self.getThreadsPerWorker(),  # type: ignore[attr-defined]
                            device=self.getDevice(),  # type: ignore[attr-defined]
-                           objective=saved.objective_kind(),
-                           keep_invalid=scoring.handle_invalid == "keep")
+                           objective=saved.objective_kind())
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.ml.functions import array_to_vector
@@ -256,14 +258,19 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         plan = self._scoring_plan(kind)
         widths = plan.objective.score_widths(saved.num_classes)
         features = feature_expr(column, kind)
-        if KINDS[kind].sized and not plan.keep_invalid:
+        mode = scoring.handle_invalid
+        if KINDS[kind].sized and mode == "error":
             features = checked_size(features, self.getInputShape())
         # A model loaded in a new process ships the network's module as fit did.
         ship_user_modules(dataset.sparkSession, [saved.network])
         scores = score_column(features, plan, self._weights(dataset.sparkSession))
+        if mode == "error":  # one line from the JVM, never a Python worker's traceback
+            scores = raise_on_null(scores, invalid_message(column, self.getInputShape()))
         scratch = f"__sparknet_scores_{self.uid}"
         out = dataset.withColumn(scratch, scores)
         scored = F.col(scratch)
+        if mode == "skip":
+            out = out.filter(scored.isNotNull())
 
         def vector(start: int, width: int) -> Column:
             # array_to_vector fails on null arrays; unscorable rows stay null.
@@ -295,7 +302,9 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         ``probability`` or ``rawPrediction`` (array<double>, classifiers). Use it in
         ``withColumn`` or register it for SQL: ``spark.udf.register("score", model.udf())``.
         Each Python worker builds the network once and keeps it (the weights travel inside
-        the UDF).
+        the UDF). A row that cannot be scored (null, NaN, the wrong size) gives null with
+        ``handleInvalid`` keep or skip (a UDF cannot drop rows: filter the nulls); with error
+        it stops the job with one line (registered for SQL, the UDF gives nulls).
         """
         saved = self.saved_network
         plan = self._scoring_plan("array")
@@ -312,8 +321,11 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         active = _active_session()
         if active is not None:
             ship_user_modules(active, [saved.network])
-        return scoring_udf(plan, Inline((saved.floats, saved.ints)), start=start,
-                           width=width, scalar=scalar)
+        udf = scoring_udf(plan, Inline((saved.floats, saved.ints)), start=start,
+                          width=width, scalar=scalar)
+        if self.scoring_config().handle_invalid != "error":
+            return udf
+        return GuardedUDF(udf, invalid_message("the UDF's argument", self.getInputShape()))
 
     # -- persistence ---------------------------------------------------------------------------
 
