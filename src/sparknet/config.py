@@ -49,6 +49,15 @@ def _require(ok: bool, field_name: str, value: object, fix: str) -> None:
         raise ConfigError(f"{field_name}={value!r} is invalid: {fix}")
 
 
+class CombinationError(ConfigError):
+    """Two settings that do not go together (each may be fine alone)."""
+
+
+def _require_together(ok: bool, field_name: str, value: object, fix: str) -> None:
+    if not ok:
+        raise CombinationError(f"{field_name}={value!r} is invalid: {fix}")
+
+
 def _type_ok(value: object, hint: Any) -> bool:
     """Whether ``value`` is of the annotated type; bool is not an int here, int is a float."""
     origin = typing.get_origin(hint)
@@ -113,11 +122,12 @@ class OptimizerConfig:
                  "use a positive learning rate such as 0.01")
         _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum,
                  "use a momentum in [0, 1), e.g. 0.9")
-        _require(not (self.nesterov and self.momentum == 0), "optimizer.nesterov", self.nesterov,
+        _require_together(not (self.nesterov and self.momentum == 0), "optimizer.nesterov",
+                          self.nesterov,
                  "Nesterov needs momentum > 0")
         _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                  "optimizer.weight_decay", self.weight_decay, "use a non-negative weight decay")
-        _require((self.name == "caffe") == (self.caffe_solver is not None),
+        _require_together((self.name == "caffe") == (self.caffe_solver is not None),
                  "optimizer.caffe_solver", _short(self.caffe_solver),
                  "give a solver exactly when optimizer.name is 'caffe' "
                  "(sparknet train --caffe-solver FILE)")
@@ -224,7 +234,7 @@ class EngineConfig:
                  "use at least one decoding thread")
         _require(self.patience >= 0, "patience", self.patience,
                  "use 0 (no early stopping) or a positive number of evaluations")
-        _require(self.patience == 0 or self.eval_every > 0, "patience", self.patience,
+        _require_together(self.patience == 0 or self.eval_every > 0, "patience", self.patience,
                  "early stopping needs evaluations during training: set eval_every > 0")
 
 
@@ -267,7 +277,8 @@ class TrainConfig:
         _require(self.model_args is None or _json_object(self.model_args), "model_args",
                  self.model_args, "give a JSON object of keyword arguments, e.g. "
                  "'{\"hidden\": 64}'")
-        _require(self.model_args is None or ":" in self.model, "model_args", self.model_args,
+        _require_together(self.model_args is None or ":" in self.model, "model_args",
+                          self.model_args,
                  "keyword arguments are for a factory network 'package.module:function'")
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
                  "use 0 (only at the end) or a positive number of rounds")

@@ -26,8 +26,10 @@ class ScoringConfig:
         "the struct of spark.read.format('image')", param="featuresCol")
     prediction_col: str = setting(
         "prediction", "output column of the prediction: the class (double) for multiclass and "
-        "binary, a 0/1 vector for multilabel, the network's output for regression (a double "
-        "for one output, else a vector); empty: not written", param="predictionCol")
+        "binary, the predicted labels' indices (array<double>, as "
+        "MultilabelClassificationEvaluator reads them) for multilabel, the network's output "
+        "for regression (a double for one output, else a vector); empty: not written",
+        param="predictionCol")
     probability_col: str = setting(
         "probability", "output column of the class probabilities (an ML DenseVector; "
         "classifiers only); empty: not written", param="probabilityCol")

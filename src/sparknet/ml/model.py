@@ -41,6 +41,7 @@ from sparknet.data.columns import (
 from sparknet.engine.transport import Inline, Shared, transport_for
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml.params import (
+    MODEL_OWN,
     SettingParams,
     model_settings,
     network_reference,
@@ -140,13 +141,26 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
 
     def _set_saved(self, saved: SavedNetwork) -> None:
         self._set(network=saved.network, inputShape=list(saved.input_shape),
-                  numClasses=saved.num_classes, inputScale=saved.input_scale,
-                  objective=saved.objective)
+                  inputScale=saved.input_scale, objective=saved.objective)
         if saved.labels is not None:
             self._set(labels=list(saved.labels))
         self._saved = saved
         self._shared = None
         self._driver_network = None
+
+    @property
+    def numClasses(self) -> int:
+        """The network's number of outputs (classes for a classifier), as Spark's
+        ``ClassificationModel.numClasses``."""
+        return self.saved_network.num_classes
+
+    def getNumClasses(self) -> int:
+        return self.numClasses
+
+    @property
+    def numFeatures(self) -> int:
+        """Values per example (the product of inputShape), as Spark's models say."""
+        return math.prod(self.getInputShape())
 
     @property
     def saved_network(self) -> SavedNetwork:
@@ -283,8 +297,12 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                 out = out.withColumn(name, vector(start, width))
         if scoring.prediction_col:
             start = widths.raw + widths.probability
-            prediction = (vector(start, widths.prediction) if widths.vector_prediction
-                          else F.element_at(scored, start + 1))
+            if plan.objective.is_classifier and widths.vector_prediction:
+                prediction = label_set(F.slice(scored, start + 1, widths.prediction))
+            elif widths.vector_prediction:
+                prediction = vector(start, widths.prediction)
+            else:
+                prediction = F.element_at(scored, start + 1)
             out = out.withColumn(scoring.prediction_col, prediction)
         if scoring.labels and scoring.predicted_label_col and \
                 plan.objective.class_count(saved.num_classes) > 0:
@@ -375,6 +393,9 @@ class _ModelReader(MLReader[SparkNetModel]):
     def load(self, path: str) -> SparkNetModel:
         metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession,
                                                     expectedClassName=_class_name())
+        for own in MODEL_OWN:  # saved as Params by earlier versions; the network says them
+            metadata["paramMap"].pop(own, None)
+            metadata.get("defaultParamMap", {}).pop(own, None)
         model = SparkNetModel()
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
@@ -383,6 +404,15 @@ class _ModelReader(MLReader[SparkNetModel]):
         if summary is not None:
             model._summary = SparkNetTrainingSummary.from_dict(summary)
         return model
+
+
+def label_set(indicators: Column) -> Column:
+    """A multilabel prediction's 0/1 values -> the indices of its labels as array<double>,
+    the form Spark's MultilabelClassificationEvaluator reads (null stays null)."""
+    from pyspark.sql import functions as F
+
+    marked = F.transform(indicators, lambda value, i: F.when(value > 0.5, i.cast("double")))
+    return F.filter(marked, lambda i: i.isNotNull())
 
 
 def _active_session() -> SparkSession | None:
