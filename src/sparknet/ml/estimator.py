@@ -35,7 +35,7 @@ from sparknet.ml.params import (
     with_accessors,
 )
 from sparknet.ml.persistence import SavedNetwork
-from sparknet.ml.shipping import ship_user_modules
+from sparknet.ml.shipping import check_executor_python, ship_user_modules
 from sparknet.ml.summary import SparkNetTrainingSummary
 from sparknet.ml.tracking import check_fit_tracking, fit_target, start_fit_tracking
 from sparknet.models.kinds import network_outputs
@@ -108,6 +108,8 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         if validation_df is not None:
             check_columns(validation_df, features=features, label=label)
             check_label(objective, validation_df, label)
+        # The first job: the executors' Python must import sparknet (one line if not).
+        check_executor_python(dataset.sparkSession)
         # Built-in names are not references: shipping skips them.
         ship_user_modules(dataset.sparkSession, [config.model, config.objective])
 
