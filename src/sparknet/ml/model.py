@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,7 @@ from sparknet.data.columns import (
     default_scale,
     feature_expr,
 )
+from sparknet.data.placement import is_connect
 from sparknet.engine.transport import Inline, Shared, transport_for
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml.params import (
@@ -48,7 +50,9 @@ from sparknet.ml.params import (
     with_accessors,
 )
 from sparknet.ml.persistence import (
+    SUMMARY_FILE,
     WEIGHTS_DIR,
+    HadoopFolder,
     SavedNetwork,
     local_path,
     read_network,
@@ -374,19 +378,35 @@ class _ModelWriter(MLWriter):
         self.instance = instance
 
     def _handleOverwrite(self, path: str) -> None:
-        # The folder is local (or mounted) on this machine: removed here, with no JVM call,
-        # so overwrite() works on Spark Connect too.
+        if not is_connect(self.sparkSession):
+            HadoopFolder(self.sparkSession, path).delete()
+            return
+        # On Connect the folder is local (or mounted) on this machine: removed here, with no
+        # JVM call.
         folder = local_path(path)
         if folder.is_dir():
             shutil.rmtree(folder)
 
     def saveImpl(self, path: str) -> None:
-        saved = self.instance.saved_network
-        folder = local_path(path)  # refuse other file systems before writing anything
+        connect = is_connect(self.sparkSession)
+        if connect:
+            local_path(path)  # refuse other file systems before writing anything
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
-        write_network(folder / WEIGHTS_DIR, saved)
-        if self.instance._summary is not None:
-            write_summary(folder, self.instance._summary.to_dict())
+        if connect:
+            _write_files(local_path(path), self.instance)
+            return
+        # Classic: written locally, then copied through Hadoop's FileSystem to any URI.
+        with tempfile.TemporaryDirectory(prefix="sparknet-save-") as scratch:
+            _write_files(Path(scratch), self.instance)
+            folder = HadoopFolder(self.sparkSession, path)
+            for name in sorted(p.name for p in Path(scratch).iterdir()):
+                folder.put(Path(scratch) / name, name)
+
+
+def _write_files(folder: Path, model: SparkNetModel) -> None:
+    write_network(folder / WEIGHTS_DIR, model.saved_network)
+    if model._summary is not None:
+        write_summary(folder, model._summary.to_dict())
 
 
 class _ModelReader(MLReader[SparkNetModel]):
@@ -399,11 +419,26 @@ class _ModelReader(MLReader[SparkNetModel]):
         model = SparkNetModel()
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
-        model._set_saved(read_network(local_path(path) / WEIGHTS_DIR))
-        summary = read_summary(local_path(path))
-        if summary is not None:
-            model._summary = SparkNetTrainingSummary.from_dict(summary)
+        if is_connect(self.sparkSession):
+            _read_files(local_path(path), model)
+            return model
+        with tempfile.TemporaryDirectory(prefix="sparknet-load-") as scratch:
+            folder = HadoopFolder(self.sparkSession, path)
+            for name in (WEIGHTS_DIR, SUMMARY_FILE):
+                if folder.exists(name):
+                    folder.get(name, Path(scratch) / name)
+            _read_files(Path(scratch), model, origin=path)
         return model
+
+
+def _read_files(folder: Path, model: SparkNetModel, *, origin: str | None = None) -> None:
+    try:
+        model._set_saved(read_network(folder / WEIGHTS_DIR))
+        summary = read_summary(folder)
+    except (DataError, ConfigError) as exc:  # name the saved folder, not the scratch copy
+        raise type(exc)(str(exc).replace(str(folder), origin or str(folder))) from None
+    if summary is not None:
+        model._summary = SparkNetTrainingSummary.from_dict(summary)
 
 
 def label_set(indicators: Column) -> Column:
