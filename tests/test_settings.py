@@ -11,7 +11,7 @@ from sparknet.cli.main import build_parser
 from sparknet.config import TrainConfig
 from sparknet.errors import ConfigError
 from sparknet.ml import SparkNetEstimator, SparkNetModel
-from sparknet.ml.params import MODEL_TRAIN_SETTINGS, model_settings
+from sparknet.ml.params import MODEL_OWN, model_settings
 from sparknet.settings import train_settings
 
 
@@ -81,7 +81,9 @@ def test_the_model_keeps_the_settings_scoring_needs() -> None:
     copied = estimator._copyValues(SparkNetModel())
     assert (copied.getThreadsPerWorker(), copied.getDevice(), copied.getNetwork()) == (
         2, "auto", "cnn")
-    assert set(MODEL_TRAIN_SETTINGS) <= {s.dotted for s in train_settings()}
+    # Every estimator Param but numClasses, which the model answers as a number.
+    assert {s.param for s in SparkNetEstimator._setting_list} - \
+        {s.param for s in model_settings()} == set(MODEL_OWN)
 
 
 def test_cli_flags_build_the_config() -> None:

@@ -22,6 +22,7 @@ from sparknet.errors import ConfigError, DataError
 
 OptimizerName = Literal["sgd", "adam", "caffe"]
 MomentumPolicy = Literal["reset", "average"]
+LrSchedule = Literal["constant", "step", "cosine"]
 OuterName = Literal["average", "weighted", "nesterov"]
 Compression = Literal["none", "bf16", "int8"]
 Device = Literal["cpu", "cuda", "auto"]
@@ -48,6 +49,15 @@ def setting(default: Any = dataclasses.MISSING, doc: str = "", *, flag: str | No
 def _require(ok: bool, field_name: str, value: object, fix: str) -> None:
     if not ok:
         raise ConfigError(f"{field_name}={value!r} is invalid: {fix}")
+
+
+class CombinationError(ConfigError):
+    """Two settings that do not go together (each may be fine alone)."""
+
+
+def _require_together(ok: bool, field_name: str, value: object, fix: str) -> None:
+    if not ok:
+        raise CombinationError(f"{field_name}={value!r} is invalid: {fix}")
 
 
 def _type_ok(value: object, hint: Any) -> bool:
@@ -103,6 +113,17 @@ class OptimizerConfig:
         "reset", "each worker's optimizer state between rounds: reset starts every round from "
         "zero state (nothing extra is sent); average averages it across workers like the "
         "weights (doubles the traffic)")
+    lr_schedule: LrSchedule = setting(
+        "constant", "learning rate over each worker's local steps (sgd and adam): constant, "
+        "step (times lr_gamma every lr_decay_steps steps) or cosine (from lr down to 0 over "
+        "lr_decay_steps steps, e.g. rounds x tau); counted in local steps since the start of "
+        "training, the same on every worker")
+    lr_decay_steps: int = setting(
+        0, "local steps per decay (step) or of the whole anneal (cosine); needed by both")
+    lr_gamma: float = setting(0.1, "the step schedule's factor per lr_decay_steps, in (0, 1]")
+    lr_warmup_steps: int = setting(
+        0, "linear warm-up: the first this many local steps go from lr/N up to the scheduled "
+        "rate (0: none); works with any lr_schedule")
     caffe_solver: str | None = setting(
         None, "the Caffe solver definition (solver.prototxt text) when optimizer is caffe; "
         "the CLI flag takes the file and stores its text, so a run never reads it again",
@@ -114,11 +135,22 @@ class OptimizerConfig:
                  "use a positive learning rate such as 0.01")
         _require(0 <= self.momentum < 1, "optimizer.momentum", self.momentum,
                  "use a momentum in [0, 1), e.g. 0.9")
-        _require(not (self.nesterov and self.momentum == 0), "optimizer.nesterov", self.nesterov,
+        _require_together(not (self.nesterov and self.momentum == 0), "optimizer.nesterov",
+                          self.nesterov,
                  "Nesterov needs momentum > 0")
         _require(math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                  "optimizer.weight_decay", self.weight_decay, "use a non-negative weight decay")
-        _require((self.name == "caffe") == (self.caffe_solver is not None),
+        _require(self.lr_decay_steps >= 0, "optimizer.lr_decay_steps", self.lr_decay_steps,
+                 "use a positive number of local steps, e.g. 1000")
+        _require(math.isfinite(self.lr_gamma) and 0 < self.lr_gamma <= 1,
+                 "optimizer.lr_gamma", self.lr_gamma, "use a factor in (0, 1], e.g. 0.1")
+        _require(self.lr_warmup_steps >= 0, "optimizer.lr_warmup_steps", self.lr_warmup_steps,
+                 "use 0 (no warm-up) or a positive number of local steps")
+        _require_together(self.lr_schedule == "constant" or self.lr_decay_steps > 0,
+                          "optimizer.lr_decay_steps", self.lr_decay_steps,
+                          f"lr_schedule {self.lr_schedule!r} needs lr_decay_steps > 0 (e.g. "
+                          "rounds x tau for cosine)")
+        _require_together((self.name == "caffe") == (self.caffe_solver is not None),
                  "optimizer.caffe_solver", _short(self.caffe_solver),
                  "give a solver exactly when optimizer.name is 'caffe' "
                  "(sparknet train --caffe-solver FILE)")
@@ -135,6 +167,21 @@ def _json_object(text: str) -> bool:
 
 def _short(text: str | None) -> str | None:
     return text if text is None or len(text) < 60 else text[:57] + "..."
+
+
+def scheduled_lr(config: OptimizerConfig, step: int) -> float:
+    """The local learning rate of local step ``step`` (0-based, counted since training began):
+    ``lr_schedule`` times the linear warm-up. Pure: every worker, the simulator and the
+    single-process reference compute the same rates."""
+    rate = config.lr
+    if config.lr_schedule == "step":
+        rate *= config.lr_gamma ** (step // config.lr_decay_steps)
+    elif config.lr_schedule == "cosine":
+        done = min(step, config.lr_decay_steps) / config.lr_decay_steps
+        rate *= 0.5 * (1.0 + math.cos(math.pi * done))
+    if step < config.lr_warmup_steps:
+        rate *= (step + 1) / config.lr_warmup_steps
+    return rate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,7 +278,7 @@ class EngineConfig:
                  "use at least one decoding thread")
         _require(self.patience >= 0, "patience", self.patience,
                  "use 0 (no early stopping) or a positive number of evaluations")
-        _require(self.patience == 0 or self.eval_every > 0, "patience", self.patience,
+        _require_together(self.patience == 0 or self.eval_every > 0, "patience", self.patience,
                  "early stopping needs evaluations during training: set eval_every > 0")
 
 
@@ -274,7 +321,8 @@ class TrainConfig:
         _require(self.model_args is None or _json_object(self.model_args), "model_args",
                  self.model_args, "give a JSON object of keyword arguments, e.g. "
                  "'{\"hidden\": 64}'")
-        _require(self.model_args is None or ":" in self.model, "model_args", self.model_args,
+        _require_together(self.model_args is None or ":" in self.model, "model_args",
+                          self.model_args,
                  "keyword arguments are for a factory network 'package.module:function'")
         _require(self.checkpoint_every >= 0, "checkpoint_every", self.checkpoint_every,
                  "use 0 (only at the end) or a positive number of rounds")

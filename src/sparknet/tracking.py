@@ -30,7 +30,8 @@ Record = dict[str, Any]
 _log = logging.getLogger(__name__)
 
 # Round record key -> MLflow metric (step = the round).
-ROUND_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "tau",
+ROUND_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "val_loss",
+                 "val_accuracy", "tau",
                  "samples", "round_seconds", "compute_seconds", "overhead_seconds",
                  "bytes_per_worker", "wall_seconds")
 # MLflow reads these per request; its defaults (7 retries, 120 s timeout) make a dead server

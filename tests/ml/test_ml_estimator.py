@@ -86,10 +86,12 @@ def test_scoring_batch_size_does_not_change_results(test_vectors: Any, fitted: t
     np.testing.assert_allclose(np.stack(a), np.stack(b), atol=1e-6)
 
 
-def test_null_rows_score_as_null(spark: Any, fitted: tuple) -> None:
+def test_null_rows_score_as_null_when_kept(spark: Any, fitted: tuple) -> None:
     _, model = fitted
     df = spark.createDataFrame([([0.5] * 784,), (None,)], "features array<double>")
-    rows = model.transform(df).collect()
+    with pytest.raises(Exception, match="sparknet DataError: a row of feature column"):
+        model.transform(df).collect()  # handleInvalid='error', the default
+    rows = model.copy({model.handleInvalid: "keep"}).transform(df).collect()
     assert rows[0].prediction is not None and len(rows[0].probability) == 10
     assert rows[1].prediction is None and rows[1].probability is None
 

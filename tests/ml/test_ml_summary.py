@@ -70,19 +70,29 @@ def test_the_indicator_column_must_be_boolean(cancer: Any) -> None:
         SparkNetEstimator(validationIndicatorCol="label", **PARAMS).fit(cancer)
 
 
-def test_early_stopping_through_the_estimator(spark: Any) -> None:
+def test_early_stopping_through_the_estimator(spark: Any,
+                                              capfd: pytest.CaptureFixture[str]) -> None:
     x, y = standardized("breast_cancer")
     held_out = split(len(y))
     keep = held_out | (np.cumsum(~held_out) <= 40)  # 40 training rows: it overfits quickly
     df = frame(spark, x[keep], y[keep], is_validation=held_out[keep])
     params = {**PARAMS, "networkArgs": '{"hidden": 32, "outputs": 1}', "rounds": 40,
-              "batchSize": 8, "learningRate": 0.1, "patience": 3}
+              "batchSize": 8, "learningRate": 0.1, "patience": 3, "progress": "log"}
     model = SparkNetEstimator(validationIndicatorCol="is_validation", **params).fit(df)
     summary = model.summary
+    # Validation metrics are val_* in the summary, the progress lines and the closing line.
+    assert {"val_loss", "val_accuracy"} <= set(summary.rounds[0])
+    assert "test_loss" not in summary.rounds[0]
     losses = [m["loss"] for m in summary.validationMetrics]
     assert summary.stoppedEarly and summary.totalIterations < 40
     assert summary.bestRound == summary.validationMetrics[int(np.argmin(losses))]["round"]
     assert summary.totalIterations == summary.bestRound + 3
+    err = capfd.readouterr().err
+    assert ", val_loss " in err and "validation loss" not in err and "test_" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"sparknet: stopped early after round {summary.totalIterations}: val_loss did not "
+        f"improve for 3 evaluations; the model keeps the weights of round {summary.bestRound}, "
+        "the best val_loss")
     # The model holds the best round's weights: its validation loss is the best one.
     assert _bce(model, df.filter("is_validation")) == pytest.approx(min(losses), rel=1e-5)
 
@@ -130,4 +140,8 @@ def test_progress_lines_when_not_a_terminal(cancer: Any,
                                             capfd: pytest.CaptureFixture[str]) -> None:
     SparkNetEstimator(**{**PARAMS, "rounds": 2, "progress": "auto"}).fit(cancer)
     err = capfd.readouterr().err
-    assert "sparknet: round 1/2, train loss" in err and "sparknet: round 2/2" in err
+    assert "sparknet: round 1/2, train_loss" in err and "sparknet: round 2/2" in err
+    # From the first second: the data preparation is announced before any job.
+    assert err.index("sparknet: preparing the data") < err.index("sparknet: data ready in")
+    assert err.index("sparknet: data ready in") < err.index("sparknet: round 1/2")
+

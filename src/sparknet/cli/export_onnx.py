@@ -25,12 +25,20 @@ def register(commands: Any) -> None:
     parser.add_argument("--input-scale", type=float, default=1 / 255,
                         help="input multiplier, for train runs only (default 1/255)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--model", metavar="MODULE:FUNCTION",
+                        help="the network factory the model was trained on, when it is your "
+                             "own: sparknet imports no code a saved file names, so name it "
+                             "here to trust it")
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from sparknet.ml.onnx_export import export_onnx
 
+    if args.model is not None:
+        from sparknet.models.registry import trust_factory
+
+        trust_factory(args.model)
     saved = load_saved(args.source, input_shape=args.input_shape,
                        input_scale=args.input_scale)
     path = export_onnx(saved, args.output, opset=args.opset)

@@ -294,7 +294,8 @@ def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunS
         if value is not None and Path(value).resolve() != run_dir.resolve():
             raise ConfigError(f"{name} {value} is not the resumed run {run_dir}: drop {name}")
     model = resolve_saved_model(saved.model, origin=str(saved_file), given=given.get("model"),
-                                args=saved.model_args)
+                                args=saved.model_args,
+                                fix=f"pass it again: --resume {run_dir} --model {saved.model}")
     check_resumable(run_dir, saved, model)
     uri, experiment = mlflow_run.given(args, table)
     uri, run_id = mlflow_run.resumed(run_dir, uri)

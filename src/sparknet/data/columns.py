@@ -405,7 +405,8 @@ def _vector_values(column: str) -> Column:
     from pyspark.ml.functions import vector_to_array
     from pyspark.sql import functions as F
 
-    return vector_to_array(F.col(column), "float32")
+    # vector_to_array fails on a null vector: a null row stays null (counted, or scored null).
+    return F.when(F.col(column).isNotNull(), vector_to_array(F.col(column), "float32"))
 
 
 def _float_array(column: str) -> Column:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -142,17 +142,20 @@ class FrameSummary:
     shard_sizes: tuple[int, ...]
     skipped_images: int
     skipped_example: str | None
+    skipped: dict[str, int] = field(default_factory=dict)  # rows left out, by problem
 
 
+_SKIP = ", or set handleInvalid='skip' to leave them out"
 _MESSAGES = {
     "null_features": "{n} rows have a null in feature column {f!r} (e.g. {ex}): drop them first, "
-                     "e.g. df.dropna(subset=[{f!r}])",
+                     "e.g. df.dropna(subset=[{f!r}])" + _SKIP,
     "null_labels": "{n} rows have a null label in column {l!r} (e.g. {ex}): drop them first, "
-                   "e.g. df.dropna(subset=[{l!r}])",
+                   "e.g. df.dropna(subset=[{l!r}])" + _SKIP,
     "wrong_length": "{n} rows of feature column {f!r} do not have {size} values, the product "
-                    "of inputShape {shape} (e.g. {ex}): set inputShape to the vectors' shape",
+                    "of inputShape {shape} (e.g. {ex}): set inputShape to the vectors' shape"
+                    + _SKIP,
     "non_finite": "{n} rows of feature column {f!r} hold NaN or infinite values (e.g. {ex}): "
-                  "drop or impute them (pyspark.ml.feature.Imputer) before training",
+                  "drop or impute them (pyspark.ml.feature.Imputer) before training" + _SKIP,
     "bad_label": "{n} labels in column {l!r} are not integers in [0, {c}) (e.g. {ex}): index "
                  "labels with StringIndexer, or use a network with more outputs (numClasses)",
     "wrong_label_width": "{n} rows of label column {l!r} do not have {c} values, one per "
@@ -161,22 +164,32 @@ _MESSAGES = {
     "bad_binary_label": "{n} labels in column {l!r} are not 0 or 1 (e.g. {ex}): the "
                         "objective needs 0/1 targets",
     "bad_target": "{n} targets in column {l!r} are NaN or infinite (e.g. {ex}): drop or impute "
-                  "those rows before training",
+                  "those rows before training" + _SKIP,
     "wrong_image": "{n} images in column {f!r} do not match inputShape {shape} "
-                   "[channels, height, width] (e.g. {ex}): resize them or fix inputShape",
+                   "[channels, height, width] (e.g. {ex}): resize them or fix inputShape"
+                   + _SKIP,
     "undecodable": "{n} rows of column {f!r} are not decodable PNG/JPEG images (e.g. {ex}): "
-                   "fix or drop them, or set invalidImages='skip' to skip and count them",
+                   "fix or drop them, or set invalidImages='skip' (or handleInvalid='skip') "
+                   "to skip and count them",
 }
 
 
+# The problems ``skip_invalid`` leaves out (the rows are already out of the shards); a label
+# out of range or a target of the wrong width is a setting to fix, never skipped.
+SKIPPABLE = ("null_features", "wrong_length", "non_finite", "wrong_image", "undecodable",
+             "null_labels", "bad_target")
+
+
 def check_reports(stats: list[tuple[int, str]], *, features: str, label: str,
-                  spec: InputSpec, invalid_images: InvalidImages) -> FrameSummary:
+                  spec: InputSpec, invalid_images: InvalidImages,
+                  skip_invalid: bool = False) -> FrameSummary:
     """Per shard (usable rows, report JSON) -> the summary, or one DataError line."""
     report = Report()
     for _, text in stats:
         report.merge(Report.from_json(text))
-    blocking = [k for k in _MESSAGES if report.counts.get(k) and
-                not (k == "undecodable" and invalid_images == "skip")]
+    skipped = {k: report.counts[k] for k in SKIPPABLE if report.counts.get(k) and
+               (skip_invalid or (k == "undecodable" and invalid_images == "skip"))}
+    blocking = [k for k in _MESSAGES if report.counts.get(k) and k not in skipped]
     if blocking:
         kind = blocking[0]
         message = _MESSAGES[kind].format(
@@ -186,8 +199,8 @@ def check_reports(stats: list[tuple[int, str]], *, features: str, label: str,
         raise DataError(message + (f" (also: {', '.join(others)})" if others else ""))
     sizes = tuple(size for size, _ in stats)
     if min(sizes) == 0:
-        raise DataError(f"after skipping {report.counts.get('undecodable', 0)} undecodable "
-                        f"images a shard is empty (rows per shard: {list(sizes)}): use fewer "
-                        "workers or fix the images")
-    return FrameSummary(shard_sizes=sizes, skipped_images=report.counts.get("undecodable", 0),
-                        skipped_example=report.examples.get("undecodable"))
+        raise DataError(f"after skipping {sum(skipped.values())} invalid rows ({skipped}) a "
+                        f"shard is empty (rows per shard: {list(sizes)}): use fewer workers or "
+                        "fix the rows")
+    return FrameSummary(shard_sizes=sizes, skipped_images=skipped.get("undecodable", 0),
+                        skipped_example=report.examples.get("undecodable"), skipped=skipped)

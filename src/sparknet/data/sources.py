@@ -160,8 +160,8 @@ def fashion_mnist_data(sc: SparkSession | SparkContext, *, num_workers: int, see
 def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                    num_workers: int, batch_size: int, invalid_images: InvalidImages = "error",
                    kind: FeatureKind | None = None, streamed: bool = False,
-                   decode_threads: int = 2, origin: str | None = None
-                   ) -> tuple[SparkData, FrameSummary]:
+                   decode_threads: int = 2, origin: str | None = None,
+                   skip_invalid: bool = False) -> tuple[SparkData, FrameSummary]:
     """Validates ``df`` and places it as ``num_workers`` shards; raises DataError on bad rows.
 
     ``kind`` is the feature kind when the caller has already checked the columns. Jobs: one
@@ -171,7 +171,9 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     ``streamed`` writes each shard to a file on its executor: the same rows in the same
     order, so training gives the same weights, with PNG/JPEG bytes kept encoded until a batch
     needs them (decoded by ``decode_threads`` threads). ``origin`` names a column (e.g. the
-    file path) that error messages quote for a bad row.
+    file path) that error messages quote for a bad row. ``skip_invalid`` leaves rows with null,
+    NaN or misshapen features or a null/NaN label out instead of raising (counted in the
+    summary's ``skipped``).
     """
     if kind is None:
         kind = check_columns(df, features=features, label=label)
@@ -207,7 +209,7 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     placed, stats = placement.place_chunks(chunks, layout, num_workers)
     try:
         summary = check_reports(stats, features=features, label=label, spec=spec,
-                                invalid_images=invalid_images)
+                                invalid_images=invalid_images, skip_invalid=skip_invalid)
     except BaseException:
         placed.release()
         raise

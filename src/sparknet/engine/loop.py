@@ -75,6 +75,7 @@ class LoopOptions:
     stop: Callable[[Record], bool] | None = None
     eval_every: int | None = None  # overrides config.engine.eval_every
     on_record: Callable[[Record], None] | None = None  # progress reports, after each round
+    eval_name: str = "test"  # the evaluated data's name in the bar (a fit's: "val")
 
 
 def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: InputSpec,
@@ -100,7 +101,7 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
             state = replace(state, wall_seconds=record["wall_seconds"])
             run.keep(state, record)
             bar.update(1)
-            bar.set_postfix(_postfix(record, run.records), refresh=False)
+            bar.set_postfix(_postfix(record, run.records, options.eval_name), refresh=False)
             if options.on_record is not None:
                 options.on_record(record)
             if stopper is not None and stopper.observe(record, state.floats, state.ints):
@@ -382,12 +383,13 @@ def _round_record(state: TrainState, total: WorkerResult, tau: int, seconds: flo
     }
 
 
-def _postfix(record: Record, records: list[Record]) -> dict[str, str]:
+def _postfix(record: Record, records: list[Record], eval_name: str = "test"
+             ) -> dict[str, str]:
     rate = record["samples"] / max(record["wall_seconds"], 1e-9)
     accuracies = [r["test_accuracy"] for r in records if r.get("test_accuracy") is not None]
     post = {"samples/s": f"{rate:,.0f}", "loss": f"{record['train_loss']:.4f}"}
     if accuracies:
-        post["test_acc"] = f"{100 * accuracies[-1]:.2f}%"
+        post[f"{eval_name}_acc"] = f"{100 * accuracies[-1]:.2f}%"
     return post
 
 

@@ -147,8 +147,12 @@ def load_result(run_dir: str | Path, *,
     final = weights_dir.read(Path(run_dir) / "final", what="finished sparknet run")
     config = config_from_file(final.meta.get("config"),
                               origin=str(Path(run_dir) / "final" / weights_dir.META_FILE))
+    ref = str(config.model)[:80]
     kind = resolve_saved_model(config.model, origin=f"run {run_dir}", given=model,
-                               args=config.model_args)
+                               args=config.model_args,
+                               fix=f"pass the factory again (load_result(run_dir, model={ref!r})"
+                                   f", or --model {ref} on the command line) or call "
+                                   f"sparknet.models.trust_factory({ref!r}) first")
     layout = FlatLayout.of(kind.build())
     floats, ints = weights_dir.flat_from_tensors(layout, final.tensors, origin=str(run_dir))
     metrics = read_records(Path(run_dir) / "metrics.jsonl")

@@ -24,7 +24,8 @@ def train(data: SparkData, *, config: TrainConfig,
           resume: bool = False, progress: bool = True, tau_decisions: list[int] | None = None,
           stop: Callable[[dict[str, Any]], bool] | None = None,
           state_dir: str | Path | None = None,
-          on_record: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+          on_record: Callable[[dict[str, Any]], None] | None = None,
+          eval_name: str = "test") -> TrainResult:
     """Trains ``config.model`` (or the ``model`` factory) on ``data`` with SparkNet's rounds.
 
     The runner follows the data's placement: Spark jobs with broadcasts on a classic session,
@@ -46,7 +47,7 @@ def train(data: SparkData, *, config: TrainConfig,
                           "data, fewer workers or a smaller batch_size")
     options = LoopOptions(run_dir=Path(run_dir) if run_dir is not None else None, resume=resume,
                           progress=progress, tau_decisions=tuple(tau_decisions or ()), stop=stop,
-                          on_record=on_record)
+                          on_record=on_record, eval_name=eval_name)
     return run_rounds(runner_for(data, device=config.engine.device, state_dir=state_dir),
                       config=config, model=kind, spec=data.spec, options=options)
 

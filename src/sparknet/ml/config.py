@@ -14,7 +14,7 @@ from sparknet.errors import ConfigError
 
 InvalidImages = Literal["error", "skip"]
 Progress = Literal["auto", "bar", "log", "off"]
-HandleInvalid = Literal["error", "keep"]
+HandleInvalid = Literal["error", "keep", "skip"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -26,8 +26,10 @@ class ScoringConfig:
         "the struct of spark.read.format('image')", param="featuresCol")
     prediction_col: str = setting(
         "prediction", "output column of the prediction: the class (double) for multiclass and "
-        "binary, a 0/1 vector for multilabel, the network's output for regression (a double "
-        "for one output, else a vector); empty: not written", param="predictionCol")
+        "binary, the predicted labels' indices (array<double>, as "
+        "MultilabelClassificationEvaluator reads them) for multilabel, the network's output "
+        "for regression (a double for one output, else a vector); empty: not written",
+        param="predictionCol")
     probability_col: str = setting(
         "probability", "output column of the class probabilities (an ML DenseVector; "
         "classifiers only); empty: not written", param="probabilityCol")
@@ -54,9 +56,12 @@ class ScoringConfig:
         "images, 1 for vectors and arrays")
     scoring_batch_size: int = setting(1024, "rows per forward pass in transform")
     handle_invalid: HandleInvalid = setting(
-        "error", "transform's rows whose features do not fit inputShape: error fails the job "
-        "with a DataError naming the count and an example; keep gives them null outputs, like "
-        "null or NaN rows (count them with filter(prediction IS NULL))",
+        "error", "rows whose features are null, hold NaN or infinite values, do not fit "
+        "inputShape or are not decodable images (and, in fit, rows with a null or NaN label): "
+        "error stops fit or transform with one line naming the problem; skip leaves them out "
+        "(fit counts them in the summary; transform drops them); keep leaves them out of fit "
+        "and gives them null outputs in transform (count them with filter(prediction IS "
+        "NULL))",
         param="handleInvalid")
     invalid_images: InvalidImages = setting(
         "error", "rows whose image bytes cannot be decoded: error stops fit with a count and "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,8 +36,8 @@ from sparknet.ml.params import (
     with_accessors,
 )
 from sparknet.ml.persistence import SavedNetwork
-from sparknet.ml.shipping import ship_user_modules
-from sparknet.ml.summary import SparkNetTrainingSummary
+from sparknet.ml.shipping import check_executor_python, ship_user_modules
+from sparknet.ml.summary import SparkNetTrainingSummary, validation_record
 from sparknet.ml.tracking import check_fit_tracking, fit_target, start_fit_tracking
 from sparknet.models.kinds import network_outputs
 from sparknet.models.objectives import Objective, resolve_objective
@@ -108,6 +109,12 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         if validation_df is not None:
             check_columns(validation_df, features=features, label=label)
             check_label(objective, validation_df, label)
+        say = _announcer(fit.progress)
+        say(f"preparing the data: checking the executors, then counting and dealing the rows "
+            f"into {config.engine.num_workers} shards")
+        started = time.monotonic()
+        # The first job: the executors' Python must import sparknet (one line if not).
+        check_executor_python(dataset.sparkSession)
         # Built-in names are not references: shipping skips them.
         ship_user_modules(dataset.sparkSession, [config.model, config.objective])
 
@@ -115,8 +122,12 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
             train_df, features=features, label=label, spec=spec, kind=kind,
             num_workers=config.engine.num_workers, batch_size=config.engine.batch_size,
             invalid_images=scoring.invalid_images, streamed=fit.streamed,
-            decode_threads=config.engine.decode_threads)
+            decode_threads=config.engine.decode_threads,
+            skip_invalid=scoring.handle_invalid != "error")
         self.last_summary = summary
+        skipped = f", {sum(summary.skipped.values())} invalid left out" if summary.skipped else ""
+        say(f"data ready in {time.monotonic() - started:.1f}s: {sum(summary.shard_sizes)} rows "
+            f"in {len(summary.shard_sizes)} shards{skipped}; training")
         try:
             if validation_df is not None:
                 data = _with_validation(data, validation_df, features=features, label=label,
@@ -130,6 +141,11 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         finally:
             data.release()
         self.last_result = result
+        if result.stopped_early and result.best_round is not None:
+            monitor = f"val_{config.engine.monitor}"
+            say(f"stopped early after round {len(result.metrics)}: {monitor} did not improve "
+                f"for {config.engine.patience} evaluations; the model keeps the weights of "
+                f"round {result.best_round}, the best {monitor}")
         saved = SavedNetwork(network=config.model, input_shape=shape, num_classes=outputs,
                              input_scale=scale, layout=result.layout, floats=result.floats,
                              ints=result.ints, objective=objective.name,
@@ -165,7 +181,8 @@ def _train_tracked(data: SparkData, *, config: TrainConfig, model: Any, fit: Fit
     bar, on_record = progress_reporter(fit.progress, config)
     try:
         return train(data, config=config, model=model, run_dir=fit.run_dir, progress=bar,
-                     state_dir=fit.state_dir, on_record=_both(on_record, tracker))
+                     state_dir=fit.state_dir, on_record=_both(on_record, tracker),
+                     eval_name="val")
     except BaseException:
         if tracker is not None:
             tracker.finish(failed=True)
@@ -180,16 +197,21 @@ def stage_params(scoring: ScoringConfig, fit: FitConfig) -> dict[str, Any]:
 
 def _both(report: Callable[[dict[str, Any]], None] | None,
           tracker: Tracker | None) -> Callable[[dict[str, Any]], None] | None:
-    """The progress report and the tracker's per-round logging, in that order."""
-    if tracker is None:
-        return report
+    """The progress report and the tracker's per-round logging, in that order, each given
+    the record with its evaluation named ``val_*``."""
+    if report is None and tracker is None:
+        return None
 
     def on_record(record: dict[str, Any]) -> None:
         if report is not None:
             report(record)
-        tracker.log_record(record)
+        if tracker is not None:
+            tracker.log_record(record)
 
-    return on_record
+    def renamed(record: dict[str, Any]) -> None:
+        on_record(validation_record(record))  # evaluations on validation rows: val_*
+
+    return renamed
 
 
 def _split_validation(dataset: DataFrame, indicator: str | None,
@@ -238,7 +260,8 @@ def _with_validation(data: SparkData, validation: DataFrame, *, features: str, l
     try:
         checked, summary = dataframe_data(
             validation, features=features, label=label, spec=spec, kind=kind,
-            num_workers=shards, batch_size=1, invalid_images=scoring.invalid_images)
+            num_workers=shards, batch_size=1, invalid_images=scoring.invalid_images,
+            skip_invalid=scoring.handle_invalid != "error")
     except DataError as exc:
         raise DataError(f"validation rows: {exc}") from None
     return dataclasses.replace(data, test=checked.train, test_size=sum(summary.shard_sizes))
@@ -255,19 +278,29 @@ def progress_reporter(choice: str, config: TrainConfig
     every = max(1, total // 10)
 
     def report(record: dict[str, Any]) -> None:
-        evaluated = record.get("test_loss") is not None
+        evaluated = record.get("val_loss") is not None
         if not (evaluated or record["round"] % every == 0 or record["round"] == total):
             return
         parts = [f"sparknet: round {record['round']}/{total}",
-                 f"train loss {record['train_loss']:.4f}"]
+                 f"train_loss {record['train_loss']:.4f}"]
         if evaluated:
-            parts.append(f"validation loss {record['test_loss']:.4f}")
-        if record.get("test_accuracy") is not None:
-            parts.append(f"validation accuracy {100 * record['test_accuracy']:.2f}%")
+            parts.append(f"val_loss {record['val_loss']:.4f}")
+        if record.get("val_accuracy") is not None:
+            parts.append(f"val_accuracy {100 * record['val_accuracy']:.2f}%")
         parts.append(f"{record['wall_seconds']:.1f}s")
         print(", ".join(parts), file=sys.stderr, flush=True)
 
     return False, report
+
+
+def _announcer(choice: str) -> Callable[[str], None]:
+    """One stderr line per fit stage (data preparation, early stopping) unless progress is
+    off: the fit speaks from its first second, before the round bar or log starts."""
+    def say(message: str) -> None:
+        if choice != "off":
+            print(f"sparknet: {message}", file=sys.stderr, flush=True)
+
+    return say
 
 
 def _check_epochs(epochs: float | None, config: TrainConfig, *, rounds_set: bool) -> None:

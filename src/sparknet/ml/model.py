@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,11 +39,20 @@ from sparknet.data.columns import (
     default_scale,
     feature_expr,
 )
+from sparknet.data.placement import is_connect
 from sparknet.engine.transport import Inline, Shared, transport_for
 from sparknet.errors import ConfigError, DataError
-from sparknet.ml.params import SettingParams, model_settings, with_accessors
+from sparknet.ml.params import (
+    MODEL_OWN,
+    SettingParams,
+    model_settings,
+    network_reference,
+    with_accessors,
+)
 from sparknet.ml.persistence import (
+    SUMMARY_FILE,
     WEIGHTS_DIR,
+    HadoopFolder,
     SavedNetwork,
     local_path,
     read_network,
@@ -50,12 +61,16 @@ from sparknet.ml.persistence import (
     write_summary,
 )
 from sparknet.ml.scoring import (
+    GuardedUDF,
     ScoringPlan,
     checked_size,
+    invalid_message,
     network_scores,
+    raise_on_null,
     score_column,
     scoring_udf,
 )
+from sparknet.ml.shipping import ship_user_modules
 from sparknet.ml.summary import SparkNetTrainingSummary
 from sparknet.models.objectives import ScoreWidths
 
@@ -130,13 +145,26 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
 
     def _set_saved(self, saved: SavedNetwork) -> None:
         self._set(network=saved.network, inputShape=list(saved.input_shape),
-                  numClasses=saved.num_classes, inputScale=saved.input_scale,
-                  objective=saved.objective)
+                  inputScale=saved.input_scale, objective=saved.objective)
         if saved.labels is not None:
             self._set(labels=list(saved.labels))
         self._saved = saved
         self._shared = None
         self._driver_network = None
+
+    @property
+    def numClasses(self) -> int:
+        """The network's number of outputs (classes for a classifier), as Spark's
+        ``ClassificationModel.numClasses``."""
+        return self.saved_network.num_classes
+
+    def getNumClasses(self) -> int:
+        return self.numClasses
+
+    @property
+    def numFeatures(self) -> int:
+        """Values per example (the product of inputShape), as Spark's models say."""
+        return math.prod(self.getInputShape())
 
     @property
     def saved_network(self) -> SavedNetwork:
@@ -236,8 +264,7 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                            batch_size=scoring.scoring_batch_size,
                            threads=self.getThreadsPerWorker(),  # type: ignore[attr-defined]
                            device=self.getDevice(),  # type: ignore[attr-defined]
-                           objective=saved.objective_kind(),
-                           keep_invalid=scoring.handle_invalid == "keep")
+                           objective=saved.objective_kind())
 
     def _transform(self, dataset: DataFrame) -> DataFrame:
         from pyspark.ml.functions import array_to_vector
@@ -249,12 +276,19 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         plan = self._scoring_plan(kind)
         widths = plan.objective.score_widths(saved.num_classes)
         features = feature_expr(column, kind)
-        if KINDS[kind].sized and not plan.keep_invalid:
+        mode = scoring.handle_invalid
+        if KINDS[kind].sized and mode == "error":
             features = checked_size(features, self.getInputShape())
+        # A model loaded in a new process ships the network's module as fit did.
+        ship_user_modules(dataset.sparkSession, [saved.network])
         scores = score_column(features, plan, self._weights(dataset.sparkSession))
+        if mode == "error":  # one line from the JVM, never a Python worker's traceback
+            scores = raise_on_null(scores, invalid_message(column, self.getInputShape()))
         scratch = f"__sparknet_scores_{self.uid}"
         out = dataset.withColumn(scratch, scores)
         scored = F.col(scratch)
+        if mode == "skip":
+            out = out.filter(scored.isNotNull())
 
         def vector(start: int, width: int) -> Column:
             # array_to_vector fails on null arrays; unscorable rows stay null.
@@ -267,8 +301,12 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                 out = out.withColumn(name, vector(start, width))
         if scoring.prediction_col:
             start = widths.raw + widths.probability
-            prediction = (vector(start, widths.prediction) if widths.vector_prediction
-                          else F.element_at(scored, start + 1))
+            if plan.objective.is_classifier and widths.vector_prediction:
+                prediction = label_set(F.slice(scored, start + 1, widths.prediction))
+            elif widths.vector_prediction:
+                prediction = vector(start, widths.prediction)
+            else:
+                prediction = F.element_at(scored, start + 1)
             out = out.withColumn(scoring.prediction_col, prediction)
         if scoring.labels and scoring.predicted_label_col and \
                 plan.objective.class_count(saved.num_classes) > 0:
@@ -286,7 +324,9 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
         ``probability`` or ``rawPrediction`` (array<double>, classifiers). Use it in
         ``withColumn`` or register it for SQL: ``spark.udf.register("score", model.udf())``.
         Each Python worker builds the network once and keeps it (the weights travel inside
-        the UDF).
+        the UDF). A row that cannot be scored (null, NaN, the wrong size) gives null with
+        ``handleInvalid`` keep or skip (a UDF cannot drop rows: filter the nulls); with error
+        it stops the job with one line (registered for SQL, the UDF gives nulls).
         """
         saved = self.saved_network
         plan = self._scoring_plan("array")
@@ -300,10 +340,29 @@ class SparkNetModel(SettingParams, Model, MLReadable["SparkNetModel"], MLWritabl
                               f"{saved.objective!r}: use one of {usable}")
         start, width = spans[output]
         scalar = output == "prediction" and not widths.vector_prediction
-        return scoring_udf(plan, Inline((saved.floats, saved.ints)), start=start,
-                           width=width, scalar=scalar)
+        active = _active_session()
+        if active is not None:
+            ship_user_modules(active, [saved.network])
+        udf = scoring_udf(plan, Inline((saved.floats, saved.ints)), start=start,
+                          width=width, scalar=scalar)
+        if self.scoring_config().handle_invalid != "error":
+            return udf
+        return GuardedUDF(udf, invalid_message("the UDF's argument", self.getInputShape()))
 
     # -- persistence ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, path: str, *, trust: Iterable[str | Callable[..., Any]] = ()
+             ) -> SparkNetModel:
+        """Spark ML's ``load``; ``trust``: network factories (``'module:function'`` or the
+        function) this process names before reading, as ``sparknet.models.trust_factory``
+        does, so a model trained on them loads. A ``PipelineModel.load`` reads its stages
+        with plain ``load(path)``: call ``trust_factory`` before it."""
+        from sparknet.models.registry import trust_factory
+
+        for factory in trust:
+            trust_factory(network_reference(factory))
+        return cls.read().load(path)
 
     def write(self) -> MLWriter:
         return _ModelWriter(self)
@@ -319,33 +378,83 @@ class _ModelWriter(MLWriter):
         self.instance = instance
 
     def _handleOverwrite(self, path: str) -> None:
-        # The folder is local (or mounted) on this machine: removed here, with no JVM call,
-        # so overwrite() works on Spark Connect too.
+        if not is_connect(self.sparkSession):
+            HadoopFolder(self.sparkSession, path).delete()
+            return
+        # On Connect the folder is local (or mounted) on this machine: removed here, with no
+        # JVM call.
         folder = local_path(path)
         if folder.is_dir():
             shutil.rmtree(folder)
 
     def saveImpl(self, path: str) -> None:
-        saved = self.instance.saved_network
-        folder = local_path(path)  # refuse other file systems before writing anything
+        connect = is_connect(self.sparkSession)
+        if connect:
+            local_path(path)  # refuse other file systems before writing anything
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sparkSession)
-        write_network(folder / WEIGHTS_DIR, saved)
-        if self.instance._summary is not None:
-            write_summary(folder, self.instance._summary.to_dict())
+        if connect:
+            _write_files(local_path(path), self.instance)
+            return
+        # Classic: written locally, then copied through Hadoop's FileSystem to any URI.
+        with tempfile.TemporaryDirectory(prefix="sparknet-save-") as scratch:
+            _write_files(Path(scratch), self.instance)
+            folder = HadoopFolder(self.sparkSession, path)
+            for name in sorted(p.name for p in Path(scratch).iterdir()):
+                folder.put(Path(scratch) / name, name)
+
+
+def _write_files(folder: Path, model: SparkNetModel) -> None:
+    write_network(folder / WEIGHTS_DIR, model.saved_network)
+    if model._summary is not None:
+        write_summary(folder, model._summary.to_dict())
 
 
 class _ModelReader(MLReader[SparkNetModel]):
     def load(self, path: str) -> SparkNetModel:
         metadata = DefaultParamsReader.loadMetadata(path, self.sparkSession,
                                                     expectedClassName=_class_name())
+        for own in MODEL_OWN:  # saved as Params by earlier versions; the network says them
+            metadata["paramMap"].pop(own, None)
+            metadata.get("defaultParamMap", {}).pop(own, None)
         model = SparkNetModel()
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)
-        model._set_saved(read_network(local_path(path) / WEIGHTS_DIR))
-        summary = read_summary(local_path(path))
-        if summary is not None:
-            model._summary = SparkNetTrainingSummary.from_dict(summary)
+        if is_connect(self.sparkSession):
+            _read_files(local_path(path), model)
+            return model
+        with tempfile.TemporaryDirectory(prefix="sparknet-load-") as scratch:
+            folder = HadoopFolder(self.sparkSession, path)
+            for name in (WEIGHTS_DIR, SUMMARY_FILE):
+                if folder.exists(name):
+                    folder.get(name, Path(scratch) / name)
+            _read_files(Path(scratch), model, origin=path)
         return model
+
+
+def _read_files(folder: Path, model: SparkNetModel, *, origin: str | None = None) -> None:
+    try:
+        model._set_saved(read_network(folder / WEIGHTS_DIR))
+        summary = read_summary(folder)
+    except (DataError, ConfigError) as exc:  # name the saved folder, not the scratch copy
+        raise type(exc)(str(exc).replace(str(folder), origin or str(folder))) from None
+    if summary is not None:
+        model._summary = SparkNetTrainingSummary.from_dict(summary)
+
+
+def label_set(indicators: Column) -> Column:
+    """A multilabel prediction's 0/1 values -> the indices of its labels as array<double>,
+    the form Spark's MultilabelClassificationEvaluator reads (null stays null)."""
+    from pyspark.sql import functions as F
+
+    marked = F.transform(indicators, lambda value, i: F.when(value > 0.5, i.cast("double")))
+    return F.filter(marked, lambda i: i.isNotNull())
+
+
+def _active_session() -> SparkSession | None:
+    """The session ``udf()``'s UDF will most likely run in (classic or Connect), if any."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
 
 
 def _class_name() -> str:

@@ -10,19 +10,19 @@ plain metadata.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from pyspark.ml.param import Param, Params, TypeConverters
 
-from sparknet.config import TrainConfig
+from sparknet.config import CombinationError, TrainConfig
 from sparknet.errors import ConfigError
 from sparknet.ml.config import FitConfig, ScoringConfig
 from sparknet.settings import Setting, nested, settings_of, train_settings
 
-# The training settings the model keeps for scoring (copied to it by fit).
-MODEL_TRAIN_SETTINGS = ("model", "model_args", "objective", "engine.device",
-                        "engine.threads_per_worker")
+# Estimator Params the model answers itself, not as Params.
+MODEL_OWN = ("numClasses",)
 
 
 def _int_or_auto(value: Any) -> int | str:
@@ -40,21 +40,43 @@ _CONVERTERS: dict[str, Callable[[Any], Any]] = {
 T = TypeVar("T", bound=type)
 
 
-def network_reference(value: Any) -> str:
-    """The network Param: a reference string, or an importable factory function or nn.Module
-    class, stored as its ``module:qualname`` reference (so the Param persists as text)."""
+def network_reference(value: Any, *, param: str = "network") -> str:
+    """The network (or objective) Param: a reference string, or an importable factory function
+    or nn.Module class, stored as its ``module:qualname`` reference (so the Param persists as
+    text)."""
     if isinstance(value, str) or not callable(value):
         return TypeConverters.toString(value)
     module, name = getattr(value, "__module__", None), getattr(value, "__qualname__", "")
     if module in (None, "__main__") or "<" in name:
-        raise TypeError(f"network={value!r} cannot be named in another process: define it at "
+        raise TypeError(f"{param}={value!r} cannot be named in another process: define it at "
                         "the top level of a module (not __main__, a lambda or a nested "
                         "function) and pass it, or its 'module:function' reference")
     return f"{module}:{name}"
 
 
+def objective_reference(value: Any) -> str:
+    """The objective Param: a name, or a loss factory function (stored as its reference)."""
+    return network_reference(value, param="objective")
+
+
+def network_arguments(value: Any) -> str:
+    """networkArgs: a JSON object as text, or a dict (stored as its JSON text)."""
+    if isinstance(value, dict):
+        try:
+            return json.dumps(value, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"networkArgs={value!r} cannot be written as JSON ({exc}): give "
+                            "numbers, strings, lists and dicts") from None
+    return TypeConverters.toString(value)
+
+
+_SPECIAL: dict[str, Callable[[Any], Any]] = {"network": network_reference,
+                                             "networkArgs": network_arguments,
+                                             "objective": objective_reference}
+
+
 def _param(setting: Setting) -> Param[Any]:
-    converter = network_reference if setting.param == "network" else _CONVERTERS[setting.kind]
+    converter = _SPECIAL.get(setting.param) or _CONVERTERS[setting.kind]
     return Param(Params._dummy(), setting.param, setting.help(), typeConverter=converter)
 
 
@@ -67,8 +89,9 @@ def fit_settings() -> list[Setting]:
 
 
 def model_settings() -> list[Setting]:
-    train = [s for s in train_settings() if s.dotted in MODEL_TRAIN_SETTINGS]
-    return train + scoring_settings()
+    """The model's Params: every Param of the estimator that made it (so ``bestModel``
+    tells the winning settings), less ``numClasses``, which the model answers as a number."""
+    return [s for s in estimator_settings() if s.param not in MODEL_OWN]
 
 
 def estimator_settings() -> list[Setting]:
@@ -149,10 +172,24 @@ class SettingParams(Params):
                             f"parameters: {', '.join(sorted(known))}")
         return self._set(**{k: v for k, v in params.items() if v is not None})
 
+    def _set(self, **kwargs: Any) -> SettingParams:
+        """Spark's ``_set``, with each value checked against its setting's own rule first: an
+        invalid value is one ``ConfigError`` (a ValueError) line now, not at ``fit``."""
+        by_param = {s.param: s for s in self._setting_list}
+        for name, value in kwargs.items():
+            setting = by_param.get(name)
+            if setting is not None and value is not None:
+                param = self.getParam(name)
+                check_setting(setting, param.typeConverter(value) if param.typeConverter
+                              else value)
+        super()._set(**kwargs)
+        return self
+
     def _values(self, settings: Iterable[Setting]) -> dict[tuple[str, ...], Any]:
         """Set or default values by setting path; unset optional settings are left out."""
         return {s.path: self.getOrDefault(getattr(self, s.param)) for s in settings
-                if self.isDefined(getattr(self, s.param))}
+                if isinstance(getattr(self, s.param, None), Param) and
+                self.isDefined(getattr(self, s.param))}
 
     def scoring_config(self) -> ScoringConfig:
         values = {path[-1]: value for path, value in self._values(scoring_settings()).items()}
@@ -170,6 +207,24 @@ class SettingParams(Params):
             raise ConfigError(f"inputShape={list(shape)} is invalid: give positive dims, "
                               "e.g. [1, 28, 28]")
         return shape
+
+
+def check_setting(setting: Setting, value: Any) -> None:
+    """Checks one value by its config section's own rules, the other fields at their
+    defaults; a rule that joins two settings (``CombinationError``) waits for ``fit``."""
+    if isinstance(value, list):
+        value = tuple(value)
+    try:
+        if setting in scoring_settings():
+            ScoringConfig(**{setting.path[-1]: value})
+        elif setting in fit_settings():
+            FitConfig(**{setting.path[-1]: value})
+        else:
+            TrainConfig.from_dict(nested({setting.path: value}))
+    except CombinationError:
+        return
+    except ConfigError as exc:
+        raise ConfigError(f"{setting.param}: {exc}") from None
 
 
 def train_config_of(params: SettingParams, *, rounds: int | None = None) -> TrainConfig:

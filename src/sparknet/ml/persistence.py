@@ -74,12 +74,49 @@ class SavedNetwork:
 
 
 def local_path(path: str) -> Path:
-    """A Spark ML save path as a local folder; other file systems are refused with the fix."""
+    """A Spark ML save path as a local folder (Spark Connect, where the client writes the
+    weights itself); other file systems are refused with the fix."""
     parsed = urlparse(path)
     if parsed.scheme in ("", "file"):
         return Path(parsed.path if parsed.scheme else path)
-    raise ConfigError(f"cannot save or load sparknet weights at {path!r}: the weights are "
-                      "written with local file I/O; give a local (or shared, mounted) path")
+    raise ConfigError(f"cannot save or load sparknet weights at {path!r} from a Spark Connect "
+                      "client: the client writes them with local file I/O; give a local (or "
+                      "shared, mounted) path, or save from a classic session (any Hadoop URI)")
+
+
+class HadoopFolder:
+    """A folder on any file system the session's Hadoop configuration reaches (``file://``,
+    ``hdfs://``, ``s3a://``, a plain path on the default file system), through the JVM's
+    ``FileSystem``: files are written locally, then copied there, and copied back to read."""
+
+    def __init__(self, spark: Any, path: str) -> None:
+        jvm = spark.sparkContext._jvm
+        self._jvm = jvm
+        self._path = jvm.org.apache.hadoop.fs.Path(path)
+        self._fs = self._path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        # Plain files, as the Connect path writes them: no .crc beside them to go stale.
+        self._fs.setWriteChecksum(False)
+        self._fs.setVerifyChecksum(False)
+
+    def _child(self, name: str) -> Any:
+        return self._jvm.org.apache.hadoop.fs.Path(self._path, name)
+
+    def exists(self, name: str) -> bool:
+        return bool(self._fs.exists(self._child(name)))
+
+    def delete(self) -> None:
+        if self._fs.exists(self._path):
+            self._fs.delete(self._path, True)
+
+    def put(self, local: Path, name: str) -> None:
+        """Copies the local file or folder ``local`` to ``name`` in this folder."""
+        source = self._jvm.org.apache.hadoop.fs.Path(local.resolve().as_uri())
+        self._fs.copyFromLocalFile(False, True, source, self._child(name))
+
+    def get(self, name: str, local: Path) -> None:
+        """Copies ``name`` of this folder to the local path ``local`` (no checksum files)."""
+        target = self._jvm.org.apache.hadoop.fs.Path(local.resolve().as_uri())
+        self._fs.copyToLocalFile(False, self._child(name), target, True)
 
 
 def write_network(folder: Path, saved: SavedNetwork) -> None:
@@ -120,8 +157,11 @@ def read_network(folder: Path) -> SavedNetwork:
     except ConfigError as exc:
         raise DataError(f"{folder / META_FILE}: {exc}; the model was saved by another "
                         "version of sparknet") from None
+    ref = network[:80]
+    fix = (f"call sparknet.models.trust_factory({ref!r}) before loading, or load with "
+           f"SparkNetModel.load(path, trust=[{ref!r}]) (sparknet export-onnx: --model {ref})")
     layout = FlatLayout.of(resolve_saved_model(network, origin=str(folder / META_FILE),
-                                               args=network_args).build())
+                                               args=network_args, fix=fix).build())
     floats, ints = weights_dir.flat_from_tensors(layout, contents.tensors, origin=str(folder))
     return SavedNetwork(network=network, input_shape=shape, num_classes=num_classes,
                         input_scale=scale, layout=layout, floats=floats, ints=ints,

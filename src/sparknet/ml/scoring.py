@@ -4,8 +4,10 @@ The network crosses to executors as its model kind and the weights as one broadc
 flat buffers; each Python worker takes the network from the shared cache of built networks
 (``sparknet.engine.model_cache``) and loads these weights into it when it holds others. The
 model kind's input preparation turns features into network input, as in training.
-Rows that cannot be scored (null, NaN/inf, undecodable image) get null outputs; rows of the
-wrong size are an error.
+Rows that cannot be scored (null, NaN/inf, the wrong size, undecodable image) get null
+scores here; ``handleInvalid`` decides in the JVM what that means (``invalid_rows``): one
+line (error), null outputs (keep) or the row left out (skip), so no Python worker traceback
+reaches the user.
 """
 
 from __future__ import annotations
@@ -45,7 +47,6 @@ class ScoringPlan:
     threads: int
     device: str
     objective: Objective = MULTICLASS
-    keep_invalid: bool = False  # rows of the wrong size get nulls instead of an error
 
 
 def cached_scorer(plan: ScoringPlan, floats: np.ndarray, ints: np.ndarray) -> nn.Module:
@@ -78,14 +79,7 @@ def network_scores(module: nn.Module, features: np.ndarray, *, prep: InputPrep,
 def score_array(plan: ScoringPlan, module: nn.Module, column: pa.Array) -> pa.Array:
     """One Arrow batch of features -> list<double> scores (null where unusable): raw,
     probability and prediction values side by side (``sparknet.models.objectives``)."""
-    report = Report()
-    features, valid = decode_features(column, plan.layout, report)
-    for kind in ("wrong_length", "wrong_image"):
-        if kind in report.counts and not plan.keep_invalid:
-            raise DataError(f"cannot score {report.counts[kind]} rows whose features do not "
-                            f"fit inputShape {list(plan.layout.shape)} (e.g. "
-                            f"{report.examples[kind]}): score data shaped like the training "
-                            "data")
+    features, valid = decode_features(column, plan.layout, Report())
     probs = network_scores(module, features, prep=plan.prep, batch_size=plan.batch_size,
                            objective=plan.objective)
     width = probs.shape[1] if probs.ndim == 2 else 0
@@ -112,6 +106,21 @@ def score_column(feature: Column, plan: ScoringPlan, weights: Shared) -> Column:
     return udf(feature)
 
 
+def invalid_message(column: str, shape: tuple[int, ...]) -> str:
+    return (f"sparknet DataError: a row of feature column {column!r} cannot be scored (null, "
+            f"NaN or infinite values, not the shape of inputShape {list(shape)}, or not a "
+            "decodable image): drop or fix such rows, or set handleInvalid='keep' (null "
+            "outputs) or 'skip' (rows left out)")
+
+
+def raise_on_null(scores: Column, message: str) -> Column:
+    """``scores``, where a null (a row that could not be scored) stops the job with one line
+    raised in the JVM."""
+    from pyspark.sql import functions as F
+
+    return F.when(scores.isNull(), F.raise_error(F.lit(message))).otherwise(scores)
+
+
 def checked_size(feature: Column, shape: tuple[int, ...]) -> Column:
     """``feature`` (an array column), where a row of the wrong length stops the job with one
     line raised in the JVM (``raise_error``) before a Python worker sees it: the user gets
@@ -123,7 +132,7 @@ def checked_size(feature: Column, shape: tuple[int, ...]) -> Column:
                        size.cast("string"),
                        F.lit(f" values, not the {wanted} of inputShape {list(shape)}: score "
                              "data shaped like the training data, or set "
-                             "handleInvalid='keep' to give such rows null outputs"))
+                             "handleInvalid='keep' (null outputs) or 'skip' (rows left out)"))
     return F.when(feature.isNotNull() & (size != F.lit(wanted)),
                   F.raise_error(message)).otherwise(feature)
 
@@ -169,3 +178,21 @@ def scoring_udf(plan: ScoringPlan, weights: Shared, *, start: int, width: int,
                 yield pa.compute.list_slice(scores, start, start + width)
 
     return arrow_udf(score, "double" if scalar else "array<double>")
+
+
+class GuardedUDF:
+    """``scoring_udf``'s UDF for ``handleInvalid='error'``: called on columns, a row that
+    cannot be scored stops the job with one line; ``spark.udf.register`` takes it as the plain
+    UDF (SQL gets nulls for such rows)."""
+
+    def __init__(self, udf: Any, message: str) -> None:
+        self._udf = udf
+        self._message = message
+
+    def __call__(self, *columns: Any) -> Column:
+        return raise_on_null(self._udf(*columns), self._message)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("_udf", "_message"):
+            raise AttributeError(name)
+        return getattr(self._udf, name)

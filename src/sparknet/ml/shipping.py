@@ -1,4 +1,5 @@
-"""Ships a user's factory module to the executors before the first job.
+"""Ships a user's factory module to the executors before the first job, after checking that
+the executors' Python can import sparknet at all.
 
 A network or loss factory ``package.module:function`` that the driver imports from a local
 file (a notebook's folder, a project checkout) is usually not importable on the executors.
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 _SHIPPED: set[tuple[str, str]] = set()
+_CHECKED: set[str] = set()  # sessions whose executors' Python imports sparknet
 
 
 def _installed_roots() -> list[Path]:
@@ -83,3 +85,56 @@ def _zipped(package: Path) -> Path:
         for file in sorted(package.rglob("*.py")):
             archive.write(file, file.relative_to(package.parent))
     return target
+
+
+def _probe(_: object) -> tuple[bool, str]:
+    """Runs on an executor: whether its Python imports sparknet, and which Python it is.
+    (Pickled by value by ``check_executor_python``: it must not need sparknet to load.)"""
+    import importlib.util
+    import sys as executor_sys
+
+    return importlib.util.find_spec("sparknet") is not None, executor_sys.executable
+
+
+def _probe_text(_: object) -> list[str]:
+    found, python = _probe(_)
+    return ["yes" if found else "no", python]
+
+
+def check_executor_python(spark: SparkSession) -> None:
+    """One tiny job, once per session, before sparknet's first: an executor Python without
+    sparknet (e.g. the system Python of a venv that was not activated) is one line naming the
+    fix, not a wall of ``No module named 'sparknet'`` from every task."""
+    key = _session_key(spark)
+    if key in _CHECKED:
+        return
+    fix = ("set spark.pyspark.python (or PYSPARK_PYTHON) to a Python that has sparknet "
+           f"installed, e.g. {sys.executable}")
+    try:
+        found, python = _run_probe(spark)
+    except Exception as exc:  # noqa: BLE001 - the probe's own failure is the same problem
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ConfigError(f"the executors' Python cannot run a one-row check ({first}): "
+                          f"{fix}") from None
+    if not found:
+        raise ConfigError(f"the executors' Python ({python}) cannot import sparknet: {fix}")
+    _CHECKED.add(key)
+
+
+def _run_probe(spark: SparkSession) -> tuple[bool, str]:
+    from pyspark import cloudpickle
+
+    # By value: an executor without sparknet cannot import this module to find the function.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        if is_connect(spark):
+            from pyspark.sql.functions import udf
+
+            probe = udf(_probe_text, "array<string>")
+            row = spark.range(1, numPartitions=1).select(probe("id")).first()
+            assert row is not None
+            return row[0][0] == "yes", str(row[0][1])
+        found, python = spark.sparkContext.parallelize([0], 1).map(_probe).first()
+        return bool(found), str(python)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

@@ -16,8 +16,16 @@ if TYPE_CHECKING:
 
 SUMMARY_FORMAT = "sparknet-summary/1"
 # The record fields a summary keeps (the loop's metrics records hold these and more).
-FIELDS = ("round", "tau", "samples", "train_loss", "train_accuracy", "test_loss",
-          "test_accuracy", "round_seconds", "wall_seconds", "bytes_per_worker")
+FIELDS = ("round", "tau", "samples", "train_loss", "train_accuracy", "val_loss",
+          "val_accuracy", "round_seconds", "wall_seconds", "bytes_per_worker")
+# The loop evaluates "test" data; in a fit those are the validation rows.
+VALIDATION_NAMES = {"test_loss": "val_loss", "test_accuracy": "val_accuracy"}
+
+
+def validation_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A loop record with its evaluation named as validation (``val_loss``,
+    ``val_accuracy``), as the fit's summary, progress and MLflow records name it."""
+    return {VALIDATION_NAMES.get(key, key): value for key, value in record.items()}
 
 
 class SparkNetTrainingSummary:
@@ -25,8 +33,10 @@ class SparkNetTrainingSummary:
 
     def __init__(self, rounds: list[dict[str, Any]], *, objective: str,
                  best_round: int | None = None, stopped_early: bool = False) -> None:
+        # Summaries saved before val_* (test_*) read the same.
+        renamed = [validation_record(record) for record in rounds]
         self.rounds: list[dict[str, Any]] = [{key: record.get(key) for key in FIELDS}
-                                             for record in rounds]
+                                             for record in renamed]
         self.objective = objective
         self.bestRound = best_round
         self.stoppedEarly = stopped_early
@@ -44,8 +54,8 @@ class SparkNetTrainingSummary:
     @property
     def validationMetrics(self) -> list[dict[str, Any]]:
         """``{"round", "loss", "accuracy"}`` of each evaluation on the validation rows."""
-        return [{"round": r["round"], "loss": r["test_loss"], "accuracy": r["test_accuracy"]}
-                for r in self.rounds if r["test_loss"] is not None]
+        return [{"round": r["round"], "loss": r["val_loss"], "accuracy": r["val_accuracy"]}
+                for r in self.rounds if r["val_loss"] is not None]
 
     @property
     def roundSeconds(self) -> list[float]:

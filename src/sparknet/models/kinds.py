@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from sparknet.config import OptimizerConfig
+from sparknet.config import OptimizerConfig, scheduled_lr
 from sparknet.data.shards import InputSpec
 from sparknet.errors import ConfigError
 from sparknet.models.references import import_callable
@@ -103,11 +103,31 @@ class TorchOptimizer:
     momentum_key: str = "momentum_buffer"
 
     def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer:
+        """The optimizer for steps from local step ``iteration`` on, its rate following
+        ``lr_schedule`` and the warm-up step by step (``scheduled_lr``)."""
         c = self.config
+        optimizer: torch.optim.Optimizer
         if c.name == "adam":
-            return torch.optim.Adam(module.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-        return torch.optim.SGD(module.parameters(), lr=c.lr, momentum=c.momentum,
-                               nesterov=c.nesterov, weight_decay=c.weight_decay)
+            optimizer = torch.optim.Adam(module.parameters(), lr=c.lr,
+                                         weight_decay=c.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(module.parameters(), lr=c.lr, momentum=c.momentum,
+                                        nesterov=c.nesterov, weight_decay=c.weight_decay)
+        if c.lr_schedule == "constant" and c.lr_warmup_steps == 0:
+            return optimizer
+        steps = [iteration]
+
+        def set_rate() -> None:
+            for group in optimizer.param_groups:
+                group["lr"] = scheduled_lr(c, steps[0])
+
+        def advance(*_: Any) -> None:
+            steps[0] += 1
+            set_rate()
+
+        set_rate()
+        optimizer.register_step_post_hook(advance)
+        return optimizer
 
 
 @dataclass(frozen=True)

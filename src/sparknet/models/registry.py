@@ -41,13 +41,14 @@ def trust_factory(ref: str) -> None:
 
 def resolve_saved_model(ref: Any, *, origin: str,
                         given: str | ModelFactory | ModelKind | None = None,
-                        args: str | None = None) -> ModelKind:
+                        args: str | None = None, fix: str | None = None) -> ModelKind:
     """The model kind a file names, without importing code the file chose.
 
     ``given`` is the caller's own reference for it (a factory, a callable, a kind): it is used
     and must be the same reference when both are strings. Without it, a factory reference
     resolves only if this process named it before (``resolve_model``, ``trust_factory``).
-    ``args``: the factory's saved keyword arguments (a JSON object).
+    ``args``: the factory's saved keyword arguments (a JSON object). ``fix``: how the caller's
+    user names the factory (the refusal's hint); default: ``trust_factory``.
     """
     if not isinstance(ref, str) or not ref:
         raise DataError(f"{origin} names no model (found {ref!r}): the file is corrupt")
@@ -59,10 +60,10 @@ def resolve_saved_model(ref: Any, *, origin: str,
     if builtin_factory(ref) is not None or ref in _TRUSTED_FACTORIES or \
             any(ref.startswith(prefix) for prefix in PLUGINS):
         return resolve_model(ref, args=args)
+    if fix is None:
+        fix = f"call sparknet.models.trust_factory({ref[:80]!r}) first"
     raise ConfigError(f"{origin} names the network factory {ref!r}; sparknet never imports code "
-                      "a file names: pass the factory again (model=..., or --model "
-                      f"{ref[:80]} on the command line) or call "
-                      f"sparknet.models.trust_factory({ref[:80]!r}) first")
+                      f"a file names: {fix}")
 
 
 def resolve_model(model: str | ModelFactory | ModelKind, *,
