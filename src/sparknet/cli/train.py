@@ -265,7 +265,7 @@ def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunS
     not part of the run and may differ.
     """
     from sparknet.engine.run_dir import check_resumable
-    from sparknet.models.registry import resolve_saved_model
+    from sparknet.models.registry import check_file_references, resolve_saved_model
 
     run_dir = Path(args.resume)
     saved_file = run_dir / "config.json"
@@ -279,6 +279,7 @@ def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunS
                         ) from None
     saved = config_from_file(saved_values, origin=str(saved_file))
     given, table = given_values(args)
+    check_file_references(saved, origin=str(saved_file), given=_dotted(given))
     rounds = given.get("engine", {}).pop("rounds", None)
     changed = first_difference(saved.to_dict(), TrainConfig.from_dict(
         _overlay(saved.to_dict(), given)).to_dict())
@@ -330,6 +331,17 @@ def _check_same_data(saved: DataSource, given: dict[str, Any]) -> None:
         if current != value:
             raise ConfigError(f"--resume: {flag} {value} differs from the run's {current} "
                               "(its run.json); a resumed run trains on the same data")
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"engine": {"tau": 5}}`` -> ``{"engine.tau": 5}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
