@@ -31,7 +31,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "optimizer.safetensors"
 META_FILE = "state.json"
 LATEST = "LATEST"
-_CHECKPOINT_NAME = re.compile(r"round-\d{6}")
+_CHECKPOINT_NAME = re.compile(r"round-\d{6,}")
 
 
 @dataclass(frozen=True)
@@ -112,24 +112,40 @@ def named_tensors(layout: FlatLayout, floats: np.ndarray,
     return out
 
 
-def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
-                    keep: int = 2) -> Path:
-    """Writes ``checkpoints/round-NNNNNN``, points ``LATEST`` at it, keeps the newest ``keep``."""
+def check_checkpoints_folder(run_dir: Path) -> Path:
+    """``RUN_DIR/checkpoints``, refused if it is a link (checked before a run starts too)."""
     folder = Path(run_dir) / "checkpoints"
     if folder.is_symlink():
         raise DataError(f"{folder} is a symbolic link: sparknet writes checkpoints only inside "
                         "the run directory; make it a real folder (or link the whole run "
                         "directory instead)")
+    return folder
+
+
+def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
+                    keep: int = 2) -> Path:
+    """Writes ``checkpoints/round-NNNNNN``, points ``LATEST`` at it, keeps the newest ``keep``."""
+    folder = check_checkpoints_folder(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"round-{round_index:06d}"
     write(target, contents)
     atomic_write_text(folder / LATEST, target.name)
     _fsync_dir(folder)  # the renamed LATEST survives a crash too
-    for old in sorted(folder.glob("round-*"))[:-keep]:
+    for old in _retired(folder, round_index, keep):
         shutil.rmtree(old, ignore_errors=True)
     for stale in folder.glob(".round-*.tmp-*"):  # left by writers killed mid-way
         shutil.rmtree(stale, ignore_errors=True)
     return target
+
+
+def _retired(folder: Path, round_index: int, keep: int) -> list[Path]:
+    """The checkpoints to delete after writing round ``round_index``: by round number, all but
+    this one and the ``keep - 1`` before it. A later round is not this run's (a run counts
+    up; one resumed from LATEST redoes what came after it), so it goes too."""
+    rounds = sorted((int(p.name[6:]), p) for p in folder.glob("round-*")
+                    if _CHECKPOINT_NAME.fullmatch(p.name))
+    kept = [p for r, p in rounds if r <= round_index][-keep:]
+    return [p for _, p in rounds if p not in kept]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

@@ -19,8 +19,10 @@ from sparknet.cli.run_settings import (
     RunSettings,
     absolute,
     check_limits,
+    check_new_output,
     check_run_table,
     check_writable,
+    clear_run,
     default_master,
     positive_int,
     positive_seconds,
@@ -93,6 +95,10 @@ def register(commands: Any) -> None:
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="continue the run in DIR from its latest checkpoint, with its saved "
                              "settings and data (only --rounds may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the earlier run in --output (its checkpoints, metrics "
+                             "and result are deleted once every check has passed); without "
+                             "it an existing run's folder is refused")
     parser.add_argument("--replay-tau", type=Path, default=None, metavar="RUN_DIR",
                         help="replay the per-round tau decisions of an earlier run "
                              "(its final/state.json) to repeat it bit for bit")
@@ -157,9 +163,12 @@ def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparknet.data.sources import fashion_mnist_data
-    from sparknet.engine.trainer import train
+    from sparknet.engine.run_dir import run_lock
+    from sparknet.weights_dir import check_checkpoints_folder
 
+    if args.resume is not None and args.overwrite:
+        raise ConfigError("--resume and --overwrite are both given: continue the run or "
+                          "replace it, not both")
     if args.resume is not None:
         config, model, settings = _resumed_run(args)
     else:
@@ -180,6 +189,20 @@ def run(args: argparse.Namespace) -> int:
         outputs = network_outputs(model, fashion_mnist.SHAPE, expected=num_classes)
         resolve_objective(config.objective).check_outputs(outputs, network=model.key)
     check_writable(settings.output)
+    check_checkpoints_folder(settings.output)
+    with run_lock(settings.output):
+        if args.resume is None:
+            check_new_output(settings.output, overwrite=args.overwrite)
+        return _train(args, config, model, settings, classes, num_classes)
+
+
+def _train(args: argparse.Namespace, config: TrainConfig, model: ModelKind,
+           settings: RunSettings, classes: list[str] | None, num_classes: int) -> int:
+    """The run, once its checks passed, with the run directory locked."""
+    from sparknet.data.sources import fashion_mnist_data
+    from sparknet.engine.trainer import train
+
+    data_source = settings.data
     mlflow_run.check(settings)
     master = settings.master or default_master(config.engine.num_workers)
     check_device(config.engine.device, master)
@@ -188,6 +211,8 @@ def run(args: argparse.Namespace) -> int:
                                    log_file=settings.output / "spark.log")
     replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
     if args.resume is None:
+        if args.overwrite:
+            clear_run(settings.output)
         save_run_file(settings.output, data_source)
 
     spark = open_session()

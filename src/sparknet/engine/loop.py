@@ -26,6 +26,7 @@ from sparknet.engine.run_dir import (
     kept_note,
     open_run,
     restore,
+    run_lock,
     write_checkpoint,
     write_result,
 )
@@ -74,7 +75,16 @@ class LoopOptions:
 
 def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: InputSpec,
                options: LoopOptions) -> TrainResult:
-    """Trains ``model`` for ``config.engine.rounds`` rounds on ``runner``'s workers."""
+    """Trains ``model`` for ``config.engine.rounds`` rounds on ``runner``'s workers, holding
+    the run directory's lock throughout."""
+    with contextlib.ExitStack() as stack:
+        if options.run_dir is not None:
+            stack.enter_context(run_lock(Path(options.run_dir)))
+        return _run_rounds(runner, config=config, model=model, spec=spec, options=options)
+
+
+def _run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: InputSpec,
+                options: LoopOptions) -> TrainResult:
     if runner.num_workers != config.engine.num_workers:
         raise ConfigError(f"the data has {runner.num_workers} shards but num_workers="
                           f"{config.engine.num_workers}: build the data with the same K")
