@@ -263,7 +263,8 @@ class TrainConfig:
         check_field_types(self, "")
         _require(bool(self.model), "model", self.model,
                  "name a built-in model (lenet, cnn) or a factory 'package.module:function'")
-        _require(self.seed >= 0, "seed", self.seed, "use a non-negative integer seed")
+        _require(0 <= self.seed < 2**63, "seed", self.seed,
+                 "use an integer seed in [0, 2**63), e.g. --seed 0")
         # Which names exist is sparknet.models.objectives' to say (resolve_objective, run
         # before any job); here only the form is checked.
         _require(bool(self.objective) and not self.objective.isspace(), "objective",

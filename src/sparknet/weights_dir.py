@@ -11,6 +11,7 @@ half-written one that loads.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -47,20 +48,36 @@ def write(directory: Path, contents: WeightsDir) -> None:
     """Writes a weights directory atomically (temporary sibling, then rename)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    _remove(tmp)
-    tmp.mkdir(parents=True)
-    # np.ascontiguousarray would turn 0-d tensors (BatchNorm's counter) into shape (1,).
-    save_file({k: np.array(v, order="C") for k, v in contents.tensors.items()},
-              str(tmp / MODEL_FILE))
-    save_file({k: np.array(v, order="C") for k, v in contents.optimizer.items()},
-              str(tmp / STATE_FILE))
-    for name in (MODEL_FILE, STATE_FILE):  # on disk before the rename makes them visible
-        _fsync_file(tmp / name)
-    _write_json(tmp / META_FILE, contents.meta)
-    _fsync_dir(tmp)
+    try:
+        _remove(tmp)
+        tmp.mkdir(parents=True)
+        # np.ascontiguousarray would turn 0-d tensors (BatchNorm's counter) into shape (1,).
+        save_file({k: np.array(v, order="C") for k, v in contents.tensors.items()},
+                  str(tmp / MODEL_FILE))
+        save_file({k: np.array(v, order="C") for k, v in contents.optimizer.items()},
+                  str(tmp / STATE_FILE))
+        for name in (MODEL_FILE, STATE_FILE):  # on disk before the rename makes them visible
+            _fsync_file(tmp / name)
+        _write_json(tmp / META_FILE, contents.meta)
+        _fsync_dir(tmp)
+    except (OSError, SafetensorError) as exc:
+        # Disk full, a file size limit, a read-only folder: the half-written copy goes, and
+        # whatever was at ``directory`` before stays.
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        raise DataError(f"cannot write {directory} ({_reason(exc)}): free space there or "
+                        "choose another folder; nothing was replaced") from None
     _remove(directory)
     os.rename(tmp, directory)
     _fsync_dir(directory.parent)
+
+
+def _reason(exc: BaseException) -> str:
+    """The operating system's words for a failed write (safetensors wraps them in Rust's)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    found = re.search(r'message: "([^"]+)"', str(exc))
+    return found.group(1) if found else str(exc)[:200]
 
 
 def read(directory: Path, *, what: str = "sparknet checkpoint") -> WeightsDir:
@@ -129,7 +146,11 @@ def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"round-{round_index:06d}"
     write(target, contents)
-    atomic_write_text(folder / LATEST, target.name)
+    try:
+        atomic_write_text(folder / LATEST, target.name)
+    except OSError as exc:
+        raise DataError(f"cannot write {folder / LATEST} ({_reason(exc)}): free space there; "
+                        "LATEST still names the previous checkpoint") from None
     _fsync_dir(folder)  # the renamed LATEST survives a crash too
     for old in _retired(folder, round_index, keep):
         shutil.rmtree(old, ignore_errors=True)
@@ -175,10 +196,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    with open_new(tmp) as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open_new(tmp) as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

@@ -128,6 +128,15 @@ def check_limits(data: DataSource, *, num_workers: int, batch_size: int) -> None
             f"raise the limit to at least {num_workers * batch_size} or lower --batch-size")
 
 
+def check_rows(rows: int, *, num_workers: int, batch_size: int, what: str) -> None:
+    """Every worker gets at least one batch of the ``rows`` training examples (before Spark
+    starts: an absurd --num-workers or --batch-size is found here, not in the first job)."""
+    if rows // num_workers < batch_size:
+        raise ConfigError(f"{what} has {rows:,} training examples: each of the {num_workers:,} "
+                          f"workers would get {rows // num_workers:,}, fewer than one batch of "
+                          f"{batch_size:,}; lower --num-workers or --batch-size")
+
+
 def check_writable(output: Path) -> None:
     """The run directory can be created and written, checked before Spark starts."""
     if output.exists() and not output.is_dir():

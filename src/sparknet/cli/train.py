@@ -20,6 +20,7 @@ from sparknet.cli.run_settings import (
     absolute,
     check_limits,
     check_new_output,
+    check_rows,
     check_run_table,
     check_writable,
     clear_run,
@@ -184,7 +185,10 @@ def run(args: argparse.Namespace) -> int:
     elif data_source.kind == "parquet":
         num_classes = parquet_input.check(data_source, model, config)
     else:
-        fashion_mnist.check_available(data_source.path)
+        sizes = fashion_mnist.check_available(data_source.path)
+        check_rows(min(sizes["train"], data_source.train_limit or sizes["train"]),
+                   num_workers=config.engine.num_workers, batch_size=config.engine.batch_size,
+                   what=f"Fashion-MNIST in {data_source.path}")
         num_classes = fashion_mnist.NUM_CLASSES
         outputs = network_outputs(model, fashion_mnist.SHAPE, expected=num_classes)
         resolve_objective(config.objective).check_outputs(outputs, network=model.key)
@@ -408,7 +412,12 @@ def replayed_tau(run_dir: Path) -> list[int]:
     if not state.is_file():
         raise ConfigError(f"--replay-tau: {state} does not exist; give the directory of a "
                           "finished 'sparknet train' run")
-    decisions = json.loads(state.read_text()).get("tau_decisions")
+    try:
+        record = json.loads(state.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--replay-tau: {state} cannot be read as JSON ({exc}): give the "
+                          "directory of a finished 'sparknet train' run") from None
+    decisions = record.get("tau_decisions") if isinstance(record, dict) else None
     if not isinstance(decisions, list) or not all(
             isinstance(t, int) and t >= 1 for t in decisions):
         raise ConfigError(f"--replay-tau: {state} holds no valid tau_decisions list")
