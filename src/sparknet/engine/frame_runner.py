@@ -191,7 +191,7 @@ class FrameRunner:
                 "state directory that every executor can read (state_dir=..., "
                 "sparknet train --state-dir DIR)")
 
-    def start(self, model: ModelKind, *, state_bytes: int) -> None:
+    def start(self, model: ModelKind, *, state_bytes: int, fan_in: int = 4) -> None:
         self._check_state_size(state_bytes)
         self._model = model
         if self.state_dir is not None:

@@ -93,7 +93,8 @@ def _run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: 
     warmup_started = runner.now()
     shared = state.for_workers()
     runner.start(model, state_bytes=shared.floats.nbytes + shared.ints.nbytes +
-                 (0 if shared.momentum is None else shared.momentum.nbytes))
+                 (0 if shared.momentum is None else shared.momentum.nbytes),
+                 fan_in=config.engine.tree_fan_in)
     warmup_seconds = runner.now() - warmup_started
     bar = _progress_bar(config.engine.rounds, state.round_index, enabled=options.progress)
     started = runner.now() - state.wall_seconds
