@@ -403,7 +403,7 @@ def _session_opener(args: argparse.Namespace, master: str, *, app_name: str,
         raise ConfigError("--master and --remote are both given: a run uses a master or a "
                           "Spark Connect server; drop one")
     check_remote(args.remote)
-    return lambda: remote_session(args.remote, app_name=app_name)
+    return lambda: remote_session(args.remote, app_name=app_name, timeout=timeout)
 
 
 def replayed_tau(run_dir: Path) -> list[int]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,17 +71,20 @@ _ARRAYS = ("delta", "scales", "ints", "momentum")
 class ResultFiles:
     """Where workers put their results when they are too large for Arrow rows (``state_dir``).
 
-    A file is named by (round, level, index), so a retried task rewrites the same bytes.
+    A file is named by (run, round, level, index), so a retried task rewrites the same bytes
+    and runs sharing the folder never touch each other's files.
     """
 
     folder: str
     round_index: int
+    run: str = "run"  # the runner's token
 
     def path(self, level: int, index: int) -> Path:
-        return Path(self.folder) / f"result-{self.round_index:06d}-{level}-{index:06d}.safetensors"
+        return Path(self.folder) / (f"result-{self.run}-{self.round_index:06d}-{level}-"
+                                    f"{index:06d}.safetensors")
 
     def remove(self) -> None:
-        for stale in Path(self.folder).glob(f"result-{self.round_index:06d}-*"):
+        for stale in Path(self.folder).glob(f"result-{self.run}-{self.round_index:06d}-*"):
             stale.unlink(missing_ok=True)
 
 
@@ -170,6 +174,7 @@ class FrameRunner:
         self._transport = transport_for(train.session, state_dir=state_dir)
         self._model: ModelKind | None = None
         self._retries = retry_policy(None, None)  # a Connect client cannot see the master
+        self._token = uuid.uuid4().hex[:12]  # this run's files in a shared state_dir
 
     @property
     def num_workers(self) -> int:
@@ -212,7 +217,7 @@ class FrameRunner:
         model, device = self._model, self.device
         assert model is not None
         shared = self._transport.share(state.arrays())
-        files = (ResultFiles(str(self.state_dir), plan.round_index)
+        files = (ResultFiles(str(self.state_dir), plan.round_index, self._token)
                  if self.state_dir is not None else None)
 
         def train_one(index: int, shard: Shard) -> dict[str, Any]:
