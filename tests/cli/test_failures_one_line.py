@@ -212,3 +212,15 @@ def test_disk_full_while_checkpointing_is_one_line_and_leaves_no_temp_folder(
     leftovers = [p.name for p in (tmp_path / "checkpoints").iterdir()]
     assert sorted(leftovers) == ["LATEST", "round-000001"], leftovers
     assert (tmp_path / "checkpoints" / "LATEST").read_text().strip() == "round-000001"
+
+
+@pytest.mark.parametrize("text", ["root:x:0:0:root:/root:/bin/bash\n",
+                                  "secret_token_42: 1\n", "layer { name: 'secret_token_42' "])
+def test_a_caffe_reference_to_another_file_echoes_none_of_it(capsys, output: Path,
+                                                             tmp_path: Path, text: str) -> None:
+    """``caffe:`` may name any file; its error says where and what kind, never what is there."""
+    victim = tmp_path / "private.txt"
+    victim.write_text(text)
+    line = refused(capsys, "--model", f"caffe:{victim}", "--output", str(output))
+    assert f"{victim}:1:" in line and "cannot parse Caffe text format" in line, line
+    assert "secret_token" not in line and "root" not in line.replace(str(tmp_path), "")
