@@ -40,7 +40,10 @@ def silent_listener() -> Iterator[int]:
     server.close()
 
 
-def test_a_silent_connect_server_is_one_line_within_the_timeout(silent_listener: int) -> None:
+@pytest.mark.spark
+def test_a_silent_connect_server_is_one_line_within_the_timeout(silent_listener: int,
+                                                                spark) -> None:
+    """Also while this process holds a classic session (the ``spark`` fixture)."""
     from sparknet.engine.spark_session import remote_session
 
     started = time.monotonic()

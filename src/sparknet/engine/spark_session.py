@@ -97,7 +97,6 @@ def remote_session(url: str, *, app_name: str = "sparknet",
     long, not Spark's default 10 minutes.
     """
     check_remote(url)
-    from pyspark.sql import SparkSession
     from pyspark.sql.connect.session import SparkSession as RemoteSession
 
     # Made directly, so that its client has the deadlines before its first call (the
@@ -110,7 +109,7 @@ def remote_session(url: str, *, app_name: str = "sparknet",
 
     def connect() -> None:
         try:
-            SparkSession.builder.remote(url).appName(app_name).getOrCreate()
+            RemoteSession.builder.appName(app_name).getOrCreate()  # finds ``session``
             session.version  # noqa: B018 - the first call that needs the server's answer
         except BaseException as exc:  # noqa: BLE001 - reported below, in this thread
             failed.append(exc)
