@@ -224,3 +224,24 @@ def test_a_caffe_reference_to_another_file_echoes_none_of_it(capsys, output: Pat
     line = refused(capsys, "--model", f"caffe:{victim}", "--output", str(output))
     assert f"{victim}:1:" in line and "cannot parse Caffe text format" in line, line
     assert "secret_token" not in line and "root" not in line.replace(str(tmp_path), "")
+
+
+def test_disk_full_while_logging_metrics_is_one_line(tmp_path: Path) -> None:
+    child = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import resource, signal
+        from pathlib import Path
+        from sparknet.errors import DataError
+        from sparknet.metrics import MetricsLog
+
+        log = MetricsLog(Path({str(tmp_path / "metrics.jsonl")!r}))
+        log.append({{"round": 1}})
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (20, 20))
+        try:
+            log.append({{"round": 2, "pad": "x" * 100}})
+        except DataError as exc:
+            print("refused:", exc)
+    """)], capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.startswith("refused: cannot append round 2 to "), child.stdout
+    assert "File too large" in child.stdout and "--resume" in child.stdout
