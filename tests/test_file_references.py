@@ -122,20 +122,22 @@ def test_objective_os_abort_in_config_json_is_refused_in_one_line(tmp_path: Path
     assert "names the loss factory 'os:abort' (objective)" in lines[0]
 
 
-def test_the_callers_own_reference_or_trust_passes_the_gate() -> None:
+def test_the_callers_own_reference_or_trust_passes_the_gate(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ways out the message names: the caller's own value, or trust_factory."""
     from sparknet.config import TrainConfig
     from sparknet.errors import ConfigError
+    from sparknet.models import trust_factory
     from sparknet.models.registry import check_file_references
 
-    config = TrainConfig.from_dict({"objective": "sparknet_testing.nets:mse_loss"})
+    (tmp_path / "sparknet_trust_probe.py").write_text("def loss():\n    return min\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ref = "sparknet_trust_probe:loss"  # named by no other test, so trusted by none
+    config = TrainConfig.from_dict({"objective": ref})
     with pytest.raises(ConfigError, match="names the loss factory"):
         check_file_references(config, origin="x.json")
-    check_file_references(config, origin="x.json",
-                          given={"objective": "sparknet_testing.nets:mse_loss"})
-    from sparknet.models import trust_factory
-
-    trust_factory("sparknet_testing.nets:mse_loss")
+    check_file_references(config, origin="x.json", given={"objective": ref})
+    trust_factory(ref)
     check_file_references(config, origin="x.json")
 
 
