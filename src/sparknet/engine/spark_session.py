@@ -97,7 +97,12 @@ def remote_session(url: str, *, app_name: str = "sparknet",
     long, not Spark's default 10 minutes.
     """
     check_remote(url)
+    from pyspark import SparkContext
     from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    if SparkContext._active_spark_context is not None:
+        raise ConfigError("this process already runs a classic Spark session, which a Spark "
+                          "Connect session cannot join: connect from a fresh process")
 
     # Made directly, so that its client has the deadlines before its first call (the
     # builder's getOrCreate calls the server at once); the builder then finds it as the
@@ -118,6 +123,9 @@ def remote_session(url: str, *, app_name: str = "sparknet",
     thread.start()
     thread.join(timeout)
     if not thread.is_alive() and not failed:
+        # What PySpark's builder sets for a remote session: functions (F.col, ...) then build
+        # Connect columns.
+        os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
         return cast("SparkSession", session)
     # Closed without a call to the server: exiting must not wait for it either.
     session.release_session_on_close = False
