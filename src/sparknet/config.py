@@ -34,13 +34,17 @@ Overlap = Literal["off", "eager"]
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, flag: str | None = None,
             param: str | None = None, metavar: str | None = None,
+            reference: str | None = None,
             default_factory: Any = dataclasses.MISSING) -> Any:
     """A config field with its one documentation string.
 
     ``flag`` and ``param`` name the CLI flag and the Spark ML Param when the defaults (the
-    field name in kebab-case and camelCase) do not fit.
+    field name in kebab-case and camelCase) do not fit. ``reference``: the field may name
+    code (``package.module:function``) and what kind (``network``, ``loss``); a value read
+    from a file goes through ``sparknet.models.registry.check_file_references``.
     """
-    metadata = {"doc": doc, "flag": flag, "param": param, "metavar": metavar}
+    metadata = {"doc": doc, "flag": flag, "param": param, "metavar": metavar,
+                "reference": reference}
     if default_factory is not dataclasses.MISSING:
         return field(default_factory=default_factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -290,7 +294,8 @@ class TrainConfig:
         "lenet", "the network: a built-in name (lenet, cnn; alexnet, caffenet, googlenet, "
         "resnet50 for RGB images), NAME#N for N classes, a factory "
         "'package.module:function' returning an nn.Module, or "
-        "'caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]'", param="network")
+        "'caffe:NET.prototxt[@WEIGHTS.caffemodel][#C,H,W]'", param="network",
+        reference="network")
     model_args: str | None = setting(
         None, "keyword arguments for a factory network, as a JSON object, e.g. "
         "'{\"hidden\": 64}' (the factory is called as function(**args))",
@@ -300,7 +305,7 @@ class TrainConfig:
         "labels are class indices), binary (sigmoid cross-entropy on one output, labels 0/1), "
         "multilabel (sigmoid cross-entropy per output, labels are 0/1 vectors), mse, l1 or "
         "huber (regression on a scalar or vector target), or a loss factory "
-        "'package.module:function' returning loss(outputs, targets)")
+        "'package.module:function' returning loss(outputs, targets)", reference="loss")
     seed: int = setting(0, "seeds the initial weights, the data order and dropout")
     engine: EngineConfig = setting(default_factory=EngineConfig)
     optimizer: OptimizerConfig = setting(default_factory=OptimizerConfig)
@@ -312,7 +317,8 @@ class TrainConfig:
         check_field_types(self, "")
         _require(bool(self.model), "model", self.model,
                  "name a built-in model (lenet, cnn) or a factory 'package.module:function'")
-        _require(self.seed >= 0, "seed", self.seed, "use a non-negative integer seed")
+        _require(0 <= self.seed < 2**63, "seed", self.seed,
+                 "use an integer seed in [0, 2**63), e.g. --seed 0")
         # Which names exist is sparknet.models.objectives' to say (resolve_objective, run
         # before any job); here only the form is checked.
         _require(bool(self.objective) and not self.objective.isspace(), "objective",

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sparknet.errors import require_package
+from sparknet.errors import DataError, require_package
 from sparknet.weights_dir import open_new, replace_link
 
 
@@ -26,8 +26,13 @@ class MetricsLog:
 
     def append(self, record: dict[str, Any]) -> None:
         self.records.append(record)
-        with open_new(self.path, append=True) as handle:
-            handle.write(json.dumps(record) + "\n")
+        try:
+            with open_new(self.path, append=True) as handle:
+                handle.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            # Disk full or a size limit: a line cut short is dropped on resume.
+            raise DataError(f"cannot append round {record.get('round')} to {self.path} "
+                            f"({exc.strerror or exc}): free space there, then --resume") from None
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

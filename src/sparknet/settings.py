@@ -32,6 +32,8 @@ class Setting:
     param: str
     metavar: str | None
     type_text: str
+    reference: str | None = None  # "network", "loss": the field may name code
+
 
     @property
     def dotted(self) -> str:
@@ -78,7 +80,7 @@ def settings_of(kind: type[Any], defaults: Any, prefix: tuple[str, ...] = ()
                       optional=optional, choices=choices,
                       flag=meta["flag"] or "--" + f.name.replace("_", "-"),
                       param=meta["param"] or _camel(f.name), metavar=meta["metavar"],
-                      type_text=type_name(hints[f.name]))
+                      type_text=type_name(hints[f.name]), reference=meta.get("reference"))
 
 
 def train_settings() -> list[Setting]:

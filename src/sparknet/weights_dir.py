@@ -11,6 +11,7 @@ half-written one that loads.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -31,7 +32,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "optimizer.safetensors"
 META_FILE = "state.json"
 LATEST = "LATEST"
-_CHECKPOINT_NAME = re.compile(r"round-\d{6}")
+_CHECKPOINT_NAME = re.compile(r"round-\d{6,}")
 
 
 @dataclass(frozen=True)
@@ -47,20 +48,36 @@ def write(directory: Path, contents: WeightsDir) -> None:
     """Writes a weights directory atomically (temporary sibling, then rename)."""
     directory = Path(directory)
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    _remove(tmp)
-    tmp.mkdir(parents=True)
-    # np.ascontiguousarray would turn 0-d tensors (BatchNorm's counter) into shape (1,).
-    save_file({k: np.array(v, order="C") for k, v in contents.tensors.items()},
-              str(tmp / MODEL_FILE))
-    save_file({k: np.array(v, order="C") for k, v in contents.optimizer.items()},
-              str(tmp / STATE_FILE))
-    for name in (MODEL_FILE, STATE_FILE):  # on disk before the rename makes them visible
-        _fsync_file(tmp / name)
-    _write_json(tmp / META_FILE, contents.meta)
-    _fsync_dir(tmp)
+    try:
+        _remove(tmp)
+        tmp.mkdir(parents=True)
+        # np.ascontiguousarray would turn 0-d tensors (BatchNorm's counter) into shape (1,).
+        save_file({k: np.array(v, order="C") for k, v in contents.tensors.items()},
+                  str(tmp / MODEL_FILE))
+        save_file({k: np.array(v, order="C") for k, v in contents.optimizer.items()},
+                  str(tmp / STATE_FILE))
+        for name in (MODEL_FILE, STATE_FILE):  # on disk before the rename makes them visible
+            _fsync_file(tmp / name)
+        _write_json(tmp / META_FILE, contents.meta)
+        _fsync_dir(tmp)
+    except (OSError, SafetensorError) as exc:
+        # Disk full, a file size limit, a read-only folder: the half-written copy goes, and
+        # whatever was at ``directory`` before stays.
+        with contextlib.suppress(OSError):
+            _remove(tmp)
+        raise DataError(f"cannot write {directory} ({_reason(exc)}): free space there or "
+                        "choose another folder; nothing was replaced") from None
     _remove(directory)
     os.rename(tmp, directory)
     _fsync_dir(directory.parent)
+
+
+def _reason(exc: BaseException) -> str:
+    """The operating system's words for a failed write (safetensors wraps them in Rust's)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    found = re.search(r'message: "([^"]+)"', str(exc))
+    return found.group(1) if found else str(exc)[:200]
 
 
 def read(directory: Path, *, what: str = "sparknet checkpoint") -> WeightsDir:
@@ -112,24 +129,44 @@ def named_tensors(layout: FlatLayout, floats: np.ndarray,
     return out
 
 
-def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
-                    keep: int = 2) -> Path:
-    """Writes ``checkpoints/round-NNNNNN``, points ``LATEST`` at it, keeps the newest ``keep``."""
+def check_checkpoints_folder(run_dir: Path) -> Path:
+    """``RUN_DIR/checkpoints``, refused if it is a link (checked before a run starts too)."""
     folder = Path(run_dir) / "checkpoints"
     if folder.is_symlink():
         raise DataError(f"{folder} is a symbolic link: sparknet writes checkpoints only inside "
                         "the run directory; make it a real folder (or link the whole run "
                         "directory instead)")
+    return folder
+
+
+def save_checkpoint(run_dir: Path, contents: WeightsDir, *, round_index: int,
+                    keep: int = 2) -> Path:
+    """Writes ``checkpoints/round-NNNNNN``, points ``LATEST`` at it, keeps the newest ``keep``."""
+    folder = check_checkpoints_folder(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"round-{round_index:06d}"
     write(target, contents)
-    atomic_write_text(folder / LATEST, target.name)
+    try:
+        atomic_write_text(folder / LATEST, target.name)
+    except OSError as exc:
+        raise DataError(f"cannot write {folder / LATEST} ({_reason(exc)}): free space there; "
+                        "LATEST still names the previous checkpoint") from None
     _fsync_dir(folder)  # the renamed LATEST survives a crash too
-    for old in sorted(folder.glob("round-*"))[:-keep]:
+    for old in _retired(folder, round_index, keep):
         shutil.rmtree(old, ignore_errors=True)
     for stale in folder.glob(".round-*.tmp-*"):  # left by writers killed mid-way
         shutil.rmtree(stale, ignore_errors=True)
     return target
+
+
+def _retired(folder: Path, round_index: int, keep: int) -> list[Path]:
+    """The checkpoints to delete after writing round ``round_index``: by round number, all but
+    this one and the ``keep - 1`` before it. A later round is not this run's (a run counts
+    up; one resumed from LATEST redoes what came after it), so it goes too."""
+    rounds = sorted((int(p.name[6:]), p) for p in folder.glob("round-*")
+                    if _CHECKPOINT_NAME.fullmatch(p.name))
+    kept = [p for r, p in rounds if r <= round_index][-keep:]
+    return [p for _, p in rounds if p not in kept]
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -159,10 +196,14 @@ def atomic_write_text(path: Path, text: str) -> None:
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.unlink(missing_ok=True)
-    with open_new(tmp) as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open_new(tmp) as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 

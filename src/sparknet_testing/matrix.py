@@ -247,7 +247,9 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
     from sparknet.cli.main import main
     from sparknet.engine.run_dir import load_result
 
-    output = folder / f"run-{case.name}"
+    # One folder per run: a run directory belongs to one run (a classic and a Connect run
+    # of a case share ``folder``).
+    output = folder / f"run-{case.name}{'-remote' if remote else ''}"
     argv = ["train", "--parquet", str(parquet), "--features", "features", "--label", "label",
             "--input-shape", ",".join(map(str, SHAPE)), "--model", NETWORK,
             "--model-args", str(config.model_args), "--objective", config.objective,

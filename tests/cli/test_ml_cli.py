@@ -49,7 +49,8 @@ def test_parquet_errors_are_one_line(spark: Any, tmp_path: Path,
     assert code == 2
     assert "--parquet" in capsys.readouterr().err
     parquet = tmp_path / "bad.parquet"
-    spark.createDataFrame([("a", 1)], "features string, label int").write.parquet(str(parquet))
+    rows = [("a", 1)] * 200  # enough rows for two workers' batches: the column type fails
+    spark.createDataFrame(rows, "features string, label int").write.parquet(str(parquet))
     code = main(["train", "--parquet", str(parquet), "--master", "local[2]", "--no-progress",
                  "--output", str(tmp_path / "run")])
     err = capsys.readouterr().err

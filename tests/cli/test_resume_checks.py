@@ -118,5 +118,5 @@ def test_config_json_naming_os_abort_imports_nothing(run_dir: Path) -> None:
     (run_dir / "config.json").write_text(json.dumps({**config, "model": "os:abort"}))
     result = resume(run_dir)
     assert result.returncode == 2, "os.abort ran" if result.returncode == -6 else result.stderr
-    assert_refused(result, run_dir, "names the network factory 'os:abort'; sparknet never "
-                                    "imports code a file names")
+    assert_refused(result, run_dir, "names the network factory 'os:abort' (model); sparknet "
+                                    "never imports code a file names")

@@ -31,7 +31,7 @@ def test_shard_file_reads_back_rows_by_index(tmp_path: Path) -> None:
     layout = ChunkLayout(stored="pixels", shape=(1, 4, 3))
     chunks = [(features[i: i + 1000].tobytes(), labels[i: i + 1000].tobytes(),
                len(labels[i: i + 1000])) for i in range(0, count, 1000)]
-    assert write_shard_file(tmp_path / "s.arrow", layout, chunks) == count
+    assert write_shard_file(tmp_path / "s.arrow", layout, chunks)[0] == count
     shard = StreamedShard(tmp_path / "s.arrow", layout)
     index = rng.permutation(count)[:300]
     got_features, got_labels = shard.rows(index)
@@ -118,3 +118,50 @@ def test_encoded_rows_across_byte_limited_batches_decode_to_the_images(
     features, got_labels = shard.rows(slice(3, 47))  # evaluation reads runs
     assert np.array_equal(features, pixels[3:47]) and np.array_equal(got_labels, labels[3:47])
     shard.close()
+
+
+def _shard_files(data: Any) -> list[Path]:
+    from pyspark import SparkFiles
+
+    folder = Path(SparkFiles.getRootDirectory()) / "sparknet-stream"
+    return sorted(folder.glob(f"{data.train.token}-*.arrow"))
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("damage", ["zeroed", pytest.param("deleted", marks=pytest.mark.slow)])
+def test_a_damaged_or_deleted_shard_file_stops_the_run_naming_it(
+        spark: Any, fashion: Any, damage: str) -> None:
+    """The campaign zeroed a third of each shard file in place: the run trained on zeros and
+    exited 0. Now the round stops with one line naming the file (never 'ran away')."""
+    from sparknet.data.sources import from_arrays
+    from sparknet.engine.trainer import train
+    from sparknet.errors import TrainingError
+
+    split = fashion["train"]
+    data = from_arrays(spark, spec=SPEC, num_workers=2, seed=5, streamed=True,
+                       train=(split.images[:1000], split.labels[:1000]), test=None)
+
+    def harm(record: dict[str, Any]) -> None:
+        if record["round"] != 1:
+            return
+        for path in _shard_files(data):
+            if damage == "deleted":
+                path.unlink()
+                continue
+            size = path.stat().st_size
+            with open(path, "r+b") as handle:
+                handle.seek(size // 3)
+                handle.write(bytes(size // 3))
+
+    try:
+        with pytest.raises(TrainingError) as caught:
+            train(data, config=_config(eval_every=0), progress=False, on_record=harm)
+    finally:
+        data.release()
+    message = str(caught.value)
+    assert "\n" not in message and "round 1 failed in all 4 attempts" in message
+    named = Path(message.split("streamed shard file ")[1].split()[0])
+    assert named.parent.name == "sparknet-stream" and named.name.startswith(data.train.token)
+    expected = "was deleted from its executor" if damage == "deleted" else \
+        "does not match the SHA-256 digest"
+    assert expected in message and "ran away" not in message

@@ -46,14 +46,29 @@ def parse_text(text: str, message: Any, *, source: str) -> Any:
     try:
         text_format.Parse(text, message)
     except text_format.ParseError as err:
+        # The parser's words quote the file's text; a ``caffe:`` reference may name any file
+        # (/etc/shadow), so the error says what kind of problem and where, not what is there.
         where = f"{source}:{err.GetLine()}:{err.GetColumn()}"
         raise CaffeFormatError(
-            f"{where}: cannot parse Caffe text format: {err}; check the field name and value "
-            "at that line and column"
+            f"{where}: cannot parse Caffe text format ({_parse_problem(str(err))}); check the "
+            "field name and value at that line and column"
         ) from err
     except (ValueError, UnicodeError, RecursionError) as err:
-        raise CaffeFormatError(f"{source}: cannot parse Caffe text format: {err}") from err
+        raise CaffeFormatError(f"{source}: cannot parse Caffe text format "
+                               f"({type(err).__name__}): is it a network definition?") from err
     return message
+
+
+def _parse_problem(message: str) -> str:
+    """The kind of a protobuf text-format error, without the text it quotes."""
+    for words, kind in (("has no field named", "an unknown field name"),
+                        ("Expected", "a syntax error"),
+                        ("Couldn't parse", "a value of the wrong type"),
+                        ("Enum type", "an unknown enum value"),
+                        ("should not have multiple", "a field given twice")):
+        if words in message:
+            return kind
+    return "not Caffe text format"
 
 
 def read_text(path: str | Path) -> str:

@@ -14,7 +14,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparknet.errors import ConfigError
+from sparknet.cli.run_settings import check_rows
+from sparknet.errors import ConfigError, DataError
 from sparknet.weights_dir import atomic_write_text
 
 if TYPE_CHECKING:
@@ -77,8 +78,13 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig, *,
         raise ConfigError("--images streams shards from the executors' local folders, which "
                           "Spark Connect does not offer: use --master")
     classes = class_names(Path(source.path))
+    count = _check_files(Path(source.path), classes, source.columns["invalid_images"])
+    check_rows(count, num_workers=config.engine.num_workers,
+               batch_size=config.engine.batch_size, what=f"--images {source.path}")
     if source.columns["val_images"] is not None:
-        class_names(Path(source.columns["val_images"]), flag="--val-images")
+        val = Path(source.columns["val_images"])
+        _check_files(val, class_names(val, flag="--val-images"),
+                     source.columns["invalid_images"])
     shape = tuple(source.columns["input_shape"])
     outputs = network_outputs(model, shape)
     objective.check_outputs(outputs, network=model.key)
@@ -87,6 +93,33 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig, *,
                           f"network {model.key!r} has {outputs} outputs: use a network "
                           f"with {len(classes)} outputs{_sized_hint(model, len(classes))}")
     return classes, outputs
+
+
+def _check_files(root: Path, classes: list[str], invalid_images: str) -> int:
+    """The number of images in the class folders; an empty file is an invalid image (Spark's
+    file source would drop it silently): refused naming it, or skipped and said so."""
+    from sparknet.data.images import IMAGE_SUFFIXES
+
+    count, empty = 0, []
+    for name in classes:
+        for path in (root / name).iterdir():
+            if path.name.startswith((".", "_")) or path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise DataError(f"image {path} cannot be read ({exc.strerror or exc}): fix "
+                                "its permissions or remove it") from None
+            if size == 0:
+                empty.append(path)
+            else:
+                count += 1
+    if empty and invalid_images != "skip":
+        raise DataError(f"{len(empty)} image files are empty (0 bytes), e.g. {empty[0]}: remove "
+                        "them, or pass --invalid-images skip to skip and count them")
+    if empty:
+        print(f"images: skipping {len(empty)} empty files (0 bytes) in {root}, e.g. {empty[0]}")
+    return count
 
 
 def _sized_hint(model: ModelKind, classes: int) -> str:

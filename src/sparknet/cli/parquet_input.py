@@ -11,7 +11,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sparknet.errors import ConfigError
+from sparknet.cli.run_settings import check_rows
+from sparknet.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -72,6 +73,9 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig) -> int:
     if not Path(source.path).exists():
         raise ConfigError(f"--parquet {source.path} does not exist: give a Parquet file or "
                           "folder")
+    rows = check_files(Path(source.path))
+    check_rows(rows, num_workers=config.engine.num_workers,
+               batch_size=config.engine.batch_size, what=f"--parquet {source.path}")
     outputs = network_outputs(model, tuple(source.columns["input_shape"]))
     resolve_objective(config.objective).check_outputs(outputs, network=model.key)
     wanted = source.columns["num_classes"]
@@ -79,6 +83,40 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig) -> int:
         raise ConfigError(f"--num-classes {wanted} but network {model.key!r} has "
                           f"{outputs} outputs: drop --num-classes or use another network")
     return outputs
+
+
+def check_files(path: Path) -> int:
+    """Reads every data file's footer (no rows) before Spark starts: a truncated, corrupt or
+    unreadable file, or one whose columns differ from the first's, is one line naming it.
+    Returns the number of rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and not any(
+            part.startswith((".", "_")) for part in p.relative_to(path).parts))
+    if not files:
+        raise DataError(f"--parquet {path} holds no data files: give a Parquet file or a "
+                        "folder of them")
+    rows, first = 0, None
+    for file in files:
+        try:
+            metadata = pq.read_metadata(file)
+        except OSError as exc:  # a file system error (ArrowIOError is one too)
+            raise DataError(f"Parquet file {file} cannot be read ({exc.strerror or exc}): "
+                            "fix its permissions or remove it") from None
+        except (pa.ArrowException, ValueError) as exc:
+            raise DataError(f"{file} is not a readable Parquet file ({str(exc)[:200]}): it is "
+                            "truncated or corrupt; rewrite or remove it") from None
+        schema = metadata.schema.to_arrow_schema()
+        if first is None:
+            first = (file, schema)
+        elif not schema.equals(first[1]):
+            differing = sorted(set(map(str, schema)) ^ set(map(str, first[1])))
+            raise DataError(f"Parquet file {file} has other columns than {first[0]} "
+                            f"({', '.join(differing[:3])}): give files of one schema")
+        rows += metadata.num_rows
+    return rows
 
 
 def load(spark: SparkSession, source: DataSource, config: TrainConfig,

@@ -12,6 +12,7 @@ import difflib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -127,6 +128,15 @@ def check_limits(data: DataSource, *, num_workers: int, batch_size: int) -> None
             f"raise the limit to at least {num_workers * batch_size} or lower --batch-size")
 
 
+def check_rows(rows: int, *, num_workers: int, batch_size: int, what: str) -> None:
+    """Every worker gets at least one batch of the ``rows`` training examples (before Spark
+    starts: an absurd --num-workers or --batch-size is found here, not in the first job)."""
+    if rows // num_workers < batch_size:
+        raise ConfigError(f"{what} has {rows:,} training examples: each of the {num_workers:,} "
+                          f"workers would get {rows // num_workers:,}, fewer than one batch of "
+                          f"{batch_size:,}; lower --num-workers or --batch-size")
+
+
 def check_writable(output: Path) -> None:
     """The run directory can be created and written, checked before Spark starts."""
     if output.exists() and not output.is_dir():
@@ -144,6 +154,30 @@ def check_writable(output: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot write the run directory {output} "
                           f"({exc.strerror or exc}): choose another --output") from None
+
+
+# What a run writes in its folder: an earlier run is recognised, and --overwrite removes, these.
+RUN_ENTRIES = ("config.json", "metrics.jsonl", "checkpoints", "final", RUN_FILE,
+               "mlflow.json", "metrics.png", "classes.json", "spark.log")
+
+
+def check_new_output(output: Path, *, overwrite: bool) -> None:
+    """A new run's folder holds no earlier run, unless ``--overwrite`` replaces it."""
+    found = [name for name in RUN_ENTRIES[:5] if os.path.lexists(output / name)]
+    if found and not overwrite:
+        raise ConfigError(f"output {output} holds an earlier run ({found[0]}): continue it with "
+                          f"--resume {output}, choose another --output, or pass --overwrite to "
+                          "replace it")
+
+
+def clear_run(output: Path) -> None:
+    """Deletes an earlier run's files in ``output`` (``--overwrite``), nothing else there."""
+    for name in RUN_ENTRIES:
+        path = output / name
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
 
 
 def save_run_file(output: Path, data: DataSource) -> None:

@@ -19,8 +19,11 @@ from sparknet.cli.run_settings import (
     RunSettings,
     absolute,
     check_limits,
+    check_new_output,
+    check_rows,
     check_run_table,
     check_writable,
+    clear_run,
     default_master,
     positive_int,
     positive_seconds,
@@ -93,6 +96,10 @@ def register(commands: Any) -> None:
     parser.add_argument("--resume", type=Path, default=None, metavar="DIR",
                         help="continue the run in DIR from its latest checkpoint, with its saved "
                              "settings and data (only --rounds may change)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the earlier run in --output (its checkpoints, metrics "
+                             "and result are deleted once every check has passed); without "
+                             "it an existing run's folder is refused")
     parser.add_argument("--replay-tau", type=Path, default=None, metavar="RUN_DIR",
                         help="replay the per-round tau decisions of an earlier run "
                              "(its final/state.json) to repeat it bit for bit")
@@ -157,9 +164,12 @@ def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparknet.data.sources import fashion_mnist_data
-    from sparknet.engine.trainer import train
+    from sparknet.engine.run_dir import run_lock
+    from sparknet.weights_dir import check_checkpoints_folder
 
+    if args.resume is not None and args.overwrite:
+        raise ConfigError("--resume and --overwrite are both given: continue the run or "
+                          "replace it, not both")
     if args.resume is not None:
         config, model, settings = _resumed_run(args)
     else:
@@ -175,11 +185,28 @@ def run(args: argparse.Namespace) -> int:
     elif data_source.kind == "parquet":
         num_classes = parquet_input.check(data_source, model, config)
     else:
-        fashion_mnist.check_available(data_source.path)
+        sizes = fashion_mnist.check_available(data_source.path)
+        check_rows(min(sizes["train"], data_source.train_limit or sizes["train"]),
+                   num_workers=config.engine.num_workers, batch_size=config.engine.batch_size,
+                   what=f"Fashion-MNIST in {data_source.path}")
         num_classes = fashion_mnist.NUM_CLASSES
         outputs = network_outputs(model, fashion_mnist.SHAPE, expected=num_classes)
         resolve_objective(config.objective).check_outputs(outputs, network=model.key)
     check_writable(settings.output)
+    check_checkpoints_folder(settings.output)
+    with run_lock(settings.output):
+        if args.resume is None:
+            check_new_output(settings.output, overwrite=args.overwrite)
+        return _train(args, config, model, settings, classes, num_classes)
+
+
+def _train(args: argparse.Namespace, config: TrainConfig, model: ModelKind,
+           settings: RunSettings, classes: list[str] | None, num_classes: int) -> int:
+    """The run, once its checks passed, with the run directory locked."""
+    from sparknet.data.sources import fashion_mnist_data
+    from sparknet.engine.trainer import train
+
+    data_source = settings.data
     mlflow_run.check(settings)
     master = settings.master or default_master(config.engine.num_workers)
     check_device(config.engine.device, master)
@@ -188,6 +215,8 @@ def run(args: argparse.Namespace) -> int:
                                    log_file=settings.output / "spark.log")
     replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
     if args.resume is None:
+        if args.overwrite:
+            clear_run(settings.output)
         save_run_file(settings.output, data_source)
 
     spark = open_session()
@@ -265,7 +294,7 @@ def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunS
     not part of the run and may differ.
     """
     from sparknet.engine.run_dir import check_resumable
-    from sparknet.models.registry import resolve_saved_model
+    from sparknet.models.registry import check_file_references, resolve_saved_model
 
     run_dir = Path(args.resume)
     saved_file = run_dir / "config.json"
@@ -279,6 +308,7 @@ def _resumed_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunS
                         ) from None
     saved = config_from_file(saved_values, origin=str(saved_file))
     given, table = given_values(args)
+    check_file_references(saved, origin=str(saved_file), given=_dotted(given))
     rounds = given.get("engine", {}).pop("rounds", None)
     changed = first_difference(saved.to_dict(), TrainConfig.from_dict(
         _overlay(saved.to_dict(), given)).to_dict())
@@ -333,6 +363,17 @@ def _check_same_data(saved: DataSource, given: dict[str, Any]) -> None:
                               "(its run.json); a resumed run trains on the same data")
 
 
+def _dotted(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"engine": {"tau": 5}}`` -> ``{"engine.tau": 5}``."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_dotted(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _overlay(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
@@ -363,7 +404,7 @@ def _session_opener(args: argparse.Namespace, master: str, *, app_name: str,
         raise ConfigError("--master and --remote are both given: a run uses a master or a "
                           "Spark Connect server; drop one")
     check_remote(args.remote)
-    return lambda: remote_session(args.remote, app_name=app_name)
+    return lambda: remote_session(args.remote, app_name=app_name, timeout=timeout)
 
 
 def replayed_tau(run_dir: Path) -> list[int]:
@@ -372,7 +413,12 @@ def replayed_tau(run_dir: Path) -> list[int]:
     if not state.is_file():
         raise ConfigError(f"--replay-tau: {state} does not exist; give the directory of a "
                           "finished 'sparknet train' run")
-    decisions = json.loads(state.read_text()).get("tau_decisions")
+    try:
+        record = json.loads(state.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--replay-tau: {state} cannot be read as JSON ({exc}): give the "
+                          "directory of a finished 'sparknet train' run") from None
+    decisions = record.get("tau_decisions") if isinstance(record, dict) else None
     if not isinstance(decisions, list) or not all(
             isinstance(t, int) and t >= 1 for t in decisions):
         raise ConfigError(f"--replay-tau: {state} holds no valid tau_decisions list")

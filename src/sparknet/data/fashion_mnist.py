@@ -52,13 +52,16 @@ def load_split(split: str, data_dir: str | Path = DEFAULT_DIR) -> Split:
     return Split(images[:, None, :, :].copy(), labels.astype(np.int64))
 
 
-def check_available(data_dir: str | Path = DEFAULT_DIR) -> None:
-    """Raises a DataError naming the first missing file; reads nothing."""
+def check_available(data_dir: str | Path = DEFAULT_DIR) -> dict[str, int]:
+    """Raises a DataError naming the first missing, corrupt or truncated file; returns the
+    number of examples of each split. Reads every file (a corrupt ``.gz`` is found here,
+    before Spark starts, not in the first job)."""
     for names in FILES.values():
         for name in names:
             path = Path(data_dir) / name
             if not path.is_file():
                 raise DataError(f"Fashion-MNIST file {path} is missing: {_HOW_TO_GET}")
+    return {split: len(load_split(split, data_dir).labels) for split in FILES}
 
 
 def _read_idx(path: Path, magic: int, *, ndim: int) -> np.ndarray:

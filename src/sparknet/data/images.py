@@ -42,7 +42,8 @@ def decode_image(raw: bytes | memoryview, shape: tuple[int, ...]) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(raw)) as image:
             decoded = image.convert(_MODES[channels])
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError,
+            Image.DecompressionBombError) as exc:
         raise UndecodableImage(str(exc)) from None
     if decoded.size != (width, height):
         decoded = decoded.resize((width, height), Image.Resampling.BILINEAR)
@@ -127,8 +128,9 @@ def image_folder_frame(spark: SparkSession, root: str | Path, *,
                            for x in (name, float(i))])
     glob = "*.{" + ",".join(s[1:] for s in IMAGE_SUFFIXES) + "," + \
         ",".join(s[1:].upper() for s in IMAGE_SUFFIXES) + "}"
+    # The class folders only: a hidden folder beside them (.git, .cache) is not a class.
     df = (spark.read.format("binaryFile").option("pathGlobFilter", glob)
-          .load(str(Path(root).resolve() / "*")))
+          .load([str(Path(root).resolve() / name) for name in found]))
     folder = F.element_at(F.split(F.col("path"), "/"), -2)
     attribute = {"ml_attr": {"type": "nominal", "name": "label", "vals": names}}
     frame = df.select(F.col("content").alias("image"),

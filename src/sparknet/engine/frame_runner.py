@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -76,17 +77,20 @@ _ARRAYS = ("delta", "scales", "ints", "momentum")
 class ResultFiles:
     """Where workers put their results when they are too large for Arrow rows (``state_dir``).
 
-    A file is named by (round, level, index), so a retried task rewrites the same bytes.
+    A file is named by (run, round, level, index), so a retried task rewrites the same bytes
+    and runs sharing the folder never touch each other's files.
     """
 
     folder: str
     round_index: int
+    run: str = "run"  # the runner's token
 
     def path(self, level: int, index: int) -> Path:
-        return Path(self.folder) / f"result-{self.round_index:06d}-{level}-{index:06d}.safetensors"
+        return Path(self.folder) / (f"result-{self.run}-{self.round_index:06d}-{level}-"
+                                    f"{index:06d}.safetensors")
 
     def remove(self) -> None:
-        for stale in Path(self.folder).glob(f"result-{self.round_index:06d}-*"):
+        for stale in Path(self.folder).glob(f"result-{self.run}-{self.round_index:06d}-*"):
             stale.unlink(missing_ok=True)
 
 
@@ -188,6 +192,7 @@ class FrameRunner:
         self._transport = transport_for(train.session, state_dir=state_dir)
         self._model: ModelKind | None = None
         self._retries = retry_policy(None, None)  # a Connect client cannot see the master
+        self._token = uuid.uuid4().hex[:12]  # this run's files in a shared state_dir
         # Overlapped rounds: each job on a thread of its own, under an operation tag.
         self._jobs = OrderedJobs(interrupt=train.session.interruptTag)
         self._carry_tokens: set[str] = set()
@@ -212,7 +217,7 @@ class FrameRunner:
                 "state directory that every executor can read (state_dir=..., "
                 "sparknet train --state-dir DIR)")
 
-    def start(self, model: ModelKind, *, state_bytes: int) -> None:
+    def start(self, model: ModelKind, *, state_bytes: int, fan_in: int = 4) -> None:
         self._check_state_size(state_bytes)
         self._model = model
         if self.state_dir is not None:
@@ -233,7 +238,7 @@ class FrameRunner:
         model, device = self._model, self.device
         assert model is not None
         shared = self._transport.share(state.arrays())
-        files = (ResultFiles(str(self.state_dir), plan.round_index)
+        files = (ResultFiles(str(self.state_dir), plan.round_index, self._token)
                  if self.state_dir is not None else None)
 
         def train_one(index: int, shard: Shard) -> dict[str, Any]:
@@ -297,7 +302,7 @@ class FrameRunner:
         carry_transport = transport_for(self.train.session, state_dir=self.state_dir)
         shared = state_transport.share(base.arrays())
         given = carry_transport.share(explicit) if explicit is not None else None
-        files = (ResultFiles(str(self.state_dir), plan.round_index)
+        files = (ResultFiles(str(self.state_dir), plan.round_index, self._token)
                  if self.state_dir is not None else None)
         self._carry_tokens.add(carry.token)
 

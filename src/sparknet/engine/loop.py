@@ -30,6 +30,7 @@ from sparknet.engine.run_dir import (
     kept_note,
     open_run,
     restore,
+    run_lock,
     write_checkpoint,
     write_result,
 )
@@ -80,7 +81,16 @@ class LoopOptions:
 
 def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: InputSpec,
                options: LoopOptions) -> TrainResult:
-    """Trains ``model`` for ``config.engine.rounds`` rounds on ``runner``'s workers."""
+    """Trains ``model`` for ``config.engine.rounds`` rounds on ``runner``'s workers, holding
+    the run directory's lock throughout."""
+    with contextlib.ExitStack() as stack:
+        if options.run_dir is not None:
+            stack.enter_context(run_lock(Path(options.run_dir)))
+        return _run_rounds(runner, config=config, model=model, spec=spec, options=options)
+
+
+def _run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: InputSpec,
+                options: LoopOptions) -> TrainResult:
     if runner.num_workers != config.engine.num_workers:
         raise ConfigError(f"the data has {runner.num_workers} shards but num_workers="
                           f"{config.engine.num_workers}: build the data with the same K")
@@ -89,7 +99,10 @@ def run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: I
     warmup_started = runner.now()
     shared = state.for_workers()
     runner.start(model, state_bytes=shared.floats.nbytes + shared.ints.nbytes +
-                 (0 if shared.momentum is None else shared.momentum.nbytes))
+                 (0 if shared.momentum is None else shared.momentum.nbytes),
+                 # overlapped rounds bring every worker's change to the driver
+                 fan_in=(config.engine.num_workers if config.engine.overlap != "off"
+                         else config.engine.tree_fan_in))
     warmup_seconds = runner.now() - warmup_started
     bar = _progress_bar(config.engine.rounds, state.round_index, enabled=options.progress)
     started = runner.now() - state.wall_seconds

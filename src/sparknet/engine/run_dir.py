@@ -8,9 +8,14 @@ readers, so what is written and what is checked on the way back cannot drift apa
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import logging
+import os
 import platform
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,61 @@ class TrainResult:
         return evaluated[-1] if evaluated else None
 
 
+# -- ownership ----------------------------------------------------------------------------------
+
+LOCK_FILE = ".sparknet-lock"
+# run directory (resolved) -> [open lock file, holders in this process]
+_HELD: dict[str, list[Any]] = {}
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Holds ``RUN_DIR/.sparknet-lock`` (an ``fcntl`` lock) for the run's life: a second
+    process writing the same run directory is refused in one line. Re-entrant within a
+    process (the CLI takes it before Spark starts, the round loop again); the kernel drops it
+    when the process dies, so a killed run can be resumed."""
+    key = os.path.realpath(run_dir)
+    held = _HELD.get(key)
+    if held is not None:
+        held[1] += 1
+    else:
+        _HELD[key] = [_acquire(Path(run_dir)), 1]
+    try:
+        yield
+    finally:
+        entry = _HELD[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del _HELD[key]
+            entry[0].close()  # releases the lock
+
+
+def _acquire(run_dir: Path) -> Any:
+    path = run_dir / LOCK_FILE
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot lock the run directory {run_dir} ({exc.strerror or exc}): "
+                          "choose another output folder") from None
+    handle = os.fdopen(fd, "r+")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        owner = handle.read().strip()[:40]
+        handle.close()
+        if exc.errno in (errno.EAGAIN, errno.EACCES):
+            raise ConfigError(f"the run directory {run_dir} is in use by another sparknet run"
+                              f"{f' (pid {owner})' if owner.isdigit() else ''}: wait for it "
+                              "to finish or choose another output folder") from None
+        raise
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
 # -- writing ----------------------------------------------------------------------------------
 
 def open_run(run_dir: Path | None, config: TrainConfig, *,
@@ -75,6 +135,7 @@ def open_run(run_dir: Path | None, config: TrainConfig, *,
         return None, None
     run_path = Path(run_dir)
     run_path.mkdir(parents=True, exist_ok=True)
+    weights_dir.check_checkpoints_folder(run_path)  # refused now, not at the first checkpoint
     weights_dir.atomic_write_text(run_path / "config.json",
                                   json.dumps(config.to_dict(), indent=2))
     return run_path, MetricsLog(run_path / "metrics.jsonl")

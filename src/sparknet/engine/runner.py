@@ -44,11 +44,11 @@ class Runner(Protocol):
         """The clock rounds are timed by (seconds)."""
         ...
 
-    def start(self, model: ModelKind, *, state_bytes: int) -> None:
+    def start(self, model: ModelKind, *, state_bytes: int, fan_in: int = 4) -> None:
         """One-off preparation before round 0 (start workers, load data, build networks).
 
         ``state_bytes``: the size of what each round sends to the workers, for runners whose
-        transport has a limit.
+        transport or memory has a limit; ``fan_in``: at most this many results reach the driver.
         """
         ...
 
@@ -148,7 +148,7 @@ class InProcessRunner:
     def now(self) -> float:
         return self.clock
 
-    def start(self, model: ModelKind, *, state_bytes: int) -> None:
+    def start(self, model: ModelKind, *, state_bytes: int, fan_in: int = 4) -> None:
         self._module = model.build()
         self._layout = FlatLayout.of(self._module)
 

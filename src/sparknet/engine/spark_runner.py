@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -33,6 +34,7 @@ from sparknet.engine.tasks import (
     train_shard,
 )
 from sparknet.engine.transport import BroadcastTransport
+from sparknet.errors import ConfigError
 from sparknet.models.kinds import InputPrep, ModelKind
 from sparknet.models.objectives import MULTICLASS, Objective
 
@@ -87,12 +89,14 @@ class SparkRunner:
     def now(self) -> float:
         return time.perf_counter()
 
-    def start(self, model: ModelKind, *, state_bytes: int) -> None:
+    def start(self, model: ModelKind, *, state_bytes: int, fan_in: int = 4) -> None:
         """Starts the Python workers, loads their shards and builds their networks: one job.
 
         These are one-off costs of a run (like launching processes for DDP); paying them before
         the first round keeps them out of round timings, and so out of the auto-tau measurements.
         """
+        check_state_size(state_bytes, results=min(self.num_workers, fan_in),
+                         limits=MemoryLimits.of(self.train.context))
         self._model = model
 
         def prepare(index: int, shard: ShardRows) -> int:
@@ -220,6 +224,63 @@ class SparkRunner:
                 self.train.map_shards(clear).collect()
             self._carry_tokens.clear()
         self._transport.release()
+
+
+@dataclass(frozen=True)
+class MemoryLimits:
+    """What the driver and the executors can hold, read from a running SparkContext."""
+
+    max_result: int        # spark.driver.maxResultSize in bytes (0: no limit)
+    driver_heap: int       # the driver JVM's maximum heap (spark.driver.memory)
+    executor_memory: int   # spark.executor.memory (0: executors are the driver, local mode)
+
+    @classmethod
+    def of(cls, sc: SparkContext) -> MemoryLimits:
+        conf, jvm = sc.getConf(), sc._jvm
+        assert jvm is not None
+        size = jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes
+        local = (sc.master or "local").startswith("local")
+        return cls(max_result=int(size(conf.get("spark.driver.maxResultSize", "1g"))),
+                   driver_heap=int(jvm.java.lang.Runtime.getRuntime().maxMemory()),
+                   executor_memory=0 if local else
+                   int(size(conf.get("spark.executor.memory", "1g"))))
+
+
+def check_state_size(state_bytes: int, *, results: int, limits: MemoryLimits) -> None:
+    """Refuses, before any job, a network state the driver or an executor cannot hold.
+
+    Each round the driver holds the broadcast state (about two copies while it is split into
+    blocks) and receives ``results`` results of about the state's size (the change of every
+    weight; compression makes them smaller, so this errs on the safe side); an executor holds
+    the broadcast and its task's result. A state beyond these used to end in an
+    ``OutOfMemoryError`` of the driver JVM, reported as a task failed in all its attempts.
+    """
+    if limits.max_result and results * state_bytes > limits.max_result:
+        raise ConfigError(
+            f"the network's state is {_size(state_bytes)} and the driver receives {results} "
+            f"results of that size a round ({_size(results * state_bytes)}), above "
+            f"spark.driver.maxResultSize ({_size(limits.max_result)}): raise "
+            "spark.driver.maxResultSize, lower engine.tree_fan_in, or train a smaller network")
+    need = (results + 2) * state_bytes
+    if need > 0.9 * limits.driver_heap:
+        raise ConfigError(
+            f"the network's state is {_size(state_bytes)}; a round needs about {_size(need)} "
+            f"of the driver's heap ({results + 2} copies), which has "
+            f"{_size(limits.driver_heap)}: raise spark.driver.memory, lower "
+            "engine.tree_fan_in, or train a smaller network")
+    if limits.executor_memory and 2 * state_bytes > 0.6 * limits.executor_memory:
+        raise ConfigError(
+            f"the network's state is {_size(state_bytes)}; an executor holds about two copies, "
+            f"more than 60% of spark.executor.memory ({_size(limits.executor_memory)}): "
+            "raise spark.executor.memory or train a smaller network")
+
+
+def _size(count: float) -> str:
+    for unit in ("bytes", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:,.0f} {unit}" if unit == "bytes" else f"{count:,.1f} {unit}"
+        count /= 1024
+    return f"{count:,.1f} GiB"
 
 
 def tree_sum(indexed: RDD[tuple[int, WorkerResult]], *, num_partitions: int,

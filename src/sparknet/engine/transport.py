@@ -56,7 +56,12 @@ class InFile:
 
     @property
     def value(self) -> Arrays:
-        raw = Path(self.path).read_bytes()
+        try:
+            raw = Path(self.path).read_bytes()
+        except OSError as exc:
+            raise TrainingError(f"state file {self.path} cannot be read ({exc.strerror or exc}): "
+                                "it was deleted, or the folder is not on storage shared by "
+                                "every executor (--state-dir)") from None
         if hashlib.sha256(raw).hexdigest() != self.digest:
             raise TrainingError(f"state file {self.path} does not match its digest: it was "
                                 "changed or is not on storage shared by every executor")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pyspark.ml import Estimator
-from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable
 
 from sparknet.config import TrainConfig
 from sparknet.data.columns import check_columns, check_image_shape, default_scale, label_form
@@ -41,7 +41,7 @@ from sparknet.ml.summary import SparkNetTrainingSummary, validation_record
 from sparknet.ml.tracking import check_fit_tracking, fit_target, start_fit_tracking
 from sparknet.models.kinds import network_outputs
 from sparknet.models.objectives import Objective, resolve_objective
-from sparknet.models.registry import model_of
+from sparknet.models.registry import check_file_references, model_of
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -68,6 +68,11 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
     def train_config(self, *, rounds: int | None = None) -> TrainConfig:
         """The engine configuration these Params describe (validated)."""
         return train_config_of(self, rounds=rounds)
+
+    @classmethod
+    def read(cls) -> DefaultParamsReader[SparkNetEstimator]:
+        """A reader that refuses a saved estimator naming code this process did not name."""
+        return _EstimatorReader(cls)
 
     def fit(self, dataset: DataFrame, params: Any = None, *,
             validation: DataFrame | None = None) -> Any:
@@ -334,3 +339,16 @@ def class_labels(given: tuple[str, ...] | None, field: StructField, objective: O
         raise ConfigError(f"labels names {len(given)} classes but the network predicts one of "
                           f"{most}: give at most {most} names")
     return given
+
+
+class _EstimatorReader(DefaultParamsReader["SparkNetEstimator"]):
+    """Loads a saved estimator's Params; its network and objective are data unless this
+    process named the factory (``sparknet.models.trust_factory``): a later ``fit`` would
+    import them."""
+
+    def load(self, path: str) -> SparkNetEstimator:
+        estimator = super().load(path)
+        values = {s.dotted: estimator.getOrDefault(s.param) for s in estimator_settings()
+                  if s.reference is not None}
+        check_file_references(values, origin=f"saved SparkNetEstimator {path}")
+        return estimator

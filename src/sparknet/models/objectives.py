@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from sparknet.data.shards import LabelForm
 from sparknet.errors import ConfigError, DataError
-from sparknet.models.references import import_callable
+from sparknet.models.references import import_callable, trust
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -269,10 +269,13 @@ def objective_named(name: str) -> Objective:
 
 
 def resolve_objective(name: str) -> Objective:
-    """Checks an objective reference on the driver (imports a user's factory) and resolves it."""
+    """Checks an objective reference on the driver (imports a user's factory) and resolves it.
+
+    The caller's code names it: files may name it afterwards (``check_file_references``)."""
     objective = objective_named(name)
     if isinstance(objective, UserLoss):
         user_loss(name)
+        trust(name)
     return objective
 
 

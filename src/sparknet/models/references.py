@@ -1,4 +1,5 @@
-"""``package.module:function`` references: importing the callable one names.
+"""``package.module:function`` references: importing the callable one names, and which
+references this process's own code named (the only ones a file may name).
 
 Used for network factories (``models.kinds``) and loss factories (``models.objectives``);
 it imports neither, so those two modules stay independent of each other.
@@ -10,6 +11,19 @@ import importlib
 from typing import Any
 
 from sparknet.errors import ConfigError
+
+# References this process's code named (``resolve_model``, ``resolve_objective``,
+# ``trust_factory``): a run directory or a saved model may name only these.
+_TRUSTED: set[str] = set()
+
+
+def trust(ref: str) -> None:
+    """Records that this process's own code named ``ref``."""
+    _TRUSTED.add(ref)
+
+
+def is_trusted(ref: str) -> bool:
+    return ref in _TRUSTED
 
 
 def import_callable(ref: str, *, what: str, returns: str) -> Any:

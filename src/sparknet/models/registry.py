@@ -19,24 +19,66 @@ import importlib
 import json
 import marshal
 import pickle
+from collections.abc import Mapping
 from typing import Any
 
 from sparknet.config import TrainConfig
 from sparknet.errors import ConfigError, DataError
 from sparknet.models.kinds import BuiltinModel, FactoryModel, ModelKind, import_factory
+from sparknet.models.objectives import BUILTIN as BUILTIN_OBJECTIVES
+from sparknet.models.references import is_trusted, trust
 from sparknet.models.zoo import BUILTIN_MODELS, ModelFactory, builtin_factory
+from sparknet.settings import train_settings
 
 # prefix -> module whose ``resolve(ref: str) -> ModelKind`` handles it
 PLUGINS = {"caffe:": "sparknet.caffe.model_kind"}
 
-# Factory references this process's code has named: the only ones a file may name.
-_TRUSTED_FACTORIES: set[str] = set()
+# what a reference field names -> (its words in messages, whether a value is code)
+_REFERENCE_KINDS = {
+    "network": ("network factory", lambda v: not _is_data_model(v)),
+    "loss": ("loss factory", lambda v: v not in BUILTIN_OBJECTIVES),
+}
 
 
 def trust_factory(ref: str) -> None:
-    """Lets files (saved models, run directories) name the factory ``ref``, e.g. before
-    ``SparkNetModel.load`` of a model trained on ``ref``; the module is imported now."""
+    """Lets files (saved models, run directories, saved estimators) name the network or loss
+    factory ``ref``, e.g. before ``SparkNetModel.load`` of a model trained on ``ref``; the
+    module is imported now."""
     resolve_model(ref)
+
+
+def _is_data_model(ref: str) -> bool:
+    """A built-in network or a plug-in kind: loading it imports no code the name chose."""
+    return any(ref.startswith(prefix) for prefix in PLUGINS) or ":" not in ref or \
+        builtin_factory(ref) is not None
+
+
+def check_file_references(found: TrainConfig | Mapping[str, Any], *, origin: str,
+                          given: Mapping[str, Any] | None = None) -> None:
+    """Refuses, in one line and importing nothing, settings read from a file whose reference
+    fields (``setting(reference=...)``: model, objective, any added later) name code that
+    this process's code did not name. ``found``: a configuration, or values by dotted name
+    (a saved estimator's Params). ``given``: the caller's own values by dotted name (flags,
+    a TOML file, arguments): a reference equal to one of them is the caller's."""
+    own = dict(given or {})
+    for s in train_settings():
+        if s.reference is None:
+            continue
+        value: Any = found
+        if isinstance(found, TrainConfig):
+            for part in s.path:
+                value = getattr(value, part)
+        else:
+            value = found.get(s.dotted)
+        what, names_code = _REFERENCE_KINDS[s.reference]
+        if not isinstance(value, str) or not names_code(value) or is_trusted(value) or \
+                own.get(s.dotted) == value:
+            continue
+        raise ConfigError(f"{origin} names the {what} {value[:80]!r} ({s.dotted}); sparknet "
+                          "never imports code a file names: pass it again "
+                          f"({s.flag} {value[:80]} on the command line, or the Python "
+                          f"argument) or call sparknet.models.trust_factory({value[:80]!r}) "
+                          "first")
 
 
 def resolve_saved_model(ref: Any, *, origin: str,
@@ -57,8 +99,7 @@ def resolve_saved_model(ref: Any, *, origin: str,
             raise ConfigError(f"{origin} was trained with model {ref!r}, not {given!r}: pass "
                               "the run's own model")
         return resolve_model(given, args=args)
-    if builtin_factory(ref) is not None or ref in _TRUSTED_FACTORIES or \
-            any(ref.startswith(prefix) for prefix in PLUGINS):
+    if _is_data_model(ref) or is_trusted(ref):
         return resolve_model(ref, args=args)
     if fix is None:
         fix = f"call sparknet.models.trust_factory({ref[:80]!r}) first"
@@ -92,7 +133,7 @@ def resolve_model(model: str | ModelFactory | ModelKind, *,
         raise ConfigError(f"unknown model {model!r}: use one of {sorted(BUILTIN_MODELS)}, "
                           "a factory 'package.module:function', or 'caffe:NET.prototxt'")
     import_factory(model)
-    _TRUSTED_FACTORIES.add(model)
+    trust(model)
     return FactoryModel(key=model + suffix, args=canonical)
 
 

@@ -14,10 +14,16 @@ just the rows of each mini-batch from its file with ``pread`` (the file's footer
 headers are read once per task through a short-lived memory map), so the data it holds is the
 mini-batch in flight: stored rows, decoded pixels and the network input. None of it grows with
 the number of rows in the file; the file itself stays in the operating system's page cache.
+
+Each file's SHA-256 digest is taken when it is written and kept in its marker; a task checks
+the file against it before reading rows, once per Python worker and again whenever the
+file's inode, size or modification time changes. A damaged or deleted file stops the round
+with one line naming it, never training on whatever bytes are there.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -65,8 +71,9 @@ def _schema(layout: ChunkLayout) -> pa.Schema:
 
 
 def write_shard_file(path: Path, layout: ChunkLayout,
-                     chunks: Iterable[tuple[bytes, bytes, int]]) -> int:
-    """Writes the rows of ``chunks`` to ``path`` (atomically) in order; returns the row count.
+                     chunks: Iterable[tuple[bytes, bytes, int]]) -> tuple[int, str]:
+    """Writes the rows of ``chunks`` to ``path`` (atomically) in order; returns the row count
+    and the file's SHA-256 digest.
 
     Holds at most one chunk and one record batch of rows in memory.
     """
@@ -100,10 +107,49 @@ def write_shard_file(path: Path, layout: ChunkLayout,
                 total += rows
             if pending:
                 flush(writer)
+        digest = _digest(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
-    return total
+    _VERIFIED[str(path)] = _identity(path)
+    return total, digest
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    stat = path.stat()
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+# path -> (inode, size, mtime) of the file when this process last found its digest right
+_VERIFIED: dict[str, tuple[int, int, int]] = {}
+
+
+def check_shard_file(path: Path, digest: str, index: int) -> None:
+    """The shard file holds the bytes its writer wrote (one line naming it if not)."""
+    try:
+        identity = _identity(path)
+        if _VERIFIED.get(str(path)) == identity:
+            return
+        found = _digest(path)
+    except FileNotFoundError:
+        raise TrainingError(f"streamed shard file {path} (shard {index}) was deleted from its "
+                            "executor during the run: its rows are gone; run again or "
+                            "--resume (the shard files are written anew)") from None
+    except OSError as exc:
+        raise TrainingError(f"streamed shard file {path} (shard {index}) cannot be read "
+                            f"({exc.strerror or exc}): check the executor's local "
+                            "directory") from None
+    if found != digest:
+        raise TrainingError(f"streamed shard file {path} (shard {index}) does not match the "
+                            "SHA-256 digest taken when it was written: it was changed or "
+                            "damaged on disk; sparknet does not train on it; run again or "
+                            "--resume (the shard files are written anew)")
+    _VERIFIED[str(path)] = identity
 
 
 # ---------------------------------------------------------------------------------------------
@@ -233,8 +279,8 @@ class StreamedShard:
 class StreamedShards(ShardSet):
     """K shard files on the executors; ``handles`` is the cached marker RDD that wrote them.
 
-    A marker row is ``(index, rows, report)``; reading it from Spark's cache is what sends a
-    round's task to the executor that holds the file.
+    A marker row is ``(index, rows, report, digest, path)``; reading it from Spark's cache is
+    what sends a round's task to the executor that holds the file.
     """
 
     token: str = ""
@@ -246,13 +292,16 @@ class StreamedShards(ShardSet):
         assert layout is not None
 
         def from_file(index: int, markers: Iterable[Any]) -> Iterator[T]:
-            for _ in markers:  # the cached marker, read so the lineage stays in force
-                pass
+            written = None
+            for marker in markers:  # the cached marker, read so the lineage stays in force
+                written = marker
             path = shard_path(token, index)
-            if not path.is_file():
+            assert written is not None
+            if not path.is_file() and written[4] != str(path):
                 raise TrainingError(
                     f"streamed shard {index} is not on this executor ({path}): the task ran "
                     "away from the executor holding it; Spark retries it there")
+            check_shard_file(path, written[3], index)
             shard = StreamedShard(path, layout, decode_threads=threads)
             try:
                 yield fn(index, shard)
@@ -279,12 +328,14 @@ def stream_chunks(chunks: RDD[Any], layout: ChunkLayout, *, decode_threads: int
     """Writes partition i of ``chunks`` to shard file i on its executor; caches the markers.
 
     ``chunks`` rows are ``(features, labels, rows, report)`` of the chunk format
-    (``sparknet.data.chunks``), in order. A marker is ``(index, rows, merged report)``.
+    (``sparknet.data.chunks``), in order. A marker is ``(index, rows, merged report, the
+    file's SHA-256 digest, its path)``: the path tells a task on the executor that wrote the
+    file (a deleted file) from one that ran elsewhere (Spark retries it).
     Nothing runs until the first job on the result (the warm-up job).
     """
     token = uuid.uuid4().hex
 
-    def write(index: int, rows: Iterable[Any]) -> Iterator[tuple[int, int, str]]:
+    def write(index: int, rows: Iterable[Any]) -> Iterator[tuple[int, int, str, str, str]]:
         report = Report()
 
         def stored() -> Iterator[tuple[bytes, bytes, int]]:
@@ -293,8 +344,9 @@ def stream_chunks(chunks: RDD[Any], layout: ChunkLayout, *, decode_threads: int
                     report.merge(Report.from_json(row[3]))
                 yield row[0], row[1], row[2]
 
-        count = write_shard_file(shard_path(token, index), layout, stored())
-        yield index, count, report.to_json()
+        path = shard_path(token, index)
+        count, digest = write_shard_file(path, layout, stored())
+        yield index, count, report.to_json(), digest, str(path)
 
     marked = chunks.mapPartitionsWithIndex(write).cache()
     return StreamedShards(handles=marked, token=token, layout=layout,
