@@ -251,7 +251,7 @@ class _Run:
             submit(first, state.lagging, state.carries)
         if first + 1 < end:
             submit(first + 1, _weights_only(state), None)
-        waiting: deque[tuple[TrainState, Record, Future[Evaluation] | None]] = deque()
+        waiting: deque[tuple[TrainState, Record, _QueuedEvaluation | None]] = deque()
         last = runner.now()
         try:
             while flight:
@@ -269,8 +269,10 @@ class _Run:
                                 carries=tuple(sent_change(r) for _, r in results))
                 evaluation = None
                 if self.evaluation_due(state):  # queued before the next round's job
-                    evaluation = runner.submit_evaluation(state.for_workers(), self.prep,
-                                                          **self.evaluation_settings())
+                    evaluation = _QueuedEvaluation(
+                        runner.submit_evaluation(state.for_workers(), self.prep,
+                                                 **self.evaluation_settings()),
+                        ahead=flight[0][2] if flight else None, clock=runner.now)
                 if plan.round_index + 2 < end:
                     submit(plan.round_index + 2, _weights_only(state), None)
                 now = runner.now()
@@ -282,7 +284,7 @@ class _Run:
                 while waiting and (waiting[0][2] is None or waiting[0][2].done() or not flight):
                     done_state, record, pending = waiting.popleft()
                     if pending is not None:
-                        self.add_evaluation(record, pending.result())
+                        self.add_evaluation(record, pending.evaluation())
                     yield done_state, record
         finally:
             runner.cancel()
@@ -351,6 +353,37 @@ class _Run:
                                               self.config.engine.rounds):
             write_checkpoint(self.run_path, state, layout=self.layout, config=self.config,
                              model=self.model)
+
+
+class _QueuedEvaluation:
+    """An evaluation job queued behind a training job: its seconds are those it ran, not
+    those it waited (the overlapped loop's records, like the synchronous ones, say how long
+    the evaluation itself took)."""
+
+    def __init__(self, future: Future[Evaluation], *, ahead: Future[Any] | None,
+                 clock: Callable[[], float]) -> None:
+        self.future = future
+        self._clock = clock
+        self._submitted = clock()
+        self._done: dict[str, float] = {}
+        if ahead is not None:
+            ahead.add_done_callback(self._noting("ahead"))
+        future.add_done_callback(self._noting("self"))
+
+    def _noting(self, name: str) -> Callable[[Future[Any]], None]:
+        def note(_: Future[Any]) -> None:
+            self._done.setdefault(name, self._clock())
+
+        return note
+
+    def done(self) -> bool:
+        return self.future.done()
+
+    def evaluation(self) -> Evaluation:
+        loss, accuracy, seconds = self.future.result()
+        began = max(self._submitted, self._done.get("ahead", self._submitted))
+        ran = self._done.get("self", self._clock()) - began  # callbacks run after result()
+        return loss, accuracy, max(0.0, min(seconds, ran))
 
 
 def _weights_only(state: TrainState) -> RoundState:
