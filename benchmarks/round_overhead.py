@@ -5,7 +5,8 @@ Each phase runs in its own process (one SparkContext, or one Connect client, per
 
 - ``classic-spark-defaults``: the floor as it was: a session with Spark's own settings for
   what sparknet tunes (compressed broadcasts, results above 1 MiB fetched from the block
-  manager), and Python workers that import PyTorch without freezing it out of the collector;
+  manager), and Python workers that hold sparknet's modules, PyTorch and a built network
+  without freezing them out of the collector;
 - ``classic``: a session as sparknet starts it (``engine.spark_session``), workers as
   sparknet's (``engine.model_cache.freeze_long_lived``);
 - ``connect``: a Spark Connect server on ``local[2]`` started with PySpark's launcher with
@@ -14,11 +15,11 @@ Each phase runs in its own process (one SparkContext, or one Connect client, per
 In each, the parts are measured alternating, one of each per repetition, on a cached K-row
 dataset (classic: a K-row RDD, as the memory placement's rounds run; Connect: a cached K-row
 DataFrame, as the frames placement's), every task in a Python worker that has imported PyTorch
-(as sparknet's do): an empty job; the state broadcast (classic) or carried in the plan
-(Connect) and read by every task; every task returning a result of the state's size; both.
-sparknet's rounds then run LeNet (its state is the size used above) with tau = 1 on Fashion-
-MNIST, synchronous and overlapped, and their overhead is the round's wall time minus the
-slowest worker's compute time. Medians.
+and built a network (as sparknet's do): an empty job; the state broadcast (classic) or carried
+in the plan (Connect) and read by every task; every task returning a result of the state's
+size; both. sparknet's rounds then run LeNet (its state is the size used above) with tau = 1 on
+Fashion-MNIST, synchronous and overlapped, and their overhead is the round's wall time minus
+the slowest worker's compute time. Medians.
 
     .venv/bin/python benchmarks/round_overhead.py [--reps 15] [--rounds 15]
 """
@@ -55,15 +56,24 @@ def lenet_state_floats() -> int:
 
 
 def like_sparknet_worker(freeze: bool) -> None:
-    """Runs in a task: PyTorch imported, and frozen out of the collector if ``freeze``."""
-    import gc
+    """Runs in a task: the Python worker holds what a sparknet worker holds (sparknet's worker
+    modules, PyTorch, a built LeNet), frozen out of the collector as sparknet's are if
+    ``freeze``; built once per worker."""
+    import sys
+    import types
 
-    import torch  # noqa: F401
+    holder = sys.modules.setdefault("round_overhead_worker", types.ModuleType("holder"))
+    if hasattr(holder, "network"):
+        return
+    from sparknet.engine import tasks  # noqa: F401 - the modules a round's task loads
+    from sparknet.models import resolve_model
 
-    if freeze and not gc.get_freeze_count():
-        from sparknet.engine.model_cache import freeze_long_lived
+    if freeze:
+        from sparknet.engine.model_cache import cached_network
 
-        freeze_long_lived()
+        holder.network = cached_network(resolve_model("lenet"))  # builds, then freezes
+    else:
+        holder.network = resolve_model("lenet").build()
 
 
 def classic_parts(spark: Any, k: int, floats: int, reps: int, freeze: bool) -> dict[str, float]:
@@ -216,7 +226,8 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         f"Master `local[2]`; the state is LeNet's ({size:.2f} MiB). Each part is the median "
         "of its repetitions, measured alternating with the other parts in one process, "
-        "every task in a Python worker that has imported PyTorch: an empty job of K tasks "
+        "every task in a Python worker that holds PyTorch and a built LeNet: an empty job of K "
+        "tasks "
         "(classic: over a K-row RDD; Connect: over a cached K-row DataFrame), then with the"
         " state broadcast (in the plan on Connect) and read by every task, with every task "
         "returning a result of the state's size, and both. sparknet's rounds: LeNet, tau = "
