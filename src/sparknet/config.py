@@ -334,16 +334,19 @@ class TrainConfig:
                  "use 0 (only at the end) or a positive number of rounds")
         if self.engine.overlap != "off":
             overlap = self.engine.overlap
-            _require(self.engine.tau != "auto", "tau", self.engine.tau,
-                     f"overlap={overlap} needs a fixed tau (e.g. --tau 50): auto-tau sizes "
-                     "rounds to hide the per-job floor that overlapped rounds already hide")
-            _require(self.outer.name == "average", "outer.name", self.outer.name,
-                     f"overlap={overlap} applies the plain average; use --outer average or "
-                     "--overlap off")
-            _require(self.optimizer.momentum_policy == "reset", "optimizer.momentum_policy",
-                     self.optimizer.momentum_policy,
-                     f"overlap={overlap} sends no optimizer state; use momentum_policy reset "
-                     "or --overlap off")
+            _require_together(
+                self.engine.tau != "auto", "tau", self.engine.tau,
+                f"overlap={overlap} needs a fixed tau (e.g. --tau 50): auto-tau sizes rounds to "
+                "hide the per-job floor that overlapped rounds already hide")
+            _require_together(
+                self.outer.name == "average", "outer.name", self.outer.name,
+                f"overlap={overlap} applies the plain average; use --outer average or "
+                "--overlap off")
+            _require_together(
+                self.optimizer.momentum_policy == "reset", "optimizer.momentum_policy",
+                self.optimizer.momentum_policy,
+                f"overlap={overlap} sends no optimizer state; use momentum_policy reset or "
+                "--overlap off")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
