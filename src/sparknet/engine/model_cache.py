@@ -61,10 +61,10 @@ def freeze_long_lived() -> None:
     collector's sight.
 
     PySpark's daemon runs a full ``gc.collect()`` in a reused Python worker after every task,
-    before the worker takes the next one; with PyTorch imported that scan took 100-300 ms per
-    task on a 2-core VM, a per-round cost no overlap can hide
-    (``benchmarks/results/round_overhead.md``). Frozen objects are still freed by reference
-    counting; only each task's own objects are left for the collector to scan.
+    before the worker takes the next one; with PyTorch and a network loaded that scan covers
+    hundreds of thousands of objects, a per-task cost no overlap can hide
+    (``benchmarks/round_overhead.py`` measures the floor with and without). Frozen objects are
+    still freed by reference counting; only each task's own objects are left to scan.
     """
     gc.collect()
     gc.freeze()
