@@ -30,7 +30,7 @@ from sparknet.averaging import EncodedDelta
 from sparknet.data.placements.frames import FrameShards
 from sparknet.data.shards import Shard
 from sparknet.engine.aggregate import combine_in_order, tree_group, tree_levels
-from sparknet.engine.jobs import OrderedJobs
+from sparknet.engine.jobs import OrderedJobs, timed_evaluation
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
 from sparknet.engine.overlap import CarryPlan, overlapped_task
@@ -347,13 +347,9 @@ class FrameRunner:
         shared = transport.share(state.arrays())
 
         def job(tag: str) -> Evaluation:
-            started = time.perf_counter()
-            try:
-                loss, accuracy = self._tagged(tag, lambda: self._evaluate(
-                    shared, prep, batch_size=batch_size, threads=threads, objective=objective))
-            finally:
-                transport.release()
-            return loss, accuracy, time.perf_counter() - started
+            return timed_evaluation(lambda: self._tagged(tag, lambda: self._evaluate(
+                shared, prep, batch_size=batch_size, threads=threads, objective=objective)),
+                release=transport.release)
 
         return self._jobs.submit(job)
 

@@ -23,6 +23,17 @@ T = TypeVar("T")
 ORDER_TIMEOUT_SECONDS = 5.0
 
 
+def timed_evaluation(evaluate: Callable[[], tuple[float, float]], *,
+                     release: Callable[[], object]) -> tuple[float, float, float]:
+    """An evaluation job's (loss, accuracy, seconds it took); ``release`` frees its state."""
+    started = time.perf_counter()
+    try:
+        loss, accuracy = evaluate()
+    finally:
+        release()
+    return loss, accuracy, time.perf_counter() - started
+
+
 class OrderedJobs:
     """Runs ``job(tag)`` callables on threads, each submitted after the one before.
 

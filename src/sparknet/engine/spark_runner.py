@@ -19,7 +19,7 @@ import numpy as np
 
 from sparknet.data.shards import ShardRows
 from sparknet.engine.aggregate import combine_in_order, tree_group, tree_levels
-from sparknet.engine.jobs import OrderedJobs
+from sparknet.engine.jobs import OrderedJobs, timed_evaluation
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.model_cache import cached_network
 from sparknet.engine.overlap import CarryPlan, overlapped_task
@@ -191,13 +191,9 @@ class SparkRunner:
         shared = self.train.context.broadcast(state.arrays())
 
         def job(group: str) -> Evaluation:
-            started = time.perf_counter()
-            try:
-                loss, accuracy = self._in_group(group, lambda: self._evaluate(
-                    shared, prep, batch_size=batch_size, threads=threads, objective=objective))
-            finally:
-                shared.destroy()
-            return loss, accuracy, time.perf_counter() - started
+            return timed_evaluation(lambda: self._in_group(group, lambda: self._evaluate(
+                shared, prep, batch_size=batch_size, threads=threads, objective=objective)),
+                release=shared.destroy)
 
         return self._jobs.submit(job)
 
