@@ -313,7 +313,7 @@ class FrameRunner:
             def train(start: RoundState) -> WorkerResult:
                 return train_shard(model, index, shard, start, plan, device)
 
-            store = executor_carry_store(carry.token) if carry.store else None
+            store = executor_carry_store(carry.token)
             explicit_value = None if given is None else given.value
             result = overlapped_task(
                 train, index=index, round_index=plan.round_index,

@@ -49,14 +49,12 @@ class CarryPlan:
     """How the tasks of one overlapped round find their own change of the round before.
 
     ``token`` names this run's files; ``share`` is 1/K; ``partitions``, when given, are the
-    only ones that run (a rerun of partitions whose carry was missing); ``store`` False keeps
-    no files (every carry then comes from the driver).
+    only ones that run (a rerun of partitions whose carry was missing).
     """
 
     token: str
     share: float
     partitions: tuple[int, ...] | None = None
-    store: bool = True
 
 
 def sent_change(result: WorkerResult) -> np.ndarray:

@@ -165,7 +165,7 @@ class SparkRunner:
             def train(start: RoundState) -> WorkerResult:
                 return train_shard(model, index, shard, start, plan, device)
 
-            store = executor_carry_store(carry.token) if carry.store else None
+            store = executor_carry_store(carry.token)
             return index, overlapped_task(
                 train, index=index, round_index=plan.round_index,
                 base=RoundState.of(shared.value), carry=carry,

@@ -91,9 +91,10 @@ class TrainState:
         lagging = None
         if LAGGING_FLOATS_KEY in tensors and LAGGING_INTS_KEY in tensors:
             lagging = RoundState(tensors[LAGGING_FLOATS_KEY], tensors[LAGGING_INTS_KEY])
-        count = sum(1 for key in tensors if key.startswith(CARRY_KEY.split("{")[0]))
-        carries = tuple(tensors[CARRY_KEY.format(i)] for i in range(count)
-                        if CARRY_KEY.format(i) in tensors) or None
+        found: list[np.ndarray] = []
+        while CARRY_KEY.format(len(found)) in tensors:
+            found.append(tensors[CARRY_KEY.format(len(found))])
+        carries = tuple(found) or None
         try:
             return cls(floats, ints, tensors.get(MOMENTUM_KEY), outer,
                        round_index=int(meta["round"]), step_offset=int(meta["step_offset"]),
