@@ -24,6 +24,9 @@ OptimizerName = Literal["sgd", "adam", "caffe"]
 MomentumPolicy = Literal["reset", "average"]
 LrSchedule = Literal["constant", "step", "cosine"]
 OuterName = Literal["average", "weighted", "nesterov"]
+# tau = "epoch": one pass over a worker's shard per round, but rounds of at most this many
+# steps, so that large data still syncs, evaluates and checkpoints often.
+EPOCH_TAU_CAP = 100
 Compression = Literal["none", "bf16", "int8"]
 Device = Literal["cpu", "cuda", "auto"]
 OnNonFinite = Literal["stop", "skip"]
@@ -193,7 +196,7 @@ class OuterConfig:
     """How the driver turns the K workers' results into the next weights."""
 
     name: OuterName = setting(
-        "average", "outer optimizer on the driver: average (SparkNet: the mean of the "
+        "nesterov", "outer optimizer on the driver: average (SparkNet: the mean of the "
         "workers' weights), weighted (mean weighted by each worker's number of training "
         "samples) or nesterov (a Nesterov momentum step on the averaged change, as in DiLoCo)",
         flag="--outer", param="outerOptimizer")
@@ -219,10 +222,13 @@ class EngineConfig:
 
     num_workers: int = setting(2, "K, the number of data partitions trained in parallel each "
                                   "round")
-    tau: int | Literal["auto"] = setting(
-        "auto", "local SGD steps per worker per round, or auto: measure step time and round "
-        "overhead in the first rounds, then keep the overhead <= 5% of a round (the decisions "
-        "are recorded and replayed)")
+    tau: int | Literal["epoch", "auto"] = setting(
+        "epoch", "local SGD steps per worker per round; epoch: one pass over each worker's "
+        f"shard, at most {EPOCH_TAU_CAP} steps (worked out from the row count alone, so the "
+        "same on any machine); auto: measure step time and round overhead in the first "
+        "rounds, then keep the overhead <= 5% of a round (faster on a slow network, but the "
+        "steps, and so the weights, depend on the machine's load; the decisions are recorded "
+        "and can be replayed)")
     batch_size: int = setting(64, "mini-batch size of one local step")
     rounds: int = setting(20, "number of rounds to train (each processes K * tau * batch_size "
                               "samples)")
@@ -266,8 +272,8 @@ class EngineConfig:
         check_field_types(self, "")
         _require(self.num_workers >= 1, "num_workers", self.num_workers,
                  "use K >= 1 (e.g. --num-workers 2)")
-        _require(self.tau == "auto" or self.tau >= 1, "tau", self.tau,
-                 "use tau >= 1 local steps per round (e.g. --tau 50) or 'auto'")
+        _require(self.tau in ("epoch", "auto") or self.tau >= 1, "tau", self.tau,
+                 "use tau >= 1 local steps per round (e.g. --tau 50), 'epoch' or 'auto'")
         _require(self.batch_size >= 1, "batch_size", self.batch_size,
                  "use a batch size >= 1 (e.g. --batch-size 64)")
         _require(self.rounds >= 1, "rounds", self.rounds, "train for at least one round")

@@ -9,9 +9,8 @@ from sparknet.engine.tau import RoundTiming, TauSchedule
 from sparknet.errors import ConfigError
 
 
-def test_auto_is_the_default_and_builds_an_auto_tau_policy():
-    config = TrainConfig()
-    assert config.engine.tau == "auto"
+def test_auto_builds_an_auto_tau_policy():
+    config = TrainConfig(engine=EngineConfig(tau="auto"))
     assert isinstance(tau_policy(config), AutoTau)
     with pytest.raises(ConfigError, match="tau='fast'"):
         EngineConfig(tau="fast")

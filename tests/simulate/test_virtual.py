@@ -31,7 +31,8 @@ def _config(**engine):
     settings.update(engine)
     return TrainConfig(model="lenet", seed=3, engine=EngineConfig(**settings),
                        optimizer=OptimizerConfig(lr=0.02, momentum=0.9,
-                                                 momentum_policy="average"))
+                                                 momentum_policy="average"),
+                       outer=OuterConfig(name="average"))
 
 
 def test_one_worker_carrying_momentum_is_a_plain_sgd_loop(small):

@@ -276,7 +276,7 @@ def apply_solver(values: dict[str, Any], solver_path: str | Path, *,
     batch = _layer_batch_size(layer) if layer is not None else 0
     if batch and "batch_size" not in engine:
         engine["batch_size"] = batch
-    tau = engine.get("tau", "auto")
+    tau = engine.get("tau")
     if "rounds" not in engine:
         if not isinstance(tau, int):
             raise ConfigError("--caffe-solver maps max_iter to rounds = ceil(max_iter / tau): "

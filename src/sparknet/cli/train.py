@@ -33,6 +33,7 @@ from sparknet.cli.run_settings import (
 from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data import fashion_mnist
 from sparknet.engine.device import check_device
+from sparknet.engine.tau import resolve_epoch_tau, work_statement
 from sparknet.errors import ConfigError, DataError
 from sparknet.models.kinds import ModelKind, network_outputs
 from sparknet.models.objectives import resolve_objective
@@ -40,17 +41,18 @@ from sparknet.settings import train_settings
 
 
 def tau_arg(text: str) -> int | str:
-    """``--tau``: a number of steps or ``auto``."""
-    if text == "auto":
+    """``--tau``: a number of steps, ``epoch`` or ``auto``."""
+    if text in ("epoch", "auto"):
         return text
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of steps or 'auto'") from None
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of steps, 'epoch' or 'auto'") from None
 
 
 _TYPES: dict[str, Any] = {"int": int, "float": float, "str": str, "int_or_auto": tau_arg}
-_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "int_or_auto": "N|auto"}
+_METAVARS = {"int": "N", "float": "X", "str": "TEXT", "int_or_auto": "N|epoch|auto"}
 # A flag whose value is a file: the plug-in that reads it fills the setting (see run()).
 _FILE_FLAGS = {"optimizer.caffe_solver": Path}
 
@@ -231,6 +233,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, model: ModelKind,
                                   train_limit=data_source.train_limit,
                                   test_limit=data_source.test_limit, streamed=args.stream,
                                   decode_threads=config.engine.decode_threads)
+    config = resolve_epoch_tau(config, data.train_sizes)
+    print(f"training {work_statement(config, sum(data.train_sizes))}")
     tracker = mlflow_run.start(settings, config, master=args.remote or master)
     try:
         result = train(data, config=config, model=model, run_dir=settings.output,

@@ -58,6 +58,8 @@ def parameter_mask(model: ModelKind, layout: FlatLayout) -> np.ndarray:
 
 
 def tau_policy(config: TrainConfig) -> TauPolicy:
+    if config.engine.tau == "epoch":  # the entry points resolve it from the shard sizes
+        raise ValueError("tau='epoch' reached the loop unresolved: call resolve_epoch_tau")
     if config.engine.tau == "auto":
         from sparknet.engine.auto_tau import AutoTau
 

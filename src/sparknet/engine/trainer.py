@@ -13,6 +13,7 @@ from sparknet.engine.loop import LoopOptions, run_rounds
 from sparknet.engine.run_dir import TrainResult
 from sparknet.engine.runner import Runner
 from sparknet.engine.spark_runner import SparkRunner
+from sparknet.engine.tau import resolve_epoch_tau
 from sparknet.errors import ConfigError
 from sparknet.models.kinds import ModelKind
 from sparknet.models.registry import model_of, resolve_model
@@ -45,6 +46,7 @@ def train(data: SparkData, *, config: TrainConfig,
         raise ConfigError(f"the smallest of the {data.num_workers} training shards holds "
                           f"{smallest} examples, fewer than one batch of {batch}: use more "
                           "data, fewer workers or a smaller batch_size")
+    config = resolve_epoch_tau(config, data.train_sizes)
     options = LoopOptions(run_dir=Path(run_dir) if run_dir is not None else None, resume=resume,
                           progress=progress, tau_decisions=tuple(tau_decisions or ()), stop=stop,
                           on_record=on_record, eval_name=eval_name)

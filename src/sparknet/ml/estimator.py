@@ -22,6 +22,7 @@ from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader, DefaultP
 from sparknet.config import TrainConfig
 from sparknet.data.columns import check_columns, check_image_shape, default_scale, label_form
 from sparknet.data.shards import InputSpec
+from sparknet.engine.tau import resolve_epoch_tau, work_statement
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml.config import FitConfig, ScoringConfig
 from sparknet.ml.mlflow_models import log_models
@@ -137,7 +138,9 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
             if validation_df is not None:
                 data = _with_validation(data, validation_df, features=features, label=label,
                                         kind=kind, spec=spec, scoring=scoring)
-            config = _rounds_for_epochs(config, fit, summary)
+            config = _rounds_for_epochs(
+                resolve_epoch_tau(config, summary.shard_sizes), fit, summary)
+            say(f"training {work_statement(config, sum(summary.shard_sizes))}")
             target = fit_target(fit)
             tracker = None if target is None else start_fit_tracking(
                 target, config=config, params=stage_params(scoring, fit), dataset=dataset,
@@ -317,8 +320,9 @@ def _check_epochs(epochs: float | None, config: TrainConfig, *, rounds_set: bool
         raise ConfigError("epochs and rounds are both set: set one of them (epochs works out "
                           "the rounds from the number of rows)")
     if config.engine.tau == "auto":
-        raise ConfigError("epochs needs a fixed tau to work out the number of rounds: "
-                          "set tau to a number of steps, or set rounds instead of epochs")
+        raise ConfigError("epochs needs a tau known before training to work out the number "
+                          "of rounds: set tau to a number of steps or 'epoch', or set rounds "
+                          "instead of epochs")
 
 
 def class_labels(given: tuple[str, ...] | None, field: StructField, objective: Objective,

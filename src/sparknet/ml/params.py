@@ -26,8 +26,9 @@ MODEL_OWN = ("numClasses",)
 
 
 def _int_or_auto(value: Any) -> int | str:
-    """tau: a positive number of steps, or 'auto' (the engine picks it per round)."""
-    return "auto" if value == "auto" else TypeConverters.toInt(value)
+    """tau: a positive number of steps, 'epoch' (one pass over each shard) or 'auto' (the
+    engine picks it per round)."""
+    return value if value in ("epoch", "auto") else TypeConverters.toInt(value)
 
 
 _CONVERTERS: dict[str, Callable[[Any], Any]] = {

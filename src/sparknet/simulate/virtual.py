@@ -18,6 +18,7 @@ from sparknet.config import TrainConfig
 from sparknet.data.shards import InputSpec
 from sparknet.engine.loop import LoopOptions, run_rounds
 from sparknet.engine.runner import InProcessRunner
+from sparknet.engine.tau import resolve_epoch_tau
 from sparknet.models.registry import model_of, resolve_model
 from sparknet.models.zoo import ModelFactory
 
@@ -53,6 +54,7 @@ def simulate(train: tuple[np.ndarray, np.ndarray], *, config: TrainConfig, spec:
     runner = InProcessRunner(train, num_workers=config.engine.num_workers, seed=config.seed,
                              test=test, device=config.engine.device,
                              overhead_seconds=overhead_seconds)
+    config = resolve_epoch_tau(config, [len(shard) for shard in runner.shards])
     evaluated_stop = None
     if stop is not None:
         def evaluated_stop(record: dict[str, Any]) -> bool:
