@@ -9,7 +9,11 @@ in a child process and compare its files with a classic session's results in the
 - ``train``: ``sparknet.train`` on ``from_arrays`` shards, two configurations (K = 2; K = 3
   with a tree sum, int8 updates and averaged momentum), and a checkpoint-and-resume run;
 - ``ml``: ``SparkNetEstimator.fit`` on a Parquet file, ``transform``, save and load, and a
-  ``Pipeline`` with ``StringIndexer`` saved and loaded.
+  ``Pipeline`` with ``StringIndexer`` saved and loaded;
+- ``fit-user`` / ``score-user`` (DATA, then the folder of the user's network module): one
+  process fits the user's own network and saves a model and a PipelineModel, a fresh one
+  trusts the factory, loads both and scores (the module reaches the server's executors from
+  the client, as it does at fit).
 """
 
 from __future__ import annotations
@@ -96,6 +100,52 @@ def ml_task(spark: Any, out: Path, parquet: Path) -> None:
              reloaded=reloaded, pipeline=stage.saved_network.floats, piped=piped)
 
 
+USER_MODULE = "sparknet_user_nets_connect"
+USER_FACTORY = f"{USER_MODULE}:mlp"
+USER_MODULE_SOURCE = """
+from torch import nn
+
+def mlp(hidden=16):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+"""
+
+
+def fit_user_task(spark: Any, out: Path, parquet: Path) -> None:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import StringIndexer
+
+    from sparknet.ml import SparkNetEstimator
+
+    df = spark.read.parquet(str(parquet))
+    params = {**ESTIMATOR_PARAMS, "network": USER_FACTORY, "networkArgs": {"hidden": 16}}
+    model = SparkNetEstimator(**params).fit(df)
+    model.write().overwrite().save(str(out / "model"))
+    indexer = StringIndexer(inputCol="kind", outputCol="label", stringOrderType="alphabetAsc")
+    fitted = Pipeline(stages=[indexer, SparkNetEstimator(**params)]).fit(df.drop("label"))
+    fitted.write().overwrite().save(str(out / "pipeline"))
+    np.savez(out / "fit-user.npz", scored=_probabilities(model.transform(df)),
+             piped=_probabilities(fitted.transform(df.drop("label"))))
+
+
+def score_user_task(spark: Any, out: Path, parquet: Path) -> None:
+    from pyspark.ml import PipelineModel
+
+    from sparknet.errors import ConfigError
+    from sparknet.ml import SparkNetModel
+
+    try:
+        SparkNetModel.load(str(out / "model"))
+        refusal = ""
+    except ConfigError as exc:
+        refusal = str(exc)
+    model = SparkNetModel.load(str(out / "model"), trust=[USER_FACTORY])
+    pipeline = PipelineModel.load(str(out / "pipeline"))  # the factory is trusted above
+    df = spark.read.parquet(str(parquet))
+    np.savez(out / "score-user.npz", scored=_probabilities(model.transform(df)),
+             piped=_probabilities(pipeline.transform(df.drop("label"))))
+    (out / "refusal.txt").write_text(refusal)
+
+
 def _probabilities(frame: Any) -> np.ndarray:
     rows = frame.orderBy("id").select("probability").collect()
     return np.stack([row.probability.toArray() for row in rows])
@@ -128,8 +178,11 @@ def run_task(task: str, spark: Any, out: Path, data: Path | None = None) -> None
     elif task == "ml":
         assert data is not None
         ml_task(spark, out, data)
+    elif task in ("fit-user", "score-user"):
+        assert data is not None
+        (fit_user_task if task == "fit-user" else score_user_task)(spark, out, data)
     else:
-        raise SystemExit(f"unknown task {task!r}: use train or ml")
+        raise SystemExit(f"unknown task {task!r}: use train, ml, fit-user or score-user")
 
 
 def run_client(task: str, url: str, out: Path, *extra: str) -> None:
@@ -146,6 +199,8 @@ def main(argv: list[str]) -> int:
     from sparknet.engine.spark_session import remote_session
 
     task, url, out = argv[0], argv[1], Path(argv[2])
+    if len(argv) > 4:  # the folder of the user's own modules: the driver's sys.path only
+        sys.path.insert(0, argv[4])
     spark = remote_session(url, app_name=f"sparknet-connect-{task}")
     try:
         run_task(task, spark, out, Path(argv[3]) if len(argv) > 3 else None)
