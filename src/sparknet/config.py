@@ -272,7 +272,7 @@ class EngineConfig:
         check_field_types(self, "")
         _require(self.num_workers >= 1, "num_workers", self.num_workers,
                  "use K >= 1 (e.g. --num-workers 2)")
-        _require(self.tau in ("epoch", "auto") or self.tau >= 1, "tau", self.tau,
+        _require(not isinstance(self.tau, int) or self.tau >= 1, "tau", self.tau,
                  "use tau >= 1 local steps per round (e.g. --tau 50), 'epoch' or 'auto'")
         _require(self.batch_size >= 1, "batch_size", self.batch_size,
                  "use a batch size >= 1 (e.g. --batch-size 64)")

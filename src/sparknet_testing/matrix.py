@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
 from sparknet.data.shards import InputSpec, Shard, split_into_shards
 
 ROWS, WORKERS, BATCH, SHAPE = 48, 2, 8, (1, 4, 4)
@@ -32,7 +32,9 @@ PLACEMENTS = ("memory", "streamed", "connect")
 # objective case -> (objective setting, network outputs, label width: 0 for class indices)
 OBJECTIVES = {"multiclass": ("multiclass", 3, 0), "binary": ("binary", 1, 1),
               "multilabel": ("multilabel", 3, 3), "mse1": ("mse", 1, 1),
-              "mse3": ("mse", 3, 3), "user_loss": ("sparknet_testing.nets:mse_loss", 2, 2)}
+              "mse3": ("mse", 3, 3), "user_loss": ("sparknet_testing.nets:mse_loss", 2, 2),
+              "weighted": ("multiclass", 3, 0)}  # class indices and a weight column
+WEIGHTED = "weighted"
 FRAME_KINDS = ("array", "vector", "sparse", "png", "image")
 ENTRY_KINDS = {"from_arrays": ("pixels", "floats"), "dataframe_data": FRAME_KINDS,
                "estimator": FRAME_KINDS, "cli": ("parquet_array", "parquet_vector")}
@@ -106,6 +108,24 @@ def rows(objective: str) -> tuple[np.ndarray, np.ndarray]:
     return pixels, rng.normal(size=(ROWS, width)).astype(np.float32)
 
 
+def row_weights(objective: str) -> np.ndarray | None:
+    """The weight column of the weighted case (zeros included), else None."""
+    if objective != WEIGHTED:
+        return None
+    weights = np.random.default_rng(13).uniform(0, 3, ROWS).astype(np.float32)
+    weights[::7] = 0
+    return weights
+
+
+def training_labels(objective: str) -> np.ndarray:
+    """The labels as shards store them: packed with the row weights when there are any."""
+    from sparknet.data.shards import pack_row_weights
+
+    _, labels = rows(objective)
+    weights = row_weights(objective)
+    return labels if weights is None else pack_row_weights(labels, weights)
+
+
 def stored(kind: str, pixels: np.ndarray) -> np.ndarray:
     """The features as shards hold them: pixels, or float32 values in [0, 1]."""
     return pixels if kind in PIXEL_KINDS else pixels.astype(np.float32) / np.float32(255)
@@ -115,7 +135,8 @@ def spec_of(case: Case) -> InputSpec:
     name, outputs, width = OBJECTIVES[case.objective]
     return InputSpec(shape=SHAPE, num_classes=outputs, label_width=width,
                      scale=1 / 255 if case.kind in PIXEL_KINDS else 1.0,
-                     binary_targets=name in ("binary", "multilabel"))
+                     binary_targets=name in ("binary", "multilabel"),
+                     row_weights=case.objective == WEIGHTED)
 
 
 def rounds_of(case: Case) -> int:
@@ -132,11 +153,13 @@ def config_of(case: Case) -> TrainConfig:
                                            rounds=rounds_of(case), eval_every=0,
                                            overlap="off" if case.rounds == "sync"
                                            else "eager"),
-                       optimizer=OptimizerConfig(lr=0.05))
+                       optimizer=OptimizerConfig(lr=0.05),
+                       # SparkNet's average: the one outer step overlapped rounds take
+                       outer=OuterConfig(name="average"))
 
 
 def expected_shards(case: Case) -> list[Shard]:
-    pixels, labels = rows(case.objective)
+    pixels, labels = rows(case.objective)[0], training_labels(case.objective)
     features = stored(case.kind, pixels)
     if case.entry == "from_arrays":
         return split_into_shards(features, labels, WORKERS, seed=config_of(case).seed)
@@ -196,9 +219,13 @@ def write_parquet(spark: Any, folder: Path, case: Case) -> Path:
     label_type = DoubleType() if width <= 1 else ArrayType(DoubleType())
     label_values = (labels.astype(np.float64).reshape(ROWS).tolist() if width <= 1
                     else labels.astype(np.float64).tolist())
-    schema = StructType([StructField("features", feature_type),
-                         StructField("label", label_type)])
-    frame = spark.createDataFrame(list(zip(features, label_values, strict=True)), schema)
+    fields = [StructField("features", feature_type), StructField("label", label_type)]
+    columns = [features, label_values]
+    weights = row_weights(case.objective)
+    if weights is not None:
+        fields.append(StructField("weight", DoubleType()))
+        columns.append(weights.astype(np.float64).tolist())
+    frame = spark.createDataFrame(list(zip(*columns, strict=True)), StructType(fields))
     frame.coalesce(1).write.parquet(str(path))
     return path
 
@@ -223,13 +250,14 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
     if case.entry == "from_arrays":
         return _trained(spark, case, streamed)
     parquet = folder / f"{case.dataset}.parquet"
+    weight = "weight" if case.objective == WEIGHTED else None
     if case.entry == "dataframe_data":
         from sparknet.data.sources import dataframe_data
         from sparknet.engine.trainer import train
 
         data, _ = dataframe_data(spark.read.parquet(str(parquet)), features="features",
                                  label="label", spec=spec_of(case), num_workers=WORKERS,
-                                 batch_size=BATCH, streamed=streamed)
+                                 batch_size=BATCH, streamed=streamed, weight=weight)
         try:
             return np.asarray(train(data, config=config, progress=False).floats)
         finally:
@@ -242,7 +270,7 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
             networkArgs=config.model_args, objective=config.objective,
             numWorkers=WORKERS, tau=2, batchSize=BATCH, rounds=rounds_of(case),
             learningRate=0.05, seed=7, evalEvery=0, streamed=streamed,
-            overlap=config.engine.overlap)
+            overlap=config.engine.overlap, outerOptimizer="average", weightCol=weight)
         return np.asarray(estimator.fit(spark.read.parquet(str(parquet))).saved_network.floats)
     from sparknet.cli.main import main
     from sparknet.engine.run_dir import load_result
@@ -255,9 +283,10 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
             "--model-args", str(config.model_args), "--objective", config.objective,
             "--seed", "7", "--num-workers", str(WORKERS), "--tau", "2", "--batch-size",
             str(BATCH), "--rounds", str(rounds_of(case)), "--overlap", config.engine.overlap,
-            "--eval-every", "0", "--lr", "0.05",
+            "--eval-every", "0", "--lr", "0.05", "--outer", "average",
             "--checkpoint-every", "0", "--no-progress", "--output", str(output),
-            *(["--stream"] if streamed else []), *(["--remote", remote] if remote else [])]
+            *(["--stream"] if streamed else []), *(["--remote", remote] if remote else []),
+            *(["--weight", weight] if weight else [])]
     if main(argv) != 0:
         raise AssertionError(f"sparknet {' '.join(argv)} failed")
     return np.asarray(load_result(output).floats)
@@ -267,7 +296,7 @@ def _trained(spark: Any, case: Case, streamed: bool) -> np.ndarray:
     from sparknet.data.sources import from_arrays
     from sparknet.engine.trainer import train
 
-    pixels, labels = rows(case.objective)
+    pixels, labels = rows(case.objective)[0], training_labels(case.objective)
     data = from_arrays(spark, train=(stored(case.kind, pixels), labels), test=None,
                        spec=spec_of(case), num_workers=WORKERS, seed=config_of(case).seed,
                        streamed=streamed)

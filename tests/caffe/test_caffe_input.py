@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from sparknet.caffe.transform import TransformConfig, transform_batch
 from sparknet.cli.main import main
-from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
 from sparknet.data.shards import InputSpec, split_into_shards
 from sparknet.data.sources import from_arrays
 from sparknet.engine.local_steps import batch_indices, stream_seed
@@ -74,7 +74,8 @@ def _config(net: str) -> TrainConfig:
     return TrainConfig(model=net, seed=SEED, checkpoint_every=0,
                        engine=EngineConfig(num_workers=1, tau=TAU, batch_size=BATCH, rounds=1,
                                            eval_every=0),
-                       optimizer=OptimizerConfig(lr=LR, momentum=0.0))
+                       optimizer=OptimizerConfig(lr=LR, momentum=0.0),
+                       outer=OuterConfig(name="average"))
 
 
 def test_train_and_cli_apply_crop_mirror_and_mean(spark: Any, fashion: Any, tmp_path: Path,
@@ -94,8 +95,9 @@ def test_train_and_cli_apply_crop_mirror_and_mean(spark: Any, fashion: Any, tmp_
     assert main(["train", "--model", net, "--seed", str(SEED), "--num-workers", "1", "--tau",
                  str(TAU), "--batch-size", str(BATCH), "--rounds", "1", "--eval-every", "0",
                  "--lr", str(LR), "--momentum", "0", "--checkpoint-every", "0",
-                 "--train-limit", str(ROWS), "--test-limit", "100", "--data-dir",
-                 str(FASHION_DIR), "--output", str(tmp_path / "cli"), "--no-progress"]) == 0
+                 "--outer", "average", "--train-limit", str(ROWS), "--test-limit", "100",
+                 "--data-dir", str(FASHION_DIR), "--output", str(tmp_path / "cli"),
+                 "--no-progress"]) == 0
     np.testing.assert_array_equal(load_result(tmp_path / "cli").floats, result.floats)
 
 
@@ -115,7 +117,8 @@ def test_estimator_fit_and_transform_apply_the_transform(spark: Any, fashion: An
     # One step over the whole shard: the same gradient whatever order the rows are in.
     estimator = SparkNetEstimator(network=net, inputShape=[1, 28, 28], inputScale=0.5,
                                   numWorkers=1, tau=1, batchSize=ROWS, rounds=1,
-                                  learningRate=LR, momentum=0.0, seed=SEED)
+                                  learningRate=LR, momentum=0.0, seed=SEED,
+                                  outerOptimizer="average")
     fitted = estimator.fit(df)
     model = resolve_model(net)
     layout, floats, ints = initial_state(model, SEED)

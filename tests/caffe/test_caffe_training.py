@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from sparknet.caffe import export_onnx, load_net, load_solver, make_optimizer
 from sparknet.caffe.weights import read_caffemodel
 from sparknet.cli.main import main
-from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
 from sparknet.data.shards import InputSpec, split_into_shards
 from sparknet.data.sources import from_arrays
 from sparknet.engine.local_steps import batch_indices
@@ -130,7 +130,8 @@ def test_k1_engine_equals_a_caffe_solver_loop(spark: Any, fashion: Any,
         model=f"caffe:{net}#1,28,28", seed=3, checkpoint_every=0,
         engine=EngineConfig(num_workers=1, tau=4, batch_size=16, rounds=3, eval_every=0),
         optimizer=OptimizerConfig(name="caffe", caffe_solver=solver_copy.read_text(),
-                                  momentum_policy="average"))
+                                  momentum_policy="average"),
+        outer=OuterConfig(name="average"))
     # The model kind applies the Data layer's transform_param (scale 1/256) itself.
     spec = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
     data = from_arrays(spark.sparkContext, train=(features, labels), test=None, spec=spec,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
 from sparknet.data.placement import SparkData
 from sparknet.data.placements.memory import broadcast_shards
 from sparknet.data.shards import InputSpec, Shard
@@ -33,13 +33,14 @@ def _data(spark, fashion, *, n_train=2000, n_test=500, k=2, seed=0):
 def _config(**engine):
     values = dict(num_workers=2, tau=3, batch_size=16, rounds=2, eval_every=0)
     values.update(engine)
-    return TrainConfig(model="lenet", seed=5, engine=EngineConfig(**values),
+    return TrainConfig(outer=OuterConfig(name="average"), model="lenet", seed=5,
+                       engine=EngineConfig(**values),
                        optimizer=OptimizerConfig(lr=0.05, momentum=0.9))
 
 
 def test_one_round_of_tau_one_equals_sgd_on_the_concatenated_batch(spark, fashion):
     data = _data(spark, fashion)
-    config = TrainConfig(model="lenet", seed=5,
+    config = TrainConfig(outer=OuterConfig(name="average"), model="lenet", seed=5,
                          engine=EngineConfig(num_workers=2, tau=1, batch_size=32, rounds=1,
                                              eval_every=0),
                          optimizer=OptimizerConfig(lr=0.1, momentum=0.0))
@@ -144,7 +145,7 @@ def test_unequal_shards_each_run_exactly_tau_steps(spark, fashion):
 def test_averaged_momentum_with_one_worker_continues_like_one_process(spark, fashion):
     """K = 1 and momentum_policy=average: two rounds of tau steps == 2*tau plain steps."""
     data = _data(spark, fashion, k=1)
-    config = TrainConfig(model="lenet", seed=2,
+    config = TrainConfig(outer=OuterConfig(name="average"), model="lenet", seed=2,
                          engine=EngineConfig(num_workers=1, tau=3, batch_size=16, rounds=2,
                                              eval_every=0),
                          optimizer=OptimizerConfig(lr=0.05, momentum=0.9,

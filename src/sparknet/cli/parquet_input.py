@@ -31,6 +31,9 @@ def add_arguments(parser: Any) -> None:
                        help="features column of --parquet (default features)")
     group.add_argument("--label", default=None, metavar="COL",
                        help="label column of --parquet (default label)")
+    group.add_argument("--weight", default=None, metavar="COL",
+                       help="column of row weights (numbers >= 0): each batch's loss is the "
+                            "weighted mean of its rows' losses (default: every row weighs 1)")
     group.add_argument("--input-shape", type=_shape, default=None, metavar="C,H,W",
                        help="shape of one example as network input (default 1,28,28)")
     group.add_argument("--num-classes", type=int, default=None, metavar="N",
@@ -38,7 +41,8 @@ def add_arguments(parser: Any) -> None:
 
 
 DEFAULT_COLUMNS: dict[str, Any] = {"features": "features", "label": "label",
-                                   "input_shape": [1, 28, 28], "num_classes": None}
+                                   "input_shape": [1, 28, 28], "num_classes": None,
+                                   "weight": None}
 
 
 def given_columns(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,7 +81,10 @@ def check(source: DataSource, model: ModelKind, config: TrainConfig) -> int:
     check_rows(rows, num_workers=config.engine.num_workers,
                batch_size=config.engine.batch_size, what=f"--parquet {source.path}")
     outputs = network_outputs(model, tuple(source.columns["input_shape"]))
-    resolve_objective(config.objective).check_outputs(outputs, network=model.key)
+    objective = resolve_objective(config.objective)
+    objective.check_outputs(outputs, network=model.key)
+    if source.columns.get("weight") is not None:
+        objective.check_row_weights()
     wanted = source.columns["num_classes"]
     if wanted is not None and wanted != outputs:
         raise ConfigError(f"--num-classes {wanted} but network {model.key!r} has "
@@ -130,14 +137,15 @@ def load(spark: SparkSession, source: DataSource, config: TrainConfig,
 
     objective = resolve_objective(config.objective)
     features, label = source.columns["features"], source.columns["label"]
+    weight = source.columns.get("weight")
     df = spark.read.parquet(source.path)
     kind = check_columns(df, features=features, label=label)
     check_label(objective, df, label)
     spec = InputSpec(shape=tuple(source.columns["input_shape"]), num_classes=num_classes,
                      scale=default_scale(kind),
                      label_width=label_width_of(objective, num_classes, df, label),
-                     binary_targets=objective.binary_targets)
-    data, summary = dataframe_data(df, features=features, label=label, spec=spec,
+                     binary_targets=objective.binary_targets, row_weights=weight is not None)
+    data, summary = dataframe_data(df, features=features, label=label, spec=spec, weight=weight,
                                    num_workers=config.engine.num_workers,
                                    batch_size=config.engine.batch_size,
                                    streamed=streamed,

@@ -255,6 +255,23 @@ def decode_labels(column: pa.Array, num_classes: int, report: Report, *,
     return labels, valid & good
 
 
+def decode_weights(column: pa.Array, report: Report, *, where: Where = Where()
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 row weights, bool mask of usable ones): finite and >= 0; a null, NaN,
+    infinite or negative weight is counted in ``report`` as ``bad_weight``."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    values = np.asarray(column.cast(pa.float64()).fill_null(0).to_numpy(zero_copy_only=False))
+    with np.errstate(invalid="ignore"):
+        good = valid & np.isfinite(values) & (values >= 0)
+    if (~good).any():
+        first = int(np.flatnonzero(~good)[0])
+        shown = "null" if not valid[first] else repr(float(values[first]))
+        report.add("bad_weight", int((~good).sum()), f"{where.row(first)} has weight {shown}")
+    return np.where(good, values, 0).astype(np.float32), good
+
+
 def _decode_targets(column: pa.Array, report: Report, valid: np.ndarray, where: Where, *,
                     width: int, binary: bool) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
@@ -335,6 +352,17 @@ def check_columns(df: DataFrame, *, features: str, label: str | None) -> Feature
                         "(index string labels with pyspark.ml.feature.StringIndexer first) "
                         "or an ML Vector or array<double> of targets")
     return feature_kind(fields[features], column=features)
+
+
+def check_weight_column(df: DataFrame, weight: str) -> None:
+    """The row-weight column exists and holds one number per row (one line if not)."""
+    fields = {f.name: f.dataType for f in df.schema.fields}
+    if weight not in fields:
+        raise DataError(f"weight column {weight!r} is not in the DataFrame (columns: "
+                        f"{sorted(fields)}): set weightCol to one of them, or leave it unset")
+    if type(fields[weight]).__name__ not in _NUMERIC:
+        raise DataError(f"weight column {weight!r} has type {fields[weight].simpleString()}: "
+                        "row weights are one number per row (cast the column to double)")
 
 
 def label_is_vector(data_type: DataType) -> bool:

@@ -24,10 +24,11 @@ from sparknet.data.columns import (
     Where,
     decode_features,
     decode_labels,
+    decode_weights,
     storage_dtype,
 )
 from sparknet.data.images import UndecodableImage, decode_image, decode_pool
-from sparknet.data.shards import InputSpec
+from sparknet.data.shards import InputSpec, pack_row_weights
 from sparknet.errors import DataError
 
 InvalidImages = Literal["error", "skip"]
@@ -42,13 +43,16 @@ class ChunkPlan:
     num_classes: int
     chunk_rows: int
     binary_targets: bool = False
+    row_weights: bool = False  # a "weight" column is packed after the labels
+    target_width: int = 0  # the label column's width (0: class indices) when row_weights
     num_shards: int = 1
     offsets: tuple[int, ...] = (0,)  # rows before each input partition
 
 
 def convert_partition(plan: ChunkPlan, batches: Iterator[pa.RecordBatch]
                       ) -> Iterator[pa.RecordBatch]:
-    """Runs on executors: Arrow batches (features, label[, origin]) -> chunks plus a report."""
+    """Runs on executors: Arrow batches (features, label[, origin][, weight]) -> chunks plus a
+    report."""
     from pyspark import TaskContext
 
     context = TaskContext.get()
@@ -57,8 +61,14 @@ def convert_partition(plan: ChunkPlan, batches: Iterator[pa.RecordBatch]
     for batch in batches:
         report = Report()
         where = Where(f"input partition {partition}, ", seen)
-        labels, keep = decode_labels(batch.column(1), plan.num_classes, report, where=where,
-                                     width=plan.chunks.label_width, binary=plan.binary_targets)
+        labels, keep = decode_labels(
+            batch.column(1), plan.num_classes, report, where=where, binary=plan.binary_targets,
+            width=plan.target_width if plan.row_weights else plan.chunks.label_width)
+        if plan.row_weights:
+            weights, weighed = decode_weights(batch.column(batch.schema.get_field_index("weight")),
+                                              report, where=where)
+            keep &= weighed
+            labels = pack_row_weights(labels, weights)
         if plan.chunks.stored == "encoded":
             payload = _checked_encoded(batch, plan, report, where, keep, labels)
         else:
@@ -94,7 +104,8 @@ def _checked_encoded(batch: pa.RecordBatch, plan: ChunkPlan, report: Report, whe
     """Keeps images encoded; each is decoded once to check it (an optional third column,
     e.g. the file's path, names an undecodable one)."""
     column = batch.column(0)
-    origins = batch.column(2).to_pylist() if batch.num_columns > 2 else None
+    at = batch.schema.get_field_index("origin")
+    origins = batch.column(at).to_pylist() if at >= 0 else None
     nulls = np.flatnonzero(np.asarray(column.is_null().to_numpy(zero_copy_only=False)))
     if nulls.size:
         report.add("null_features", nulls.size, where.row(int(nulls[0])))
@@ -168,6 +179,8 @@ _MESSAGES = {
     "wrong_image": "{n} images in column {f!r} do not match inputShape {shape} "
                    "[channels, height, width] (e.g. {ex}): resize them or fix inputShape"
                    + _SKIP,
+    "bad_weight": "{n} rows have a null, NaN, infinite or negative weight in column {w!r} "
+                  "(e.g. {ex}): weights must be finite numbers >= 0" + _SKIP,
     "undecodable": "{n} rows of column {f!r} are not decodable PNG/JPEG images (e.g. {ex}): "
                    "fix or drop them, or set invalidImages='skip' (or handleInvalid='skip') "
                    "to skip and count them",
@@ -177,12 +190,12 @@ _MESSAGES = {
 # The problems ``skip_invalid`` leaves out (the rows are already out of the shards); a label
 # out of range or a target of the wrong width is a setting to fix, never skipped.
 SKIPPABLE = ("null_features", "wrong_length", "non_finite", "wrong_image", "undecodable",
-             "null_labels", "bad_target")
+             "null_labels", "bad_target", "bad_weight")
 
 
 def check_reports(stats: list[tuple[int, str]], *, features: str, label: str,
                   spec: InputSpec, invalid_images: InvalidImages,
-                  skip_invalid: bool = False) -> FrameSummary:
+                  skip_invalid: bool = False, weight: str | None = None) -> FrameSummary:
     """Per shard (usable rows, report JSON) -> the summary, or one DataError line."""
     report = Report()
     for _, text in stats:
@@ -193,7 +206,7 @@ def check_reports(stats: list[tuple[int, str]], *, features: str, label: str,
     if blocking:
         kind = blocking[0]
         message = _MESSAGES[kind].format(
-            n=report.counts[kind], f=features, l=label, ex=report.examples[kind],
+            n=report.counts[kind], f=features, l=label, w=weight, ex=report.examples[kind],
             size=math.prod(spec.shape), shape=list(spec.shape), c=spec.num_classes)
         others = [f"{report.counts[k]} {k}" for k in blocking[1:]]
         raise DataError(message + (f" (also: {', '.join(others)})" if others else ""))

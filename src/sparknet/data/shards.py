@@ -29,6 +29,9 @@ class InputSpec:
             transform_param replaces it).
         class_names: class i's name, when the data has names (an image folder's class
             folders); saved with a run so that scoring can name its predictions.
+        row_weights: each stored label row ends with one more float32 value, the row's
+            training weight (``weightCol``); class indices are then stored as float32 too
+            (``pack_row_weights``). Losses become weighted means (``Objective.weighted_loss``).
     """
 
     shape: tuple[int, ...]
@@ -37,6 +40,14 @@ class InputSpec:
     label_width: int = 0
     binary_targets: bool = False
     class_names: tuple[str, ...] = ()
+    row_weights: bool = False
+
+    @property
+    def stored_label_width(self) -> int:
+        """The width of the stored labels: 0 for int64 class indices, else float32 columns."""
+        if not self.row_weights:
+            return self.label_width
+        return max(1, self.label_width) + 1
 
     def __post_init__(self) -> None:
         if not self.shape or any(d < 1 for d in self.shape):
@@ -53,7 +64,7 @@ class InputSpec:
         """Plain JSON data (a run's ``final/state.json`` records it)."""
         return {"shape": list(self.shape), "num_classes": self.num_classes, "scale": self.scale,
                 "label_width": self.label_width, "binary_targets": self.binary_targets,
-                "class_names": list(self.class_names)}
+                "class_names": list(self.class_names), "row_weights": self.row_weights}
 
     @classmethod
     def from_dict(cls, data: Any, *, origin: str) -> InputSpec:
@@ -62,7 +73,8 @@ class InputSpec:
                        num_classes=int(data["num_classes"]), scale=float(data["scale"]),
                        label_width=int(data["label_width"]),
                        binary_targets=bool(data["binary_targets"]),
-                       class_names=tuple(str(n) for n in data["class_names"]))
+                       class_names=tuple(str(n) for n in data["class_names"]),
+                       row_weights=bool(data.get("row_weights", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{origin}: the input description is malformed ({exc!r}): the run "
                             "directory was changed") from None
@@ -105,3 +117,10 @@ def contiguous_shards(features: np.ndarray, labels: np.ndarray, num_shards: int)
     """Splits in order, without shuffling (used for evaluation data)."""
     return [Shard(f, lab) for f, lab in zip(np.array_split(features, num_shards),
                                             np.array_split(labels, num_shards), strict=True)]
+
+
+def pack_row_weights(labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Labels (class indices ``[n]`` or targets ``[n, width]``) and row weights ``[n]`` ->
+    the stored float32 ``[n, width + 1]`` (class indices as floats, exact below 2**24)."""
+    columns = labels.reshape(len(labels), -1).astype(np.float32)
+    return np.concatenate([columns, weights.astype(np.float32).reshape(-1, 1)], axis=1)

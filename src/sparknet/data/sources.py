@@ -14,6 +14,7 @@ rows give the same shards, in the same order, on every placement, so the same we
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -31,6 +32,7 @@ from sparknet.data.columns import (
     FeatureLayout,
     check_columns,
     check_image_shape,
+    check_weight_column,
     feature_expr,
     label_expr,
     label_form,
@@ -84,7 +86,9 @@ def from_arrays(spark: SparkSession | SparkContext, *, train: tuple[np.ndarray, 
     file on its executor instead: the same shards, so the same weights, read a batch at a time.
     """
     train = _normalised("train", *train, spec)
-    test = _normalised("test", *test, spec) if test is not None else None
+    # Test data is scored unweighted: its labels are plain class indices or targets.
+    test = (_normalised("test", *test, dataclasses.replace(spec, row_weights=False))
+            if test is not None else None)
     placement = placement_for(spark, streamed=streamed, decode_threads=decode_threads)
     layout = layout_of_arrays(*train)
     train_shards = split_into_shards(*train, num_workers, seed=seed)
@@ -123,6 +127,8 @@ def _normalised(name: str, features: np.ndarray, labels: np.ndarray, spec: Input
         raise ConfigError(f"{name}: {math.prod(features.shape[1:])} feature values per "
                           f"example, but the input shape {list(spec.shape)} needs "
                           f"{math.prod(spec.shape)}: reshape the array or fix InputSpec.shape")
+    if spec.row_weights:
+        return features, _weighted_labels(name, labels, spec)
     if spec.label_width == 0:
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise ConfigError(f"{name}: labels of shape {list(labels.shape)} and dtype "
@@ -136,6 +142,21 @@ def _normalised(name: str, features: np.ndarray, labels: np.ndarray, spec: Input
                           f"needs float targets [n, {spec.label_width}] (label_width): fix "
                           "the labels or InputSpec.label_width")
     return features, labels.reshape(-1, width).astype(np.float32, copy=False)
+
+
+def _weighted_labels(name: str, labels: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Labels packed with their row weights (``pack_row_weights``), checked."""
+    width = spec.stored_label_width
+    if labels.ndim != 2 or labels.shape[1] != width:
+        raise ConfigError(f"{name}: labels of shape {list(labels.shape)}, but row weights "
+                          f"need [n, {width}] (the labels, then each row's weight): build them "
+                          "with sparknet.data.shards.pack_row_weights(labels, weights)")
+    packed = labels.astype(np.float32, copy=False)
+    weights = packed[:, -1]
+    if not (np.isfinite(packed).all() and (weights >= 0).all()):
+        raise ConfigError(f"{name}: the labels or row weights hold NaN, infinite or negative "
+                          "values: weights must be finite and >= 0")
+    return packed
 
 
 def fashion_mnist_data(sc: SparkSession | SparkContext, *, num_workers: int, seed: int,
@@ -161,7 +182,8 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                    num_workers: int, batch_size: int, invalid_images: InvalidImages = "error",
                    kind: FeatureKind | None = None, streamed: bool = False,
                    decode_threads: int = 2, origin: str | None = None,
-                   skip_invalid: bool = False) -> tuple[SparkData, FrameSummary]:
+                   skip_invalid: bool = False, weight: str | None = None
+                   ) -> tuple[SparkData, FrameSummary]:
     """Validates ``df`` and places it as ``num_workers`` shards; raises DataError on bad rows.
 
     ``kind`` is the feature kind when the caller has already checked the columns. Jobs: one
@@ -173,8 +195,13 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
     needs them (decoded by ``decode_threads`` threads). ``origin`` names a column (e.g. the
     file path) that error messages quote for a bad row. ``skip_invalid`` leaves rows with null,
     NaN or misshapen features or a null/NaN label out instead of raising (counted in the
-    summary's ``skipped``).
+    summary's ``skipped``). ``weight`` names a column of row weights (``weightCol``): they
+    are stored after the labels (``spec.row_weights`` must be set) and a null, NaN, infinite
+    or negative weight is an invalid row like the others.
     """
+    if (weight is not None) != spec.row_weights:
+        raise ConfigError(f"weight={weight!r} with spec.row_weights={spec.row_weights}: name a "
+                          "weight column exactly when the spec stores row weights")
     if kind is None:
         kind = check_columns(df, features=features, label=label)
         if spec.label_width == 0 and label_form(df.schema[label].dataType) != "number":
@@ -182,12 +209,15 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                             "class indices (label_width=0): give one number per row, or set "
                             "label_width to the targets' width")
         check_image_shape(kind, spec.shape, column=features)
+    if weight is not None:
+        check_weight_column(df, weight)
     if invalid_images not in ("error", "skip"):
         raise ConfigError(f"invalidImages={invalid_images!r} is invalid: use 'error' or 'skip'")
     placement = placement_for(df.sparkSession, streamed=streamed, decode_threads=decode_threads)
     selected = df.select(feature_expr(features, kind).alias("features"),
                          label_expr(label, df.schema[label].dataType).alias("label"),
-                         *([df[origin].cast("string").alias("origin")] if origin else []))
+                         *([df[origin].cast("string").alias("origin")] if origin else []),
+                         *([df[weight].cast("double").alias("weight")] if weight else []))
     offsets = _partition_offsets(selected)
     total = offsets[-1]
     if total == 0:
@@ -199,17 +229,19 @@ def dataframe_data(df: DataFrame, *, features: str, label: str, spec: InputSpec,
                         "workers, a smaller batch size, or more data")
     column = KINDS[kind]
     layout = ChunkLayout(stored=column.streamed if placement.keeps_encoded else column.stored,
-                         shape=spec.shape, label_width=spec.label_width)
+                         shape=spec.shape, label_width=spec.stored_label_width)
     plan = ChunkPlan(features=FeatureLayout(kind=kind, shape=spec.shape), chunks=layout,
                      num_classes=spec.num_classes,
                      chunk_rows=max(1, min(_MAX_CHUNK_ROWS, total // (4 * num_workers))),
                      binary_targets=spec.binary_targets, num_shards=num_workers,
+                     row_weights=spec.row_weights, target_width=spec.label_width,
                      offsets=offsets[:-1])
     chunks = dealt_chunks(selected, partial(convert_partition, plan), num_workers)
     placed, stats = placement.place_chunks(chunks, layout, num_workers)
     try:
         summary = check_reports(stats, features=features, label=label, spec=spec,
-                                invalid_images=invalid_images, skip_invalid=skip_invalid)
+                                invalid_images=invalid_images, skip_invalid=skip_invalid,
+                                weight=weight)
     except BaseException:
         placed.release()
         raise

@@ -59,6 +59,8 @@ class LocalPlan:
     precision: Precision = "fp32"
     channels_last: bool = False
     prefetch: bool = True
+    row_weights: bool = False  # the labels end with each row's weight (InputSpec.row_weights)
+    label_width: int = 0  # the targets' width (0: class indices) when row_weights
 
 
 @dataclass(frozen=True)
@@ -197,9 +199,13 @@ def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, shard: ShardRows,
                 features, labels = next(batches)
                 x = plan.input_prep(features, device, train=True, rng=crop_rng)
                 y = labels.to(device, non_blocking=True)
+                weights = None
+                if plan.row_weights:
+                    y, weights = _split_row_weights(y, plan.label_width)
                 with forward_precision(plan.precision, device):
                     outputs = model(x.contiguous(memory_format=fmt) if x.dim() == 4 else x)
-                    loss = plan.objective.loss(outputs, y)
+                    loss = (plan.objective.loss(outputs, y) if weights is None
+                            else plan.objective.weighted_loss(outputs, y, weights))
                 loss.backward()
                 loss_sum += loss.detach().double() * y.shape[0]
                 right = plan.objective.correct(outputs.detach(), y)
@@ -207,6 +213,13 @@ def _steps(model: nn.Module, optimizer: torch.optim.Optimizer, shard: ShardRows,
                     correct += right
             optimizer.step()
     return loss_sum, correct
+
+
+def _split_row_weights(labels: torch.Tensor, label_width: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stored labels ``[n, width + 1]`` -> (targets as the objective takes them, weights)."""
+    targets = labels[:, 0].long() if label_width == 0 else labels[:, :-1]
+    return targets, labels[:, -1]
 
 
 def _load_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],

@@ -167,6 +167,7 @@ class _Run:
     log: MetricsLog | None
     records: list[Record]
     objective: Objective
+    spec: InputSpec
 
     @classmethod
     def prepare(cls, runner: Runner, *, config: TrainConfig, model: ModelKind,
@@ -176,6 +177,8 @@ class _Run:
         objective = resolve_objective(config.objective)
         outputs = network_outputs(model, spec.shape, expected=spec.num_classes)
         objective.check_outputs(outputs, network=model.key)
+        if spec.row_weights:
+            objective.check_row_weights()
         layout, floats, ints = initial_state(model, config.seed)
         state = TrainState.initial(config, floats, ints)
         run_path, log = open_run(options.run_dir, config, resume=options.resume)
@@ -188,7 +191,7 @@ class _Run:
         eval_every = config.engine.eval_every if options.eval_every is None else options.eval_every
         run = cls(runner, config, model, optimizer, prep, layout, parameter_mask(model, layout),
                   schedule, eval_every, run_path, log, log.records if log is not None else [],
-                  objective)
+                  objective, spec)
         return run, state
 
     def plan(self, round_index: int, step_offset: int, tau: int) -> LocalPlan:
@@ -199,7 +202,8 @@ class _Run:
                          compression=self.config.outer.compression,
                          sample_weight=self.config.outer.name == "weighted",
                          threads=engine.threads_per_worker, objective=self.objective,
-                         precision=engine.precision, channels_last=engine.channels_last)
+                         precision=engine.precision, channels_last=engine.channels_last,
+                         row_weights=self.spec.row_weights, label_width=self.spec.label_width)
 
     def synchronous(self, state: TrainState) -> Rounds:
         """SparkNet's rounds: each starts from the average of the one before."""

@@ -89,12 +89,18 @@ class FitConfig:
         None, "boolean column marking validation rows (true) as GBTClassifier's does: they are "
         "left out of training and evaluated every evalEvery rounds (validation metrics in the "
         "summary; early stopping with patience)", param="validationIndicatorCol")
+    weight_col: str | None = setting(
+        None, "column of row weights (numbers >= 0, as Spark's estimators take weightCol): each "
+        "batch's loss is the weighted mean of its rows' losses (sum of w * loss over sum of "
+        "w); unset: every row weighs 1. Validation metrics stay unweighted",
+        param="weightCol")
     progress: Progress = setting(
         "auto", "progress while fit runs: bar (a progress bar), log (one line per evaluation "
         "or tenth of the rounds on stderr), off, or auto (bar on a terminal, log otherwise)")
     epochs: float | None = setting(
         None, "train for this many passes over the data instead of a number of rounds: "
-        "rounds = ceil(epochs * rows / (numWorkers * tau * batchSize)); needs a fixed tau")
+        "rounds = ceil(epochs * rows / (numWorkers * tau * batchSize)); needs tau to be a "
+        "number or 'epoch'")
     run_dir: str | None = setting(
         None, "optional local folder for metrics, checkpoints and the final weights")
     streamed: bool = setting(

@@ -20,7 +20,13 @@ from pyspark.ml import Estimator
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsReader, DefaultParamsWritable
 
 from sparknet.config import TrainConfig
-from sparknet.data.columns import check_columns, check_image_shape, default_scale, label_form
+from sparknet.data.columns import (
+    check_columns,
+    check_image_shape,
+    check_weight_column,
+    default_scale,
+    label_form,
+)
 from sparknet.data.shards import InputSpec
 from sparknet.engine.tau import resolve_epoch_tau, work_statement
 from sparknet.errors import ConfigError, DataError
@@ -111,7 +117,11 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
         scale = scoring.input_scale if scoring.input_scale is not None else default_scale(kind)
         spec = InputSpec(shape=shape, num_classes=outputs, scale=scale,
                          label_width=label_width_of(objective, outputs, train_df, label),
-                         binary_targets=objective.binary_targets)
+                         binary_targets=objective.binary_targets,
+                         row_weights=fit.weight_col is not None)
+        if fit.weight_col is not None:
+            objective.check_row_weights()
+            check_weight_column(train_df, fit.weight_col)
         if validation_df is not None:
             check_columns(validation_df, features=features, label=label)
             check_label(objective, validation_df, label)
@@ -129,7 +139,7 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
             num_workers=config.engine.num_workers, batch_size=config.engine.batch_size,
             invalid_images=scoring.invalid_images, streamed=fit.streamed,
             decode_threads=config.engine.decode_threads,
-            skip_invalid=scoring.handle_invalid != "error")
+            skip_invalid=scoring.handle_invalid != "error", weight=fit.weight_col)
         self.last_summary = summary
         skipped = f", {sum(summary.skipped.values())} invalid left out" if summary.skipped else ""
         say(f"data ready in {time.monotonic() - started:.1f}s: {sum(summary.shard_sizes)} rows "
@@ -266,8 +276,9 @@ def _with_validation(data: SparkData, validation: DataFrame, *, features: str, l
 
     shards = min(data.num_workers, 4)
     try:
-        checked, summary = dataframe_data(
-            validation, features=features, label=label, spec=spec, kind=kind,
+        checked, summary = dataframe_data(  # validation metrics are unweighted
+            validation, features=features, label=label,
+            spec=dataclasses.replace(spec, row_weights=False), kind=kind,
             num_workers=shards, batch_size=1, invalid_images=scoring.invalid_images,
             skip_invalid=scoring.handle_invalid != "error")
     except DataError as exc:

@@ -82,6 +82,21 @@ class Objective:
         """The mean loss of a batch."""
         raise NotImplementedError
 
+    def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Each row's loss ``[batch]`` (its mean is ``loss``), for row weights."""
+        raise NotImplementedError
+
+    def check_row_weights(self) -> None:
+        """Row weights need each row's loss, which only the built-in objectives give."""
+
+    def weighted_loss(self, outputs: torch.Tensor, targets: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+        """The weighted mean of the rows' losses, as PyTorch's class-weighted losses take it
+        (sum of w * loss over sum of w); a batch whose weights are all 0 contributes 0."""
+        total = weights.sum()
+        return (self.row_losses(outputs, targets) * weights).sum() / total.clamp_min(
+            torch.finfo(total.dtype).tiny)
+
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
         """Rows predicted exactly right (classifiers), else None."""
         return None
@@ -135,6 +150,9 @@ class Multiclass(Objective):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)
 
+    def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets, reduction="none")
+
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
         return (outputs.argmax(1) == targets).sum()
 
@@ -170,6 +188,9 @@ class _SigmoidCrossEntropy(Objective):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(outputs, targets)
+
+    def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return _per_row(F.binary_cross_entropy_with_logits(outputs, targets, reduction="none"))
 
     def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
         return ((outputs > 0) == (targets > 0.5)).all(dim=1).sum()
@@ -221,17 +242,26 @@ class MSE(Objective):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(outputs, targets)
 
+    def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return _per_row(F.mse_loss(outputs, targets, reduction="none"))
+
 
 @dataclass(frozen=True)
 class L1(Objective):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.l1_loss(outputs, targets)
 
+    def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return _per_row(F.l1_loss(outputs, targets, reduction="none"))
+
 
 @dataclass(frozen=True)
 class Huber(Objective):
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.huber_loss(outputs, targets, delta=1.0)
+
+    def row_losses(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return _per_row(F.huber_loss(outputs, targets, delta=1.0, reduction="none"))
 
 
 @dataclass(frozen=True)
@@ -243,6 +273,16 @@ class UserLoss(Objective):
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return user_loss(self.name)(outputs, targets)
+
+    def check_row_weights(self) -> None:
+        raise ConfigError(f"weightCol needs each row's loss, which the loss factory "
+                          f"{self.name!r} does not give: use a built-in objective "
+                          f"({', '.join(BUILTIN)}) or leave weightCol unset")
+
+
+def _per_row(elements: torch.Tensor) -> torch.Tensor:
+    """Element losses ``[batch, ...]`` -> each row's mean ``[batch]``."""
+    return elements.reshape(elements.shape[0], -1).mean(dim=1)
 
 
 # The one table of built-in objectives: name -> class.
