@@ -49,16 +49,16 @@ def session(remote: str | None) -> Any:
 
 def throughput(spark: Any, rounds: int, overlap: str = "off") -> dict[str, Any]:
     """LeNet, K = 2, tau = 50 on 60,000 examples: per-round figures after the warm-up."""
-    from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+    from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
     from sparknet.data.sources import fashion_mnist_data
     from sparknet.engine.trainer import train
 
     data = fashion_mnist_data(spark, num_workers=2, seed=0, test_limit=1)
-    config = TrainConfig(model="lenet", checkpoint_every=0,
+    config = TrainConfig(outer=OuterConfig(name="average"), model="lenet", checkpoint_every=0,
                          engine=EngineConfig(num_workers=2, tau=50, batch_size=64,
                                              rounds=WARMUP_ROUNDS + rounds, eval_every=0,
                                              overlap=overlap),  # type: ignore[arg-type]
-                         optimizer=OptimizerConfig(lr=0.01))
+                         optimizer=OptimizerConfig(momentum_policy="reset", lr=0.01))
     try:
         result = train(data, config=config, progress=False)
     finally:
@@ -74,7 +74,7 @@ def throughput(spark: Any, rounds: int, overlap: str = "off") -> dict[str, Any]:
 
 def state_cost(spark: Any, megabytes: float, state_dir: str | None) -> dict[str, Any]:
     """Per-round overhead of a network whose state is ``megabytes`` (tau = 1, batch 8)."""
-    from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+    from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
     from sparknet.data.sources import fashion_mnist_data
     from sparknet.engine import frame_runner
     from sparknet.engine.trainer import train
@@ -82,10 +82,10 @@ def state_cost(spark: Any, megabytes: float, state_dir: str | None) -> dict[str,
     frame_runner.INLINE_LIMIT_BYTES = 2**40  # measure where the transport itself fails
     hidden = hidden_for(megabytes)
     data = fashion_mnist_data(spark, num_workers=2, seed=0, train_limit=2000, test_limit=1)
-    config = TrainConfig(model="unused", checkpoint_every=0,
+    config = TrainConfig(outer=OuterConfig(name="average"), model="unused", checkpoint_every=0,
                          engine=EngineConfig(num_workers=2, tau=1, batch_size=8,
                                              rounds=WARMUP_ROUNDS + 3, eval_every=0),
-                         optimizer=OptimizerConfig(lr=0.01, momentum=0.0))
+                         optimizer=OptimizerConfig(momentum_policy="reset", lr=0.01, momentum=0.0))
     row: dict[str, Any] = {"state_mb": round(megabytes, 1), "hidden": hidden,
                            "transport": "files" if state_dir else "inline"}
     try:

@@ -230,7 +230,7 @@ def sparknet_run(data: Any, *, lr: float, outer: str, delay: float, limits: Limi
     config = TrainConfig(model="lenet", seed=SEED,
                          engine=EngineConfig(num_workers=2, tau=tau, batch_size=BATCH,
                                              rounds=100_000, eval_every=1),
-                         optimizer=OptimizerConfig(lr=lr, momentum=0.9),
+                         optimizer=OptimizerConfig(momentum_policy="reset", lr=lr, momentum=0.9),
                          outer=OuterConfig(name=outer))
     if delay > 0:
         data = replace(data, train=DelayedShards(data.train, delay))

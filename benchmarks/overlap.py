@@ -33,13 +33,14 @@ WARMUP_ROUNDS = 3
 
 
 def config(*, tau: int, overlap: str, rounds: int, eval_every: int, lr: float) -> Any:
-    from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+    from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
 
-    return TrainConfig(model="lenet", seed=SEED, checkpoint_every=0,
+    return TrainConfig(outer=OuterConfig(name="average"), model="lenet", seed=SEED,
+                       checkpoint_every=0,
                        engine=EngineConfig(num_workers=2, tau=tau, batch_size=BATCH,
                                            rounds=rounds, eval_every=eval_every,
                                            overlap=overlap),  # type: ignore[arg-type]
-                       optimizer=OptimizerConfig(lr=lr, momentum=0.9))
+                       optimizer=OptimizerConfig(momentum_policy="reset", lr=lr, momentum=0.9))
 
 
 def efficiency(data: Any, *, tau: int, overlap: str, plain: float, rounds: int

@@ -142,16 +142,16 @@ def alternate(parts: dict[str, Any], reps: int) -> dict[str, float]:
 
 
 def sparknet_rounds(spark: Any, k: int, rounds: int, overlap: str) -> dict[str, float]:
-    from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+    from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
     from sparknet.data.sources import fashion_mnist_data
     from sparknet.engine.trainer import train
 
     data = fashion_mnist_data(spark, num_workers=k, seed=0, train_limit=4000, test_limit=1)
-    config = TrainConfig(model="lenet", checkpoint_every=0,
+    config = TrainConfig(outer=OuterConfig(name="average"), model="lenet", checkpoint_every=0,
                          engine=EngineConfig(num_workers=k, tau=1, batch_size=64,
                                              rounds=WARMUP_ROUNDS + rounds, eval_every=0,
                                              overlap=overlap),  # type: ignore[arg-type]
-                         optimizer=OptimizerConfig(lr=0.01))
+                         optimizer=OptimizerConfig(momentum_policy="reset", lr=0.01))
     result = train(data, config=config, progress=False)
     data.release()
     timed = result.metrics[WARMUP_ROUNDS:]

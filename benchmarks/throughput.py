@@ -16,7 +16,7 @@ import statistics
 from baseline import BATCH, loop_throughput, side_by_side
 from common import command, machine, write_report
 
-from sparknet.config import EngineConfig, OptimizerConfig, TrainConfig
+from sparknet.config import EngineConfig, OptimizerConfig, OuterConfig, TrainConfig
 from sparknet.data import fashion_mnist
 from sparknet.data.shards import InputSpec
 from sparknet.data.sources import from_arrays
@@ -29,10 +29,10 @@ SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
 def engine_run(sc, train_arrays, *, k: int, tau: int, timed_rounds: int) -> dict[str, float]:
     warmup = 2
     data = from_arrays(sc, train=train_arrays, test=None, spec=SPEC, num_workers=k, seed=0)
-    config = TrainConfig(model="lenet", seed=0,
+    config = TrainConfig(outer=OuterConfig(name="average"), model="lenet", seed=0,
                          engine=EngineConfig(num_workers=k, tau=tau, batch_size=BATCH,
                                              rounds=warmup + timed_rounds, eval_every=0),
-                         optimizer=OptimizerConfig(lr=0.01, momentum=0.9))
+                         optimizer=OptimizerConfig(momentum_policy="reset", lr=0.01, momentum=0.9))
     result = train(data, config=config, progress=False)
     data.release()
     timed = result.metrics[warmup:]

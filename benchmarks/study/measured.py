@@ -47,7 +47,7 @@ def sparknet_point(*, k_shards: dict[int, Any], k: int, tau: int, outer: str,
                          engine=EngineConfig(num_workers=k, tau=tau, batch_size=BATCH,
                                              rounds=-(-max_samples // (k * tau * BATCH)),
                                              eval_every=eval_every),
-                         optimizer=OptimizerConfig(lr=lr, momentum=0.9),
+                         optimizer=OptimizerConfig(momentum_policy="reset", lr=lr, momentum=0.9),
                          outer=OuterConfig(name=outer))
     result = train(k_shards[k], config=config, progress=False,
                    stop=lambda r: (r["test_accuracy"] or 0) >= max(TARGETS))

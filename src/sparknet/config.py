@@ -117,7 +117,7 @@ class OptimizerConfig:
     nesterov: bool = setting(False, "use Nesterov momentum in the local SGD steps")
     weight_decay: float = setting(0.0, "L2 penalty added to the gradient")
     momentum_policy: MomentumPolicy = setting(
-        "reset", "each worker's optimizer state between rounds: reset starts every round from "
+        "average", "each worker's optimizer state between rounds: reset starts every round from "
         "zero state (nothing extra is sent); average averages it across workers like the "
         "weights (doubles the traffic)")
     lr_schedule: LrSchedule = setting(

@@ -153,8 +153,8 @@ def config_of(case: Case) -> TrainConfig:
                                            rounds=rounds_of(case), eval_every=0,
                                            overlap="off" if case.rounds == "sync"
                                            else "eager"),
-                       optimizer=OptimizerConfig(lr=0.05),
-                       # SparkNet's average: the one outer step overlapped rounds take
+                       # SparkNet's rounds: what overlapped rounds also take
+                       optimizer=OptimizerConfig(lr=0.05, momentum_policy="reset"),
                        outer=OuterConfig(name="average"))
 
 
@@ -270,7 +270,8 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
             networkArgs=config.model_args, objective=config.objective,
             numWorkers=WORKERS, tau=2, batchSize=BATCH, rounds=rounds_of(case),
             learningRate=0.05, seed=7, evalEvery=0, streamed=streamed,
-            overlap=config.engine.overlap, outerOptimizer="average", weightCol=weight)
+            overlap=config.engine.overlap, outerOptimizer="average", momentumPolicy="reset",
+            weightCol=weight)
         return np.asarray(estimator.fit(spark.read.parquet(str(parquet))).saved_network.floats)
     from sparknet.cli.main import main
     from sparknet.engine.run_dir import load_result
@@ -284,6 +285,7 @@ def run_case(spark: Any, case: Case, folder: Path, *, remote: str | None = None)
             "--seed", "7", "--num-workers", str(WORKERS), "--tau", "2", "--batch-size",
             str(BATCH), "--rounds", str(rounds_of(case)), "--overlap", config.engine.overlap,
             "--eval-every", "0", "--lr", "0.05", "--outer", "average",
+            "--momentum-policy", "reset",
             "--checkpoint-every", "0", "--no-progress", "--output", str(output),
             *(["--stream"] if streamed else []), *(["--remote", remote] if remote else []),
             *(["--weight", weight] if weight else [])]

@@ -19,8 +19,8 @@ def test_auto_tau_is_recorded_and_a_replayed_run_is_bit_identical(spark, fashion
     train_set = (fashion["train"].images[:2000], fashion["train"].labels[:2000])
     probes = AutoTau().probe_rounds
     config = TrainConfig(model="lenet", seed=2,
-                         engine=EngineConfig(num_workers=2, batch_size=8, rounds=probes + 1,
-                                             eval_every=0),
+                         engine=EngineConfig(num_workers=2, tau="auto", batch_size=8,
+                                             rounds=probes + 1, eval_every=0),
                          optimizer=OptimizerConfig(lr=0.01))
     assert config.engine.tau == "auto"
     data = from_arrays(spark.sparkContext, train=train_set, test=None, spec=SPEC,

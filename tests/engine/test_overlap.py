@@ -35,7 +35,8 @@ def _config(**engine):
     values.update(engine)
     return TrainConfig(model="lenet", seed=5, checkpoint_every=0,
                        engine=EngineConfig(**values),
-                       optimizer=OptimizerConfig(lr=0.05, momentum=0.9))
+                       optimizer=OptimizerConfig(lr=0.05, momentum=0.9, momentum_policy="reset"),
+                       outer=OuterConfig(name="average"))
 
 
 @pytest.mark.parametrize("workers", [2, pytest.param(3, marks=pytest.mark.slow)])
@@ -145,7 +146,9 @@ def test_early_stopping_ends_an_overlapped_run_with_the_best_weights(fashion):
     ({"optimizer": OptimizerConfig(momentum_policy="average")}, "optimizer.momentum_policy"),
 ])
 def test_settings_overlap_cannot_honour_are_refused_in_one_line(change, field):
-    values = {"engine": EngineConfig(tau=5, overlap="eager")}
+    values = {"engine": EngineConfig(tau=5, overlap="eager"),
+              "outer": OuterConfig(name="average"),
+              "optimizer": OptimizerConfig(momentum_policy="reset")}
     if "engine" in change:
         values["engine"] = EngineConfig(tau="auto", overlap="eager")
     else:

@@ -53,10 +53,11 @@ def test_an_executor_lost_mid_round_of_overlapped_rounds_changes_no_weight(
     import numpy as np
     from safetensors.numpy import load_file
 
-    small_run.train(tmp_path / "undisturbed", "--overlap", "eager")
+    overlapped = ("--overlap", "eager", "--outer", "average", "--momentum-policy", "reset")
+    small_run.train(tmp_path / "undisturbed", *overlapped)
     arm_tripwire(faults, after_forwards=4 * small_run.tau + 3)
     killer = Killer(faults, "executor").start()
-    small_run.train(tmp_path / "killed", "--overlap", "eager")
+    small_run.train(tmp_path / "killed", *overlapped)
     killer.join()
     assert killer.killed, "the tripwire never fired: nothing was killed"
     want = load_file(str(tmp_path / "undisturbed" / "final" / "model.safetensors"))

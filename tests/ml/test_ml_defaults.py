@@ -21,6 +21,7 @@ from sparknet_testing.tabular import frame, standardized
 def test_the_default_is_one_pass_per_round_with_a_nesterov_outer_step() -> None:
     config = TrainConfig()
     assert config.engine.tau == "epoch" and config.outer.name == "nesterov"
+    assert config.optimizer.momentum_policy == "average"
     assert (config.outer.lr, config.outer.momentum) == (0.7, 0.9)
     # One pass over the smallest shard, rounded up to whole batches; at most the cap.
     assert resolve_epoch_tau(config, [719, 718]).engine.tau == 12   # ceil(718 / 64)

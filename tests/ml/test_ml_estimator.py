@@ -21,7 +21,7 @@ pytestmark = pytest.mark.spark
 
 SHAPE = [1, 28, 28]
 SMALL = {"inputShape": SHAPE, "numWorkers": 2, "tau": 5, "batchSize": 32, "rounds": 3,
-         "learningRate": 0.05}
+         "learningRate": 0.05, "outerOptimizer": "average", "momentumPolicy": "reset"}
 
 
 @pytest.fixture(scope="module")

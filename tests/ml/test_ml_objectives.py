@@ -86,7 +86,8 @@ def test_binary_sigmoid_columns_and_the_binary_evaluator(cancer: Any, tmp_path: 
     raw, probability, prediction = _arrays(scored, "rawPrediction", "probability", "prediction")
     assert raw.shape[1] == 2 and probability.shape[1] == 2  # as Spark's binary classifiers
     np.testing.assert_allclose(raw[:, 0], -raw[:, 1])
-    np.testing.assert_allclose(probability[:, 1], 1 / (1 + np.exp(-raw[:, 1])), rtol=1e-6)
+    np.testing.assert_allclose(probability[:, 1], 1 / (1 + np.exp(-raw[:, 1])), rtol=1e-6,
+                               atol=1e-12)
     np.testing.assert_array_equal(prediction, (probability[:, 1] > 0.5).astype(float))
     auc = BinaryClassificationEvaluator().evaluate(scored)  # reads rawPrediction
     assert auc > 0.97

@@ -13,7 +13,7 @@ from sparknet.ml import SparkNetEstimator
 pytestmark = pytest.mark.spark
 
 SMALL = {"inputShape": [1, 28, 28], "numWorkers": 2, "tau": 5, "batchSize": 32, "rounds": 3,
-         "learningRate": 0.05}
+         "learningRate": 0.05, "outerOptimizer": "average", "momentumPolicy": "reset"}
 
 
 def test_streamed_fit_gives_the_in_memory_weights(train_vectors: Any) -> None:
