@@ -20,6 +20,7 @@ from torch import nn
 
 from sparknet.caffe import blob_ops, layers, schema
 from sparknet.caffe.prototxt import filter_phase, insert_splits, read_net
+from sparknet.caffe.support import check_fields, unsupported_type_message
 from sparknet.caffe.weights import LayerBlobs, array_to_blob, fit_legacy_shape, read_weights
 from sparknet.errors import CaffeFormatError, DataError
 
@@ -59,10 +60,8 @@ def check_structure(net: Any, *, phase: str) -> Any:
     for index, layer in enumerate(definition.layer):
         where = f"layer {layer.name!r} ({layer.type})"
         if layer.type not in BUILDERS and layer.type not in DATA_TYPES:
-            raise CaffeFormatError(
-                f"{where}: unsupported layer type {layer.type!r}; supported types are "
-                f"{', '.join(SUPPORTED_TYPES)}"
-            )
+            raise CaffeFormatError(unsupported_type_message(layer, SUPPORTED_TYPES))
+        check_fields(layer)
         if not layer.name:
             raise CaffeFormatError(f"layer {index} ({layer.type}) has no name; give it one")
         key = _module_key(layer.name)
