@@ -133,3 +133,21 @@ def test_level_and_stage_rules_select_layers_as_caffe(level: int, stages: str, p
     assert names == kept
     built = build_net(net, phase=phase)
     assert {name for name in kept} <= {layer.name for layer in built.definition.layer}
+
+
+def test_docs_table_lists_every_caffe_type_with_its_status() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "caffe.md").read_text()
+    table = doc.split("#### Layer types (Caffe 1.0's registry)")[1].split("\n\n")[1]
+    status: dict[str, str] = {}
+    for row in table.splitlines()[2:]:
+        types, state = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        for kind in types.split(", "):
+            assert kind not in status, f"{kind} listed twice"
+            status[kind] = state
+    assert set(status) == set(CAFFE_LAYER_TYPES)
+    for kind, state in status.items():
+        expected = ("yes" if kind in SUPPORTED_TYPES else
+                    "never" if kind in NEVER_SUPPORTED else "not yet")
+        assert state == expected, f"docs/caffe.md says {kind}: {state}, the code {expected}"

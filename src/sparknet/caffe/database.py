@@ -281,11 +281,9 @@ def database_batches(source: DatabaseSource, *, rows_per_batch: int = ROWS_PER_B
     first_shape: tuple[int, ...] | None = None
     images: list[np.ndarray] = []
     labels: list[int] = []
-    seen = 0
-    for key, image, label in _record_images(source):
+    for seen, (key, image, label) in enumerate(_record_images(source)):
         if limit is not None and seen >= limit:
             break
-        seen += 1
         if first_shape is None:
             first_shape = image.shape
         elif image.shape != first_shape:
