@@ -316,10 +316,9 @@ class Accuracy(CaffeLayer):
         self.top_k = int(p.top_k)
         self.axis = canonical_axis(p.axis, len(shapes[0]), self.where())
         self.ignore = int(p.ignore_label) if p.HasField("ignore_label") else None
-        if len(param.top) != 1:
-            raise CaffeFormatError(f"{self.where()}: per-class accuracy (2nd top) unsupported")
+        self.per_class = len(param.top) == 2  # Caffe's optional top: accuracy of each class
 
-    def forward(self, scores: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
+    def forward(self, scores: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         axis, classes = self.axis, int(scores.shape[self.axis])
         labels = _labels(scores.shape, label, axis, self.where())
         outer, inner = labels.shape
@@ -329,5 +328,16 @@ class Accuracy(CaffeLayer):
         safe = torch.where(valid, labels, torch.zeros_like(labels)).clamp(0, classes - 1)
         true_score = s.gather(1, safe.unsqueeze(1))
         better = (s >= true_score).sum(dim=1) - 1  # the true class itself is not "better"
-        correct = ((better < self.top_k) & valid).sum().to(scores.dtype)
-        return (correct / torch.clamp(valid.sum().to(scores.dtype), min=1.0),)
+        hits = (better < self.top_k) & valid
+        correct = hits.sum().to(scores.dtype)
+        accuracy = correct / torch.clamp(valid.sum().to(scores.dtype), min=1.0)
+        if not self.per_class:
+            return (accuracy,)
+        # Per class: hits / examples of that class (0 for a class with none), as Caffe.
+        counts = torch.zeros(classes, dtype=scores.dtype).index_add_(
+            0, safe[valid], torch.ones_like(safe[valid], dtype=scores.dtype))
+        class_hits = torch.zeros(classes, dtype=scores.dtype).index_add_(
+            0, safe[hits], torch.ones_like(safe[hits], dtype=scores.dtype))
+        per_class = torch.where(counts > 0, class_hits / counts.clamp(min=1.0),
+                                torch.zeros_like(counts))
+        return accuracy, per_class

@@ -99,6 +99,13 @@ class Convolution(CaffeLayer):
             weight_shape = (channels, n_out // self.group, *self.kernel)
         else:
             weight_shape = (n_out, channels // self.group, *self.kernel)
+        # Several bottoms: each is convolved with the same weights into its own top.
+        if any(shape != shapes[0] for shape in shapes[1:]):
+            raise CaffeFormatError(f"{where}: all bottoms must have one shape (Caffe), got "
+                                   f"{list(shapes)}")
+        if len(param.top) != len(shapes):
+            raise CaffeFormatError(f"{where}: {len(shapes)} bottoms need as many tops, got "
+                                   f"{len(param.top)}")
         wf = p.weight_filler if p.HasField("weight_filler") else None
         self.add_blob(fill(weight_shape, wf, default="constant", generator=gen, where=where))
         self.bias_term = bool(p.bias_term)
@@ -106,14 +113,13 @@ class Convolution(CaffeLayer):
             bf = p.bias_filler if p.HasField("bias_filler") else None
             self.add_blob(fill((n_out,), bf, default="constant", generator=gen, where=where))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+    def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:
         bias = self.blobs[1] if self.bias_term else None
         if self.transposed:
-            y = F.conv_transpose2d(x, self.blobs[0], bias, self.stride, self.pad, 0,
-                                   self.group, self.dilation)
-        else:
-            y = F.conv2d(x, self.blobs[0], bias, self.stride, self.pad, self.dilation, self.group)
-        return (y,)
+            return tuple(F.conv_transpose2d(x, self.blobs[0], bias, self.stride, self.pad, 0,
+                                            self.group, self.dilation) for x in bottoms)
+        return tuple(F.conv2d(x, self.blobs[0], bias, self.stride, self.pad, self.dilation,
+                              self.group) for x in bottoms)
 
 
 def pooled_size(size: int, kernel: int, pad: int, stride: int, *, ceil: bool,
@@ -159,8 +165,13 @@ class Pooling(CaffeLayer):
         if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
             raise CaffeFormatError(f"{where}: pad {self.pad} must be smaller than the kernel")
         self.ceil = int(p.round_mode) == 0
+        # MAX pooling's optional second top: Caffe's mask, the flat index h * W + w of each
+        # maximum in its (unpadded) input channel, as a float.
+        self.mask = len(param.top) == 2
+        if self.mask and self.method != 0:
+            raise CaffeFormatError(f"{where}: only MAX pooling has a second (mask) top")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         height, width = int(x.shape[2]), int(x.shape[3])
         kernel = (height, width) if self.global_pooling else self.kernel
         padded = self.pad != (0, 0)
@@ -179,8 +190,15 @@ class Pooling(CaffeLayer):
         x = x[:, :, : height + min(extra[0], 0), : width + min(extra[1], 0)]
         pads = (self.pad[1], max(extra[1], 0), self.pad[0], max(extra[0], 0))
         if self.method == 0:
-            y = F.max_pool2d(F.pad(x, pads, value=-math.inf), kernel, self.stride)
-            return (y,)
+            if not self.mask:
+                return (F.max_pool2d(F.pad(x, pads, value=-math.inf), kernel, self.stride),)
+            padded_input = F.pad(x, pads, value=-math.inf)
+            y, index = F.max_pool2d(padded_input, kernel, self.stride, return_indices=True)
+            # torch's first maximum in row-major order is Caffe's (it keeps the first one);
+            # its index counts in the padded input, Caffe's in the unpadded one.
+            row, col = index // padded_input.shape[3], index % padded_input.shape[3]
+            mask = (row - self.pad[0]) * width + (col - self.pad[1])
+            return y, mask.to(x.dtype)
         total = F.avg_pool2d(F.pad(x, pads), kernel, self.stride) * (kernel[0] * kernel[1])
         rows = ave_pool_divisor(height, kernel[0], self.pad[0], self.stride[0], outs[0])
         cols = ave_pool_divisor(width, kernel[1], self.pad[1], self.stride[1], outs[1])

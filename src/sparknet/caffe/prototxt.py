@@ -280,7 +280,11 @@ def insert_splits(net: Any) -> Any:
                 if (i, j) in loss_weight:  # the loss is carried by the first split top
                     split.loss_weight.append(loss_weight[(i, j)])
                     split.loss_weight.extend([0.0] * (n - 1))
-                    new.ClearField("loss_weight")  # as Caffe does: never counted twice
+                    # As Caffe: never counted twice. Caffe clears the layer's weights (a
+                    # loss layer's default 1 then only sets a diff the Split overwrites);
+                    # explicit zeros say the same to CaffeNet, which would add that 1.
+                    new.ClearField("loss_weight")
+                    new.loss_weight.extend([0.0] * len(layer.top))
     return out
 
 
