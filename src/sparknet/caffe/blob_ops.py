@@ -51,18 +51,19 @@ class _GivenGradient(torch.autograd.Function):
 
 
 class Elementwise(CaffeLayer):
-    """ReLU (negative_slope), Sigmoid, TanH, Power, AbsVal, ELU, Exp, BNLL, Threshold.
+    """ReLU (negative_slope), Sigmoid, TanH, Power, AbsVal, ELU, Exp, BNLL, Threshold, Log,
+    Swish, Clip.
 
-    In place, Caffe's ReLU, Power and BNLL compute their gradient from the blob they have
-    just overwritten (their output) instead of their input, and Power also overwrites the
-    incoming gradient before it reads it (its input gradient is then the square of its local
-    derivative); those gradients are reproduced, and in-place Power warns.
+    In place, Caffe's ReLU, Power, BNLL, Log and Clip compute their gradient from the blob they have
+    just overwritten (their output) instead of their input, and Power and Log also overwrite
+    the incoming gradient before they read it (their input gradient is then the square of
+    their local derivative); those gradients are reproduced, and in-place Power and Log warn.
     """
 
     def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
         super().__init__(param)
         self.kind = param.type
-        if self.kind == "Power" and self.in_place:
+        if self.kind in ("Power", "Log") and self.in_place:
             warnings.warn(f"{self.where()} runs in place: its gradient then ignores the "
                           "gradient from above, as in Caffe; give it a top of its own before "
                           "training it", stacklevel=2)
@@ -73,16 +74,20 @@ class Elementwise(CaffeLayer):
             "ELU": lambda: (param.elu_param.alpha,),
             "Exp": lambda: (param.exp_param.base, param.exp_param.scale, param.exp_param.shift),
             "Threshold": lambda: (param.threshold_param.threshold,),
+            "Log": lambda: (param.log_param.base, param.log_param.scale,
+                            param.log_param.shift),
+            "Swish": lambda: (param.swish_param.beta,),
+            "Clip": lambda: _clip_bounds(param, self.where()),
         }.get(self.kind, tuple)()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         y = self._value(x)
         exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()  # type: ignore[attr-defined]
         if (self.in_place and x.requires_grad and torch.is_grad_enabled() and not exporting
-                and self.kind in ("ReLU", "Power", "BNLL")):  # exports see the plain forward
+                and self.kind in ("ReLU", "Power", "BNLL", "Log", "Clip")):  # exports: plain
             with torch.no_grad():
                 local_grad = self._caffe_local_grad(bottom=y, top=y)
-            if self.kind == "Power":  # its bottom diff overwrote the top diff: L * L
+            if self.kind in ("Power", "Log"):  # bottom diff overwrote the top diff: L * L
                 return (_GivenGradient.apply(x, y.detach(), local_grad * local_grad, True),)
             return (_GivenGradient.apply(x, y.detach(), local_grad, False),)
         return (y,)
@@ -95,6 +100,10 @@ class Elementwise(CaffeLayer):
         if self.kind == "BNLL":
             e = torch.exp(torch.clamp(bottom, max=50.0))
             return e / (e + 1.0)
+        if self.kind == "Clip":  # Caffe's mask min <= bottom <= max (in place: always 1)
+            return ((bottom >= p[0]) & (bottom <= p[1])).to(bottom.dtype)
+        if self.kind == "Log":  # scale / ln(base) / (shift + scale * bottom)
+            return _log_factor(p) * p[1] / (p[2] + p[1] * bottom)
         power, scale, shift = p
         diff_scale = power * scale
         if diff_scale == 0 or power == 1:
@@ -125,9 +134,29 @@ class Elementwise(CaffeLayer):
             y = torch.exp((p[2] + p[1] * x) * log_base)
         elif kind == "BNLL":
             y = F.softplus(x)
+        elif kind == "Log":
+            y = torch.log(p[2] + p[1] * x) * _log_factor(p)
+        elif kind == "Swish":
+            y = x * torch.sigmoid(p[0] * x)
+        elif kind == "Clip":
+            y = torch.clamp(x, p[0], p[1])
         else:
             y = (x > p[0]).to(x.dtype)
         return y
+
+
+def _log_factor(p: tuple[float, ...]) -> float:
+    """1 / ln(base) of Caffe's Log layer (base -1: the natural logarithm)."""
+    return 1.0 if p[0] == -1 else 1.0 / math.log(p[0])
+
+
+def _clip_bounds(param: Any, where: str) -> tuple[float, float]:
+    p = param.clip_param
+    if not (p.HasField("min") and p.HasField("max")):
+        raise CaffeFormatError(f"{where}: clip_param needs min and max (Caffe requires both)")
+    if p.min > p.max:
+        raise CaffeFormatError(f"{where}: clip_param min {p.min} is above max {p.max}")
+    return (p.min, p.max)
 
 
 class Eltwise(CaffeLayer):

@@ -18,7 +18,7 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from sparknet.caffe import blob_ops, layers, schema
+from sparknet.caffe import array_layers, blob_ops, layers, losses, schema
 from sparknet.caffe.prototxt import filter_phase, insert_splits, read_net
 from sparknet.caffe.support import check_fields, unsupported_type_message
 from sparknet.caffe.weights import LayerBlobs, array_to_blob, fit_legacy_shape, read_weights
@@ -38,12 +38,23 @@ BUILDERS: dict[str, Builder] = {
     "Reshape": blob_ops.Reshape, "Slice": blob_ops.Slice, "Softmax": blob_ops.Softmax,
     "SoftmaxWithLoss": blob_ops.SoftmaxWithLoss, "EuclideanLoss": blob_ops.EuclideanLoss,
     "Accuracy": blob_ops.Accuracy,
+    **dict.fromkeys(("Log", "Swish", "Clip"), blob_ops.Elementwise),
+    "Bias": array_layers.Bias, "Crop": array_layers.Crop, "Tile": array_layers.Tile,
+    "Reduction": array_layers.Reduction, "ArgMax": array_layers.ArgMax,
+    "MVN": array_layers.MVN, "Embed": array_layers.Embed, "Im2col": array_layers.Im2col,
+    "Parameter": array_layers.Parameter, "BatchReindex": array_layers.BatchReindex,
+    "Filter": array_layers.Filter, "SPP": array_layers.SPP,
+    "SigmoidCrossEntropyLoss": losses.SigmoidCrossEntropyLoss,
+    "HingeLoss": losses.HingeLoss, "MultinomialLogisticLoss": losses.MultinomialLogisticLoss,
+    "InfogainLoss": losses.InfogainLoss, "ContrastiveLoss": losses.ContrastiveLoss,
 }
 # Caffe refuses these in place (CHECK top != bottom); LRN in place computes wrong values
 # (its output overwrites the input it still reads), so sparknet refuses it too.
 NOT_IN_PLACE = ("AbsVal", "Flatten", "Reshape", "LRN")
 DATA_TYPES = ("Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData")
-METRIC_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence")
+METRIC_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence",
+                "SigmoidCrossEntropyLoss", "HingeLoss", "MultinomialLogisticLoss",
+                "InfogainLoss", "ContrastiveLoss")
 SUPPORTED_TYPES = tuple(sorted((*BUILDERS, *DATA_TYPES)))
 
 
@@ -201,7 +212,7 @@ class CaffeNet(nn.Module):
             probe_ok = True
         key = _module_key(layer.name)
         shapes = [tuple(probe[b].shape) if b in probe else (1,) for b in layer.bottom]
-        if not shapes and layer.type not in ("Silence",):
+        if not shapes and layer.type not in ("Silence", "Parameter"):
             raise CaffeFormatError(f"{where}: has no bottom; give it its input blob")
         try:
             module = BUILDERS[layer.type](layer, shapes, gen)
@@ -317,6 +328,12 @@ class CaffeNet(nn.Module):
         weights = list(layer.loss_weight)
         if not weights and layer.type.endswith("Loss"):
             weights = [1.0]  # loss layers weigh their first top by 1 unless told otherwise
+        if weights and len(weights) != len(layer.top):
+            given = "" if len(layer.loss_weight) else " (a loss layer's default is one)"
+            raise CaffeFormatError(
+                f"layer {layer.name!r} ({layer.type}) has {len(layer.top)} tops but "
+                f"{len(weights)} loss_weight values{given}; as in Caffe, give one per top "
+                "(0 for a top that is no loss)")
         for top, w in zip(layer.top, weights, strict=False):
             if w:
                 self.loss_weights[top] = w
