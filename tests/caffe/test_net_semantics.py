@@ -67,3 +67,34 @@ def test_average_pooling_has_no_mask_top() -> None:
             'top: "m" pooling_param { pool: AVE kernel_size: 2 } }\n')
     with pytest.raises(CaffeFormatError, match="only MAX pooling has a second"):
         build_net(parse_net_text(text))
+
+
+BILINEAR = sorted(p.with_suffix("") for p in FOLDER.glob("bilinear_*.json"))
+
+
+@pytest.mark.parametrize("path", BILINEAR, ids=[p.name for p in BILINEAR])
+def test_bilinear_filler_is_real_caffes(path: Path) -> None:
+    # Deconvolution weights filled by Caffe's bilinear filler (kernel sizes 1-7), no weights
+    # given: the parameters after set-up must be Caffe's, bit for bit.
+    case, caffe = load_case(path)
+    net = build_net(parse_net_text(case.prototxt), phase="TEST")
+    np.testing.assert_array_equal(net.caffe_blobs()["up"][0], caffe["param:up:0"])
+
+
+def test_filler_fans_follow_blob_rank() -> None:
+    # Caffe's fans: fan_in = count / shape[0]; fan_out = count / shape[1], or the whole
+    # count for a 1-D blob. A xavier FAN_OUT bias of 600 values stays within sqrt(3/600).
+    import math
+
+    import torch
+
+    from sparknet.caffe import schema
+    from sparknet.caffe.fillers import fill
+
+    filler = schema.message_class("FillerParameter")(type="xavier", variance_norm=1)
+    gen = torch.Generator().manual_seed(0)
+    for shape, fan in (((600,), 600), ((30, 20), 30), ((8, 6, 2, 2), 32)):
+        values = fill(shape, filler, default="constant", generator=gen)
+        bound = math.sqrt(3.0 / fan)
+        assert float(values.abs().max()) <= bound
+        assert float(values.abs().max()) >= 0.8 * bound
