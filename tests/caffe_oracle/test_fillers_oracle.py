@@ -45,7 +45,7 @@ def _net(filler: str) -> str:
     return (
         'layer { name: "in" type: "Input" top: "x" top: "idx" '
         "input_param { shape { dim: 2 dim: 6 dim: 5 dim: 5 } shape { dim: 3 } } }\n"
-        # 4-D weight (600, 6, 1, 1... as 20x6x2x2 = 480) and a 1-D bias of 600
+        # a 4-D weight (30, 6, 2, 2) and a 1-D bias of 30
         'layer { name: "conv" type: "Convolution" bottom: "x" top: "c" convolution_param { '
         f"num_output: 30 kernel_size: 2 weight_filler {f} bias_filler {f} }} }}\n"
         # 2-D weight (600 x 150) and 1-D bias
@@ -54,7 +54,8 @@ def _net(filler: str) -> str:
         # 3-D Scale blob (6, 5, 5) and 1-D PReLU slopes
         'layer { name: "scale" type: "Scale" bottom: "x" top: "s" scale_param { '
         f"num_axes: 3 filler {f} }} }}\n"
-        f'layer {{ name: "prelu" type: "PReLU" bottom: "x" top: "p" prelu_param {{ filler {f} }} }}\n'
+        'layer { name: "prelu" type: "PReLU" bottom: "x" top: "p" '
+        f"prelu_param {{ filler {f} }} }}\n"
         # 2-D Embed table
         'layer { name: "embed" type: "Embed" bottom: "idx" top: "e" embed_param { '
         f"num_output: 40 input_dim: 20 bias_term: false weight_filler {f} }} }}\n")
