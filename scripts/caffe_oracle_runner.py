@@ -12,7 +12,9 @@ DIR/request.json: {"cases": [CASE, ...]}; each CASE names files in DIR (no pickl
 - {"name", "kind": "solver", "solver", "arrays", "iterations": N}
   The solver's net reads a MemoryData layer; arrays hold ``data`` and ``label`` (fed in
   order, one batch per forward pass) and ``param:<layer>:<i>``. Result: ``param:...`` after
-  N iterations and ``iter<k>:param:...`` after each iteration k (1-based).
+  N iterations and ``iter<k>:param:...`` after each iteration k (1-based). With
+  "snapshot_at": k, Caffe's ``solver.snapshot()`` after iteration k; its .solverstate is
+  kept as DIR/out/NAME.solverstate.
 
 - {"name", "kind": "imageset", "list", "root", "options": [...], "db", "prototxt",
   "phase"}: Caffe's own ``convert_imageset OPTIONS ROOT LIST DB`` writes the database DB
@@ -98,6 +100,13 @@ def run_solver(folder, case):
     for k in range(1, int(case["iterations"]) + 1):
         solver.step(1)
         out.update(params_of(solver.net, "iter%d:" % k))
+        if k == case.get("snapshot_at"):
+            # Caffe's own snapshot (prefix from the solver): kept in out/ for the caller.
+            solver.snapshot()
+            import glob
+            import shutil
+            for name in glob.glob("*_iter_%d.solverstate" % k):
+                shutil.copy(name, os.path.join(folder, "out", case["name"] + ".solverstate"))
     out.update(params_of(solver.net))
     return out
 
