@@ -258,10 +258,17 @@ def _fractional_power_body(rng: Rng) -> str:
             f"scale: {_float(rng, 0.5, 2)} shift: {_float(rng, 0, 1)} }}")
 
 
-def _exp_body(rng: Rng) -> str:
+def _base_scale_shift(message: str, rng: Rng, scale: tuple[float, float],
+                      shift: tuple[float, float]) -> str:
+    """Exp's and Log's parameters: an optional base (else e), a scale and a shift."""
     base = _pick(rng, [None, 2.0, 0.5, 10.0])
     fields = "" if base is None else f"base: {base} "
-    return f"exp_param {{ {fields}scale: {_float(rng, -1, 1)} shift: {_float(rng, -1, 1)} }}"
+    return (f"{message} {{ {fields}scale: {_float(rng, *scale)} "
+            f"shift: {_float(rng, *shift)} }}")
+
+
+def _exp_body(rng: Rng) -> str:
+    return _base_scale_shift("exp_param", rng, (-1, 1), (-1, 1))
 
 
 def _elu_body(rng: Rng) -> str:
@@ -532,9 +539,7 @@ def _behind_scale(kind: str, rng: Rng, shapes: list[tuple[int, ...]], body: str,
 
 
 def _log_body(rng: Rng) -> str:
-    base = _pick(rng, [None, 2.0, 10.0, 0.5])
-    fields = "" if base is None else f"base: {base} "
-    return f"log_param {{ {fields}scale: {_float(rng, 0.5, 2)} shift: {_float(rng, 0, 1)} }}"
+    return _base_scale_shift("log_param", rng, (0.5, 2), (0, 1))  # positive inputs stay so
 
 
 def _swish_body(rng: Rng) -> str:
@@ -684,10 +689,6 @@ def spp(rng: Rng) -> NetCase:
              *(int(s) for s in rng.integers(2 ** (height - 1) + 1, 9, size=2)))
     return _single("SPP", rng, [shape], f"spp_param {{ pyramid_height: {height} "
                    f"pool: {method} }}", ties=method == "MAX" and rng.random() < 0.5)
-
-
-def _loss_arrays(rng: Rng, scores: tuple[int, ...], labels: np.ndarray) -> dict[str, np.ndarray]:
-    return {"input:x0": values(rng, scores, False), "input:x1": labels}
 
 
 def sigmoid_cross_entropy_loss(rng: Rng) -> NetCase:

@@ -18,7 +18,14 @@ import torch.nn.functional as F
 
 from sparknet.caffe import schema
 from sparknet.caffe.fillers import fill
-from sparknet.caffe.layers import CaffeLayer, Pooling, Shape, canonical_axis
+from sparknet.caffe.layers import (
+    CaffeLayer,
+    Pooling,
+    Shape,
+    add_operand,
+    canonical_axis,
+    conv_geometry,
+)
 from sparknet.errors import CaffeFormatError
 
 
@@ -27,27 +34,7 @@ class Bias(CaffeLayer):
 
     def __init__(self, param: Any, shapes: Sequence[Shape], gen: torch.Generator | None) -> None:
         super().__init__(param)
-        p = param.bias_param
-        where = self.where()
-        self.axis = canonical_axis(p.axis, len(shapes[0]), where)
-        if len(shapes) > 1:
-            shape = shapes[1]
-        else:
-            if p.num_axes < -1:
-                raise CaffeFormatError(f"{where}: num_axes {p.num_axes} must be >= -1")
-            end = len(shapes[0]) if p.num_axes == -1 else self.axis + p.num_axes
-            if end > len(shapes[0]):
-                raise CaffeFormatError(f"{where}: the bias extends past bottom {shapes[0]}")
-            shape = shapes[0][self.axis:end]
-            f = p.filler if p.HasField("filler") else None
-            self.add_blob(fill(shape, f, default="constant", generator=gen, where=where))
-        if not len(shape):
-            self.axis = 0  # a scalar bias: Caffe broadcasts it from axis 0
-        if tuple(shapes[0][self.axis:self.axis + len(shape)]) != tuple(shape):
-            raise CaffeFormatError(f"{where}: bias shape {shape} does not fit bottom "
-                                   f"{shapes[0]} at axis {self.axis}")
-        self.view = ((1,) * self.axis + tuple(shape)
-                     + (1,) * (len(shapes[0]) - self.axis - len(shape)))
+        _, self.view = add_operand(self, param.bias_param, shapes, gen, what="bias", value=0.0)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[torch.Tensor]:
         b = bias if bias is not None else self.blobs[0]
@@ -237,19 +224,11 @@ class Im2col(CaffeLayer):
 
     def __init__(self, param: Any, shapes: Sequence[Shape], gen: torch.Generator | None) -> None:
         super().__init__(param)
-        from sparknet.caffe.layers import _pair
-
-        p = param.convolution_param
         where = self.where()
         if len(shapes[0]) != 4:
             raise CaffeFormatError(f"{where}: needs a 4-D bottom, got {shapes[0]}")
-        self.kernel = _pair(p, "kernel", 0, where)
-        if min(self.kernel) <= 0:
-            raise CaffeFormatError(f"{where}: give kernel_size or kernel_h/kernel_w (> 0)")
-        self.pad = _pair(p, "pad", 0, where)
-        self.stride = _pair(p, "stride", 1, where)
-        dilation = list(p.dilation) or [1]
-        self.dilation = (int(dilation[0]), int(dilation[-1]))
+        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(
+            param.convolution_param, where)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         cols = F.unfold(x, self.kernel, self.dilation, self.pad, self.stride)

@@ -68,6 +68,16 @@ def _check_4d(shape: Shape, where: str) -> None:
         raise CaffeFormatError(f"{where}: needs a 4-D (N, C, H, W) bottom, got shape {shape}")
 
 
+def conv_geometry(p: Any, where: str) -> tuple[tuple[int, int], ...]:
+    """(kernel, pad, stride, dilation) as (h, w) pairs of a 2-D ConvolutionParameter."""
+    kernel = _pair(p, "kernel", 0, where)
+    if min(kernel) <= 0:
+        raise CaffeFormatError(f"{where}: give kernel_size or kernel_h/kernel_w (> 0)")
+    dilation = list(p.dilation) or [1]
+    return (kernel, _pair(p, "pad", 0, where), _pair(p, "stride", 1, where),
+            (int(dilation[0]), int(dilation[-1])))
+
+
 class Convolution(CaffeLayer):
     """Convolution and Deconvolution (group, dilation, rectangular kernel/pad/stride)."""
 
@@ -80,13 +90,7 @@ class Convolution(CaffeLayer):
             raise CaffeFormatError(f"{where}: convolution axis {p.axis} is not supported; use 1")
         if not p.HasField("num_output"):
             raise CaffeFormatError(f"{where}: convolution_param.num_output is required")
-        self.kernel = _pair(p, "kernel", 0, where)
-        if min(self.kernel) <= 0:
-            raise CaffeFormatError(f"{where}: give kernel_size or kernel_h/kernel_w (> 0)")
-        self.pad = _pair(p, "pad", 0, where)
-        self.stride = _pair(p, "stride", 1, where)
-        dilation = list(p.dilation) or [1]
-        self.dilation = (int(dilation[0]), int(dilation[-1]))
+        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(p, where)
         self.group = int(p.group)
         self.transposed = param.type == "Deconvolution"
         channels, n_out = shapes[0][1], int(p.num_output)
@@ -292,6 +296,43 @@ class BatchNorm(CaffeLayer):
         return ((x - mean.view(view)) / torch.sqrt(var.view(view) + self.eps),)
 
 
+def add_operand(layer: CaffeLayer, p: Any, shapes: Sequence[Shape], gen: torch.Generator | None,
+                *, what: str, value: float) -> tuple[Shape, Shape]:
+    """Scale's and Bias's operand (see broadcast_operand); without a second bottom it is the
+    layer's first blob, filled by ``p.filler`` (default: the constant ``value``). Returns
+    its shape and broadcast view."""
+    where = layer.where()
+    shape, view, own = broadcast_operand(p, shapes, where, what)
+    if own:
+        f = p.filler if p.HasField("filler") else None
+        layer.add_blob(fill(shape, f, default="constant", value=value, generator=gen,
+                            where=where))
+    return shape, view
+
+
+def broadcast_operand(p: Any, shapes: Sequence[Shape], where: str, what: str
+                      ) -> tuple[Shape, Shape, bool]:
+    """Scale's and Bias's operand: its shape (the second bottom's, or the bottom's axes from
+    ``axis``, ``num_axes`` of them, -1 for all), the view that broadcasts it over the bottom,
+    and whether it is a blob of the layer (no second bottom)."""
+    axis = canonical_axis(p.axis, len(shapes[0]), where)
+    if len(shapes) > 1:
+        shape = tuple(shapes[1])
+    else:
+        if p.num_axes < -1:
+            raise CaffeFormatError(f"{where}: num_axes {p.num_axes} must be >= -1")
+        end = len(shapes[0]) if p.num_axes == -1 else axis + p.num_axes
+        if end > len(shapes[0]):
+            raise CaffeFormatError(f"{where}: the {what} extends past bottom {shapes[0]}")
+        shape = tuple(shapes[0][axis:end])
+    if not shape:
+        axis = 0  # a scalar: Caffe broadcasts it from axis 0
+    if tuple(shapes[0][axis:axis + len(shape)]) != shape:
+        raise CaffeFormatError(f"{where}: {what} shape {shape} does not fit bottom {shapes[0]}")
+    view = (1,) * axis + shape + (1,) * (len(shapes[0]) - axis - len(shape))
+    return shape, view, len(shapes) == 1
+
+
 class Scale(CaffeLayer):
     """y = x * scale (+ bias); scale is a blob, or the second bottom when there are two."""
 
@@ -299,18 +340,7 @@ class Scale(CaffeLayer):
         super().__init__(param)
         p = param.scale_param
         where = self.where()
-        self.axis = canonical_axis(p.axis, len(shapes[0]), where)
-        if len(shapes) > 1:
-            shape = shapes[1]
-        else:
-            end = len(shapes[0]) if p.num_axes == -1 else self.axis + p.num_axes
-            shape = shapes[0][self.axis:end]
-            f = p.filler if p.HasField("filler") else None
-            self.add_blob(fill(shape, f, default="constant", value=1.0, generator=gen, where=where))
-        if tuple(shapes[0][self.axis:self.axis + len(shape)]) != tuple(shape):
-            raise CaffeFormatError(f"{where}: scale shape {shape} does not fit bottom {shapes[0]}")
-        rest = len(shapes[0]) - self.axis - len(shape)
-        self.view = (1,) * self.axis + tuple(shape) + (1,) * rest
+        shape, self.view = add_operand(self, p, shapes, gen, what="scale", value=1.0)
         self.bias_term = bool(p.bias_term)
         if self.bias_term:
             bf = p.bias_filler if p.HasField("bias_filler") else None
