@@ -151,3 +151,21 @@ def test_docs_table_lists_every_caffe_type_with_its_status() -> None:
         expected = ("yes" if kind in SUPPORTED_TYPES else
                     "never" if kind in NEVER_SUPPORTED else "not yet")
         assert state == expected, f"docs/caffe.md says {kind}: {state}, the code {expected}"
+
+
+@pytest.mark.parametrize(("field", "message"), [
+    ('net_param { name: "inline" }', "field net_param of SolverParameter is not supported"),
+    ('train_net_param { name: "inline" }', "field train_net_param of SolverParameter"),
+    ('train_state { stage: "big" }', "field train_state .level/stage. of SolverParameter"),
+    ("snapshot_format: HDF5", "field snapshot_format of SolverParameter"),
+])
+def test_solver_fields_that_change_training_are_refused(field: str, message: str) -> None:
+    from sparknet.caffe import parse_solver_text
+    from sparknet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        parse_solver_text(f'base_lr: 0.01 lr_policy: "fixed" {field}')
+    # Fields of Caffe's own process are read and not used.
+    assert parse_solver_text('base_lr: 0.01 lr_policy: "fixed" solver_mode: CPU '
+                             "snapshot_format: BINARYPROTO display: 10").base_lr == \
+        pytest.approx(0.01)
