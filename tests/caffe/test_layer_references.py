@@ -1,8 +1,9 @@
 """The Caffe 1.0 layer types added for the whole registry (Log, Swish, Clip, Bias, Crop,
-Tile, Reduction, ArgMax, MVN, Embed, Im2col, Parameter, BatchReindex, Filter, SPP and the
-loss layers) against real Caffe's stored results: two random configurations of each, drawn
-by the oracle fuzzer (tests/caffe_oracle/generators.py) and written with
-SPARKNET_ORACLE_REFERENCES=DIR; forward blobs and input and parameter gradients."""
+Tile, Reduction, ArgMax, MVN, Embed, Im2col, Parameter, BatchReindex, Filter, SPP, the
+loss layers, LSTM, RNN and LSTMUnit) against real Caffe's stored results: two random
+configurations of each, drawn by the oracle fuzzer (tests/caffe_oracle/generators.py) and
+written with SPARKNET_ORACLE_REFERENCES=DIR; forward blobs and input and parameter
+gradients."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ CASES = sorted(p.with_suffix("") for p in FOLDER.glob("*.json"))
 ADDED = ("Log", "Swish", "Clip", "Bias", "Crop", "Tile", "Reduction", "ArgMax", "MVN",
          "Embed", "Im2col", "Parameter", "BatchReindex", "Filter", "SPP",
          "SigmoidCrossEntropyLoss", "HingeLoss", "MultinomialLogisticLoss", "InfogainLoss",
-         "ContrastiveLoss")
+         "ContrastiveLoss", "LSTM", "RNN", "LSTMUnit")
 
 
 def test_every_added_type_has_references() -> None:

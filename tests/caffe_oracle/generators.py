@@ -747,7 +747,43 @@ def contrastive_loss(rng: Rng) -> NetCase:
     return case
 
 
+def _sequence_starts(rng: Rng, steps: int, batch: int) -> np.ndarray:
+    """cont (T, N): 0 where a sequence starts (always at t = 0, sometimes later), else 1."""
+    cont = (rng.random((steps, batch)) > 0.25).astype(np.float32)
+    cont[0] = 0
+    return cont
+
+
+def _recurrent(kind: str) -> Callable[[Rng], NetCase]:
+    def generate(rng: Rng) -> NetCase:
+        steps, batch, hidden = (int(v) for v in rng.integers(1, 4, size=3))
+        shapes = [(steps, batch, *_shape(rng, int(rng.integers(1, 3)), 1, 3)),
+                  (steps, batch)]
+        static = rng.random() < 0.3
+        if static:
+            shapes.append((batch, int(rng.integers(1, 4))))
+        expose = rng.random() < 0.3
+        states = 2 if kind == "LSTM" else 1
+        if expose:
+            shapes += [(1, batch, hidden)] * states
+        body = f"num_output: {hidden}" + (" expose_hidden: true" if expose else "")
+        case = _single(kind, rng, shapes, f"recurrent_param {{ {body} }}",
+                       tops=1 + (states if expose else 0))
+        case.arrays["input:x1"] = _sequence_starts(rng, steps, batch)
+        return case
+    return generate
+
+
+def lstm_unit(rng: Rng) -> NetCase:
+    batch, hidden = (int(v) for v in rng.integers(1, 4, size=2))
+    case = _single("LSTMUnit", rng, [(1, batch, hidden), (1, batch, 4 * hidden), (1, batch)],
+                   "", tops=2)
+    case.arrays["input:x2"] = (rng.random((1, batch)) > 0.4).astype(np.float32)
+    return case
+
+
 GENERATORS: dict[str, Callable[[Rng], NetCase]] = {
+    "LSTM": _recurrent("LSTM"), "RNN": _recurrent("RNN"), "LSTMUnit": lstm_unit,
     "Log": _elementwise("Log", _log_body, positive=True),
     "Swish": _elementwise("Swish", _swish_body), "Clip": _elementwise("Clip", _clip_body),
     "Bias": bias, "Crop": crop, "Tile": tile, "Reduction": reduction, "ArgMax": argmax,

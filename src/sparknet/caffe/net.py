@@ -18,7 +18,7 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from sparknet.caffe import array_layers, blob_ops, layers, losses, schema
+from sparknet.caffe import array_layers, blob_ops, layers, losses, recurrent, schema
 from sparknet.caffe.prototxt import filter_phase, insert_splits, read_net
 from sparknet.caffe.support import check_fields, unsupported_type_message
 from sparknet.caffe.weights import LayerBlobs, array_to_blob, fit_legacy_shape, read_weights
@@ -47,6 +47,7 @@ BUILDERS: dict[str, Builder] = {
     "SigmoidCrossEntropyLoss": losses.SigmoidCrossEntropyLoss,
     "HingeLoss": losses.HingeLoss, "MultinomialLogisticLoss": losses.MultinomialLogisticLoss,
     "InfogainLoss": losses.InfogainLoss, "ContrastiveLoss": losses.ContrastiveLoss,
+    "LSTM": recurrent.LSTM, "RNN": recurrent.RNN, "LSTMUnit": recurrent.LSTMUnit,
 }
 # Caffe refuses these in place (CHECK top != bottom); LRN in place computes wrong values
 # (its output overwrites the input it still reads), so sparknet refuses it too.
