@@ -197,7 +197,8 @@ def render(data: dict[str, Any]) -> str:
         "NOT_IMPLEMENTED and sparknet refuses it; AbsVal, Flatten and Reshape in place). "
         "\"net\" is a small multi-layer net (in-place layers, an automatic Split, a loss "
         "weight on a non-loss top, propagate_down, phase rules, with and without "
-        "force_backward). Threshold and Accuracy have no backward pass in Caffe.", "",
+        "force_backward). Threshold, Accuracy and ArgMax have no backward pass in Caffe. A "
+        "\"–\" in the before columns: the before run did not generate that type.", "",
         "## Layers", "", *layer_table(after, before), "",
         "## Nets, databases, schema, fillers, solver state", "",
         "Not fuzzers: fixed cases compared with real Caffe (\"not there\": the test needs "
