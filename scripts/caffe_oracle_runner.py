@@ -12,7 +12,16 @@ DIR/request.json: {"cases": [CASE, ...]}; each CASE names files in DIR (no pickl
 - {"name", "kind": "solver", "solver", "arrays", "iterations": N}
   The solver's net reads a MemoryData layer; arrays hold ``data`` and ``label`` (fed in
   order, one batch per forward pass) and ``param:<layer>:<i>``. Result: ``param:...`` after
-  N iterations and ``iter<k>:param:...`` after each iteration k (1-based).
+  N iterations and ``iter<k>:param:...`` after each iteration k (1-based). With
+  "snapshot_at": k, Caffe's ``solver.snapshot()`` after iteration k; its .solverstate is
+  kept as DIR/out/NAME.solverstate.
+
+- {"name", "kind": "imageset", "list", "root", "options": [...], "db", "prototxt",
+  "phase"}: Caffe's own ``convert_imageset OPTIONS ROOT LIST DB`` writes the database DB
+  (kept in DIR/out/DB for the caller), then a forward pass of the prototxt (whose Data layer
+  reads DB) gives ``blob:<name>`` for every blob: Caffe's Data layer output.
+- {"name", "kind": "schema"}: every field of Caffe's caffe_pb2 as strings
+  ``Message.field=number:type:label`` in ``fields`` (what sparknet's schema must declare).
 
 Each finished case appends its name to DIR/out/done (a Caffe CHECK failure aborts the whole
 process, so the caller learns from that file which case Caffe refused). A Python error in a
@@ -91,8 +100,50 @@ def run_solver(folder, case):
     for k in range(1, int(case["iterations"]) + 1):
         solver.step(1)
         out.update(params_of(solver.net, "iter%d:" % k))
+        if k == case.get("snapshot_at"):
+            # Caffe's own snapshot (prefix from the solver): kept in out/ for the caller.
+            solver.snapshot()
+            import glob
+            import shutil
+            for name in glob.glob("*_iter_%d.solverstate" % k):
+                shutil.copy(name, os.path.join(folder, "out", case["name"] + ".solverstate"))
     out.update(params_of(solver.net))
     return out
+
+
+def run_imageset(folder, case):
+    import shutil
+    import subprocess
+
+    db = os.path.join(folder, case["db"])
+    done = subprocess.run(["convert_imageset", *case["options"], case["root"], case["list"],
+                           db], cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if done.returncode != 0:
+        raise RuntimeError("convert_imageset failed: %s" % done.stderr.decode()[-2000:])
+    phase = caffe.TRAIN if case["phase"] == "TRAIN" else caffe.TEST
+    net = caffe.Net(os.path.join(folder, case["prototxt"]), phase)
+    net.forward()
+    out = {"blob:" + name: blob.data.copy() for name, blob in net.blobs.items()}
+    del net  # closes the database before it is copied
+    shutil.copytree(db, os.path.join(folder, "out", case["db"]))
+    return out
+
+
+def run_schema(folder, case):
+    from caffe.proto import caffe_pb2
+
+    labels = {1: "optional", 2: "required", 3: "repeated"}
+    fields = []
+    for message in caffe_pb2.DESCRIPTOR.message_types_by_name.values():
+        for field in message.fields:
+            kind = field.type
+            fields.append("%s.%s=%d:%d:%s" % (message.name, field.name, field.number, kind,
+                                              labels[field.label]))
+    return {"fields": np.array(sorted(fields))}
+
+
+RUNNERS = {"net": run_net, "solver": run_solver, "imageset": run_imageset,
+           "schema": run_schema}
 
 
 def main():
@@ -106,7 +157,7 @@ def main():
         sys.stderr.write("case %s\n" % case["name"])
         sys.stderr.flush()
         try:
-            result = run_net(folder, case) if case["kind"] == "net" else run_solver(folder, case)
+            result = RUNNERS[case["kind"]](folder, case)
             np.savez(os.path.join(out_dir, case["name"] + ".npz"), **result)
         except Exception:  # one broken case must not hide the others' results
             with open(os.path.join(out_dir, case["name"] + ".error"), "w") as f:

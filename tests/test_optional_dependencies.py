@@ -1,4 +1,4 @@
-"""Optional packages (the onnx, plot and hdf5 extras) missing: one line naming the extra.
+"""Optional packages (the onnx, plot, hdf5 and caffe-db extras) missing: one line naming the extra.
 
 Each case runs in a fresh interpreter whose ``sys.modules`` maps the package to None, which
 makes ``import package`` raise ImportError exactly as when it is not installed.
@@ -87,6 +87,17 @@ def test_export_onnx_without_onnx_is_one_line(finished_run: Path, tmp_path: Path
      "from sparknet.caffe.weights import write_caffemodel_h5\n"
      "write_caffemodel_h5(sys.argv[1] + '/w.h5', {})",
      "writing Caffe HDF5 weights needs the h5py package: pip install 'sparknet[hdf5]'"),
+    ("lmdb",
+     "from pathlib import Path\n"
+     "from sparknet.caffe.database import DatabaseSource, first_batch\n"
+     "first_batch(DatabaseSource(path=Path(sys.argv[1])), 1)",
+     "reading a Caffe LMDB database needs the lmdb package: pip install 'sparknet[caffe-db]'"),
+    ("plyvel",
+     "from pathlib import Path\n"
+     "from sparknet.caffe.database import DatabaseSource, first_batch\n"
+     "first_batch(DatabaseSource(path=Path(sys.argv[1]), backend='LEVELDB'), 1)",
+     "reading a Caffe LEVELDB database needs the plyvel package: "
+     "pip install 'sparknet[caffe-db]'"),
 ])
 def test_a_missing_extra_is_a_config_error_naming_it(without: str, code: str, message: str,
                                                      tmp_path: Path) -> None:

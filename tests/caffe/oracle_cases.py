@@ -160,6 +160,26 @@ def run_sparknet_solver(case: SolverCase) -> Arrays:
     return out
 
 
+def step_solver(case: SolverCase, net: torch.nn.Module, solver: torch.optim.Optimizer,
+                first: int, last: int) -> None:
+    """Iterations first..last (1-based) of ``solver`` on the case's MemoryData batches, as
+    Caffe feeds them (iter_size batches per iteration, cycling): to go on from a snapshot."""
+    iter_size = solver.config.iter_size  # type: ignore[attr-defined]
+    data, label = torch.from_numpy(case.arrays["data"]), torch.from_numpy(case.arrays["label"])
+    names = net.input_names  # type: ignore[attr-defined]
+    batch = int(net.input_shapes[names[0]][0])  # type: ignore[attr-defined]
+    batches = data.shape[0] // batch
+    feed = (first - 1) * iter_size
+    for _ in range(first, last + 1):
+        solver.zero_grad()
+        for _ in range(iter_size):
+            rows = slice((feed % batches) * batch, (feed % batches + 1) * batch)
+            feed += 1
+            blobs = net(**{names[0]: data[rows], names[1]: label[rows]})
+            net.total_loss(blobs).backward()  # type: ignore[attr-defined]
+        solver.step()
+
+
 def compare_solver(ours: Arrays, caffe: Arrays) -> list[str]:
     problems = []
     for key, value in sorted(caffe.items()):

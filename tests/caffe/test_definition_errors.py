@@ -21,11 +21,11 @@ BROKEN = {
                      'layer { name: "b" type: "ReLU" bottom: "a" top: "b" }\n',
     "duplicate": INPUT + 'layer { name: "r" type: "ReLU" bottom: "x" top: "y" }\n'
                          'layer { name: "r" type: "TanH" bottom: "y" top: "z" }\n',
-    "unknown_type": INPUT + 'layer { name: "c" type: "Crop" bottom: "x" top: "y" }\n',
+    "unknown_type": INPUT + 'layer { name: "c" type: "MyLayer" bottom: "x" top: "y" }\n',
     # A Data layer (shape known only to its database) first: the error must still surface.
     "unknown_type_after_data": 'layer { name: "d" type: "Data" top: "x" top: "label" '
                                'data_param { source: "db" batch_size: 4 } }\n'
-                               'layer { name: "c" type: "Crop" bottom: "x" top: "y" }\n',
+                               'layer { name: "c" type: "MyLayer" bottom: "x" top: "y" }\n',
     "cycle_in_train_only": INPUT + 'layer { name: "a" type: "ReLU" bottom: "b" top: "a" '
                                    'include { phase: TRAIN } }\n'
                                    'layer { name: "b" type: "ReLU" bottom: "x" top: "b" }\n',
@@ -33,8 +33,8 @@ BROKEN = {
 EXPECTED = {
     "cycle": "only a later layer ('b') produces it: a cycle",
     "duplicate": "layer 2 has the name of layer 1",
-    "unknown_type": "unsupported layer type 'Crop'",
-    "unknown_type_after_data": "unsupported layer type 'Crop'",
+    "unknown_type": "unsupported layer type MyLayer",
+    "unknown_type_after_data": "unsupported layer type MyLayer",
     "cycle_in_train_only": "only a later layer ('b') produces it",
 }
 

@@ -115,8 +115,8 @@ def test_unknown_bottom_is_an_error() -> None:
 
 def test_unsupported_layer_type_names_layer_type_and_supported() -> None:
     net = parse_net_text('input: "x" input_dim: 1 input_dim: 1 input_dim: 2 input_dim: 2 '
-                         'layer { name: "weird" type: "Crop" bottom: "x" top: "y" }')
-    with pytest.raises(CaffeFormatError, match=r"'weird'.*'Crop'.*Convolution.*Softmax"):
+                         'layer { name: "weird" type: "MyLayer" bottom: "x" top: "y" }')
+    with pytest.raises(CaffeFormatError, match=r"'weird'.*MyLayer.*Convolution.*Softmax"):
         build_net(net)
 
 

@@ -258,10 +258,17 @@ def _fractional_power_body(rng: Rng) -> str:
             f"scale: {_float(rng, 0.5, 2)} shift: {_float(rng, 0, 1)} }}")
 
 
-def _exp_body(rng: Rng) -> str:
+def _base_scale_shift(message: str, rng: Rng, scale: tuple[float, float],
+                      shift: tuple[float, float]) -> str:
+    """Exp's and Log's parameters: an optional base (else e), a scale and a shift."""
     base = _pick(rng, [None, 2.0, 0.5, 10.0])
     fields = "" if base is None else f"base: {base} "
-    return f"exp_param {{ {fields}scale: {_float(rng, -1, 1)} shift: {_float(rng, -1, 1)} }}"
+    return (f"{message} {{ {fields}scale: {_float(rng, *scale)} "
+            f"shift: {_float(rng, *shift)} }}")
+
+
+def _exp_body(rng: Rng) -> str:
+    return _base_scale_shift("exp_param", rng, (-1, 1), (-1, 1))
 
 
 def _elu_body(rng: Rng) -> str:
@@ -501,7 +508,290 @@ def small_net(rng: Rng) -> NetCase:
                         f"force_backward={force}")
 
 
+# -- Caffe 1.0 layers added for the whole registry -------------------------------------------
+
+def _behind_scale(kind: str, rng: Rng, shapes: list[tuple[int, ...]], body: str,
+                  learned: list[int], *, tops: int = 1, arrays: dict[str, np.ndarray],
+                  note: str = "") -> NetCase:
+    """The layer under test with the bottoms in ``learned`` passed through a scalar Scale
+    first: its gradient then reaches a parameter, so the backward pass is compared without
+    ``force_backward`` (which Caffe refuses for index and label bottoms of these layers).
+    Without it Caffe back-propagates only from losses: a layer that is no loss gets a loss
+    weight on each top."""
+    names = [f"x{i}" for i in range(len(shapes))]
+    text = "".join(input_layer(n, s) for n, s in zip(names, shapes, strict=True))
+    bottoms = []
+    for i, name in enumerate(names):
+        if i in learned:
+            text += layer(f"scale{i}", "Scale", [name], [f"s{i}"],
+                          "scale_param { axis: 0 num_axes: 0 }")
+            bottoms.append(f"s{i}")
+        else:
+            bottoms.append(name)
+    if not kind.endswith("Loss"):
+        body += "".join(f" loss_weight: {_float(rng, 0.5, 2)}" for _ in range(tops))
+    elif tops == 2:
+        body += " loss_weight: 1 loss_weight: 0"
+    text += layer("target", kind, bottoms, [f"y{i}" for i in range(tops)], body)
+    phase = str(_pick(rng, ["TRAIN", "TEST"]))
+    return NetCase(name="", layer_type=kind, prototxt=text, phase=phase, backward=True,
+                   arrays=arrays, note=note or f"{body} shapes={shapes}")
+
+
+def _log_body(rng: Rng) -> str:
+    return _base_scale_shift("log_param", rng, (0.5, 2), (0, 1))  # positive inputs stay so
+
+
+def _swish_body(rng: Rng) -> str:
+    return "" if rng.random() < 0.3 else f"swish_param {{ beta: {_float(rng, 0.1, 3)} }}"
+
+
+def _clip_body(rng: Rng) -> str:
+    low = float(_pick(rng, [-1.0, 0.0, _float(rng, -1.5, 0.5)]))
+    return f"clip_param {{ min: {low} max: {float(_pick(rng, [1.0, low + _float(rng, 0, 2)]))} }}"
+
+
+def bias(rng: Rng) -> NetCase:
+    shape = _shape(rng, int(rng.integers(1, 5)))
+    axis = int(rng.integers(0, len(shape)))
+    body = []
+    if axis != 1 or rng.random() < 0.3:
+        body.append(f"axis: {axis - len(shape) if rng.random() < 0.3 else axis}")
+    shapes = [shape]
+    if rng.random() < 0.4:
+        shapes.append(shape[axis: axis + int(rng.integers(1, len(shape) - axis + 1))])
+    else:
+        num_axes = min(int(_pick(rng, [-1, 0, 1, 1, 2])), len(shape) - axis)
+        if num_axes != 1:
+            body.append(f"num_axes: {num_axes}")
+    return _single("Bias", rng, shapes, f"bias_param {{ {' '.join(body)} }}",
+                   in_place=len(shapes) == 1 and rng.random() < 0.3)
+
+
+def crop(rng: Rng) -> NetCase:
+    ndim = int(rng.integers(2, 5))
+    big = _shape(rng, ndim, 2, 6)
+    axis = int(rng.integers(0, ndim))
+    small = tuple(int(rng.integers(1, d + 1)) if i >= axis else d for i, d in enumerate(big))
+    room = [big[i] - small[i] for i in range(axis, ndim)]
+    body = [f"axis: {axis}"]
+    if rng.random() < 0.5:
+        body.append(f"offset: {min(room)}")
+    else:
+        body += [f"offset: {int(rng.integers(0, r + 1))}" for r in room]
+    return _single("Crop", rng, [big, small], f"crop_param {{ {' '.join(body)} }}")
+
+
+def tile(rng: Rng) -> NetCase:
+    shape = _shape(rng, int(rng.integers(1, 5)), 1, 4)
+    axis = int(rng.integers(0, len(shape)))
+    return _single("Tile", rng, [shape],
+                   f"tile_param {{ axis: {axis} tiles: {int(rng.integers(1, 4))} }}")
+
+
+def reduction(rng: Rng) -> NetCase:
+    shape = _shape(rng, int(rng.integers(1, 5)))
+    axis = int(rng.integers(0, len(shape)))
+    op = _pick(rng, ["SUM", "ASUM", "SUMSQ", "MEAN"])
+    body = f"operation: {op} axis: {axis} coeff: {_pick(rng, [1.0, _float(rng, -2, 2)])}"
+    return _single("Reduction", rng, [shape], f"reduction_param {{ {body} }}",
+                   ties=rng.random() < 0.3)
+
+
+def argmax(rng: Rng) -> NetCase:
+    # Caffe's ArgMax has no backward pass: forward only, ties on purpose.
+    shape = _shape(rng, int(rng.integers(2, 5)))
+    body = []
+    if rng.random() < 0.5:
+        axis = int(rng.integers(0, len(shape)))
+        body.append(f"axis: {axis}")
+        size = shape[axis]
+    else:
+        size = math.prod(shape[1:])
+    body.append(f"top_k: {int(rng.integers(1, size + 1))}")
+    if rng.random() < 0.5:
+        body.append("out_max_val: true")
+    return _single("ArgMax", rng, [shape], f"argmax_param {{ {' '.join(body)} }}",
+                   ties=rng.random() < 0.5, backward=False)
+
+
+def mvn(rng: Rng) -> NetCase:
+    shape = (int(rng.integers(1, 3)), *_shape(rng, 3, 1, 4))
+    body = []
+    if rng.random() < 0.5:
+        body.append("across_channels: true")
+    if rng.random() < 0.3:
+        body.append("normalize_variance: false")
+    if rng.random() < 0.3:
+        body.append(f"eps: {_float(rng, 1e-6, 1e-2)}")
+    return _single("MVN", rng, [shape], f"mvn_param {{ {' '.join(body)} }}",
+                   ties=rng.random() < 0.3)
+
+
+def embed(rng: Rng) -> NetCase:
+    dim = int(rng.integers(1, 6))
+    shape = _shape(rng, int(rng.integers(1, 3)))
+    body = f"num_output: {int(rng.integers(1, 4))} input_dim: {dim}"
+    if rng.random() < 0.3:
+        body += " bias_term: false"
+    # Parameter gradients only: Caffe cannot back-propagate to the indices (so no
+    # force_backward), and without it only from a loss (a loss weight on the top).
+    case = _single("Embed", rng, [shape], f"embed_param {{ {body} }} "
+                   f"loss_weight: {_float(rng, 0.5, 2)}", backward=False)
+    case.arrays["input:x0"] = rng.integers(0, dim, shape).astype(np.float32)
+    case.backward = True
+    return case
+
+
+def im2col(rng: Rng) -> NetCase:
+    while True:
+        kh, kw = (int(k) for k in rng.integers(1, 4, size=2))
+        ph, pw = (int(p) for p in rng.integers(0, 2, size=2))
+        sh, sw = (int(s) for s in rng.integers(1, 3, size=2))
+        h, w = (int(s) for s in rng.integers(1, 7, size=2))
+        if h + 2 * ph >= kh and w + 2 * pw >= kw:
+            break
+    body = [_spatial(rng, "kernel", kh, kw, repeated=True),
+            _spatial(rng, "pad", ph, pw, repeated=True),
+            _spatial(rng, "stride", sh, sw, repeated=True)]
+    return _single("Im2col", rng, [(int(rng.integers(1, 3)), int(rng.integers(1, 4)), h, w)],
+                   f"convolution_param {{ {' '.join(body)} }}")
+
+
+def parameter(rng: Rng) -> NetCase:
+    shape = _shape(rng, int(rng.integers(1, 4)))
+    return _single("Parameter", rng, [], f"parameter_param {{ shape {{ {_dims(shape)} }} }}")
+
+
+def batch_reindex(rng: Rng) -> NetCase:
+    shape = _shape(rng, int(rng.integers(1, 4)))
+    picks = int(rng.integers(1, 2 * shape[0] + 1))
+    index = rng.integers(0, shape[0], picks).astype(np.float32)  # repeats: gradients add
+    return _behind_scale("BatchReindex", rng, [shape, (picks,)], "", [0], arrays={
+        "input:x0": values(rng, shape, False), "input:x1": index})
+
+
+def filter_(rng: Rng) -> NetCase:
+    n = int(rng.integers(1, 6))
+    shapes = [(n, *_shape(rng, int(rng.integers(0, 3)))) for _ in range(int(rng.integers(1, 3)))]
+    selector = rng.integers(0, 2, n).astype(np.float32)
+    selector[int(rng.integers(n))] = 1  # Caffe needs at least one selected row
+    arrays = {f"input:x{i}": values(rng, s, False) for i, s in enumerate(shapes)}
+    arrays[f"input:x{len(shapes)}"] = selector
+    return _behind_scale("Filter", rng, [*shapes, (n,)], "", list(range(len(shapes))),
+                         tops=len(shapes), arrays=arrays)
+
+
+def spp(rng: Rng) -> NetCase:
+    method = str(_pick(rng, ["MAX", "AVE"]))
+    height = int(rng.integers(1, 3))
+    shape = (int(rng.integers(1, 3)), int(rng.integers(1, 3)),
+             *(int(s) for s in rng.integers(2 ** (height - 1) + 1, 9, size=2)))
+    return _single("SPP", rng, [shape], f"spp_param {{ pyramid_height: {height} "
+                   f"pool: {method} }}", ties=method == "MAX" and rng.random() < 0.5)
+
+
+def sigmoid_cross_entropy_loss(rng: Rng) -> NetCase:
+    shape = _shape(rng, int(rng.integers(1, 4)))
+    targets = rng.integers(0, 2, shape).astype(np.float32)
+    body = []
+    if rng.random() < 0.3:
+        body.append(f"ignore_label: {int(_pick(rng, [0, 1]))}")
+    if rng.random() < 0.6:
+        body.append(f"normalization: {_pick(rng, ['FULL', 'VALID', 'BATCH_SIZE', 'NONE'])}")
+    elif rng.random() < 0.3:
+        body.append(f"normalize: {_pick(rng, ['true', 'false'])}")
+    case = _single("SigmoidCrossEntropyLoss", rng, [shape, shape],
+                   f"loss_param {{ {' '.join(body)} }}" if body else "")
+    case.arrays["input:x1"] = targets
+    return case
+
+
+def hinge_loss(rng: Rng) -> NetCase:
+    n, classes = int(rng.integers(1, 5)), int(rng.integers(2, 5))
+    body = "" if rng.random() < 0.3 else f"hinge_loss_param {{ norm: {_pick(rng, ['L1', 'L2'])} }}"
+    case = _single("HingeLoss", rng, [(n, classes), (n,)], body, ties=rng.random() < 0.4)
+    case.arrays["input:x1"] = rng.integers(0, classes, n).astype(np.float32)
+    return case
+
+
+def multinomial_logistic_loss(rng: Rng) -> NetCase:
+    n, classes = int(rng.integers(1, 5)), int(rng.integers(2, 5))
+    case = _single("MultinomialLogisticLoss", rng, [(n, classes), (n,)], "")
+    case.arrays["input:x0"] = rng.uniform(0.05, 1.0, (n, classes)).astype(np.float32)
+    case.arrays["input:x1"] = rng.integers(0, classes, n).astype(np.float32)
+    return case
+
+
+def infogain_loss(rng: Rng) -> NetCase:
+    n, classes = int(rng.integers(1, 5)), int(rng.integers(2, 5))
+    labels = rng.integers(0, classes, n).astype(np.float32)
+    body = []
+    if rng.random() < 0.3:
+        body.append(f"loss_param {{ ignore_label: {int(labels[0])} }}")
+    arrays = {"input:x0": values(rng, (n, classes), False), "input:x1": labels,
+              "input:x2": np.abs(values(rng, (classes, classes), False))}
+    return _behind_scale("InfogainLoss", rng, [(n, classes), (n,), (classes, classes)],
+                         " ".join(body), [0], arrays=arrays,
+                         tops=int(_pick(rng, [1, 1, 2])))
+
+
+def contrastive_loss(rng: Rng) -> NetCase:
+    n, dim = int(rng.integers(1, 6)), int(rng.integers(1, 4))
+    body = f"margin: {_float(rng, 0.2, 3)}"
+    if rng.random() < 0.4:
+        body += " legacy_version: true"
+    case = _single("ContrastiveLoss", rng, [(n, dim, 1, 1), (n, dim, 1, 1), (n,)],
+                   f"contrastive_loss_param {{ {body} }}")
+    case.arrays["input:x2"] = rng.integers(0, 2, n).astype(np.float32)
+    return case
+
+
+def _sequence_starts(rng: Rng, steps: int, batch: int) -> np.ndarray:
+    """cont (T, N): 0 where a sequence starts (always at t = 0, sometimes later), else 1."""
+    cont = (rng.random((steps, batch)) > 0.25).astype(np.float32)
+    cont[0] = 0
+    return cont
+
+
+def _recurrent(kind: str) -> Callable[[Rng], NetCase]:
+    def generate(rng: Rng) -> NetCase:
+        steps, batch, hidden = (int(v) for v in rng.integers(1, 4, size=3))
+        shapes = [(steps, batch, *_shape(rng, int(rng.integers(1, 3)), 1, 3)),
+                  (steps, batch)]
+        static = rng.random() < 0.3
+        if static:
+            shapes.append((batch, int(rng.integers(1, 4))))
+        expose = rng.random() < 0.3
+        states = 2 if kind == "LSTM" else 1
+        if expose:
+            shapes += [(1, batch, hidden)] * states
+        body = f"num_output: {hidden}" + (" expose_hidden: true" if expose else "")
+        case = _single(kind, rng, shapes, f"recurrent_param {{ {body} }}",
+                       tops=1 + (states if expose else 0))
+        case.arrays["input:x1"] = _sequence_starts(rng, steps, batch)
+        return case
+    return generate
+
+
+def lstm_unit(rng: Rng) -> NetCase:
+    batch, hidden = (int(v) for v in rng.integers(1, 4, size=2))
+    case = _single("LSTMUnit", rng, [(1, batch, hidden), (1, batch, 4 * hidden), (1, batch)],
+                   "", tops=2)
+    case.arrays["input:x2"] = (rng.random((1, batch)) > 0.4).astype(np.float32)
+    return case
+
+
 GENERATORS: dict[str, Callable[[Rng], NetCase]] = {
+    "LSTM": _recurrent("LSTM"), "RNN": _recurrent("RNN"), "LSTMUnit": lstm_unit,
+    "Log": _elementwise("Log", _log_body, positive=True),
+    "Swish": _elementwise("Swish", _swish_body), "Clip": _elementwise("Clip", _clip_body),
+    "Bias": bias, "Crop": crop, "Tile": tile, "Reduction": reduction, "ArgMax": argmax,
+    "MVN": mvn, "Embed": embed, "Im2col": im2col, "Parameter": parameter,
+    "BatchReindex": batch_reindex, "Filter": filter_, "SPP": spp,
+    "SigmoidCrossEntropyLoss": sigmoid_cross_entropy_loss, "HingeLoss": hinge_loss,
+    "MultinomialLogisticLoss": multinomial_logistic_loss, "InfogainLoss": infogain_loss,
+    "ContrastiveLoss": contrastive_loss,
     "Convolution": convolution, "Deconvolution": deconvolution, "Pooling": pooling,
     "InnerProduct": inner_product, "LRN": lrn, "BatchNorm": batch_norm, "Scale": scale,
     "PReLU": prelu, "ReLU": _elementwise("ReLU", _relu_body),

@@ -76,3 +76,23 @@ def run_oracle(cases: list[NetCase | SolverCase], workdir: Path) -> dict[str, Re
             results[remaining[0].name] = _why_aborted(done.stderr)
             remaining = remaining[1:]
     return results
+
+
+def run_request(folder: Path, entries: list[dict[str, object]]) -> dict[str, Result]:
+    """Caffe's results for request entries whose files the caller has put in ``folder``
+    (imageset and schema cases); what the runner leaves in ``folder/out`` stays there."""
+    (folder / "request.json").write_text(json.dumps({"cases": entries}))
+    done = subprocess.run(["bash", str(SCRIPT), "run", str(folder)], capture_output=True,
+                          text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"caffe oracle failed: {_why_aborted(done.stderr)}")
+    results: dict[str, Result] = {}
+    for entry in entries:
+        name = str(entry["name"])
+        error = folder / "out" / f"{name}.error"
+        if error.is_file():
+            results[name] = f"Caffe raised: {error.read_text().strip().splitlines()[-1]}"
+            continue
+        with np.load(folder / "out" / f"{name}.npz", allow_pickle=False) as npz:
+            results[name] = {k: npz[k] for k in npz.files}
+    return results

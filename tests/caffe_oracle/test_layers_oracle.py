@@ -1,13 +1,18 @@
-"""Differential fuzzing of every layer type sparknet supports against real Caffe."""
+"""Differential fuzzing of every layer type sparknet supports against real Caffe.
+
+With SPARKNET_ORACLE_REFERENCES=DIR the first two matching cases of each type are written
+there as reference cases (tests/data/caffe_layer_references holds those of the Caffe 1.0
+types added for the whole registry, compared in the default suite)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from sparknet.errors import SparknetError
-from tests.caffe.oracle_cases import Arrays, NetCase, compare_net, run_sparknet_net
+from tests.caffe.oracle_cases import Arrays, NetCase, compare_net, run_sparknet_net, save_case
 
 from .conftest import case_rng, record, setting
 from .generators import GENERATORS, finish
@@ -35,6 +40,7 @@ def test_layer_matches_caffe(layer_type: str, oracle_ready: None, tmp_path: Path
     caffe = run_oracle(list(cases), tmp_path)
     problems: list[str] = []
     mismatched: list[tuple[NetCase, Arrays, list[str]]] = []
+    references = os.environ.get("SPARKNET_ORACLE_REFERENCES")  # a folder for reference cases
     forward = backward = both_refused = 0
     for case in cases:
         result = caffe[case.name]
@@ -56,6 +62,8 @@ def test_layer_matches_caffe(layer_type: str, oracle_ready: None, tmp_path: Path
         if found:
             mismatched.append((case, result, found))
             problems += [f"{case.name}: {p} [{case.note}]" for p in found]
+        elif references and forward <= 2:  # the first two matching cases of each type
+            save_case(case, result, Path(references), found="reference: real Caffe's results")
     record({"kind": "layer", "type": layer_type, "generated": len(cases), "forward": forward,
             "backward": backward, "both_refused": both_refused,
             "mismatched": len({p.split(":")[0] for p in problems})}, mismatched)

@@ -51,18 +51,19 @@ class _GivenGradient(torch.autograd.Function):
 
 
 class Elementwise(CaffeLayer):
-    """ReLU (negative_slope), Sigmoid, TanH, Power, AbsVal, ELU, Exp, BNLL, Threshold.
+    """ReLU (negative_slope), Sigmoid, TanH, Power, AbsVal, ELU, Exp, BNLL, Threshold, Log,
+    Swish, Clip.
 
-    In place, Caffe's ReLU, Power and BNLL compute their gradient from the blob they have
-    just overwritten (their output) instead of their input, and Power also overwrites the
-    incoming gradient before it reads it (its input gradient is then the square of its local
-    derivative); those gradients are reproduced, and in-place Power warns.
+    In place, Caffe's ReLU, Power, BNLL, Log and Clip compute their gradient from the blob they have
+    just overwritten (their output) instead of their input, and Power and Log also overwrite
+    the incoming gradient before they read it (their input gradient is then the square of
+    their local derivative); those gradients are reproduced, and in-place Power and Log warn.
     """
 
     def __init__(self, param: Any, shapes: Sequence[Shape], gen: Any) -> None:
         super().__init__(param)
         self.kind = param.type
-        if self.kind == "Power" and self.in_place:
+        if self.kind in ("Power", "Log") and self.in_place:
             warnings.warn(f"{self.where()} runs in place: its gradient then ignores the "
                           "gradient from above, as in Caffe; give it a top of its own before "
                           "training it", stacklevel=2)
@@ -73,16 +74,20 @@ class Elementwise(CaffeLayer):
             "ELU": lambda: (param.elu_param.alpha,),
             "Exp": lambda: (param.exp_param.base, param.exp_param.scale, param.exp_param.shift),
             "Threshold": lambda: (param.threshold_param.threshold,),
+            "Log": lambda: (param.log_param.base, param.log_param.scale,
+                            param.log_param.shift),
+            "Swish": lambda: (param.swish_param.beta,),
+            "Clip": lambda: _clip_bounds(param, self.where()),
         }.get(self.kind, tuple)()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         y = self._value(x)
         exporting = torch.jit.is_tracing() or torch.compiler.is_compiling()  # type: ignore[attr-defined]
         if (self.in_place and x.requires_grad and torch.is_grad_enabled() and not exporting
-                and self.kind in ("ReLU", "Power", "BNLL")):  # exports see the plain forward
+                and self.kind in ("ReLU", "Power", "BNLL", "Log", "Clip")):  # exports: plain
             with torch.no_grad():
                 local_grad = self._caffe_local_grad(bottom=y, top=y)
-            if self.kind == "Power":  # its bottom diff overwrote the top diff: L * L
+            if self.kind in ("Power", "Log"):  # bottom diff overwrote the top diff: L * L
                 return (_GivenGradient.apply(x, y.detach(), local_grad * local_grad, True),)
             return (_GivenGradient.apply(x, y.detach(), local_grad, False),)
         return (y,)
@@ -95,6 +100,10 @@ class Elementwise(CaffeLayer):
         if self.kind == "BNLL":
             e = torch.exp(torch.clamp(bottom, max=50.0))
             return e / (e + 1.0)
+        if self.kind == "Clip":  # Caffe's mask min <= bottom <= max (in place: always 1)
+            return ((bottom >= p[0]) & (bottom <= p[1])).to(bottom.dtype)
+        if self.kind == "Log":  # scale / ln(base) / (shift + scale * bottom)
+            return _log_factor(p) * p[1] / (p[2] + p[1] * bottom)
         power, scale, shift = p
         diff_scale = power * scale
         if diff_scale == 0 or power == 1:
@@ -125,9 +134,29 @@ class Elementwise(CaffeLayer):
             y = torch.exp((p[2] + p[1] * x) * log_base)
         elif kind == "BNLL":
             y = F.softplus(x)
+        elif kind == "Log":
+            y = torch.log(p[2] + p[1] * x) * _log_factor(p)
+        elif kind == "Swish":
+            y = x * torch.sigmoid(p[0] * x)
+        elif kind == "Clip":
+            y = torch.clamp(x, p[0], p[1])
         else:
             y = (x > p[0]).to(x.dtype)
         return y
+
+
+def _log_factor(p: tuple[float, ...]) -> float:
+    """1 / ln(base) of Caffe's Log layer (base -1: the natural logarithm)."""
+    return 1.0 if p[0] == -1 else 1.0 / math.log(p[0])
+
+
+def _clip_bounds(param: Any, where: str) -> tuple[float, float]:
+    p = param.clip_param
+    if not (p.HasField("min") and p.HasField("max")):
+        raise CaffeFormatError(f"{where}: clip_param needs min and max (Caffe requires both)")
+    if p.min > p.max:
+        raise CaffeFormatError(f"{where}: clip_param min {p.min} is above max {p.max}")
+    return (p.min, p.max)
 
 
 class Eltwise(CaffeLayer):
@@ -316,10 +345,9 @@ class Accuracy(CaffeLayer):
         self.top_k = int(p.top_k)
         self.axis = canonical_axis(p.axis, len(shapes[0]), self.where())
         self.ignore = int(p.ignore_label) if p.HasField("ignore_label") else None
-        if len(param.top) != 1:
-            raise CaffeFormatError(f"{self.where()}: per-class accuracy (2nd top) unsupported")
+        self.per_class = len(param.top) == 2  # Caffe's optional top: accuracy of each class
 
-    def forward(self, scores: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor]:
+    def forward(self, scores: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, ...]:
         axis, classes = self.axis, int(scores.shape[self.axis])
         labels = _labels(scores.shape, label, axis, self.where())
         outer, inner = labels.shape
@@ -329,5 +357,16 @@ class Accuracy(CaffeLayer):
         safe = torch.where(valid, labels, torch.zeros_like(labels)).clamp(0, classes - 1)
         true_score = s.gather(1, safe.unsqueeze(1))
         better = (s >= true_score).sum(dim=1) - 1  # the true class itself is not "better"
-        correct = ((better < self.top_k) & valid).sum().to(scores.dtype)
-        return (correct / torch.clamp(valid.sum().to(scores.dtype), min=1.0),)
+        hits = (better < self.top_k) & valid
+        correct = hits.sum().to(scores.dtype)
+        accuracy = correct / torch.clamp(valid.sum().to(scores.dtype), min=1.0)
+        if not self.per_class:
+            return (accuracy,)
+        # Per class: hits / examples of that class (0 for a class with none), as Caffe.
+        counts = torch.zeros(classes, dtype=scores.dtype).index_add_(
+            0, safe[valid], torch.ones_like(safe[valid], dtype=scores.dtype))
+        class_hits = torch.zeros(classes, dtype=scores.dtype).index_add_(
+            0, safe[hits], torch.ones_like(safe[hits], dtype=scores.dtype))
+        per_class = torch.where(counts > 0, class_hits / counts.clamp(min=1.0),
+                                torch.zeros_like(counts))
+        return accuracy, per_class

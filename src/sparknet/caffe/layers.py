@@ -68,6 +68,16 @@ def _check_4d(shape: Shape, where: str) -> None:
         raise CaffeFormatError(f"{where}: needs a 4-D (N, C, H, W) bottom, got shape {shape}")
 
 
+def conv_geometry(p: Any, where: str) -> tuple[tuple[int, int], ...]:
+    """(kernel, pad, stride, dilation) as (h, w) pairs of a 2-D ConvolutionParameter."""
+    kernel = _pair(p, "kernel", 0, where)
+    if min(kernel) <= 0:
+        raise CaffeFormatError(f"{where}: give kernel_size or kernel_h/kernel_w (> 0)")
+    dilation = list(p.dilation) or [1]
+    return (kernel, _pair(p, "pad", 0, where), _pair(p, "stride", 1, where),
+            (int(dilation[0]), int(dilation[-1])))
+
+
 class Convolution(CaffeLayer):
     """Convolution and Deconvolution (group, dilation, rectangular kernel/pad/stride)."""
 
@@ -80,13 +90,7 @@ class Convolution(CaffeLayer):
             raise CaffeFormatError(f"{where}: convolution axis {p.axis} is not supported; use 1")
         if not p.HasField("num_output"):
             raise CaffeFormatError(f"{where}: convolution_param.num_output is required")
-        self.kernel = _pair(p, "kernel", 0, where)
-        if min(self.kernel) <= 0:
-            raise CaffeFormatError(f"{where}: give kernel_size or kernel_h/kernel_w (> 0)")
-        self.pad = _pair(p, "pad", 0, where)
-        self.stride = _pair(p, "stride", 1, where)
-        dilation = list(p.dilation) or [1]
-        self.dilation = (int(dilation[0]), int(dilation[-1]))
+        self.kernel, self.pad, self.stride, self.dilation = conv_geometry(p, where)
         self.group = int(p.group)
         self.transposed = param.type == "Deconvolution"
         channels, n_out = shapes[0][1], int(p.num_output)
@@ -99,6 +103,13 @@ class Convolution(CaffeLayer):
             weight_shape = (channels, n_out // self.group, *self.kernel)
         else:
             weight_shape = (n_out, channels // self.group, *self.kernel)
+        # Several bottoms: each is convolved with the same weights into its own top.
+        if any(shape != shapes[0] for shape in shapes[1:]):
+            raise CaffeFormatError(f"{where}: all bottoms must have one shape (Caffe), got "
+                                   f"{list(shapes)}")
+        if len(param.top) != len(shapes):
+            raise CaffeFormatError(f"{where}: {len(shapes)} bottoms need as many tops, got "
+                                   f"{len(param.top)}")
         wf = p.weight_filler if p.HasField("weight_filler") else None
         self.add_blob(fill(weight_shape, wf, default="constant", generator=gen, where=where))
         self.bias_term = bool(p.bias_term)
@@ -106,14 +117,13 @@ class Convolution(CaffeLayer):
             bf = p.bias_filler if p.HasField("bias_filler") else None
             self.add_blob(fill((n_out,), bf, default="constant", generator=gen, where=where))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+    def forward(self, *bottoms: torch.Tensor) -> tuple[torch.Tensor, ...]:
         bias = self.blobs[1] if self.bias_term else None
         if self.transposed:
-            y = F.conv_transpose2d(x, self.blobs[0], bias, self.stride, self.pad, 0,
-                                   self.group, self.dilation)
-        else:
-            y = F.conv2d(x, self.blobs[0], bias, self.stride, self.pad, self.dilation, self.group)
-        return (y,)
+            return tuple(F.conv_transpose2d(x, self.blobs[0], bias, self.stride, self.pad, 0,
+                                            self.group, self.dilation) for x in bottoms)
+        return tuple(F.conv2d(x, self.blobs[0], bias, self.stride, self.pad, self.dilation,
+                              self.group) for x in bottoms)
 
 
 def pooled_size(size: int, kernel: int, pad: int, stride: int, *, ceil: bool,
@@ -159,8 +169,13 @@ class Pooling(CaffeLayer):
         if self.pad[0] >= self.kernel[0] or self.pad[1] >= self.kernel[1]:
             raise CaffeFormatError(f"{where}: pad {self.pad} must be smaller than the kernel")
         self.ceil = int(p.round_mode) == 0
+        # MAX pooling's optional second top: Caffe's mask, the flat index h * W + w of each
+        # maximum in its (unpadded) input channel, as a float.
+        self.mask = len(param.top) == 2
+        if self.mask and self.method != 0:
+            raise CaffeFormatError(f"{where}: only MAX pooling has a second (mask) top")
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         height, width = int(x.shape[2]), int(x.shape[3])
         kernel = (height, width) if self.global_pooling else self.kernel
         padded = self.pad != (0, 0)
@@ -179,8 +194,15 @@ class Pooling(CaffeLayer):
         x = x[:, :, : height + min(extra[0], 0), : width + min(extra[1], 0)]
         pads = (self.pad[1], max(extra[1], 0), self.pad[0], max(extra[0], 0))
         if self.method == 0:
-            y = F.max_pool2d(F.pad(x, pads, value=-math.inf), kernel, self.stride)
-            return (y,)
+            if not self.mask:
+                return (F.max_pool2d(F.pad(x, pads, value=-math.inf), kernel, self.stride),)
+            padded_input = F.pad(x, pads, value=-math.inf)
+            y, index = F.max_pool2d(padded_input, kernel, self.stride, return_indices=True)
+            # torch's first maximum in row-major order is Caffe's (it keeps the first one);
+            # its index counts in the padded input, Caffe's in the unpadded one.
+            row, col = index // padded_input.shape[3], index % padded_input.shape[3]
+            mask = (row - self.pad[0]) * width + (col - self.pad[1])
+            return y, mask.to(x.dtype)
         total = F.avg_pool2d(F.pad(x, pads), kernel, self.stride) * (kernel[0] * kernel[1])
         rows = ave_pool_divisor(height, kernel[0], self.pad[0], self.stride[0], outs[0])
         cols = ave_pool_divisor(width, kernel[1], self.pad[1], self.stride[1], outs[1])
@@ -274,6 +296,43 @@ class BatchNorm(CaffeLayer):
         return ((x - mean.view(view)) / torch.sqrt(var.view(view) + self.eps),)
 
 
+def add_operand(layer: CaffeLayer, p: Any, shapes: Sequence[Shape], gen: torch.Generator | None,
+                *, what: str, value: float) -> tuple[Shape, Shape]:
+    """Scale's and Bias's operand (see broadcast_operand); without a second bottom it is the
+    layer's first blob, filled by ``p.filler`` (default: the constant ``value``). Returns
+    its shape and broadcast view."""
+    where = layer.where()
+    shape, view, own = broadcast_operand(p, shapes, where, what)
+    if own:
+        f = p.filler if p.HasField("filler") else None
+        layer.add_blob(fill(shape, f, default="constant", value=value, generator=gen,
+                            where=where))
+    return shape, view
+
+
+def broadcast_operand(p: Any, shapes: Sequence[Shape], where: str, what: str
+                      ) -> tuple[Shape, Shape, bool]:
+    """Scale's and Bias's operand: its shape (the second bottom's, or the bottom's axes from
+    ``axis``, ``num_axes`` of them, -1 for all), the view that broadcasts it over the bottom,
+    and whether it is a blob of the layer (no second bottom)."""
+    axis = canonical_axis(p.axis, len(shapes[0]), where)
+    if len(shapes) > 1:
+        shape = tuple(shapes[1])
+    else:
+        if p.num_axes < -1:
+            raise CaffeFormatError(f"{where}: num_axes {p.num_axes} must be >= -1")
+        end = len(shapes[0]) if p.num_axes == -1 else axis + p.num_axes
+        if end > len(shapes[0]):
+            raise CaffeFormatError(f"{where}: the {what} extends past bottom {shapes[0]}")
+        shape = tuple(shapes[0][axis:end])
+    if not shape:
+        axis = 0  # a scalar: Caffe broadcasts it from axis 0
+    if tuple(shapes[0][axis:axis + len(shape)]) != shape:
+        raise CaffeFormatError(f"{where}: {what} shape {shape} does not fit bottom {shapes[0]}")
+    view = (1,) * axis + shape + (1,) * (len(shapes[0]) - axis - len(shape))
+    return shape, view, len(shapes) == 1
+
+
 class Scale(CaffeLayer):
     """y = x * scale (+ bias); scale is a blob, or the second bottom when there are two."""
 
@@ -281,18 +340,7 @@ class Scale(CaffeLayer):
         super().__init__(param)
         p = param.scale_param
         where = self.where()
-        self.axis = canonical_axis(p.axis, len(shapes[0]), where)
-        if len(shapes) > 1:
-            shape = shapes[1]
-        else:
-            end = len(shapes[0]) if p.num_axes == -1 else self.axis + p.num_axes
-            shape = shapes[0][self.axis:end]
-            f = p.filler if p.HasField("filler") else None
-            self.add_blob(fill(shape, f, default="constant", value=1.0, generator=gen, where=where))
-        if tuple(shapes[0][self.axis:self.axis + len(shape)]) != tuple(shape):
-            raise CaffeFormatError(f"{where}: scale shape {shape} does not fit bottom {shapes[0]}")
-        rest = len(shapes[0]) - self.axis - len(shape)
-        self.view = (1,) * self.axis + tuple(shape) + (1,) * rest
+        shape, self.view = add_operand(self, p, shapes, gen, what="scale", value=1.0)
         self.bias_term = bool(p.bias_term)
         if self.bias_term:
             bf = p.bias_filler if p.HasField("bias_filler") else None

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sparknet.caffe.database import DatabaseSource, database_shape, source_of_layer
 from sparknet.caffe.net import DATA_TYPES, CaffeLogits, CaffeNet
 from sparknet.caffe.prototxt import filter_phase, read_net, read_text
 from sparknet.caffe.solver import SolverConfig, parse_solver_text
@@ -30,7 +31,7 @@ from sparknet.caffe.transform import TransformConfig, load_mean, transform_batch
 from sparknet.caffe.weights import read_weights
 from sparknet.config import OptimizerConfig
 from sparknet.data.shards import InputSpec
-from sparknet.errors import ConfigError
+from sparknet.errors import ConfigError, DataError
 from sparknet.models.kinds import InputPrep, LocalOptimizer, ModelKind
 
 PREFIX = "caffe:"
@@ -236,6 +237,34 @@ def with_input_shape(model: str, shape: tuple[int, ...]) -> str:
     return str(replace(ref, input_shape=network_shape(train_transform(ref), shape)))
 
 
+def training_database(model: str) -> DatabaseSource | None:
+    """The LMDB/LevelDB that the TRAIN-phase Data layer of a ``caffe:`` reference names, when
+    it exists (None otherwise: the CLI then trains on what its flags name)."""
+    ref = parse_caffe_ref(model)
+    layer = _data_layer(_train_definition(ref))
+    if layer is None or layer.type != "Data" or not layer.data_param.source:
+        return None
+    try:
+        return source_of_layer(layer, folder=Path(ref.net).parent)
+    except DataError:
+        return None
+
+
+def with_database_shape(model: str) -> str:
+    """Adds ``#C,H,W`` from the first record of the database the net's Data layer names (the
+    shape Caffe's Data layer infers), cropped by its transform; unchanged without one."""
+    database = training_database(model)
+    if database is None:
+        return model
+    return with_input_shape(model, database_shape(database))
+
+
+def data_layer_batch_size(model: str) -> int:
+    """The TRAIN-phase data layer's batch_size (0 when it sets none)."""
+    layer = _data_layer(_train_definition(parse_caffe_ref(model)))
+    return _layer_batch_size(layer) if layer is not None else 0
+
+
 def read_solver_file(path: str | Path) -> tuple[str, SolverConfig]:
     """(the solver's text, the parsed solver); its ``net:`` is relative to its folder."""
     path = Path(path)
@@ -247,13 +276,15 @@ def read_solver_file(path: str | Path) -> tuple[str, SolverConfig]:
 
 
 def apply_solver(values: dict[str, Any], solver_path: str | Path, *,
-                 input_shape: tuple[int, ...]) -> dict[str, Any]:
+                 input_shape: tuple[int, ...], from_database: bool = False) -> dict[str, Any]:
     """Configuration values (defaults < TOML < flags) completed from a Caffe solver file.
 
     The solver's text becomes ``optimizer.caffe_solver`` (so the run never reads the file
     again) and it sets the model (its ``net``, unless a ``model`` is given); settings not given
     are mapped: rounds = ceil(max_iter / tau), eval_every = ceil(test_interval / tau),
     checkpoint_every = ceil(snapshot / tau), batch_size = the TRAIN Data layer's batch_size.
+    With ``from_database`` the input shape comes from the database the Data layer names, when
+    it exists.
     """
     text, solver = read_solver_file(solver_path)
     out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v)
@@ -270,6 +301,8 @@ def apply_solver(values: dict[str, Any], solver_path: str | Path, *,
     if not is_caffe_ref(model):
         raise ConfigError(f"--caffe-solver trains a Caffe net, but model={model!r}: leave "
                           "--model out or give caffe:NET.prototxt")
+    if from_database:
+        model = with_database_shape(model)
     out["model"] = with_input_shape(model, input_shape)
     engine = out.setdefault("engine", {})
     layer = _data_layer(_train_definition(parse_caffe_ref(out["model"])))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from sparknet.caffe import blob_ops, layers, schema
+from sparknet.caffe import array_layers, blob_ops, layers, losses, recurrent, schema
 from sparknet.caffe.prototxt import filter_phase, insert_splits, read_net
+from sparknet.caffe.support import check_fields, unsupported_type_message
 from sparknet.caffe.weights import LayerBlobs, array_to_blob, fit_legacy_shape, read_weights
 from sparknet.errors import CaffeFormatError, DataError
 
@@ -37,12 +38,24 @@ BUILDERS: dict[str, Builder] = {
     "Reshape": blob_ops.Reshape, "Slice": blob_ops.Slice, "Softmax": blob_ops.Softmax,
     "SoftmaxWithLoss": blob_ops.SoftmaxWithLoss, "EuclideanLoss": blob_ops.EuclideanLoss,
     "Accuracy": blob_ops.Accuracy,
+    **dict.fromkeys(("Log", "Swish", "Clip"), blob_ops.Elementwise),
+    "Bias": array_layers.Bias, "Crop": array_layers.Crop, "Tile": array_layers.Tile,
+    "Reduction": array_layers.Reduction, "ArgMax": array_layers.ArgMax,
+    "MVN": array_layers.MVN, "Embed": array_layers.Embed, "Im2col": array_layers.Im2col,
+    "Parameter": array_layers.Parameter, "BatchReindex": array_layers.BatchReindex,
+    "Filter": array_layers.Filter, "SPP": array_layers.SPP,
+    "SigmoidCrossEntropyLoss": losses.SigmoidCrossEntropyLoss,
+    "HingeLoss": losses.HingeLoss, "MultinomialLogisticLoss": losses.MultinomialLogisticLoss,
+    "InfogainLoss": losses.InfogainLoss, "ContrastiveLoss": losses.ContrastiveLoss,
+    "LSTM": recurrent.LSTM, "RNN": recurrent.RNN, "LSTMUnit": recurrent.LSTMUnit,
 }
 # Caffe refuses these in place (CHECK top != bottom); LRN in place computes wrong values
 # (its output overwrites the input it still reads), so sparknet refuses it too.
 NOT_IN_PLACE = ("AbsVal", "Flatten", "Reshape", "LRN")
 DATA_TYPES = ("Input", "Data", "ImageData", "MemoryData", "HDF5Data", "DummyData", "WindowData")
-METRIC_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence")
+METRIC_TYPES = ("SoftmaxWithLoss", "EuclideanLoss", "Accuracy", "Silence",
+                "SigmoidCrossEntropyLoss", "HingeLoss", "MultinomialLogisticLoss",
+                "InfogainLoss", "ContrastiveLoss")
 SUPPORTED_TYPES = tuple(sorted((*BUILDERS, *DATA_TYPES)))
 
 
@@ -54,15 +67,13 @@ class UnknownShapeError(CaffeFormatError):
 def check_structure(net: Any, *, phase: str) -> Any:
     """The definition of ``phase`` once its layers are known types with unique names and
     each reads only blobs that earlier layers write (else one CaffeFormatError line)."""
-    definition = filter_phase(net, phase)
+    definition = add_automatic_tops(filter_phase(net, phase))
     seen: dict[str, int] = {}
     for index, layer in enumerate(definition.layer):
         where = f"layer {layer.name!r} ({layer.type})"
         if layer.type not in BUILDERS and layer.type not in DATA_TYPES:
-            raise CaffeFormatError(
-                f"{where}: unsupported layer type {layer.type!r}; supported types are "
-                f"{', '.join(SUPPORTED_TYPES)}"
-            )
+            raise CaffeFormatError(unsupported_type_message(layer, SUPPORTED_TYPES))
+        check_fields(layer)
         if not layer.name:
             raise CaffeFormatError(f"layer {index} ({layer.type}) has no name; give it one")
         key = _module_key(layer.name)
@@ -76,6 +87,21 @@ def check_structure(net: Any, *, phase: str) -> Any:
         if layer.type in NOT_IN_PLACE and set(layer.top) & set(layer.bottom):
             raise CaffeFormatError(f"layer {layer.name!r} ({layer.type}): Caffe's {layer.type} "
                                    "cannot run in place; give it a top of its own")
+    return definition
+
+
+AUTOMATIC_TOP = "(automatic)"
+
+
+def add_automatic_tops(definition: Any) -> Any:
+    """Caffe gives a loss layer written without ``top:`` an anonymous top (its loss, weight
+    1) named "(automatic)"; a second one here is "(automatic)_2" and so on, so that each
+    loss stays its own blob."""
+    count = 0
+    for layer in definition.layer:
+        if layer.type.endswith("Loss") and not len(layer.top):
+            count += 1
+            layer.top.append(AUTOMATIC_TOP if count == 1 else f"{AUTOMATIC_TOP}_{count}")
     return definition
 
 
@@ -136,6 +162,8 @@ class CaffeNet(nn.Module):
         self.loss_weights: dict[str, float] = {}
         self.param_specs: dict[str, ParamSpec] = {}
         self.blob_shapes: dict[str, Shape | None] = {}
+        self._shared: dict[str, tuple[str, nn.Parameter, str]] = {}  # param name -> owner
+        self._given_mults: dict[str, set[str]] = {}  # owner -> multipliers a prototxt gave
         self.load_report: LoadReport | None = None
         gen = torch.Generator().manual_seed(seed)
         given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
@@ -185,7 +213,7 @@ class CaffeNet(nn.Module):
             probe_ok = True
         key = _module_key(layer.name)
         shapes = [tuple(probe[b].shape) if b in probe else (1,) for b in layer.bottom]
-        if not shapes and layer.type not in ("Silence",):
+        if not shapes and layer.type not in ("Silence", "Parameter"):
             raise CaffeFormatError(f"{where}: has no bottom; give it its input blob")
         try:
             module = BUILDERS[layer.type](layer, shapes, gen)
@@ -238,18 +266,55 @@ class CaffeNet(nn.Module):
         return tuple(tops)
 
     def _add_specs(self, layer: Any, key: str, module: layers.CaffeLayer) -> None:
-        for i, _blob in enumerate(module.blobs):
+        for i, blob in enumerate(module.blobs):
             spec = layer.param[i] if i < len(layer.param) else None
-            if spec is not None and spec.name:
-                raise CaffeFormatError(
-                    f"layer {layer.name!r}: shared parameters (param name {spec.name!r}) are not "
-                    "supported; remove the param name"
-                )
             lr = spec.lr_mult if spec is not None else 1.0
             decay = spec.decay_mult if spec is not None else 1.0
             if layer.type == "BatchNorm":  # Caffe masks BN statistics from the solver
                 lr = 0.0
-            self.param_specs[f"layers.{key}.blobs.{i}"] = ParamSpec(lr_mult=lr, decay_mult=decay)
+            name = f"layers.{key}.blobs.{i}"
+            if spec is not None and spec.name:
+                owner = self._shared.get(spec.name)
+                if owner is not None:  # a later use: the owner's parameter itself
+                    self._share(layer, i, spec, module, blob, owner)
+                    continue
+                self._shared[spec.name] = (name, blob, layer.name)
+                self._given_mults[name] = {f for f in ("lr_mult", "decay_mult")
+                                           if spec.HasField(f)}
+            self.param_specs[name] = ParamSpec(lr_mult=lr, decay_mult=decay)
+
+    def _share(self, layer: Any, index: int, spec: Any, module: layers.CaffeLayer,
+               blob: nn.Parameter, owner: tuple[str, nn.Parameter, str]) -> None:
+        """Caffe's Net::AppendParam for a name seen before: this layer uses the owner's blob
+        (gradients of every use add up); shapes must be equal (STRICT) or, with
+        ``share_mode: PERMISSIVE``, hold as many values; a given lr_mult/decay_mult must
+        equal the owner's."""
+        owner_name, owner_blob, owner_layer = owner
+        where = f"layer {layer.name!r} ({layer.type}) param {index} ({spec.name!r})"
+        if tuple(blob.shape) != tuple(owner_blob.shape):
+            if spec.share_mode == 1 and blob.numel() == owner_blob.numel():
+                raise CaffeFormatError(f"{where}: field share_mode: PERMISSIVE of {layer.type} "
+                                       f"is not supported for blobs of other shapes "
+                                       f"({tuple(blob.shape)} vs {tuple(owner_blob.shape)}); "
+                                       "give both layers the same shape")
+            raise CaffeFormatError(f"{where} has shape {tuple(blob.shape)}, but layer "
+                                   f"{owner_layer!r} owns it with shape "
+                                   f"{tuple(owner_blob.shape)}; shared blobs need one shape")
+        owner_spec = self.param_specs[owner_name]
+        for field in ("lr_mult", "decay_mult"):
+            if not spec.HasField(field):
+                continue
+            value = getattr(spec, field)
+            if field in self._given_mults.get(owner_name, ()):
+                if value != getattr(owner_spec, field):
+                    raise CaffeFormatError(
+                        f"{where}: {field} {value} differs from the {getattr(owner_spec, field)}"
+                        f" of layer {owner_layer!r}, which shares it; give them the same value")
+            else:  # as Caffe: the first use that gives a multiplier sets it for all
+                owner_spec = replace(owner_spec, **{field: value})
+                self.param_specs[owner_name] = owner_spec
+                self._given_mults.setdefault(owner_name, set()).add(field)
+        module.blobs[index] = owner_blob
 
     def _add_propagate_down(self, layer: Any, where: str, key: str) -> None:
         flags = list(layer.propagate_down)
@@ -264,6 +329,12 @@ class CaffeNet(nn.Module):
         weights = list(layer.loss_weight)
         if not weights and layer.type.endswith("Loss"):
             weights = [1.0]  # loss layers weigh their first top by 1 unless told otherwise
+        if weights and len(weights) != len(layer.top):
+            given = "" if len(layer.loss_weight) else " (a loss layer's default is one)"
+            raise CaffeFormatError(
+                f"layer {layer.name!r} ({layer.type}) has {len(layer.top)} tops but "
+                f"{len(weights)} loss_weight values{given}; as in Caffe, give one per top "
+                "(0 for a top that is no loss)")
         for top, w in zip(layer.top, weights, strict=False):
             if w:
                 self.loss_weights[top] = w

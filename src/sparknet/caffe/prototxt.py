@@ -129,10 +129,15 @@ def _upgrade_v1_layer(v1: Any, layer: Any) -> None:
             getattr(layer, field).extend(getattr(v1, field))
         elif v1.HasField(field):
             setattr(layer, field, getattr(v1, field))
+    if v1.HasField("layer"):
+        raise CaffeFormatError(
+            f"V1 layer {v1.name or v1.layer.name!r}: field layer of V1LayerParameter (the V0 "
+            "format) is not supported; upgrade the file with Caffe's upgrade_net_proto_text")
     if v1.HasField("type"):
         type_name = schema.enum_name("V1LayerType", v1.type)
         if type_name not in _V1_TYPES:
-            raise CaffeFormatError(f"V1 layer {v1.name!r} has unsupported type {type_name}")
+            raise CaffeFormatError(f"V1 layer {v1.name!r}: unsupported layer type {type_name}; "
+                                   "give the layer its type")
         layer.type = _V1_TYPES[type_name]
     count = max(len(v1.param), len(v1.blob_share_mode), len(v1.blobs_lr), len(v1.weight_decay))
     for i in range(count):
@@ -190,17 +195,22 @@ def _upgrade_inputs(net: Any) -> None:
         net.ClearField(field)
 
 
-def _rule_matches(rule: Any, phase: int) -> bool:
-    # Levels and stages are not used by sparknet; a rule naming them cannot be decided.
-    if rule.HasField("min_level") or rule.HasField("max_level") or rule.stage or rule.not_stage:
-        raise CaffeFormatError(
-            "NetStateRule with level or stage is not supported; use phase-only include/exclude"
-        )
-    return not rule.HasField("phase") or rule.phase == phase
+def _rule_matches(rule: Any, phase: int, state: Any) -> bool:
+    """Caffe's Net::StateMeetsRule: phase, level bounds, required and excluded stages."""
+    if rule.HasField("phase") and rule.phase != phase:
+        return False
+    if rule.HasField("min_level") and state.level < rule.min_level:
+        return False
+    if rule.HasField("max_level") and state.level > rule.max_level:
+        return False
+    stages = set(state.stage)
+    return all(s in stages for s in rule.stage) and not any(s in stages for s in rule.not_stage)
 
 
 def filter_phase(net: Any, phase: str) -> Any:
-    """A copy of ``net`` holding only the layers that Caffe runs in ``phase`` (TRAIN/TEST)."""
+    """A copy of ``net`` holding only the layers that Caffe runs in ``phase`` (TRAIN/TEST);
+    levels and stages are matched against the net's own ``state`` (level 0, no stages by
+    default), as Caffe's Net does when no solver overrides them."""
     if phase not in ("TRAIN", "TEST"):
         raise CaffeFormatError(f"phase={phase!r} is not a Caffe phase; use 'TRAIN' or 'TEST'")
     number = schema.enum_number("Phase", phase)
@@ -213,9 +223,9 @@ def filter_phase(net: Any, phase: str) -> Any:
                 f"layer {layer.name!r} has both include and exclude rules; keep one of them"
             )
         if len(layer.include):
-            keep = any(_rule_matches(rule, number) for rule in layer.include)
+            keep = any(_rule_matches(rule, number, net.state) for rule in layer.include)
         else:
-            keep = not any(_rule_matches(rule, number) for rule in layer.exclude)
+            keep = not any(_rule_matches(rule, number, net.state) for rule in layer.exclude)
         if keep:
             out.layer.add().CopyFrom(layer)
     return out
@@ -270,7 +280,11 @@ def insert_splits(net: Any) -> Any:
                 if (i, j) in loss_weight:  # the loss is carried by the first split top
                     split.loss_weight.append(loss_weight[(i, j)])
                     split.loss_weight.extend([0.0] * (n - 1))
-                    new.ClearField("loss_weight")  # as Caffe does: never counted twice
+                    # As Caffe: never counted twice. Caffe clears the layer's weights (a
+                    # loss layer's default 1 then only sets a diff the Split overwrites);
+                    # explicit zeros say the same to CaffeNet, which would add that 1.
+                    new.ClearField("loss_weight")
+                    new.loss_weight.extend([0.0] * len(layer.top))
     return out
 
 

@@ -1,8 +1,10 @@
 """sparknet's own protobuf schema for Caffe files, built in Python (no protoc, no caffe.proto).
 
-Message and field names and numbers are Caffe's (they define the file format); only the
-subset sparknet reads or writes is declared. Text-format files that use an undeclared field
-fail to parse, which is what we want: a silently ignored field would change the network.
+Message and field names and numbers are Caffe's (they define the file format). Every message
+and field of Caffe 1.0's caffe.proto is declared, so any Caffe file parses; what sparknet does
+not implement is refused after parsing with one line naming the layer type or field
+(``sparknet.caffe.support``), never silently ignored. A field Caffe does not know still fails
+to parse.
 """
 
 from __future__ import annotations
@@ -88,6 +90,17 @@ _MESSAGES: dict[str, tuple[_Field, ...]] = {
         _o("height", 3, "int32", "0"), _o("width", 4, "int32", "0"),
     ),
     "BlobProtoVector": (_r("blobs", 1, "BlobProto"),),
+    # One record of a Data layer's LMDB/LevelDB: raw pixels (``data``, CHW uint8) or an
+    # encoded image (``encoded``), or ``float_data``; the label.
+    "Datum": (
+        _o("channels", 1, "int32"), _o("height", 2, "int32"), _o("width", 3, "int32"),
+        _o("data", 4, "bytes"), _o("label", 5, "int32"), _r("float_data", 6, "float"),
+        _o("encoded", 7, "bool", "false"),
+    ),
+    "SolverState": (
+        _o("iter", 1, "int32"), _o("learned_net", 2, "string"), _r("history", 3, "BlobProto"),
+        _o("current_step", 4, "int32", "0"),
+    ),
     "FillerParameter": (
         _o("type", 1, "string", "constant"), _o("value", 2, "float", "0"),
         _o("min", 3, "float", "0"), _o("max", 4, "float", "1"), _o("mean", 5, "float", "0"),
@@ -159,6 +172,53 @@ _MESSAGES: dict[str, tuple[_Field, ...]] = {
     "BiasParameter": (
         _o("axis", 1, "int32", "1"), _o("num_axes", 2, "int32", "1"),
         _o("filler", 3, "FillerParameter"),
+    ),
+    # Caffe marks min and max ``required``; declared optional here so that a missing one is
+    # the layer's own one-line error, not a parse error.
+    "ClipParameter": (_o("min", 1, "float"), _o("max", 2, "float")),
+    "ContrastiveLossParameter": (
+        _o("margin", 1, "float", "1"), _o("legacy_version", 2, "bool", "false"),
+    ),
+    "CropParameter": (_o("axis", 1, "int32", "2"), _r("offset", 2, "uint32")),
+    "EmbedParameter": (
+        _o("num_output", 1, "uint32"), _o("input_dim", 2, "uint32"),
+        _o("bias_term", 3, "bool", "true"), _o("weight_filler", 4, "FillerParameter"),
+        _o("bias_filler", 5, "FillerParameter"),
+    ),
+    "ParameterParameter": (_o("shape", 1, "BlobShape"),),
+    "RecurrentParameter": (
+        _o("num_output", 1, "uint32", "0"), _o("weight_filler", 2, "FillerParameter"),
+        _o("bias_filler", 3, "FillerParameter"), _o("debug_info", 4, "bool", "false"),
+        _o("expose_hidden", 5, "bool", "false"),
+    ),
+    "SPPParameter": (
+        _o("pyramid_height", 1, "uint32"), _o("pool", 2, "PoolMethod", "MAX"),
+        _o("engine", 6, "Engine", "DEFAULT"),
+    ),
+    "SwishParameter": (_o("beta", 1, "float", "1"),),
+    "TileParameter": (_o("axis", 1, "int32", "1"), _o("tiles", 2, "int32")),
+    # The V0 format (a V1 ``layers`` entry holding ``layer { ... }``), declared so that such
+    # files parse and are refused with a clear line.
+    "V0LayerParameter": (
+        _o("name", 1, "string"), _o("type", 2, "string"), _o("num_output", 3, "uint32"),
+        _o("biasterm", 4, "bool", "true"), _o("weight_filler", 5, "FillerParameter"),
+        _o("bias_filler", 6, "FillerParameter"), _o("pad", 7, "uint32", "0"),
+        _o("kernelsize", 8, "uint32"), _o("group", 9, "uint32", "1"),
+        _o("stride", 10, "uint32", "1"), _o("pool", 11, "PoolMethod", "MAX"),
+        _o("dropout_ratio", 12, "float", "0.5"), _o("local_size", 13, "uint32", "5"),
+        _o("alpha", 14, "float", "1"), _o("beta", 15, "float", "0.75"),
+        _o("k", 22, "float", "1"), _o("source", 16, "string"), _o("scale", 17, "float", "1"),
+        _o("meanfile", 18, "string"), _o("batchsize", 19, "uint32"),
+        _o("cropsize", 20, "uint32", "0"), _o("mirror", 21, "bool", "false"),
+        _r("blobs", 50, "BlobProto"), _r("blobs_lr", 51, "float"),
+        _r("weight_decay", 52, "float"), _o("rand_skip", 53, "uint32", "0"),
+        _o("det_fg_threshold", 54, "float", "0.5"), _o("det_bg_threshold", 55, "float", "0.5"),
+        _o("det_fg_fraction", 56, "float", "0.25"), _o("det_context_pad", 58, "uint32", "0"),
+        _o("det_crop_mode", 59, "string", "warp"), _o("new_num", 60, "int32", "0"),
+        _o("new_channels", 61, "int32", "0"), _o("new_height", 62, "int32", "0"),
+        _o("new_width", 63, "int32", "0"), _o("shuffle_images", 64, "bool", "false"),
+        _o("concat_dim", 65, "uint32", "1"),
+        _o("hdf5_output_param", 1001, "HDF5OutputParameter"),
     ),
     "ConcatParameter": (_o("axis", 2, "int32", "1"), _o("concat_dim", 1, "uint32", "1")),
     "ConvolutionParameter": (
@@ -291,13 +351,17 @@ _LAYER_PARAMS: tuple[tuple[str, str, int, int | None], ...] = (
     ("argmax_param", "ArgMaxParameter", 103, 23),
     ("batch_norm_param", "BatchNormParameter", 139, None),
     ("bias_param", "BiasParameter", 141, None),
+    ("clip_param", "ClipParameter", 148, None),
     ("concat_param", "ConcatParameter", 104, 9),
+    ("contrastive_loss_param", "ContrastiveLossParameter", 105, 40),
     ("convolution_param", "ConvolutionParameter", 106, 10),
+    ("crop_param", "CropParameter", 144, None),
     ("data_param", "DataParameter", 107, 11),
     ("dropout_param", "DropoutParameter", 108, 12),
     ("dummy_data_param", "DummyDataParameter", 109, 26),
     ("eltwise_param", "EltwiseParameter", 110, 24),
     ("elu_param", "ELUParameter", 140, None),
+    ("embed_param", "EmbedParameter", 137, None),
     ("exp_param", "ExpParameter", 111, 41),
     ("flatten_param", "FlattenParameter", 135, None),
     ("hdf5_data_param", "HDF5DataParameter", 112, 13),
@@ -311,10 +375,12 @@ _LAYER_PARAMS: tuple[tuple[str, str, int, int | None], ...] = (
     ("lrn_param", "LRNParameter", 118, 18),
     ("memory_data_param", "MemoryDataParameter", 119, 22),
     ("mvn_param", "MVNParameter", 120, 34),
+    ("parameter_param", "ParameterParameter", 145, None),
     ("pooling_param", "PoolingParameter", 121, 19),
     ("power_param", "PowerParameter", 122, 21),
     ("prelu_param", "PReLUParameter", 131, None),
     ("python_param", "PythonParameter", 130, None),
+    ("recurrent_param", "RecurrentParameter", 146, None),
     ("reduction_param", "ReductionParameter", 136, None),
     ("relu_param", "ReLUParameter", 123, 30),
     ("reshape_param", "ReshapeParameter", 133, None),
@@ -322,8 +388,11 @@ _LAYER_PARAMS: tuple[tuple[str, str, int, int | None], ...] = (
     ("sigmoid_param", "SigmoidParameter", 124, 38),
     ("softmax_param", "SoftmaxParameter", 125, 39),
     ("slice_param", "SliceParameter", 126, 31),
+    ("spp_param", "SPPParameter", 132, None),
+    ("swish_param", "SwishParameter", 147, None),
     ("tanh_param", "TanHParameter", 127, 37),
     ("threshold_param", "ThresholdParameter", 128, 25),
+    ("tile_param", "TileParameter", 138, None),
     ("window_data_param", "WindowDataParameter", 129, 20),
 )
 
@@ -342,6 +411,7 @@ _V1_LAYER: tuple[_Field, ...] = (
     _o("type", 5, "V1LayerType"), _r("blobs", 6, "BlobProto"), _r("param", 1001, "string"),
     _r("blob_share_mode", 1002, "DimCheckMode"), _r("blobs_lr", 7, "float"),
     _r("weight_decay", 8, "float"), _r("loss_weight", 35, "float"),
+    _o("layer", 1, "V0LayerParameter"),
     *(_o(name, num, typ) for name, typ, _, num in _LAYER_PARAMS if num is not None),
 )
 

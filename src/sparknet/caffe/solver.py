@@ -98,6 +98,7 @@ def parse_solver_text(text: str, *, folder: Path = Path("."), source: str = "<so
     if not p.ListFields():
         raise ConfigError(f"{source} is empty; give a Caffe solver definition (lr_policy, "
                           "base_lr, ...)")
+    _refuse_unsupported(p, source)
     if p.HasField("type"):
         kind = p.type
     elif p.HasField("solver_type"):
@@ -119,6 +120,22 @@ def parse_solver_text(text: str, *, folder: Path = Path("."), source: str = "<so
         snapshot_prefix=p.snapshot_prefix, snapshot_after_train=p.snapshot_after_train,
         random_seed=p.random_seed,
     )
+
+
+def _refuse_unsupported(p: Any, source: str) -> None:
+    """Solver fields that would change the trained net or its data, which sparknet does not
+    implement: one line each (fields that only concern Caffe's own process, such as
+    solver_mode or display, are read and not used)."""
+    inline = "write the net to a file and name it with net: (or pass --model caffe:NET)"
+    for name, fix in (("net_param", inline), ("train_net_param", inline),
+                      ("snapshot_format", "drop it: the engine writes its own checkpoints")):
+        if p.HasField(name) and not (name == "snapshot_format" and p.snapshot_format == 1):
+            raise ConfigError(f"{source}: field {name} of SolverParameter is not supported; "
+                              f"{fix}")
+    state = p.train_state
+    if p.HasField("train_state") and (state.HasField("level") or len(state.stage)):
+        raise ConfigError(f"{source}: field train_state (level/stage) of SolverParameter is "
+                          "not supported; set the level and stages in the net's own state")
 
 
 def load_solver(path: str | Path) -> SolverConfig:

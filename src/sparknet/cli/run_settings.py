@@ -23,7 +23,7 @@ from sparknet.errors import ConfigError, DataError
 from sparknet.weights_dir import atomic_write_text
 
 RUN_FILE = "run.json"
-DATA_KINDS = ("fashion-mnist", "parquet", "images")
+DATA_KINDS = ("fashion-mnist", "parquet", "images", "caffe-db")
 RUN_FORMAT = "sparknet-run/1"
 DEFAULT_START_TIMEOUT = 120.0
 
@@ -44,8 +44,8 @@ RUN_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 class DataSource:
     """The examples a run trains on; equal sources with equal fingerprints are the same data."""
 
-    kind: str                                   # "fashion-mnist", "parquet" or "images"
-    path: str                                   # data_dir, the Parquet or image folder
+    kind: str                           # "fashion-mnist", "parquet", "images" or "caffe-db"
+    path: str                           # data_dir, the Parquet, image or database folder
     train_limit: int | None = None
     test_limit: int | None = None
     columns: dict[str, Any] = field(default_factory=dict)  # parquet: features, label, ...
@@ -62,7 +62,13 @@ class DataSource:
                     digest.update(name.encode())
                     digest.update((root / name).read_bytes())
             return digest.hexdigest()[:32]
-        files = sorted(p for p in ([root] if root.is_file() else root.rglob("*")) if p.is_file())
+        if self.kind == "caffe-db":
+            # LMDB: its one data file; LevelDB rewrites its files when opened, so only the
+            # path is compared for it.
+            files = [root / "data.mdb"] if (root / "data.mdb").is_file() else []
+        else:
+            files = sorted(p for p in ([root] if root.is_file() else root.rglob("*"))
+                           if p.is_file())
         for p in files:
             stat = p.stat()
             digest.update(f"{p.relative_to(root.parent)}|{stat.st_size}|{stat.st_mtime_ns}\n"
@@ -158,7 +164,7 @@ def check_writable(output: Path) -> None:
 
 # What a run writes in its folder: an earlier run is recognised, and --overwrite removes, these.
 RUN_ENTRIES = ("config.json", "metrics.jsonl", "checkpoints", "final", RUN_FILE,
-               "mlflow.json", "metrics.png", "classes.json", "spark.log")
+               "mlflow.json", "metrics.png", "classes.json", "spark.log", "caffe_db.parquet")
 
 
 def check_new_output(output: Path, *, overwrite: bool) -> None:

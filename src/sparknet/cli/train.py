@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from sparknet.cli import image_input, mlflow_run, parquet_input
+from sparknet.cli import caffe_db_input, image_input, mlflow_run, parquet_input
 from sparknet.cli.run_settings import (
     DEFAULT_START_TIMEOUT,
     DataSource,
@@ -134,10 +134,26 @@ def given_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         for part in s.path[:-1]:
             target = target.setdefault(part, {})
         target[s.path[-1]] = value
+    # No data flag: a caffe: net whose Data layer names an existing database trains on it,
+    # with the shape of its records and the layer's batch size (caffe_db_input).
+    from_database = not any(getattr(args, name, None) is not None
+                            for name in ("parquet", "images", "data_dir", "input_shape")) \
+        and run_table.get("data_dir") is None
     if solver_file is not None:
         from sparknet.caffe.model_kind import apply_solver
 
-        values = apply_solver(values, solver_file, input_shape=args.input_shape or (1, 28, 28))
+        values = apply_solver(values, solver_file, input_shape=args.input_shape or (1, 28, 28),
+                              from_database=from_database)
+    elif from_database and isinstance(values.get("model"), str) and \
+            values["model"].startswith("caffe:"):
+        from sparknet.caffe.model_kind import data_layer_batch_size, with_database_shape
+
+        shaped = with_database_shape(values["model"])
+        if shaped != values["model"]:
+            values["model"] = shaped
+            batch = data_layer_batch_size(shaped)
+            if batch and "batch_size" not in values.get("engine", {}):
+                values.setdefault("engine", {})["batch_size"] = batch
     return values, run_table
 
 
@@ -186,6 +202,8 @@ def run(args: argparse.Namespace) -> int:
                                                  remote=args.remote)
     elif data_source.kind == "parquet":
         num_classes = parquet_input.check(data_source, model, config)
+    elif data_source.kind == caffe_db_input.KIND:
+        num_classes = caffe_db_input.check(data_source, model, config)
     else:
         sizes = fashion_mnist.check_available(data_source.path)
         check_rows(min(sizes["train"], data_source.train_limit or sizes["train"]),
@@ -227,6 +245,9 @@ def _train(args: argparse.Namespace, config: TrainConfig, model: ModelKind,
         image_input.save_classes(settings.output, classes)
     elif data_source.kind == "parquet":
         data = parquet_input.load(spark, data_source, config, num_classes, streamed=args.stream)
+    elif data_source.kind == caffe_db_input.KIND:
+        data = caffe_db_input.load(spark, data_source, config, num_classes, settings.output,
+                                   streamed=args.stream)
     else:
         data = fashion_mnist_data(spark, num_workers=config.engine.num_workers,
                                   seed=config.seed, data_dir=data_source.path,
@@ -266,14 +287,24 @@ def _new_run(args: argparse.Namespace) -> tuple[TrainConfig, ModelKind, RunSetti
     uri, experiment = mlflow_run.given(args, table)
     return config, model_of(config), RunSettings(
         output=Path(output), master=args.master or table.get("master"),
-        data=_data_source(args, table),
+        data=_data_source(args, table, config.model),
         start_timeout=args.start_timeout or table.get("start_timeout", DEFAULT_START_TIMEOUT),
         mlflow=uri, mlflow_experiment=experiment)
 
 
-def _data_source(args: argparse.Namespace, table: dict[str, Any]) -> DataSource:
+def _data_source(args: argparse.Namespace, table: dict[str, Any], model: str) -> DataSource:
     train_limit = _first(args.train_limit, table.get("train_limit"))
     test_limit = _first(args.test_limit, table.get("test_limit"))
+    data_dir = _first(args.data_dir, table.get("data_dir"))
+    if args.parquet is None and args.images is None and data_dir is None \
+            and args.input_shape is None:
+        database = caffe_db_input.data_source(model)
+        if database is not None:
+            if train_limit is not None or test_limit is not None:
+                raise ConfigError("--train-limit and --test-limit apply to Fashion-MNIST, not "
+                                  f"to the Caffe database {database.path}: use sparknet caffe "
+                                  "to-parquet --limit N, then --parquet")
+            return database
     if args.parquet is not None or args.images is not None:
         if train_limit is not None or test_limit is not None:
             raise ConfigError("--train-limit and --test-limit apply to Fashion-MNIST, not to "
@@ -286,7 +317,7 @@ def _data_source(args: argparse.Namespace, table: dict[str, Any]) -> DataSource:
     if args.parquet is not None:
         return DataSource(kind="parquet", path=absolute(args.parquet),
                           columns=parquet_input.columns(args))
-    data_dir = _first(args.data_dir, table.get("data_dir"), fashion_mnist.DEFAULT_DIR)
+    data_dir = _first(data_dir, fashion_mnist.DEFAULT_DIR)
     return DataSource(kind="fashion-mnist", path=absolute(data_dir), train_limit=train_limit,
                       test_limit=test_limit)
 

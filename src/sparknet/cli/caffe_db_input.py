@@ -1,0 +1,80 @@
+"""``sparknet train --model caffe:NET.prototxt`` on the database its Data layer names.
+
+When no data flag is given (``--parquet``, ``--images``, ``--data-dir``) and the TRAIN-phase
+Data layer's ``source`` exists, the run trains on that LMDB/LevelDB: its Datum records are
+written once, untransformed, to ``caffe_db.parquet`` in the run directory (streamed, a
+batch of records at a time) and read from there like ``--parquet``; the layer's
+transform_param runs in the workers, as for any ``caffe:`` model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sparknet.cli.run_settings import DataSource, check_rows
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from sparknet.caffe.database import DatabaseSource
+    from sparknet.config import TrainConfig
+    from sparknet.data.placement import SparkData
+    from sparknet.models.kinds import ModelKind
+
+KIND = "caffe-db"
+PARQUET = "caffe_db.parquet"
+
+
+def data_source(model: str) -> DataSource | None:
+    """The run's data when the model's TRAIN Data layer names an existing database."""
+    from sparknet.caffe.database import database_shape
+    from sparknet.caffe.model_kind import is_caffe_ref, training_database
+
+    if not is_caffe_ref(model):
+        return None
+    database = training_database(model)
+    if database is None:
+        return None
+    return DataSource(kind=KIND, path=str(database.path.resolve()), columns={
+        "backend": database.backend, "force_color": database.force_color,
+        "force_gray": database.force_gray, "input_shape": list(database_shape(database))})
+
+
+def database(source: DataSource) -> DatabaseSource:
+    from sparknet.caffe.database import DatabaseSource
+
+    return DatabaseSource(path=Path(source.path), backend=source.columns["backend"],
+                          force_color=source.columns["force_color"],
+                          force_gray=source.columns["force_gray"])
+
+
+def check(source: DataSource, model: ModelKind, config: TrainConfig) -> int:
+    """Cheap checks before Spark starts; returns the network's number of outputs."""
+    from sparknet.caffe.database import count_records
+    from sparknet.models.kinds import network_outputs
+    from sparknet.models.objectives import resolve_objective
+
+    rows = count_records(database(source))
+    check_rows(rows, num_workers=config.engine.num_workers,
+               batch_size=config.engine.batch_size, what=f"database {source.path}")
+    outputs = network_outputs(model, tuple(source.columns["input_shape"]))
+    resolve_objective(config.objective).check_outputs(outputs, network=model.key)
+    return outputs
+
+
+def load(spark: SparkSession, source: DataSource, config: TrainConfig, num_classes: int,
+         output: Path, *, streamed: bool = False) -> SparkData:
+    """The database as K shards, through ``caffe_db.parquet`` in the run directory (written
+    on the first start, reused on ``--resume``)."""
+    from sparknet.caffe.database import write_parquet
+    from sparknet.cli import parquet_input
+
+    target = output / PARQUET
+    if not target.is_file():
+        rows = write_parquet(database(source), target)
+        print(f"caffe database: {rows:,} records of {source.path} -> {target}")
+    columns: dict[str, Any] = {**parquet_input.DEFAULT_COLUMNS,
+                               "input_shape": source.columns["input_shape"]}
+    parquet = DataSource(kind="parquet", path=str(target), columns=columns)
+    return parquet_input.load(spark, parquet, config, num_classes, streamed=streamed)
