@@ -21,7 +21,7 @@ from typing import Any, Literal
 from sparknet.errors import ConfigError, DataError
 
 OptimizerName = Literal["sgd", "adam", "caffe"]
-MomentumPolicy = Literal["reset", "average"]
+MomentumPolicy = Literal["auto", "reset", "average"]
 LrSchedule = Literal["constant", "step", "cosine"]
 OuterName = Literal["average", "weighted", "nesterov"]
 # tau = "epoch": one pass over a worker's shard per round, but rounds of at most this many
@@ -117,9 +117,11 @@ class OptimizerConfig:
     nesterov: bool = setting(False, "use Nesterov momentum in the local SGD steps")
     weight_decay: float = setting(0.0, "L2 penalty added to the gradient")
     momentum_policy: MomentumPolicy = setting(
-        "average", "each worker's optimizer state between rounds: reset starts every round from "
+        "auto", "each worker's optimizer state between rounds: reset starts every round from "
         "zero state (nothing extra is sent); average averages it across workers like the "
-        "weights (doubles the traffic)")
+        "weights (doubles the traffic); auto: average where that state is one momentum "
+        "buffer (SGD with momentum, Caffe's SGD and Nesterov solvers), else reset, and reset "
+        "in overlapped rounds")
     lr_schedule: LrSchedule = setting(
         "constant", "learning rate over each worker's local steps (sgd and adam): constant, "
         "step (times lr_gamma every lr_decay_steps steps) or cosine (from lr down to 0 over "
@@ -349,7 +351,7 @@ class TrainConfig:
                 f"overlap={overlap} applies the plain average; use --outer average or "
                 "--overlap off")
             _require_together(
-                self.optimizer.momentum_policy == "reset", "optimizer.momentum_policy",
+                self.optimizer.momentum_policy != "average", "optimizer.momentum_policy",
                 self.optimizer.momentum_policy,
                 f"overlap={overlap} sends no optimizer state; use momentum_policy reset or "
                 "--overlap off")

@@ -21,7 +21,7 @@ from sparknet_testing.tabular import frame, standardized
 def test_the_default_is_one_pass_per_round_with_a_nesterov_outer_step() -> None:
     config = TrainConfig()
     assert config.engine.tau == "epoch" and config.outer.name == "nesterov"
-    assert config.optimizer.momentum_policy == "average"
+    assert config.optimizer.momentum_policy == "auto"
     assert (config.outer.lr, config.outer.momentum) == (0.7, 0.9)
     # One pass over the smallest shard, rounded up to whole batches; at most the cap.
     assert resolve_epoch_tau(config, [719, 718]).engine.tau == 12   # ceil(718 / 64)
@@ -55,6 +55,8 @@ def test_a_default_fit_takes_the_same_steps_and_weights_on_a_loaded_machine(
     assert "20 rounds of 2 workers x 2 steps x 64 rows = 5,120 samples (34.1 epochs of " \
            "150 rows)" in capfd.readouterr().err
     assert estimator.last_result.tau_decisions == [2] * 20  # ceil(75 / 64)
+    # "auto": SGD with momentum keeps one buffer, averaged across the workers.
+    assert estimator.last_result.config.optimizer.momentum_policy == "average"
 
     # Two processes spinning on every core while the same fit runs again.
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]

@@ -180,6 +180,10 @@ class CaffeSolverOptimizer:
     def momentum_key(self) -> str:
         return "history"  # CaffeSolver keeps Caffe's momentum (learning rate included) there
 
+    @property
+    def has_momentum(self) -> bool:
+        return self.solver.type in ("SGD", "Nesterov") and self.solver.momentum > 0
+
     def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer:
         optimizer = make_caffe_solver(module, self.solver)
         optimizer.iteration = iteration

@@ -62,6 +62,11 @@ class LocalOptimizer(Protocol):
         """Key of the momentum buffer in the optimizer's per-parameter state."""
         ...
 
+    @property
+    def has_momentum(self) -> bool:
+        """Whether that state is one momentum buffer (what momentum_policy auto averages)."""
+        ...
+
     def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer: ...
 
 
@@ -101,6 +106,10 @@ class TorchOptimizer:
     config: OptimizerConfig
     micro_batches: int = 1
     momentum_key: str = "momentum_buffer"
+
+    @property
+    def has_momentum(self) -> bool:
+        return self.config.name == "sgd" and self.config.momentum > 0
 
     def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer:
         """The optimizer for steps from local step ``iteration`` on, its rate following
