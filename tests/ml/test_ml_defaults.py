@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from sparknet.config import EPOCH_TAU_CAP, EngineConfig, TrainConfig
+from sparknet.engine.defaults import resolve_epoch_tau, work_statement
 from sparknet.engine.loop import tau_policy
-from sparknet.engine.tau import resolve_epoch_tau, work_statement
 from sparknet.ml import SparkNetEstimator
 from sparknet_testing.tabular import frame, standardized
 

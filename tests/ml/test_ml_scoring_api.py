@@ -44,7 +44,7 @@ def test_predict_on_the_driver_equals_transform(iris: Any, classifier: SparkNetM
         np.testing.assert_allclose(classifier.predictProbability(row.features).toArray(),
                                    row.probability.toArray(), rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(classifier.predictRaw(row.features).toArray(),
-                                   row.rawPrediction.toArray(), rtol=1e-6)
+                                   row.rawPrediction.toArray(), rtol=1e-6, atol=1e-6)
     assert classifier.predict(list(rows[0].features.toArray())) == rows[0].prediction
 
 

@@ -67,6 +67,7 @@ def test_same_config_and_seed_give_the_same_weights(small):
     config = TrainConfig(model="lenet", seed=1,
                          engine=EngineConfig(num_workers=3, tau=2, batch_size=8, rounds=2,
                                              tree_fan_in=2),
+                         optimizer=OptimizerConfig(momentum_policy="reset"),  # deltas only
                          outer=OuterConfig(name="nesterov", compression="int8"))
     first = simulate(train, config=config, spec=SPEC)
     second = simulate(train, config=config, spec=SPEC)

@@ -32,8 +32,8 @@ from sparknet.cli.run_settings import (
 )
 from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data import fashion_mnist
+from sparknet.engine.defaults import resolve_epoch_tau, resolve_momentum_policy, work_statement
 from sparknet.engine.device import check_device
-from sparknet.engine.tau import resolve_epoch_tau, work_statement
 from sparknet.errors import ConfigError, DataError
 from sparknet.models.kinds import ModelKind, network_outputs
 from sparknet.models.objectives import resolve_objective
@@ -254,7 +254,9 @@ def _train(args: argparse.Namespace, config: TrainConfig, model: ModelKind,
                                   train_limit=data_source.train_limit,
                                   test_limit=data_source.test_limit, streamed=args.stream,
                                   decode_threads=config.engine.decode_threads)
-    config = resolve_epoch_tau(config, data.train_sizes)
+    config = resolve_momentum_policy(
+        resolve_epoch_tau(config, data.train_sizes),
+        has_momentum=model.local_optimizer(config.optimizer).has_momentum)
     print(f"training {work_statement(config, sum(data.train_sizes))}")
     tracker = mlflow_run.start(settings, config, master=args.remote or master)
     try:

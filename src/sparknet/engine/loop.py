@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from sparknet.config import MomentumPolicy, TrainConfig
+from sparknet.config import TrainConfig
 from sparknet.data.shards import InputSpec
 from sparknet.engine.aggregate import apply_round, tree_combine
+from sparknet.engine.defaults import resolve_momentum_policy
 from sparknet.engine.early_stop import EarlyStopping
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
 from sparknet.engine.overlap import CarryPlan, sent_change
@@ -55,16 +56,6 @@ def parameter_mask(model: ModelKind, layout: FlatLayout) -> np.ndarray:
         if entry.name in names:
             mask[entry.offset: entry.offset + entry.size] = True
     return mask
-
-
-def resolve_momentum_policy(config: TrainConfig, optimizer: LocalOptimizer) -> TrainConfig:
-    """``momentum_policy = "auto"`` made explicit: average a momentum buffer where the local
-    optimizer keeps exactly one and the rounds are synchronous, else reset."""
-    if config.optimizer.momentum_policy != "auto":
-        return config
-    policy: MomentumPolicy = ("average" if optimizer.has_momentum and
-                              config.engine.overlap == "off" else "reset")
-    return replace(config, optimizer=replace(config.optimizer, momentum_policy=policy))
 
 
 def tau_policy(config: TrainConfig) -> TauPolicy:
@@ -106,7 +97,8 @@ def _run_rounds(runner: Runner, *, config: TrainConfig, model: ModelKind, spec: 
     if runner.num_workers != config.engine.num_workers:
         raise ConfigError(f"the data has {runner.num_workers} shards but num_workers="
                           f"{config.engine.num_workers}: build the data with the same K")
-    config = resolve_momentum_policy(config, model.local_optimizer(config.optimizer))
+    config = resolve_momentum_policy(
+        config, has_momentum=model.local_optimizer(config.optimizer).has_momentum)
     run, state = _Run.prepare(runner, config=config, model=model, spec=spec, options=options)
     stopper = _early_stopping(config, runner, run.objective)  # checked before any job
     warmup_started = runner.now()

@@ -7,12 +7,8 @@ resumed run takes the same steps as an undisturbed one; new rounds ask the polic
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
-
-from sparknet.config import EPOCH_TAU_CAP, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -60,25 +56,3 @@ class TauSchedule:
     def observe(self, timing: RoundTiming) -> None:
         self.history.append(timing)
 
-
-def resolve_epoch_tau(config: TrainConfig, shard_sizes: Sequence[int]) -> TrainConfig:
-    """``tau = "epoch"`` as a number: the steps of one pass over the smallest shard, at most
-    ``EPOCH_TAU_CAP``. It depends on the row count alone, so every machine, loaded or not,
-    takes the same steps; any other tau comes back unchanged."""
-    if config.engine.tau != "epoch":
-        return config
-    one_pass = math.ceil(min(shard_sizes) / config.engine.batch_size)
-    tau = max(1, min(EPOCH_TAU_CAP, one_pass))
-    return replace(config, engine=replace(config.engine, tau=tau))
-
-
-def work_statement(config: TrainConfig, rows: int) -> str:
-    """The work a fit will do, in samples and passes over the data (a fixed tau only)."""
-    engine = config.engine
-    if not isinstance(engine.tau, int):
-        return (f"{engine.rounds} rounds of {engine.num_workers} workers x tau {engine.tau} "
-                f"steps of {engine.batch_size} rows (tau chosen from measured step times)")
-    samples = engine.rounds * engine.num_workers * engine.tau * engine.batch_size
-    return (f"{engine.rounds} rounds of {engine.num_workers} workers x {engine.tau} steps x "
-            f"{engine.batch_size} rows = {samples:,} samples ({samples / rows:.1f} epochs of "
-            f"{rows:,} rows)")

@@ -8,12 +8,12 @@ from typing import Any
 
 from sparknet.config import TrainConfig
 from sparknet.data.placement import SparkData
+from sparknet.engine.defaults import resolve_epoch_tau
 from sparknet.engine.frame_runner import FrameRunner
 from sparknet.engine.loop import LoopOptions, run_rounds
 from sparknet.engine.run_dir import TrainResult
 from sparknet.engine.runner import Runner
 from sparknet.engine.spark_runner import SparkRunner
-from sparknet.engine.tau import resolve_epoch_tau
 from sparknet.errors import ConfigError
 from sparknet.models.kinds import ModelKind
 from sparknet.models.registry import model_of, resolve_model

@@ -28,7 +28,7 @@ from sparknet.data.columns import (
     label_form,
 )
 from sparknet.data.shards import InputSpec
-from sparknet.engine.tau import resolve_epoch_tau, work_statement
+from sparknet.engine.defaults import resolve_epoch_tau, resolve_momentum_policy, work_statement
 from sparknet.errors import ConfigError, DataError
 from sparknet.ml.config import FitConfig, ScoringConfig
 from sparknet.ml.mlflow_models import log_models
@@ -149,7 +149,10 @@ class SparkNetEstimator(SettingParams, Estimator[SparkNetModel],
                 data = _with_validation(data, validation_df, features=features, label=label,
                                         kind=kind, spec=spec, scoring=scoring)
             config = _rounds_for_epochs(
-                resolve_epoch_tau(config, summary.shard_sizes), fit, summary)
+                resolve_momentum_policy(
+                    resolve_epoch_tau(config, summary.shard_sizes),
+                    has_momentum=model.local_optimizer(config.optimizer).has_momentum),
+                fit, summary)
             say(f"training {work_statement(config, sum(summary.shard_sizes))}")
             target = fit_target(fit)
             tracker = None if target is None else start_fit_tracking(

@@ -16,9 +16,9 @@ import numpy as np
 
 from sparknet.config import TrainConfig
 from sparknet.data.shards import InputSpec
+from sparknet.engine.defaults import resolve_epoch_tau
 from sparknet.engine.loop import LoopOptions, run_rounds
 from sparknet.engine.runner import InProcessRunner
-from sparknet.engine.tau import resolve_epoch_tau
 from sparknet.models.registry import model_of, resolve_model
 from sparknet.models.zoo import ModelFactory
 
