@@ -53,6 +53,9 @@ class RddShards(Protocol):
     @property
     def num_shards(self) -> int: ...
 
+    @property
+    def on_executor_disk(self) -> bool: ...
+
     def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]: ...
 
 
@@ -97,6 +100,9 @@ class SparkRunner:
         """
         check_state_size(state_bytes, results=min(self.num_workers, fan_in),
                          limits=MemoryLimits.of(self.train.context))
+        if any(shards is not None and shards.on_executor_disk
+               for shards in (self.train, self.test)):
+            check_tasks_stay_with_files(dict(self.train.context.getConf().getAll()))
         self._model = model
 
         def prepare(index: int, shard: ShardRows) -> int:
@@ -269,6 +275,31 @@ def check_state_size(state_bytes: int, *, results: int, limits: MemoryLimits) ->
             f"the network's state is {_size(state_bytes)}; an executor holds about two copies, "
             f"more than 60% of spark.executor.memory ({_size(limits.executor_memory)}): "
             "raise spark.executor.memory or train a smaller network")
+
+
+def check_tasks_stay_with_files(conf: dict[str, str]) -> None:
+    """Refuses the Spark settings that would run a task away from its streamed shard file.
+
+    A streamed shard is a file on the executor that wrote it, found through a cached marker.
+    A speculative copy runs on another executor, where the file is not; decommissioning with
+    RDD block migration moves the marker but not the file. Without migration a departing
+    executor's markers are recomputed elsewhere, which writes the files anew there.
+    """
+    def on(key: str) -> bool:
+        return conf.get(key, "false").strip().lower() == "true"
+
+    if on("spark.speculation"):
+        raise ConfigError(
+            "spark.speculation=true runs copies of slow tasks on other executors, which do not "
+            "hold the streamed shard files: set spark.speculation=false, or do not stream the "
+            "data (drop --stream; the shards then travel as Spark blocks)")
+    if on("spark.decommission.enabled") and on("spark.storage.decommission.enabled") and \
+            on("spark.storage.decommission.rddBlocks.enabled"):
+        raise ConfigError(
+            "spark.storage.decommission.rddBlocks.enabled=true moves the streamed shards' "
+            "cached markers off a decommissioned executor but not their files: set it to false "
+            "(a departing executor's shards are then written anew elsewhere), or do not stream "
+            "the data (drop --stream)")
 
 
 def _size(count: float) -> str:

@@ -46,6 +46,12 @@ class ShardSet:
     def num_shards(self) -> int:
         return self.handles.getNumPartitions()
 
+    @property
+    def on_executor_disk(self) -> bool:
+        """Whether each shard lives only on the disk of the executor that wrote it (so a
+        task must run there): the streamed placement's files. Spark's blocks travel."""
+        return False
+
     def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]:
         if self.broadcasts is not None:
             broadcasts = self.broadcasts
