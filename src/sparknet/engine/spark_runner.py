@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from sparknet.data.placement import broadcast
 from sparknet.data.shards import ShardRows
 from sparknet.engine.aggregate import combine_in_order, tree_group, tree_levels
 from sparknet.engine.jobs import OrderedJobs, timed_evaluation
@@ -160,8 +161,8 @@ class SparkRunner:
         model, device = self._model, self.device
         assert model is not None
         context = self.train.context
-        shared = context.broadcast(base.arrays())
-        given = context.broadcast(explicit) if explicit is not None else None
+        shared = broadcast(context, base.arrays())
+        given = broadcast(context, explicit) if explicit is not None else None
         self._carry_tokens.add(carry.token)
 
         def train_one(index: int, shard: ShardRows) -> tuple[int, WorkerResult | None]:
@@ -194,7 +195,7 @@ class SparkRunner:
     def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                           threads: int, objective: Objective = MULTICLASS
                           ) -> Future[Evaluation]:
-        shared = self.train.context.broadcast(state.arrays())
+        shared = broadcast(self.train.context, state.arrays())
 
         def job(group: str) -> Evaluation:
             return timed_evaluation(lambda: self._in_group(group, lambda: self._evaluate(
