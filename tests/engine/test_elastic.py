@@ -123,8 +123,9 @@ def test_a_worker_added_mid_run_is_used_and_changes_no_weight(
 
 def test_a_worker_decommissioned_mid_run_costs_no_weight(
         fashion_dir: Path, undisturbed: dict[str, np.ndarray], tmp_path: Path) -> None:
-    """A task of round 2 is held; its worker is decommissioned (SIGPWR) meanwhile, the task
-    is let go, its executor leaves once it ends, and the other worker runs the rest."""
+    """A task is held inside a round; its worker is decommissioned (SIGPWR) meanwhile, the
+    task is let go and ends there, and once the driver hears of it the other worker runs
+    every later job."""
     with elastic_cluster(tmp_path / "cluster", 2) as cluster:
         run = ElasticRun(cluster=cluster, fashion_dir=fashion_dir)
         arm_tripwire(cluster.fault_dir, after_forwards=2 * run.tau + 3, hold=True)
@@ -138,14 +139,15 @@ def test_a_worker_decommissioned_mid_run_costs_no_weight(
             log = finish(driver, tmp_path / "run")
         finally:
             driver.kill()
-    gone_host = WORKER_HOSTS[leaving]
-    gone = [executor for executor, host in log.executor_hosts.items() if host == gone_host]
-    assert gone and all(executor in log.removed for executor in gone), log.removed
-    assert all("decommission" in log.removed[executor].lower() for executor in gone), \
-        log.removed
-    left_at = min(log.removed_ms[executor] for executor in gone)
-    later = [task for task in log.succeeded() if task.launched_ms > left_at]
-    assert later, "no task ran after the worker left"
+        # The executor was told to leave: it tried to migrate its cached blocks (there are
+        # none: the shards are broadcasts, fetched again from the driver by whoever needs them).
+        told = [path.read_text() for path in
+                (cluster.root / f"worker-{leaving}" / "work").glob("app-*/*/stderr")]
+    assert any("BlockManagerDecommissioner" in text for text in told), told
+    done = log.succeeded()
+    last_there = max(task.stage for task in done if task.host == WORKER_HOSTS[leaving])
+    later = [task for task in done if task.stage > last_there]
+    assert later, "no job ran after the decommissioned worker's last task"
     assert {task.host for task in later} == {WORKER_HOSTS[1 - leaving]}
     assert rounds_logged(tmp_path / "run") == run.rounds
     assert_same_weights(tmp_path / "run", undisturbed)
