@@ -46,6 +46,7 @@ from sparknet_testing.elastic import (  # noqa: E402
     WORKER_HOSTS,
     ElasticRun,
     EventLog,
+    rounds_logged,
     submit_args,
 )
 from sparknet_testing.standalone import StandaloneCluster, start_cluster  # noqa: E402
@@ -55,18 +56,14 @@ KINDS = ("undisturbed", "one worker", "added", "decommissioned", "straggler",
 STRAGGLER_SHARE = 0.1
 
 
-def rounds_logged(run_dir: Path) -> int:
-    metrics = run_dir / "metrics.jsonl"
-    return len(metrics.read_text().splitlines()) if metrics.is_file() else 0
-
-
 def one_run(root: Path, data: Path, kind: str, rounds: int) -> dict[str, Any]:
     workers = 1 if kind in ("one worker", "added") else 2
     cluster: StandaloneCluster = start_cluster(
         root / f"cluster-{kind}", num_workers=workers, cores_per_worker=1,
         worker_hosts=WORKER_HOSTS, daemon_opts=WORKER_DECOMMISSION_OPTS)
     run_dir = root / kind.replace(" ", "-").replace("+", "and")
-    settings = {**ELASTIC_SETTINGS,
+    # Start with an executor per worker, so that no run pays for scaling up at its start.
+    settings = {**ELASTIC_SETTINGS, "spark.dynamicAllocation.initialExecutors": str(workers),
                 **(SPECULATION_SETTINGS if kind == "straggler + speculation" else {})}
     run = ElasticRun(cluster=cluster, fashion_dir=data, rounds=rounds)
     straggler = Straggler(lambda: cluster.launched_by_worker(1), share=STRAGGLER_SHARE)
@@ -91,12 +88,14 @@ def one_run(root: Path, data: Path, kind: str, rounds: int) -> dict[str, Any]:
                 event = f"worker slowed to {STRAGGLER_SHARE} of a core after round 1"
                 straggler.start()
             code = driver.wait(timeout=1200)
+            straggler.stop()
+            if code != 0:
+                raise RuntimeError(f"{kind} run failed (exit {code}): {driver.output()[-2000:]}")
+            # Before kill(): the driver JVM closes the event log in its shutdown hook.
+            log = EventLog.read(run_dir.with_suffix(".events"))
         finally:
             straggler.stop()
             driver.kill()
-        if code != 0:
-            raise RuntimeError(f"{kind} run failed (exit {code}): {driver.output()[-2000:]}")
-        log = EventLog.read(run_dir.with_suffix(".events"))
     finally:
         cluster.stop()
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -143,7 +142,8 @@ def markdown(report: dict[str, Any]) -> str:
              f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
              f"Run: `{' '.join(report['train_args'])}`  ",
              "Cluster: a master and one-core workers on loopback hosts 127.0.0.1 and 127.0.0.2 "
-             "(PySpark's own launcher), a fresh cluster for each run  ",
+             "(PySpark's own launcher), a fresh cluster for each run; "
+             "`spark.dynamicAllocation.initialExecutors` = the workers at the start  ",
              "Driver settings: " + ", ".join(f"`{k}={v}`" for k, v in
                                              report["settings"].items()) + "  ",
              "Speculation: " + ", ".join(f"`{k}={v}`" for k, v in

@@ -80,6 +80,12 @@ class ElasticRun:
             str(self.fashion_dir), "--output", str(run_dir))
 
 
+def rounds_logged(run_dir: Path) -> int:
+    """How many rounds a running driver has finished (lines of its ``metrics.jsonl``)."""
+    metrics = run_dir / "metrics.jsonl"
+    return len(metrics.read_text().splitlines()) if metrics.is_file() else 0
+
+
 @dataclass(frozen=True)
 class TaskAttempt:
     stage: int

@@ -33,6 +33,7 @@ from sparknet_testing.elastic import (
     WORKER_HOSTS,
     ElasticRun,
     EventLog,
+    rounds_logged,
     submit_args,
 )
 from sparknet_testing.standalone import StandaloneCluster, start_cluster
@@ -65,11 +66,6 @@ def assert_same_weights(run_dir: Path, reference: dict[str, np.ndarray]) -> None
     assert sorted(got) == sorted(reference)
     for name, want in reference.items():
         assert np.array_equal(got[name], want), f"{name} differs from the undisturbed run"
-
-
-def rounds_logged(run_dir: Path) -> int:
-    metrics = run_dir / "metrics.jsonl"
-    return len(metrics.read_text().splitlines()) if metrics.is_file() else 0
 
 
 @pytest.fixture(scope="module")
