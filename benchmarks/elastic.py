@@ -54,6 +54,10 @@ from sparknet_testing.standalone import StandaloneCluster, start_cluster  # noqa
 KINDS = ("undisturbed", "one worker", "added", "decommissioned", "straggler",
          "straggler + speculation")
 STRAGGLER_SHARE = 0.1
+TRAIN_ARGS = ("sparknet train --master spark://127.0.0.1:PORT --model "
+              "sparknet_testing.faults:tripwire_net --num-workers 2 --tau 100 --batch-size 64 "
+              "--rounds {rounds} --lr 0.05 --eval-every 0 --seed 3 --train-limit 4000 "
+              "--test-limit 1000 (sparknet_testing.elastic.ElasticRun)")
 
 
 def one_run(root: Path, data: Path, kind: str, rounds: int) -> dict[str, Any]:
@@ -112,12 +116,15 @@ def one_run(root: Path, data: Path, kind: str, rounds: int) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--kinds", default=",".join(KINDS),
+                        help="which runs, comma-separated (the first is the reference)")
+    parser.add_argument("--keep", type=Path, help="keep run folders and event logs here")
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sparknet-elastic-") as tmp:
-        root = Path(tmp)
+        root = args.keep or Path(tmp)
         data = write_fashion_subset(root / "fashion")
-        for kind in KINDS:
+        for kind in args.kinds.split(","):
             runs.append(one_run(root, data, kind, args.rounds))
             print(kind, f"{runs[-1]['train_seconds']:.1f} s", flush=True)
     reference = runs[0]["weights"]
@@ -129,8 +136,7 @@ def main() -> int:
         run["ratio_to_undisturbed"] = run["train_seconds"] / base
         run["seconds_lost"] = run["train_seconds"] - base
     report = {"runs": runs, "command": command(), "machine": machine_line(),
-              "train_args": ElasticRun(cluster=None, fashion_dir=Path("DATA"),  # type: ignore[arg-type]
-                                       rounds=args.rounds).command(Path("OUT"))[3:],
+              "train_args": TRAIN_ARGS.format(rounds=args.rounds),
               "settings": ELASTIC_SETTINGS, "speculation": SPECULATION_SETTINGS}
     path = write_report("elastic", markdown(report), report)
     print(path.read_text())
@@ -140,7 +146,7 @@ def main() -> int:
 def markdown(report: dict[str, Any]) -> str:
     lines = ["# Elastic clusters: time lost to a worker leaving, joining or straggling", "",
              f"Command: `{report['command']}`  ", f"Machine: {report['machine']}  ",
-             f"Run: `{' '.join(report['train_args'])}`  ",
+             f"Run: `{report['train_args']}`  ",
              "Cluster: a master and one-core workers on loopback hosts 127.0.0.1 and 127.0.0.2 "
              "(PySpark's own launcher), a fresh cluster for each run; "
              "`spark.dynamicAllocation.initialExecutors` = the workers at the start  ",

@@ -9,6 +9,7 @@ task attempt ran; the final weights must equal an undisturbed run's, bit for bit
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,6 +69,14 @@ def assert_same_weights(run_dir: Path, reference: dict[str, np.ndarray]) -> None
         assert np.array_equal(got[name], want), f"{name} differs from the undisturbed run"
 
 
+def runs_python(procs: list[psutil.Process]) -> bool:
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):  # it may end while we look
+            if "python" in proc.name():
+                return True
+    return False
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneCluster]:
     """Two one-core workers on two loopback hosts."""
@@ -103,8 +112,7 @@ def test_a_worker_added_mid_run_is_used_and_changes_no_weight(
             added = cluster.add_worker(host=WORKER_HOSTS[1],
                                        daemon_opts=WORKER_DECOMMISSION_OPTS)
             # A Python worker starts under the new worker's executor when a task runs there.
-            wait_for(lambda: any("python" in proc.name()
-                                 for proc in cluster.launched_by_worker(added)),
+            wait_for(lambda: runs_python(cluster.launched_by_worker(added)),
                      timeout=180, what="a task on the added worker's executor")
             release_tripwire(cluster.fault_dir)
             log = finish(driver, tmp_path / "run")
