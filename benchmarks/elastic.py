@@ -55,12 +55,13 @@ KINDS = ("undisturbed", "one worker", "added", "decommissioned", "straggler",
          "straggler + speculation")
 STRAGGLER_SHARE = 0.1
 TRAIN_ARGS = ("sparknet train --master spark://127.0.0.1:PORT --model "
-              "sparknet_testing.faults:tripwire_net --num-workers 2 --tau 100 --batch-size 64 "
+              "sparknet_testing.faults:tripwire_net --num-workers 2 --tau {tau} --batch-size 64 "
               "--rounds {rounds} --lr 0.05 --eval-every 0 --seed 3 --train-limit 4000 "
               "--test-limit 1000 (sparknet_testing.elastic.ElasticRun)")
 
 
-def one_run(root: Path, data: Path, kind: str, rounds: int) -> dict[str, Any]:
+def one_run(root: Path, data: Path, kind: str, rounds: int, tau: int,
+            min_executors: int) -> dict[str, Any]:
     workers = 1 if kind in ("one worker", "added") else 2
     cluster: StandaloneCluster = start_cluster(
         root / f"cluster-{kind}", num_workers=workers, cores_per_worker=1,
@@ -68,8 +69,9 @@ def one_run(root: Path, data: Path, kind: str, rounds: int) -> dict[str, Any]:
     run_dir = root / kind.replace(" ", "-").replace("+", "and")
     # Start with an executor per worker, so that no run pays for scaling up at its start.
     settings = {**ELASTIC_SETTINGS, "spark.dynamicAllocation.initialExecutors": str(workers),
+                "spark.dynamicAllocation.minExecutors": str(min_executors),
                 **(SPECULATION_SETTINGS if kind == "straggler + speculation" else {})}
-    run = ElasticRun(cluster=cluster, fashion_dir=data, rounds=rounds)
+    run = ElasticRun(cluster=cluster, fashion_dir=data, rounds=rounds, tau=tau)
     straggler = Straggler(lambda: cluster.launched_by_worker(1), share=STRAGGLER_SHARE)
     event = ""
     try:
@@ -119,13 +121,17 @@ def main() -> int:
     parser.add_argument("--kinds", default=",".join(KINDS),
                         help="which runs, comma-separated (the first is the reference)")
     parser.add_argument("--keep", type=Path, help="keep run folders and event logs here")
+    parser.add_argument("--tau", type=int, default=100)
+    parser.add_argument("--min-executors", type=int, default=1,
+                        help="spark.dynamicAllocation.minExecutors")
+    parser.add_argument("--report", default="elastic", help="results/NAME.md and .json")
     args = parser.parse_args()
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sparknet-elastic-") as tmp:
         root = args.keep or Path(tmp)
         data = write_fashion_subset(root / "fashion")
         for kind in args.kinds.split(","):
-            runs.append(one_run(root, data, kind, args.rounds))
+            runs.append(one_run(root, data, kind, args.rounds, args.tau, args.min_executors))
             print(kind, f"{runs[-1]['train_seconds']:.1f} s", flush=True)
     reference = runs[0]["weights"]
     base = runs[0]["train_seconds"]
@@ -136,9 +142,9 @@ def main() -> int:
         run["ratio_to_undisturbed"] = run["train_seconds"] / base
         run["seconds_lost"] = run["train_seconds"] - base
     report = {"runs": runs, "command": command(), "machine": machine_line(),
-              "train_args": TRAIN_ARGS.format(rounds=args.rounds),
+              "train_args": TRAIN_ARGS.format(rounds=args.rounds, tau=args.tau),
               "settings": ELASTIC_SETTINGS, "speculation": SPECULATION_SETTINGS}
-    path = write_report("elastic", markdown(report), report)
+    path = write_report(args.report, markdown(report), report)
     print(path.read_text())
     return 0
 

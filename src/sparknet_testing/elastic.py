@@ -23,6 +23,8 @@ ELASTIC_SETTINGS = {
     "spark.dynamicAllocation.minExecutors": "1",
     "spark.dynamicAllocation.initialExecutors": "1",
     "spark.dynamicAllocation.maxExecutors": "4",
+    # Spark's least (it counts whole seconds): a task must wait 1 s before an executor is
+    # asked for, so rounds whose tasks take less never ask (benchmarks/results/elastic.md).
     "spark.dynamicAllocation.schedulerBacklogTimeout": "1s",
     "spark.executor.cores": "1",
     "spark.executor.memory": "1g",
