@@ -66,11 +66,12 @@ def test_a_silent_connect_server_is_one_line_within_the_timeout(silent_listener:
 
 
 @pytest.mark.connect
+@pytest.mark.slow
 def test_a_connect_server_killed_mid_fit_ends_the_client_in_one_line(
         fashion_dir: Path, tmp_path: Path) -> None:
     """``sparknet train --remote`` against a server of its own, SIGKILLed (its JVM and its
-    Python workers) once a round is logged: the client retries the lost server for about
-    ``--start-timeout`` seconds, then says so in one line and exits 2."""
+    Python workers) once a round is logged: the client retries the lost server, then says so
+    in one line and exits 2."""
     from sparknet_testing.connect_server import connect_server
 
     start_timeout = 10
@@ -97,8 +98,11 @@ def test_a_connect_server_killed_mid_fit_ends_the_client_in_one_line(
              if line.strip() and not line.startswith("WARNING: Using incubator modules")]
     assert code == 2, driver.output()[-3000:]
     assert len(lines) == 1 and lines[0].startswith("sparknet: error: "), lines
-    assert server.url in lines[0], lines[0]
-    assert waited < start_timeout + 30, f"the client took {waited:.0f} s to give up"
+    assert "the Spark Connect server stopped answering" in lines[0], lines[0]
+    assert "--resume" in lines[0], lines[0]
+    # Not within --start-timeout: the running job's stream retries the lost server for about
+    # that long, then the call after it does again (41 s measured at 10 s; docs/reliability.md).
+    assert waited < 3 * start_timeout + 20, f"the client took {waited:.0f} s to give up"
 
 
 def test_runs_sharing_a_state_dir_keep_their_own_files(tmp_path: Path) -> None:
