@@ -42,6 +42,11 @@ from sparknet_testing.standalone import StandaloneCluster, start_cluster
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 
+# Two workers from the start: an executor on each before round 0, not when (if) dynamic
+# allocation asks for the second.
+TWO_EXECUTORS = {**ELASTIC_SETTINGS, "spark.dynamicAllocation.initialExecutors": "2"}
+
+
 def elastic_cluster(root: Path, workers: int) -> StandaloneCluster:
     return start_cluster(root, num_workers=workers, cores_per_worker=1,
                          worker_hosts=WORKER_HOSTS, daemon_opts=WORKER_DECOMMISSION_OPTS)
@@ -93,7 +98,7 @@ def undisturbed(pair: StandaloneCluster, fashion_dir: Path,
     run_dir = tmp_path_factory.mktemp("elastic-undisturbed") / "run"
     clear_faults(pair.fault_dir)
     log = finish(start_driver(ElasticRun(cluster=pair, fashion_dir=fashion_dir), run_dir,
-                              ELASTIC_SETTINGS), run_dir)
+                              TWO_EXECUTORS), run_dir)
     assert {task.host for task in log.succeeded()} == set(WORKER_HOSTS[:2])
     return weights(run_dir)
 
@@ -133,7 +138,7 @@ def test_a_worker_decommissioned_mid_run_costs_no_weight(
     with elastic_cluster(tmp_path / "cluster", 2) as cluster:
         run = ElasticRun(cluster=cluster, fashion_dir=fashion_dir)
         arm_tripwire(cluster.fault_dir, after_forwards=2 * run.tau + 3, hold=True)
-        driver = start_driver(run, tmp_path / "run", ELASTIC_SETTINGS)
+        driver = start_driver(run, tmp_path / "run", TWO_EXECUTORS)
         try:
             leaving = cluster.worker_index_of(psutil.Process(tripped_pid(cluster.fault_dir)))
             cluster.decommission_worker(leaving)
@@ -165,11 +170,12 @@ def test_speculation_replaces_a_straggler_and_changes_no_weight(
     attempt ends first: the weights are those of the undisturbed run."""
     clear_faults(pair.fault_dir)
     run = ElasticRun(cluster=pair, fashion_dir=fashion_dir)
-    driver = start_driver(run, tmp_path / "run", {**ELASTIC_SETTINGS, **SPECULATION_SETTINGS})
+    driver = start_driver(run, tmp_path / "run", {**TWO_EXECUTORS, **SPECULATION_SETTINGS})
     straggler = Straggler(lambda: pair.launched_by_worker(1), share=0.1)
     try:
-        wait_for(lambda: rounds_logged(tmp_path / "run") >= 1, timeout=240,
-                 what="the first round")
+        wait_for(lambda: rounds_logged(tmp_path / "run") >= 1 and
+                 runs_python(pair.launched_by_worker(1)), timeout=240,
+                 what="the first round, with a task on worker 1")
         straggler.start()
         log = finish(driver, tmp_path / "run")
     finally:
