@@ -23,7 +23,7 @@ from typing import Literal
 
 import psutil
 
-from sparknet_testing.faults import FAIL, TRIPPED, TRIPWIRE_PLAN
+from sparknet_testing.faults import FAIL, RELEASE, TRIPPED, TRIPWIRE_PLAN
 from sparknet_testing.standalone import EXECUTOR_MAIN
 
 Target = Literal["python", "executor"]
@@ -99,13 +99,29 @@ def wait_for(predicate: Callable[[], object], *, timeout: float, what: str,
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def arm_tripwire(fault_dir: Path, *, after_forwards: int) -> None:
-    (fault_dir / TRIPPED).unlink(missing_ok=True)
-    (fault_dir / TRIPWIRE_PLAN).write_text(json.dumps({"after_forwards": after_forwards}))
+def arm_tripwire(fault_dir: Path, *, after_forwards: int, hold: bool = False) -> None:
+    """The first Python worker to reach its ``after_forwards``-th forward pass stops there:
+    to be killed, or with ``hold`` until :func:`release_tripwire`."""
+    for name in (TRIPPED, RELEASE):
+        (fault_dir / name).unlink(missing_ok=True)
+    (fault_dir / TRIPWIRE_PLAN).write_text(json.dumps({"after_forwards": after_forwards,
+                                                       "hold": hold}))
+
+
+def tripped_pid(fault_dir: Path, *, timeout: float = 240.0) -> int:
+    """Waits for the tripwire to fire; the pid of the Python worker it stopped."""
+    marker = fault_dir / TRIPPED
+    wait_for(lambda: marker.is_file() and marker.read_text().strip(), timeout=timeout,
+             what=f"the tripwire ({marker})")
+    return int(marker.read_text())
+
+
+def release_tripwire(fault_dir: Path) -> None:
+    (fault_dir / RELEASE).write_text("")
 
 
 def clear_faults(fault_dir: Path) -> None:
-    for name in (TRIPWIRE_PLAN, TRIPPED, FAIL):
+    for name in (TRIPWIRE_PLAN, TRIPPED, FAIL, RELEASE):
         (fault_dir / name).unlink(missing_ok=True)
 
 
@@ -154,3 +170,51 @@ class Killer:
         self._thread.join(timeout)
         if self.error is not None:
             raise self.error
+
+
+@dataclass
+class Straggler:
+    """Slows a group of processes to ``share`` of a core by duty-cycling SIGSTOP/SIGCONT.
+
+    Every ``period`` seconds the processes ``members()`` returns (looked up again each
+    period, so Python workers forked later are caught) run for ``share * period`` and are
+    stopped for the rest. ``stop()`` always leaves them running.
+    """
+
+    members: Callable[[], list[psutil.Process]]
+    share: float = 0.2
+    period: float = 0.1
+    _halt: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.share < 1:
+            raise ValueError(f"share={self.share} must be between 0 and 1")
+
+    def start(self) -> Straggler:
+        self._thread = threading.Thread(target=self._run, name="sparknet-straggler",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def _signal(self, procs: list[psutil.Process], sig: signal.Signals) -> None:
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(sig)
+
+    def _run(self) -> None:
+        procs: list[psutil.Process] = []
+        try:
+            while not self._halt.is_set():
+                procs = self.members()
+                self._signal(procs, signal.SIGSTOP)
+                self._halt.wait(self.period * (1 - self.share))
+                self._signal(procs, signal.SIGCONT)
+                self._halt.wait(self.period * self.share)
+        finally:
+            self._signal(procs, signal.SIGCONT)
+
+    def stop(self) -> None:
+        self._halt.set()
+        if self._thread is not None:
+            self._thread.join(10)

@@ -7,6 +7,8 @@ network's weights or the training configuration changing:
 - ``tripwire_net``: with ``tripwire.json`` = ``{"after_forwards": N}``, the first Python
   worker to run its N-th forward pass writes its pid to ``tripped`` and then waits there,
   inside a round, to be killed by the test. Every other process (and every retry) runs on.
+  With ``"hold": true`` it waits instead until a file ``release`` appears, then goes on
+  (the test adds or decommissions a worker meanwhile).
 - ``failing_net``: while a file ``fail`` exists, every forward pass raises.
 - ``eval_failing_net``: while a file ``fail`` exists, every forward pass in eval mode (the
   test-set evaluation) raises; training runs on.
@@ -30,6 +32,8 @@ from sparknet_testing.standalone import FAULT_DIR_ENV
 TRIPWIRE_PLAN = "tripwire.json"
 TRIPPED = "tripped"
 FAIL = "fail"
+# With ``"hold": true`` in the plan the tripped worker waits for this file, then goes on.
+RELEASE = "release"
 # A tripped worker that nobody kills gives up after this long and fails its task instead.
 TRIPWIRE_TIMEOUT_S = 120.0
 
@@ -55,9 +59,13 @@ class _Tripwire(nn.Module):
         folder = _fault_dir()
         plan = folder / TRIPWIRE_PLAN if folder is not None else None
         if plan is not None and plan.is_file():
-            after = int(json.loads(plan.read_text())["after_forwards"])
-            if self.forwards == after and _claim(plan.with_name(TRIPPED)):
-                _wait_to_be_killed()
+            settings = json.loads(plan.read_text())
+            if self.forwards == int(settings["after_forwards"]) and \
+                    _claim(plan.with_name(TRIPPED)):
+                if settings.get("hold"):
+                    _wait_for_release(plan.with_name(RELEASE))
+                else:
+                    _wait_to_be_killed()
         return self.net(x)
 
 
@@ -78,6 +86,16 @@ def _wait_to_be_killed() -> None:
         time.sleep(0.05)  # the test's signal ends this process here
     raise RuntimeError(f"tripwire: nobody killed process {os.getpid()} within "
                        f"{TRIPWIRE_TIMEOUT_S:.0f} s")
+
+
+def _wait_for_release(release: Path) -> None:
+    """Holds the task inside its round (the test changes the cluster meanwhile)."""
+    deadline = time.monotonic() + TRIPWIRE_TIMEOUT_S
+    while not release.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"tripwire: nobody released process {os.getpid()} within "
+                               f"{TRIPWIRE_TIMEOUT_S:.0f} s")
+        time.sleep(0.05)
 
 
 class _Failing(nn.Module):

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,7 @@ class StandaloneCluster:
     master_url: str
     web_url: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)  # by index
 
     @property
     def fault_dir(self) -> Path:
@@ -134,6 +135,61 @@ class StandaloneCluster:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(timeout=10)
 
+    def add_worker(self, *, host: str = "127.0.0.1", cores: int = 1, memory: str = "2g",
+                   daemon_opts: str = "", timeout: float = 120.0) -> int:
+        """Starts one more worker against the running master (a host joining the cluster
+        mid-run); returns its index once the master lists it as alive."""
+        index = len(self.workers)
+        alive = int(self.state().get("aliveworkers", 0))  # type: ignore[call-overload]
+        self.workers.append(_launch_worker(self, index, host=host, cores=cores, memory=memory,
+                                           daemon_opts=daemon_opts))
+        _wait(self, lambda s: s.get("aliveworkers") == alive + 1, timeout,
+              f"worker {index} to register")
+        return index
+
+    def decommission_worker(self, index: int) -> None:
+        """Asks worker ``index`` to leave gracefully: SIGPWR, as ``sbin/decommission-worker.sh``
+        sends (the worker needs ``spark.decommission.enabled=true`` in its options)."""
+        worker = psutil.Process(self.workers[index].pid)
+        if "org.apache.spark.deploy.worker.Worker" not in " ".join(worker.cmdline()):
+            raise ClusterError(f"process {worker.pid} is not worker {index}'s JVM")
+        worker.send_signal(signal.SIGPWR)
+
+    def launched_by_worker(self, index: int) -> list[psutil.Process]:
+        """Every live process worker ``index`` launched: its executor JVMs and their Python
+        daemons and workers (the worker JVM itself not included)."""
+        try:
+            return list(psutil.Process(self.workers[index].pid).children(recursive=True))
+        except psutil.Error:
+            return []
+
+    def worker_index_of(self, proc: psutil.Process) -> int:
+        """Which worker launched ``proc`` (an executor JVM or one of its Python workers)."""
+        pids = {popen.pid: index for index, popen in enumerate(self.workers)}
+        current: psutil.Process | None = proc
+        while current is not None:
+            if current.pid in pids:
+                return pids[current.pid]
+            current = current.parent()
+        raise LookupError(f"process {proc.pid} does not run under a worker of this cluster")
+
+    def worker_state(self, index: int) -> str:
+        """The master's word for worker ``index``: ALIVE, DECOMMISSIONED, DEAD, ..."""
+        port = self._worker_ports().get(index)
+        workers = self.state().get("workers")
+        for worker in workers if isinstance(workers, list) else []:
+            if port is not None and str(worker.get("webuiaddress", "")).endswith(f":{port}"):
+                return str(worker.get("state"))
+        return "UNKNOWN"
+
+    def _worker_ports(self) -> dict[int, int]:
+        ports = {}
+        for index, popen in enumerate(self.workers):
+            with contextlib.suppress(psutil.Error, ValueError, IndexError):
+                args = psutil.Process(popen.pid).cmdline()
+                ports[index] = int(args[args.index("--webui-port") + 1])
+        return ports
+
     def __enter__(self) -> StandaloneCluster:
         return self
 
@@ -144,11 +200,15 @@ class StandaloneCluster:
 def start_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: int = 1,
                   worker_memory: str = "2g", timeout: float = 120.0,
                   hosts: VirtualHosts | None = None,
-                  daemon_opts: str = "") -> StandaloneCluster:
+                  daemon_opts: str = "",
+                  worker_hosts: Sequence[str] = ()) -> StandaloneCluster:
     """Starts a master and ``num_workers`` workers on 127.0.0.1 and waits until all registered.
 
     With ``hosts``, the master listens on the bridge address and worker ``i`` runs in the
     network namespace ``hosts.namespace(i)`` (a separate host on a virtual link).
+    ``worker_hosts`` gives worker ``i`` the loopback address ``worker_hosts[i]`` (e.g.
+    127.0.0.2) instead: Spark then sees it as another host, which speculation needs (it never
+    runs a task's copy on a host that already runs it).
     ``daemon_opts`` are JVM options for the master and the workers (e.g. a shorter
     ``spark.worker.timeout``, which both must agree on).
     Everything the cluster writes goes under ``root``; on any failure the started processes
@@ -171,23 +231,37 @@ def start_cluster(root: str | Path, *, num_workers: int = 2, cores_per_worker: i
             local_ip=master_host, extra_env={"SPARK_MASTER_OPTS": daemon_opts}))
         _wait(cluster, lambda s: s.get("status") == "ALIVE", timeout, "the master to start")
         for index in range(num_workers):
-            home = root / f"worker-{index}"
-            (home / "work").mkdir(parents=True, exist_ok=True)
-            worker_host = hosts.worker_ip(index) if hosts is not None else "127.0.0.1"
-            cluster.processes.append(_launch(
-                root, f"worker-{index}", conf_dir,
-                ["org.apache.spark.deploy.worker.Worker", "--host", worker_host,
-                 "--cores", str(cores_per_worker), "--memory", worker_memory,
-                 "--work-dir", str(home / "work"), "--webui-port", str(free_port()),
-                 cluster.master_url], local_dir=home / "local", local_ip=worker_host,
-                prefix=hosts.command_prefix(index) if hosts is not None else [],
-                extra_env={"SPARK_WORKER_OPTS": daemon_opts}))
+            if hosts is not None:
+                cluster.workers.append(_launch_worker(
+                    cluster, index, host=hosts.worker_ip(index), cores=cores_per_worker,
+                    memory=worker_memory, daemon_opts=daemon_opts,
+                    prefix=hosts.command_prefix(index)))
+            else:
+                host = worker_hosts[index] if index < len(worker_hosts) else "127.0.0.1"
+                cluster.workers.append(_launch_worker(
+                    cluster, index, host=host, cores=cores_per_worker, memory=worker_memory,
+                    daemon_opts=daemon_opts))
         _wait(cluster, lambda s: s.get("aliveworkers") == num_workers, timeout,
               f"{num_workers} workers to register")
     except BaseException:
         cluster.stop()
         raise
     return cluster
+
+
+def _launch_worker(cluster: StandaloneCluster, index: int, *, host: str, cores: int,
+                   memory: str, daemon_opts: str,
+                   prefix: list[str] | None = None) -> subprocess.Popen[bytes]:
+    home = cluster.root / f"worker-{index}"
+    (home / "work").mkdir(parents=True, exist_ok=True)
+    popen = _launch(
+        cluster.root, f"worker-{index}", cluster.root / "conf",
+        ["org.apache.spark.deploy.worker.Worker", "--host", host, "--cores", str(cores),
+         "--memory", memory, "--work-dir", str(home / "work"), "--webui-port",
+         str(free_port()), cluster.master_url], local_dir=home / "local", local_ip=host,
+        prefix=prefix, extra_env={"SPARK_WORKER_OPTS": daemon_opts})
+    cluster.processes.append(popen)
+    return popen
 
 
 @contextlib.contextmanager

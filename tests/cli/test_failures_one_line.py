@@ -3,12 +3,14 @@ found before the JVM starts where no job is needed (no ``spark.log`` appears).""
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
 import sys
 import textwrap
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -245,3 +247,39 @@ def test_disk_full_while_logging_metrics_is_one_line(tmp_path: Path) -> None:
     assert child.returncode == 0, child.stderr
     assert child.stdout.startswith("refused: cannot append round 2 to "), child.stdout
     assert "File too large" in child.stdout and "--resume" in child.stdout
+
+
+@pytest.fixture()
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (needs root, as in CI), unmounted after the test."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.spark
+def test_a_full_spark_local_dir_is_one_line(fashion_dir: Path, tiny_disk: Path,
+                                            tmp_path: Path) -> None:
+    """Spark's local directory on a 2 MiB file system: the driver's broadcast of 4,000 images
+    (3 MiB) fails there; PySpark's own traceback of the failed write stays off the terminal."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sparknet.cli.main", "train", "--master", "local[2,4]",
+         "--num-workers", "2", "--tau", "5", "--rounds", "2", "--train-limit", "4000",
+         "--test-limit", "200", "--data-dir", str(fashion_dir), "--no-progress",
+         "--output", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "SPARK_LOCAL_DIRS": str(tiny_disk)})
+    lines = [line for line in done.stderr.splitlines()
+             if line.strip() and not line.startswith("WARNING: Using incubator modules")]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
+    assert lines[0] == (f"sparknet: error: Spark's local directory {tiny_disk} is full (No space "
+                        "left on device) while writing a broadcast of the data or the weights: "
+                        "free space there, or point spark.local.dir (SPARK_LOCAL_DIRS) at a "
+                        "larger disk"), lines[0]

@@ -165,3 +165,22 @@ def test_a_damaged_or_deleted_shard_file_stops_the_run_naming_it(
     expected = "was deleted from its executor" if damage == "deleted" else \
         "does not match the SHA-256 digest"
     assert expected in message and "ran away" not in message
+
+
+@pytest.mark.parametrize("settings, named", [
+    ({"spark.speculation": "true"}, "spark.speculation=true"),
+    ({"spark.decommission.enabled": "true", "spark.storage.decommission.enabled": "true",
+      "spark.storage.decommission.rddBlocks.enabled": "true"},
+     "spark.storage.decommission.rddBlocks.enabled=true"),
+])
+def test_settings_that_move_tasks_off_their_shard_files_are_one_line(
+        settings: dict[str, str], named: str) -> None:
+    from sparknet.engine.spark_runner import check_tasks_stay_with_files
+    from sparknet.errors import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        check_tasks_stay_with_files(settings)
+    assert str(refused.value).startswith(named) and "\n" not in str(refused.value)
+    # Decommissioning that recomputes shards instead of moving them is fine, as is the rest.
+    check_tasks_stay_with_files({**settings, "spark.speculation": "false",
+                                 "spark.storage.decommission.rddBlocks.enabled": "false"})

@@ -12,17 +12,23 @@ A new one (a Delta table, a Petastorm-style store) is one new module there.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from sparknet.data.chunks import ChunkLayout
 from sparknet.data.shards import InputSpec, Shard
+from sparknet.errors import DataError
 
 if TYPE_CHECKING:
-    from pyspark import SparkContext
+    from pyspark import Broadcast, SparkContext
     from pyspark.sql import DataFrame, SparkSession
 
 RunnerName = Literal["rdd", "frame"]
+T = TypeVar("T")
 ShardStats = list[tuple[int, str]]  # per shard, in shard order: (rows, merged report JSON)
 
 
@@ -92,3 +98,26 @@ def is_connect(spark: Any) -> bool:
 def spark_context(spark: Any) -> SparkContext:
     """The SparkContext of a classic session (or the context itself)."""
     return spark.sparkContext if hasattr(spark, "sparkContext") else spark
+
+
+def broadcast(sc: SparkContext, value: T) -> Broadcast[T]:
+    """``sc.broadcast(value)``; a full disk under Spark's local directory is one line.
+
+    PySpark pickles a broadcast into a file in the driver's ``spark.local.dir`` and, when
+    that write fails, prints the traceback itself before raising; here that print is kept
+    off the terminal and the failure names the folder and the fix.
+    """
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            return sc.broadcast(value)
+    except Exception as exc:
+        if "No space left on device" not in str(exc) and \
+                "No space left on device" not in printed.getvalue():
+            sys.stderr.write(printed.getvalue())
+            raise
+        temp_dir = getattr(sc, "_temp_dir", None)  # LOCAL_DIR/spark-UUID/pyspark-UUID
+        folder = Path(temp_dir).parents[1] if temp_dir else "spark.local.dir"
+        raise DataError(f"Spark's local directory {folder} is full (No space left on device) "
+                        "while writing a broadcast of the data or the weights: free space there, "
+                        "or point spark.local.dir (SPARK_LOCAL_DIRS) at a larger disk") from None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 
+from sparknet.data.placement import broadcast
 from sparknet.data.shards import ShardRows
 from sparknet.engine.aggregate import combine_in_order, tree_group, tree_levels
 from sparknet.engine.jobs import OrderedJobs, timed_evaluation
@@ -52,6 +53,9 @@ class RddShards(Protocol):
 
     @property
     def num_shards(self) -> int: ...
+
+    @property
+    def on_executor_disk(self) -> bool: ...
 
     def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]: ...
 
@@ -97,6 +101,9 @@ class SparkRunner:
         """
         check_state_size(state_bytes, results=min(self.num_workers, fan_in),
                          limits=MemoryLimits.of(self.train.context))
+        if any(shards is not None and shards.on_executor_disk
+               for shards in (self.train, self.test)):
+            check_tasks_stay_with_files(dict(self.train.context.getConf().getAll()))
         self._model = model
 
         def prepare(index: int, shard: ShardRows) -> int:
@@ -154,8 +161,8 @@ class SparkRunner:
         model, device = self._model, self.device
         assert model is not None
         context = self.train.context
-        shared = context.broadcast(base.arrays())
-        given = context.broadcast(explicit) if explicit is not None else None
+        shared = broadcast(context, base.arrays())
+        given = broadcast(context, explicit) if explicit is not None else None
         self._carry_tokens.add(carry.token)
 
         def train_one(index: int, shard: ShardRows) -> tuple[int, WorkerResult | None]:
@@ -188,7 +195,7 @@ class SparkRunner:
     def submit_evaluation(self, state: RoundState, prep: InputPrep, *, batch_size: int,
                           threads: int, objective: Objective = MULTICLASS
                           ) -> Future[Evaluation]:
-        shared = self.train.context.broadcast(state.arrays())
+        shared = broadcast(self.train.context, state.arrays())
 
         def job(group: str) -> Evaluation:
             return timed_evaluation(lambda: self._in_group(group, lambda: self._evaluate(
@@ -269,6 +276,31 @@ def check_state_size(state_bytes: int, *, results: int, limits: MemoryLimits) ->
             f"the network's state is {_size(state_bytes)}; an executor holds about two copies, "
             f"more than 60% of spark.executor.memory ({_size(limits.executor_memory)}): "
             "raise spark.executor.memory or train a smaller network")
+
+
+def check_tasks_stay_with_files(conf: dict[str, str]) -> None:
+    """Refuses the Spark settings that would run a task away from its streamed shard file.
+
+    A streamed shard is a file on the executor that wrote it, found through a cached marker.
+    A speculative copy runs on another executor, where the file is not; decommissioning with
+    RDD block migration moves the marker but not the file. Without migration a departing
+    executor's markers are recomputed elsewhere, which writes the files anew there.
+    """
+    def on(key: str) -> bool:
+        return conf.get(key, "false").strip().lower() == "true"
+
+    if on("spark.speculation"):
+        raise ConfigError(
+            "spark.speculation=true runs copies of slow tasks on other executors, which do not "
+            "hold the streamed shard files: set spark.speculation=false, or do not stream the "
+            "data (drop --stream; the shards then travel as Spark blocks)")
+    if on("spark.decommission.enabled") and on("spark.storage.decommission.enabled") and \
+            on("spark.storage.decommission.rddBlocks.enabled"):
+        raise ConfigError(
+            "spark.storage.decommission.rddBlocks.enabled=true moves the streamed shards' "
+            "cached markers off a decommissioned executor but not their files: set it to false "
+            "(a departing executor's shards are then written anew elsewhere), or do not stream "
+            "the data (drop --stream)")
 
 
 def _size(count: float) -> str:

@@ -97,8 +97,14 @@ def remote_session(url: str, *, app_name: str = "sparknet",
     long, not Spark's default 10 minutes.
     """
     check_remote(url)
+    import warnings
+
     from pyspark import SparkContext
     from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    # PySpark warns when its retries of a lost server run out, then raises: the raised error
+    # becomes sparknet's one line, the warning would be two more.
+    warnings.filterwarnings("ignore", message=r"\[RETRIES_EXCEEDED\]")
 
     if SparkContext._active_spark_context is not None:
         raise ConfigError("this process already runs a classic Spark session, which a Spark "

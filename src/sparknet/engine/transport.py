@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from sparknet.data.placement import is_connect, spark_context
+from sparknet.data.placement import broadcast, is_connect, spark_context
 from sparknet.errors import TrainingError
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class BroadcastTransport(Transport):
         self.context = sc
 
     def _make(self, arrays: Arrays) -> Shared:
-        return self.context.broadcast(arrays)
+        return broadcast(self.context, arrays)
 
     def _free(self, handle: Any) -> None:
         handle.destroy()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sparknet.data.chunks import ChunkLayout, assemble_shard
 from sparknet.data.columns import Report
-from sparknet.data.placement import RunnerName, ShardStats, spark_context
+from sparknet.data.placement import RunnerName, ShardStats, broadcast, spark_context
 from sparknet.data.shards import Shard
 from sparknet.errors import TrainingError
 
@@ -46,6 +46,12 @@ class ShardSet:
     def num_shards(self) -> int:
         return self.handles.getNumPartitions()
 
+    @property
+    def on_executor_disk(self) -> bool:
+        """Whether each shard lives only on the disk of the executor that wrote it (so a
+        task must run there): the streamed placement's files. Spark's blocks travel."""
+        return False
+
     def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]:
         if self.broadcasts is not None:
             broadcasts = self.broadcasts
@@ -65,8 +71,8 @@ class ShardSet:
         return self.cached.mapPartitionsWithIndex(from_cache)
 
     def release(self) -> None:
-        for broadcast in self.broadcasts or ():
-            broadcast.destroy()
+        for shared in self.broadcasts or ():
+            shared.destroy()
         for rdd in (self.cached, self.parent):
             if rdd is not None:
                 rdd.unpersist()
@@ -74,7 +80,7 @@ class ShardSet:
 
 def broadcast_shards(sc: SparkContext, shards: list[Shard]) -> ShardSet:
     return ShardSet(handles=sc.parallelize(range(len(shards)), len(shards)),
-                    broadcasts=tuple(sc.broadcast(shard) for shard in shards))
+                    broadcasts=tuple(broadcast(sc, shard) for shard in shards))
 
 
 def cached_shards(rdd: RDD[Shard]) -> ShardSet:

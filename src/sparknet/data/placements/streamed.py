@@ -287,6 +287,10 @@ class StreamedShards(ShardSet):
     layout: ChunkLayout | None = None
     decode_threads: int = 2
 
+    @property
+    def on_executor_disk(self) -> bool:
+        return True
+
     def map_shards(self, fn: Callable[[int, Any], T]) -> RDD[T]:
         token, layout, threads = self.token, self.layout, self.decode_threads
         assert layout is not None
