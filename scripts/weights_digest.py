@@ -31,6 +31,7 @@ def simulate_digest() -> str:
         "model": "lenet", "seed": 3,
         "engine": {"num_workers": 3, "tau": 4, "batch_size": 16, "rounds": 3, "eval_every": 3,
                    "tree_fan_in": 2},
+        "optimizer": {"momentum_policy": "reset"},  # the digest predates "auto"
         "outer": {"name": "nesterov", "lr": 0.7, "momentum": 0.9}})
     train, test = fashion_mnist.load_split("train"), fashion_mnist.load_split("test")
     result = simulate((train.images[:3000], train.labels[:3000]), config=config,
