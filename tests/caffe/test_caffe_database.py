@@ -213,3 +213,14 @@ def test_cli_to_parquet_from_prototxt_and_folder(tmp_path: Path, capsys: Any) ->
     assert main(["caffe", "to-parquet", str(net), str(tmp_path / "a.parquet")]) == 2
     err = capsys.readouterr().err.strip()
     assert "exists" in err and "\n" not in err
+
+
+def test_a_missing_data_layer_database_is_said_before_falling_back(
+        lenet_files: tuple[Path, Path], capsys: Any) -> None:
+    from sparknet.cli import caffe_db_input
+
+    _, net = lenet_files  # its Data layer names examples/mnist/mnist_train_lmdb, absent here
+    assert caffe_db_input.data_source(f"caffe:{net}") is None
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("caffe: not training on the Data layer's")
+    assert "mnist_train_lmdb" in out[0] and "--parquet or --images" in out[0]

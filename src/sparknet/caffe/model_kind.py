@@ -254,6 +254,20 @@ def training_database(model: str) -> DatabaseSource | None:
         return None
 
 
+def unusable_training_source(model: str) -> str | None:
+    """Why the database the TRAIN-phase Data layer names cannot be used (it is missing or
+    broken), or None when it names none or it can be used."""
+    ref = parse_caffe_ref(model)
+    layer = _data_layer(_train_definition(ref))
+    if layer is None or layer.type != "Data" or not layer.data_param.source:
+        return None
+    try:
+        source_of_layer(layer, folder=Path(ref.net).parent)
+    except DataError as exc:
+        return str(exc)
+    return None
+
+
 def with_database_shape(model: str) -> str:
     """Adds ``#C,H,W`` from the first record of the database the net's Data layer names (the
     shape Caffe's Data layer infers), cropped by its transform; unchanged without one."""

@@ -29,12 +29,20 @@ PARQUET = "caffe_db.parquet"
 def data_source(model: str) -> DataSource | None:
     """The run's data when the model's TRAIN Data layer names an existing database."""
     from sparknet.caffe.database import database_shape
-    from sparknet.caffe.model_kind import is_caffe_ref, training_database
+    from sparknet.caffe.model_kind import (
+        is_caffe_ref,
+        training_database,
+        unusable_training_source,
+    )
 
     if not is_caffe_ref(model):
         return None
     database = training_database(model)
     if database is None:
+        problem = unusable_training_source(model)
+        if problem is not None:  # say so: a mistyped source must not train on other data
+            print(f"caffe: not training on the Data layer's database ({problem}); training "
+                  "on Fashion-MNIST instead: give --parquet or --images for your data")
         return None
     return DataSource(kind=KIND, path=str(database.path.resolve()), columns={
         "backend": database.backend, "force_color": database.force_color,
