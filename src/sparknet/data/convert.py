@@ -44,7 +44,7 @@ class ChunkPlan:
     chunk_rows: int
     binary_targets: bool = False
     row_weights: bool = False  # a "weight" column is packed after the labels
-    target_width: int = 0  # the label column's width (0: class indices) when row_weights
+    target_width: int = 0  # the label column's width (0: class indices), weights or not
     num_shards: int = 1
     offsets: tuple[int, ...] = (0,)  # rows before each input partition
 
@@ -62,8 +62,8 @@ def convert_partition(plan: ChunkPlan, batches: Iterator[pa.RecordBatch]
         report = Report()
         where = Where(f"input partition {partition}, ", seen)
         labels, keep = decode_labels(
-            batch.column(1), plan.num_classes, report, where=where, binary=plan.binary_targets,
-            width=plan.target_width if plan.row_weights else plan.chunks.label_width)
+            batch.column(1), plan.num_classes, report, where=where, width=plan.target_width,
+            binary=plan.binary_targets)
         if plan.row_weights:
             weights, weighed = decode_weights(batch.column(batch.schema.get_field_index("weight")),
                                               report, where=where)
