@@ -5,7 +5,8 @@ Each phase runs in its own process (one SparkContext, or one Connect client, per
 
 - ``classic-spark-defaults``: the floor as it was: a session with Spark's own settings for
   what sparknet tunes (compressed broadcasts, results above 1 MiB fetched from the block
-  manager), and Python workers that hold sparknet's modules, PyTorch and a built network
+  manager, PySpark's daemon with its full collection after every task), and Python workers
+  that hold sparknet's modules, PyTorch and a built network
   without freezing them out of the collector;
 - ``classic``: a session as sparknet starts it (``engine.spark_session``), workers as
   sparknet's (``engine.model_cache.freeze_long_lived``);
@@ -44,7 +45,8 @@ from common import command, machine, machine_line, write_report  # noqa: E402
 WORKERS = (1, 2, 4)
 WARMUP_ROUNDS = 3
 # Spark's defaults for the settings sparknet's sessions change (engine.spark_session).
-SPARK_DEFAULTS = {"spark.broadcast.compress": "true", "spark.task.maxDirectResultSize": "1m"}
+SPARK_DEFAULTS = {"spark.broadcast.compress": "true", "spark.task.maxDirectResultSize": "1m",
+                  "spark.python.daemon.module": "pyspark.daemon"}
 
 
 def lenet_state_floats() -> int:

@@ -4,13 +4,13 @@ Placement (in memory, streamed, Spark Connect) x entry point (``from_arrays``,
 ``dataframe_data``, ``SparkNetEstimator.fit``, ``sparknet train --parquet``) x input kind
 (uint8 pixels, float arrays, dense and sparse ML vectors, PNG bytes, image structs, Parquet
 array and vector columns) x objective (multiclass, binary, multilabel, regression with one and
-with three targets, a user's loss) x rounds (synchronous, overlapped): the final weights
-equal, bit for bit, those of the in-process run (no Spark) on the shards the path should make
-(``sparknet_testing.matrix``).
+with three targets, a user's loss) x rounds (synchronous, overlapped eager or decoupled): the
+final weights equal, bit for bit, those of the in-process run (no Spark) on the shards the path
+should make (``sparknet_testing.matrix``).
 
 The default run covers every pair of factors that can meet (placement x entry, placement x
 objective, entry x objective, entry x kind, kind x placement, rounds x each) at least once;
-the slow tier runs the full product (504 cases). The
+the slow tier runs the full product (882 cases). The
 streamed placement on Spark Connect is not supported and is refused in one line.
 """
 

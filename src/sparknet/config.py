@@ -32,7 +32,7 @@ Device = Literal["cpu", "cuda", "auto"]
 OnNonFinite = Literal["stop", "skip"]
 Monitor = Literal["loss", "accuracy"]
 Precision = Literal["fp32", "tf32", "bf16"]
-Overlap = Literal["off", "eager"]
+Overlap = Literal["off", "eager", "decoupled"]
 
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, flag: str | None = None,
@@ -264,11 +264,12 @@ class EngineConfig:
         "loss", "the validation metric early stopping watches: loss (lower is better) or "
                 "accuracy (higher is better; classifiers only)")
     overlap: Overlap = setting(
-        "off", "off: synchronous rounds (SparkNet's); eager: overlapped rounds, where the next "
-               "round's job waits queued behind the running one so workers never wait for "
-               "Spark's per-job floor, and the average is applied one round late with each "
-               "worker's own change applied at once (needs a fixed tau and outer average; "
-               "see docs/engine.md)")
+        "off", "off: synchronous rounds (SparkNet's); decoupled or eager: overlapped rounds, "
+               "where the next round's job waits queued behind the running one so workers "
+               "never wait for Spark's per-job floor, and the average is applied one round "
+               "late; each worker starts from it plus its own last change, in full "
+               "(decoupled, CoCoD-SGD) or as its 1/K share (eager updates) (needs a fixed tau "
+               "and outer average; see docs/engine.md)")
 
     def __post_init__(self) -> None:
         check_field_types(self, "")

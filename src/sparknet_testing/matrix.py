@@ -1,8 +1,8 @@
 """The differential matrix: every path training data can take, against one reference.
 
-A case is (placement, entry point, input kind, objective, rounds: synchronous or overlapped).
-Each trains the same tiny network
-(``sparknet_testing.nets:mlp``) for two rounds on 48 rows; its final weights must equal, bit
+A case is (placement, entry point, input kind, objective, rounds: synchronous, or overlapped
+eager or decoupled). Each trains the same tiny network (``sparknet_testing.nets:mlp``) for two
+rounds on 48 rows; its final weights must equal, bit
 for bit, those of the in-process reference (``run_rounds`` over ``InProcessRunner``, no Spark)
 on the shards the path should make: ``from_arrays`` shuffles with the seed and splits, every
 DataFrame path deals input row g to shard g % K.
@@ -39,7 +39,7 @@ FRAME_KINDS = ("array", "vector", "sparse", "png", "image")
 ENTRY_KINDS = {"from_arrays": ("pixels", "floats"), "dataframe_data": FRAME_KINDS,
                "estimator": FRAME_KINDS, "cli": ("parquet_array", "parquet_vector")}
 PIXEL_KINDS = ("pixels", "png", "image")  # stored as uint8, scaled by 1/255
-ROUNDS = ("sync", "overlap")  # engine.overlap off / eager
+ROUNDS = ("sync", "eager", "decoupled")  # engine.overlap: "sync" is off
 
 
 @dataclass(frozen=True)
@@ -152,7 +152,7 @@ def config_of(case: Case) -> TrainConfig:
                        engine=EngineConfig(num_workers=WORKERS, tau=2, batch_size=BATCH,
                                            rounds=rounds_of(case), eval_every=0,
                                            overlap="off" if case.rounds == "sync"
-                                           else "eager"),
+                                           else case.rounds),  # type: ignore[arg-type]
                        # SparkNet's rounds: what overlapped rounds also take
                        optimizer=OptimizerConfig(lr=0.05, momentum_policy="reset"),
                        outer=OuterConfig(name="average"))

@@ -1,5 +1,6 @@
-"""Overlapped rounds (engine.overlap='eager') on a real local[2] session: the same weights as
-the in-process runner (the simulator), through retries, missing carries and a resume."""
+"""Overlapped rounds (engine.overlap = 'decoupled' or 'eager') on a real local[2] session: the
+same weights as the in-process runner (the simulator), through retries, missing carries and a
+resume."""
 
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from sparknet.data.shards import InputSpec
 from sparknet.data.sources import from_arrays
 from sparknet.engine.local_steps import RoundState
 from sparknet.engine.loop import LoopOptions, run_rounds
-from sparknet.engine.overlap import CarryStore, start_state
+from sparknet.engine.overlap import CarryStore, own_share, start_state
 from sparknet.engine.runner import InProcessRunner
 from sparknet.engine.trainer import train
 from sparknet.errors import ConfigError
@@ -21,6 +22,7 @@ from sparknet.simulate import simulate
 
 pytestmark = pytest.mark.spark
 SPEC = InputSpec(shape=(1, 28, 28), num_classes=10, scale=1 / 255)
+MODES = ["decoupled", "eager"]
 
 
 def _arrays(fashion, n_train=2000, n_test=300):
@@ -39,9 +41,11 @@ def _config(**engine):
                        outer=OuterConfig(name="average"))
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("workers", [2, pytest.param(3, marks=pytest.mark.slow)])
-def test_overlapped_rounds_on_spark_equal_the_simulator(spark, fashion, workers):
-    (train_arrays, test_arrays), config = _arrays(fashion), _config(num_workers=workers)
+def test_overlapped_rounds_on_spark_equal_the_simulator(spark, fashion, workers, mode):
+    (train_arrays, test_arrays) = _arrays(fashion)
+    config = _config(num_workers=workers, overlap=mode)
     data = from_arrays(spark, train=train_arrays, test=test_arrays, spec=SPEC,
                        num_workers=workers, seed=config.seed)
     on_spark = train(data, config=config, progress=False)
@@ -54,9 +58,11 @@ def test_overlapped_rounds_on_spark_equal_the_simulator(spark, fashion, workers)
     assert [r["rerun_workers"] for r in on_spark.metrics] == [0] * 5  # one executor: all found
 
 
-def test_overlap_differs_from_synchronous_rounds_and_learns(fashion):
+@pytest.mark.parametrize("mode", MODES)
+def test_overlap_differs_from_synchronous_rounds_and_learns(fashion, mode):
     train_arrays, test_arrays = _arrays(fashion)
-    overlapped = simulate(train_arrays, test=test_arrays, config=_config(rounds=8), spec=SPEC)
+    overlapped = simulate(train_arrays, test=test_arrays, config=_config(rounds=8, overlap=mode),
+                          spec=SPEC)
     synchronous = simulate(train_arrays, test=test_arrays,
                            config=_config(rounds=8, overlap="off"), spec=SPEC)
     assert not np.array_equal(overlapped.floats, synchronous.floats)
@@ -68,7 +74,7 @@ def test_overlap_differs_from_synchronous_rounds_and_learns(fashion):
 def test_missing_carries_are_rerun_with_the_drivers_copy(spark, fashion):
     """No carry can be written on the executor (its folder is a file): every task after round
     0 reports its carry missing and runs again with the driver's copy; same weights."""
-    (train_arrays, test_arrays), config = _arrays(fashion), _config()
+    (train_arrays, test_arrays), config = _arrays(fashion), _config(overlap="decoupled")
     data = from_arrays(spark, train=train_arrays, test=test_arrays, spec=SPEC, num_workers=2,
                        seed=config.seed)
     blocker = Path(SparkFiles.getRootDirectory()) / "sparknet-carry"
@@ -118,10 +124,11 @@ def _in_process(train_arrays, config, run_dir, *, resume=False):
                       options=LoopOptions(run_dir=run_dir, resume=resume))
 
 
-def test_a_resumed_overlapped_run_equals_an_undisturbed_one(fashion, tmp_path):
+@pytest.mark.parametrize("mode", MODES)
+def test_a_resumed_overlapped_run_equals_an_undisturbed_one(fashion, tmp_path, mode):
     train_arrays, _ = _arrays(fashion)
-    undisturbed = _in_process(train_arrays, _config(rounds=5, eval_every=0), None)
-    first = TrainConfig.from_dict({**_config(rounds=3, eval_every=0).to_dict(),
+    undisturbed = _in_process(train_arrays, _config(rounds=5, eval_every=0, overlap=mode), None)
+    first = TrainConfig.from_dict({**_config(rounds=3, eval_every=0, overlap=mode).to_dict(),
                                    "checkpoint_every": 1})
     _in_process(train_arrays, first, tmp_path)
     longer = TrainConfig.from_dict({**first.to_dict(),
@@ -140,23 +147,24 @@ def test_early_stopping_ends_an_overlapped_run_with_the_best_weights(fashion):
     assert all(r["test_accuracy"] is not None for r in first.records)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(("change", "field"), [
     ({"engine": {"tau": "auto"}}, "tau"),
     ({"outer": OuterConfig(name="nesterov")}, "outer.name"),
     ({"optimizer": OptimizerConfig(momentum_policy="average")}, "optimizer.momentum_policy"),
 ])
-def test_settings_overlap_cannot_honour_are_refused_in_one_line(change, field):
-    values = {"engine": EngineConfig(tau=5, overlap="eager"),
+def test_settings_overlap_cannot_honour_are_refused_in_one_line(change, field, mode):
+    values = {"engine": EngineConfig(tau=5, overlap=mode),
               "outer": OuterConfig(name="average"),
               "optimizer": OptimizerConfig(momentum_policy="reset")}
     if "engine" in change:
-        values["engine"] = EngineConfig(tau="auto", overlap="eager")
+        values["engine"] = EngineConfig(tau="auto", overlap=mode)
     else:
         values.update(change)
     with pytest.raises(ConfigError) as refused:
         TrainConfig(**values)
     message = str(refused.value)
-    assert message.startswith(f"{field}=") and "overlap=eager" in message
+    assert message.startswith(f"{field}=") and f"overlap={mode}" in message
     assert "\n" not in message
 
 
@@ -181,3 +189,16 @@ def test_a_carry_that_is_not_finite_is_not_added():
     assert start_state(base, np.array([np.nan, 1, 1], np.float32), 0.5) is base
     moved = start_state(base, np.array([2, 2, 2], np.float32), 0.5)
     assert np.array_equal(moved.floats, np.full(3, 2, np.float32))
+
+
+def test_each_mode_adds_its_own_share_of_a_workers_last_change():
+    """decoupled (CoCoD-SGD) resumes from the lagging average plus the whole own change: the
+    mean of the round's starting points plus own progress; eager adds the 1/K share."""
+    assert own_share("decoupled", 4) == 1.0
+    assert own_share("eager", 4) == 0.25
+    base = RoundState(np.array([1, 2], np.float32), np.zeros(1, np.int64))
+    change = np.array([4, -8], np.float32)
+    assert np.array_equal(start_state(base, change, own_share("decoupled", 4)).floats,
+                          np.array([5, -6], np.float32))
+    assert np.array_equal(start_state(base, change, own_share("eager", 4)).floats,
+                          np.array([2, 0], np.float32))

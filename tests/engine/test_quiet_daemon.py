@@ -1,11 +1,14 @@
 """The daemon sessions sparknet starts use (``spark.python.daemon.module``): a worker whose
-JVM side closed its socket ends without a traceback on the driver's terminal."""
+JVM side closed its socket ends without a traceback on the driver's terminal, and a reused
+worker collects only the young generations between tasks."""
 
 from __future__ import annotations
 
+import gc
 import socket
 
 import pytest
+from pyspark import daemon
 
 from sparknet.engine import quiet_daemon
 
@@ -34,3 +37,11 @@ def test_a_worker_whose_socket_was_closed_ends_quietly(monkeypatch: pytest.Monke
 def test_sparknet_sessions_use_it(spark: object) -> None:
     conf = spark.sparkContext.getConf()  # type: ignore[attr-defined]
     assert conf.get("spark.python.daemon.module") == "sparknet.engine.quiet_daemon"
+
+
+def test_between_tasks_the_daemon_collects_only_the_young_generations() -> None:
+    assert daemon.gc is quiet_daemon._YoungGenerations  # what manager() calls after a task
+    before = [generation["collections"] for generation in gc.get_stats()]
+    daemon.gc.collect()
+    after = [generation["collections"] for generation in gc.get_stats()]
+    assert after[1] == before[1] + 1 and after[2] == before[2]  # no full collection

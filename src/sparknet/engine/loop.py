@@ -25,7 +25,7 @@ from sparknet.engine.aggregate import apply_round, tree_combine
 from sparknet.engine.defaults import resolve_momentum_policy
 from sparknet.engine.early_stop import EarlyStopping
 from sparknet.engine.local_steps import LocalPlan, RoundState, WorkerResult
-from sparknet.engine.overlap import CarryPlan, sent_change
+from sparknet.engine.overlap import CarryPlan, own_share, sent_change
 from sparknet.engine.run_dir import (
     TrainResult,
     kept_note,
@@ -239,7 +239,8 @@ class _Run:
         """Overlapped rounds (``engine.overlap``): round r's job is queued while round r - 1
         runs, from the weights of round r - 2 and each worker's own last change."""
         runner, end = self.runner, self.config.engine.rounds
-        carry = CarryPlan(token=uuid.uuid4().hex[:12], share=1.0 / runner.num_workers)
+        carry = CarryPlan(token=uuid.uuid4().hex[:12],
+                          share=own_share(self.config.engine.overlap, runner.num_workers))
         flight: deque[tuple[LocalPlan, RoundState, Future[WorkerResults]]] = deque()
         offset = state.step_offset
 

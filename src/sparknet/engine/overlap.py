@@ -1,5 +1,5 @@
-"""Overlapped rounds (``engine.overlap = "eager"``): the next round runs while the driver
-forms the last one's average, which is applied one round late.
+"""Overlapped rounds (``engine.overlap = "decoupled"`` or ``"eager"``): the next round runs
+while the driver forms the last one's average, which is applied one round late.
 
 In synchronous rounds every worker waits, each round, for Spark's per-job floor (schedule a
 job, broadcast the state, collect the results). Here the driver keeps the next round's job
@@ -7,14 +7,17 @@ queued behind the running one, so a worker goes from one round to the next witho
 The job for round ``r`` is submitted before round ``r - 1`` has finished, so it starts from
 ``W[r-2]``, the weights with every round up to ``r - 2`` applied. Applying the missing round
 naively (delayed averaging) oscillates in directions where workers converge within a round;
-so, as in *eager updates* for DiLoCo (Kale, Douillard, Donchev, 2025), each worker adds its
-own fresh change from round ``r - 1`` at once, as its share of the average it cannot see yet::
+so each worker adds its own fresh change from round ``r - 1`` at once, in full (*decoupled*:
+CoCoD-SGD, Shen et al., IJCAI 2019) or as its 1/K share of the average it cannot see yet
+(*eager* updates for DiLoCo, Kale, Douillard, Donchev, 2025)::
 
-    start_k(r) = W[r-2] + d_k(r-1) / K          W[r] = W[r-1] + mean_k d_k(r)
+    start_k(r) = W[r-2] + s * d_k(r-1)          W[r] = W[r-1] + mean_k d_k(r)
 
-The other workers' changes of round ``r - 1`` arrive with ``W[r-1]``, one round later, so
-nothing is counted twice. ``d_k`` is the change as the driver receives it (after any
-compression), so worker and driver agree on it bit for bit.
+with ``s = 1`` (decoupled) or ``1/K`` (eager). Decoupled is CoCoD-SGD's rule exactly:
+``W[r-1]`` is the mean of the round's starting points, and each worker resumes from it plus
+its own progress; with ``W[r-1]`` the others' changes arrive one round later and the worker's
+own full change is replaced by its share of the average. ``d_k`` is the change as the driver
+receives it (after any compression), so worker and driver agree on it bit for bit.
 
 Where the carry ``d_k(r-1)`` comes from: the task that made it left it in a file on its
 executor (``CarryStore``); the next round's task for the same partition reads it there. A task
@@ -48,13 +51,19 @@ _POLL_SECONDS = 0.002
 class CarryPlan:
     """How the tasks of one overlapped round find their own change of the round before.
 
-    ``token`` names this run's files; ``share`` is 1/K; ``partitions``, when given, are the
-    only ones that run (a rerun of partitions whose carry was missing).
+    ``token`` names this run's files; ``share`` is how much of it a worker adds
+    (``own_share``); ``partitions``, when given, are the only ones that run (a rerun of
+    partitions whose carry was missing).
     """
 
     token: str
     share: float
     partitions: tuple[int, ...] | None = None
+
+
+def own_share(overlap: str, num_workers: int) -> float:
+    """How much of its own last change a worker adds to the lagging weights."""
+    return 1.0 if overlap == "decoupled" else 1.0 / num_workers
 
 
 def sent_change(result: WorkerResult) -> np.ndarray:

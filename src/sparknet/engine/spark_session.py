@@ -191,6 +191,9 @@ SESSION_SETTINGS = {
     # Results up to this size come back with the task's status message instead of being
     # stored in the block manager and fetched by a second request (Spark's default: 1 MiB).
     "spark.task.maxDirectResultSize": "64m",
+    # Workers of cancelled tasks end without a BrokenPipeError traceback on the terminal, and
+    # a reused worker takes its next task without a full garbage collection first.
+    "spark.python.daemon.module": "sparknet.engine.quiet_daemon",
 }
 
 
@@ -215,8 +218,6 @@ def get_or_create_session(master: str, *, app_name: str = "sparknet",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.memory": "4g",
         "spark.task.maxFailures": "4",
-        # Workers of cancelled tasks end without a BrokenPipeError traceback on the terminal.
-        "spark.python.daemon.module": "sparknet.engine.quiet_daemon",
     }
     conf.update(extra_conf or {})
     for key, value in conf.items():
