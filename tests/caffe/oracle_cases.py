@@ -106,7 +106,8 @@ def run_sparknet_net(case: NetCase) -> Arrays:
             out[f"diff:{name}"] = grad.numpy().copy()
         for module in net.layers.values():
             for i, blob in enumerate(getattr(module, "blobs", [])):
-                grad = blob.grad if blob.grad is not None else torch.zeros_like(blob)
+                grad = module.blobs.parameter(i).grad  # a PERMISSIVE share: the owner's
+                grad = grad.reshape(blob.shape) if grad is not None else torch.zeros_like(blob)
                 out[f"param_diff:{module.caffe_name}:{i}"] = grad.detach().numpy().copy()
     return out
 

@@ -286,20 +286,23 @@ class CaffeNet(nn.Module):
     def _share(self, layer: Any, index: int, spec: Any, module: layers.CaffeLayer,
                blob: nn.Parameter, owner: tuple[str, nn.Parameter, str]) -> None:
         """Caffe's Net::AppendParam for a name seen before: this layer uses the owner's blob
-        (gradients of every use add up); shapes must be equal (STRICT) or, with
-        ``share_mode: PERMISSIVE``, hold as many values; a given lr_mult/decay_mult must
-        equal the owner's."""
+        (gradients of every use add up). Shapes must be equal (STRICT, the default); with
+        ``share_mode: PERMISSIVE`` on this layer's param only the counts must be, and the
+        layer reads the owner's values in its own shape (Caffe's ShareData). A given
+        lr_mult/decay_mult must equal the owner's."""
         owner_name, owner_blob, owner_layer = owner
         where = f"layer {layer.name!r} ({layer.type}) param {index} ({spec.name!r})"
-        if tuple(blob.shape) != tuple(owner_blob.shape):
-            if spec.share_mode == 1 and blob.numel() == owner_blob.numel():
-                raise CaffeFormatError(f"{where}: field share_mode: PERMISSIVE of {layer.type} "
-                                       f"is not supported for blobs of other shapes "
-                                       f"({tuple(blob.shape)} vs {tuple(owner_blob.shape)}); "
-                                       "give both layers the same shape")
-            raise CaffeFormatError(f"{where} has shape {tuple(blob.shape)}, but layer "
-                                   f"{owner_layer!r} owns it with shape "
-                                   f"{tuple(owner_blob.shape)}; shared blobs need one shape")
+        shape, owned = tuple(blob.shape), tuple(owner_blob.shape)
+        if spec.share_mode == 1:  # PERMISSIVE
+            if blob.numel() != owner_blob.numel():
+                raise CaffeFormatError(
+                    f"{where} has shape {shape} ({blob.numel()} values), but layer "
+                    f"{owner_layer!r} owns it with shape {owned} ({owner_blob.numel()}); "
+                    "share_mode: PERMISSIVE needs blobs of one count")
+        elif shape != owned:
+            raise CaffeFormatError(f"{where} has shape {shape}, but layer {owner_layer!r} "
+                                   f"owns it with shape {owned}; shared blobs need one shape "
+                                   "(share_mode: PERMISSIVE allows other shapes of one count)")
         owner_spec = self.param_specs[owner_name]
         for field in ("lr_mult", "decay_mult"):
             if not spec.HasField(field):
@@ -315,6 +318,8 @@ class CaffeNet(nn.Module):
                 self.param_specs[owner_name] = owner_spec
                 self._given_mults.setdefault(owner_name, set()).add(field)
         module.blobs[index] = owner_blob
+        if shape != owned:
+            module.blobs.shapes[index] = shape
 
     def _add_propagate_down(self, layer: Any, where: str, key: str) -> None:
         flags = list(layer.propagate_down)
