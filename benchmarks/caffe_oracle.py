@@ -71,8 +71,8 @@ def run_suite(src: Path, *, cases: int, solver_cases: int, seed: int) -> dict[st
 CHECKS = {
     "test_net_semantics_match_caffe": "net semantics: anonymous loss tops, loss weights (0, "
     "on a split loss blob, on a non-loss top), shared and named params (STRICT, and "
-    "PERMISSIVE between shapes of one count), Convolution over two bottoms, MAX pooling mask, per-class Accuracy, level/stage rules; every blob and "
-    "gradient",
+    "PERMISSIVE between shapes of one count), Convolution over two bottoms, MAX pooling "
+    "mask, per-class Accuracy, level/stage rules; every blob and gradient",
     "test_first_batch_equals_caffes_data_layer": "Data layer: databases written by Caffe's "
     "convert_imageset (LMDB, LevelDB; raw, gray, resized, encoded PNG/JPEG, force_gray): "
     "the first batch equals Caffe's Data layer output (one test per database)",
