@@ -9,6 +9,12 @@ DIR/request.json: {"cases": [CASE, ...]}; each CASE names files in DIR (no pickl
   Result DIR/out/NAME.npz: ``blob:<name>`` after the forward pass, ``param:<layer>:<i>``
   after it (BatchNorm statistics move in TRAIN), and with backward ``diff:<blob>`` and
   ``param_diff:<layer>:<i>``.
+  With "passes": P > 1 the net runs P forward (and backward) passes in a row, as a solver's
+  iterations do: arrays hold ``pass<k>:input:<blob>`` and ``pass<k>:top_diff:<blob>`` for
+  k = 1..P, results come as ``pass<k>:blob:...``, ``pass<k>:diff:...``,
+  ``pass<k>:param_diff:...`` (parameter gradients of that pass alone), and with "lr": r > 0
+  each pass ends with the step ``data -= r * diff`` and ``pass<k>:param:...`` after it
+  (what LSTM and RNN carry from one pass to the next shows in the later passes).
 - {"name", "kind": "solver", "solver", "arrays", "iterations": N}
   The solver's net reads a MemoryData layer; arrays hold ``data`` and ``label`` (fed in
   order, one batch per forward pass) and ``param:<layer>:<i>``. Result: ``param:...`` after
@@ -66,26 +72,45 @@ def run_net(folder, case):
     net = caffe.Net(os.path.join(folder, case["prototxt"]), phase)
     arrays = np.load(os.path.join(folder, case["arrays"]))
     set_params(net, arrays)
+    passes = int(case.get("passes", 1))
+    if passes == 1:
+        return one_pass(net, arrays, "", case.get("backward"))
+    out = {}
+    for k in range(1, passes + 1):
+        out.update(one_pass(net, arrays, "pass%d:" % k, case.get("backward")))
+        rate = float(case.get("lr", 0))
+        if rate:
+            for layer, blobs in net.params.items():
+                for i, blob in enumerate(blobs):
+                    blob.data[...] -= rate * blob.diff
+                    out["pass%d:param:%s:%d" % (k, layer, i)] = blob.data.copy()
+    return out
+
+
+def one_pass(net, arrays, prefix, backward):
+    """One forward (and backward) pass on the arrays under ``prefix``; results under it."""
     for key in arrays.files:
-        if key.startswith("input:"):
-            name = key[len("input:"):]
+        if key.startswith(prefix + "input:"):
+            name = key[len(prefix + "input:"):]
             net.blobs[name].reshape(*arrays[key].shape)
             net.blobs[name].data[...] = arrays[key]
     net.forward()
-    out = {"blob:" + name: blob.data.copy() for name, blob in net.blobs.items()}
-    out.update(params_of(net))
-    if case.get("backward"):
+    out = {prefix + "blob:" + name: blob.data.copy() for name, blob in net.blobs.items()}
+    if not prefix:
+        out.update(params_of(net))
+    if backward:
         for blobs in net.params.values():
             for blob in blobs:
                 blob.diff[...] = 0
         for key in arrays.files:
-            if key.startswith("top_diff:"):
-                net.blobs[key[len("top_diff:"):]].diff[...] = arrays[key]
+            if key.startswith(prefix + "top_diff:"):
+                net.blobs[key[len(prefix + "top_diff:"):]].diff[...] = arrays[key]
         net.backward()
-        out.update({"diff:" + name: blob.diff.copy() for name, blob in net.blobs.items()})
+        out.update({prefix + "diff:" + name: blob.diff.copy()
+                    for name, blob in net.blobs.items()})
         for layer, blobs in net.params.items():
             for i, blob in enumerate(blobs):
-                out["param_diff:%s:%d" % (layer, i)] = blob.diff.copy()
+                out["%sparam_diff:%s:%d" % (prefix, layer, i)] = blob.diff.copy()
     return out
 
 

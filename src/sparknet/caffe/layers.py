@@ -7,8 +7,9 @@ Each module is built from its LayerParameter and the shapes of its bottoms.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -62,6 +63,13 @@ class CaffeLayer(nn.Module):
 
     def add_blob(self, tensor: torch.Tensor, *, trainable: bool = True) -> None:
         self.blobs.append(nn.Parameter(tensor, requires_grad=trainable))
+
+    @contextlib.contextmanager
+    def probing(self) -> Iterator[None]:
+        """Around the forward pass that finds the tops' shapes while the net is built (Caffe
+        runs none then): a layer whose forward pass leaves something behind (a carried
+        state, a file) undoes or skips it here."""
+        yield
 
 
 def _pair(param: Any, name: str, default: int, where: str) -> tuple[int, int]:

@@ -259,7 +259,8 @@ class CaffeNet(nn.Module):
             saved = [(blob, blob.detach().clone()) for blob in module.blobs
                      if not blob.requires_grad]
             module.eval()
-            tops = module(*bottoms)
+            with module.probing():
+                tops = module(*bottoms)
             module.train(was)
             for blob, value in saved:
                 blob.copy_(value)
@@ -358,6 +359,13 @@ class CaffeNet(nn.Module):
             if kind == "Split" and blob in tops:
                 return bottoms[0]
         return blob
+
+    def reset_carried_state(self) -> None:
+        """Zero the state that LSTM and RNN layers without ``expose_hidden`` carry from one
+        forward pass to the next (Caffe's RecurrentLayer::Reset)."""
+        for module in self.layers.values():
+            if isinstance(module, recurrent.Recurrent):
+                module.reset_carried_state()
 
     def layer_module(self, name: str) -> layers.CaffeLayer | None:
         """The module of the Caffe layer ``name`` (None for data layers)."""

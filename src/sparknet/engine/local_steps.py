@@ -32,7 +32,7 @@ from sparknet.flat import (
     load_flat_state,
     state_tensors,
 )
-from sparknet.models.kinds import InputPrep, LocalOptimizer
+from sparknet.models.kinds import InputPrep, LocalOptimizer, reset_carried_state
 from sparknet.models.objectives import MULTICLASS, Objective
 
 
@@ -142,6 +142,7 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, stat
     start = torch.from_numpy(state.floats).to(device)
     load_flat_state(model, layout, start, state.ints)
     model.train()
+    reset_carried_state(model)  # a recurrent state carries over this task's steps only
     optimizer = plan.optimizer.make(model, iteration=plan.step_offset)
     params = flat_parameters_view(model, layout)
     momentum_key = plan.optimizer.momentum_key
@@ -254,6 +255,7 @@ def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: ShardRows, state
     model.to(device)
     load_flat_state(model, layout, state.floats, state.ints)
     model.eval()
+    reset_carried_state(model)
     loss_sum, correct = 0.0, 0
     rng = np.random.default_rng(0)  # only a Caffe transform with mirror draws in TEST phase
     for start in range(0, len(shard), batch_size):

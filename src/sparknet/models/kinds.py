@@ -70,6 +70,19 @@ class LocalOptimizer(Protocol):
     def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer: ...
 
 
+def reset_carried_state(module: nn.Module) -> None:
+    """Zero what ``module`` carries from one forward pass to the next (Caffe's LSTM and RNN
+    without expose_hidden): the first module down each branch that has a
+    ``reset_carried_state`` method resets its part. A task calls this first, so that its
+    result does not depend on what its Python worker's cached network ran before."""
+    reset = getattr(module, "reset_carried_state", None)
+    if callable(reset):
+        reset()
+        return
+    for child in module.children():
+        reset_carried_state(child)
+
+
 @dataclass(frozen=True)
 class ScaledInput:
     """``x = features.astype(float32) * scale``, reshaped to the network's input shape."""
