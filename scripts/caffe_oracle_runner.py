@@ -8,7 +8,8 @@ DIR/request.json: {"cases": [CASE, ...]}; each CASE names files in DIR (no pickl
   gradients to start the backward pass from (loss tops start from their loss_weight).
   Result DIR/out/NAME.npz: ``blob:<name>`` after the forward pass, ``param:<layer>:<i>``
   after it (BatchNorm statistics move in TRAIN), and with backward ``diff:<blob>`` and
-  ``param_diff:<layer>:<i>``.
+  ``param_diff:<layer>:<i>``; every dataset of each file an HDF5Output layer wrote, as
+  ``file:<file_name>:<dataset>`` in its stored dtype (read once Caffe closed the file).
   With "passes": P > 1 the net runs P forward (and backward) passes in a row, as a solver's
   iterations do: arrays hold ``pass<k>:input:<blob>`` and ``pass<k>:top_diff:<blob>`` for
   k = 1..P, results come as ``pass<k>:blob:...``, ``pass<k>:diff:...``,
@@ -68,6 +69,32 @@ def params_of(net, prefix=""):
 
 
 def run_net(folder, case):
+    out = net_passes(folder, case)  # the net is gone: HDF5Output has closed its files
+    out.update(written_files(os.path.join(folder, case["prototxt"])))
+    return out
+
+
+def written_files(prototxt):
+    """The datasets of the files the net's HDF5Output layers wrote (relative to the working
+    directory, as Caffe opens them)."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf import text_format
+    import h5py
+
+    net = caffe_pb2.NetParameter()
+    with open(prototxt) as f:
+        text_format.Merge(f.read(), net)
+    out = {}
+    for layer in net.layer:
+        name = layer.hdf5_output_param.file_name
+        if layer.type == "HDF5Output" and os.path.isfile(name):
+            with h5py.File(name, "r") as file:
+                for dataset in file:
+                    out["file:%s:%s" % (name, dataset)] = file[dataset][...]
+    return out
+
+
+def net_passes(folder, case):
     phase = caffe.TRAIN if case["phase"] == "TRAIN" else caffe.TEST
     net = caffe.Net(os.path.join(folder, case["prototxt"]), phase)
     arrays = np.load(os.path.join(folder, case["arrays"]))

@@ -13,7 +13,9 @@ sparknet's and Caffe's results compare key by key.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +95,25 @@ def _flat_params(net: torch.nn.Module, prefix: str = "") -> Arrays:
 
 
 def run_sparknet_net(case: NetCase) -> Arrays:
-    """sparknet's forward (and backward) of a net case, keyed as the oracle's results."""
+    """sparknet's forward (and backward) of a net case, keyed as the oracle's results; run in
+    a folder of its own, from which the files HDF5Output layers wrote are read back."""
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        out = _run_net(case)
+        for layer in parse_net_text(case.prototxt).layer:
+            name = layer.hdf5_output_param.file_name
+            if layer.type == "HDF5Output" and Path(name).is_file():
+                out.update(_datasets(name))
+    return out
+
+
+def _datasets(name: str) -> Arrays:
+    import h5py
+
+    with h5py.File(name, "r") as file:
+        return {f"file:{name}:{dataset}": file[dataset][...] for dataset in file}
+
+
+def _run_net(case: NetCase) -> Arrays:
     net = build_net(parse_net_text(case.prototxt, source=case.name), phase=case.phase,
                     weights=params_by_layer(case.arrays) or None)
     if case.passes == 1:
@@ -155,8 +175,12 @@ def compare_net(case: NetCase, ours: Arrays, caffe: Arrays) -> list[str]:
             continue
         rtol = BACKWARD_RTOL if kind in ("diff", "param_diff") else FORWARD_RTOL
         problem = mismatch(ours[key], value, key, rtol=rtol)
+        if kind == "file" and ours[key].dtype != value.dtype:
+            problem = f"{key}: dtype {ours[key].dtype} != Caffe's {value.dtype}"
         if problem:
             problems.append(problem)
+    problems += [f"{key}: Caffe wrote no such dataset" for key in sorted(ours)
+                 if key.startswith("file:") and key not in caffe]
     return problems
 
 

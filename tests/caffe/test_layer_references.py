@@ -1,6 +1,7 @@
 """The Caffe 1.0 layer types added for the whole registry (Log, Swish, Clip, Bias, Crop,
 Tile, Reduction, ArgMax, MVN, Embed, Im2col, Parameter, BatchReindex, Filter, SPP, the
-loss layers, LSTM, RNN and LSTMUnit) against real Caffe's stored results: two random
+loss layers, LSTM, RNN, LSTMUnit and HDF5Output, whose files are compared dataset by
+dataset) against real Caffe's stored results: two random
 configurations of each, drawn by the oracle fuzzer (tests/caffe_oracle/generators.py) and
 written with SPARKNET_ORACLE_REFERENCES=DIR; forward blobs and input and parameter
 gradients. ``*_passes_*``: LSTM and RNN over several passes in a row, each starting from the
@@ -20,7 +21,7 @@ CASES = sorted(p.with_suffix("") for p in FOLDER.glob("*.json"))
 ADDED = ("Log", "Swish", "Clip", "Bias", "Crop", "Tile", "Reduction", "ArgMax", "MVN",
          "Embed", "Im2col", "Parameter", "BatchReindex", "Filter", "SPP",
          "SigmoidCrossEntropyLoss", "HingeLoss", "MultinomialLogisticLoss", "InfogainLoss",
-         "ContrastiveLoss", "LSTM", "RNN", "LSTMUnit")
+         "ContrastiveLoss", "LSTM", "RNN", "LSTMUnit", "HDF5Output")
 
 
 def test_every_added_type_has_references() -> None:

@@ -18,7 +18,7 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from sparknet.caffe import array_layers, blob_ops, layers, losses, recurrent, schema
+from sparknet.caffe import array_layers, blob_ops, hdf5_output, layers, losses, recurrent, schema
 from sparknet.caffe.prototxt import filter_phase, insert_splits, read_net
 from sparknet.caffe.support import check_fields, unsupported_type_message
 from sparknet.caffe.weights import LayerBlobs, array_to_blob, fit_legacy_shape, read_weights
@@ -48,6 +48,7 @@ BUILDERS: dict[str, Builder] = {
     "HingeLoss": losses.HingeLoss, "MultinomialLogisticLoss": losses.MultinomialLogisticLoss,
     "InfogainLoss": losses.InfogainLoss, "ContrastiveLoss": losses.ContrastiveLoss,
     "LSTM": recurrent.LSTM, "RNN": recurrent.RNN, "LSTMUnit": recurrent.LSTMUnit,
+    "HDF5Output": hdf5_output.HDF5Output,
 }
 # Caffe refuses these in place (CHECK top != bottom); LRN in place computes wrong values
 # (its output overwrites the input it still reads), so sparknet refuses it too.
@@ -201,8 +202,8 @@ class CaffeNet(nn.Module):
         where = f"layer {layer.name!r} ({layer.type})"
         missing = [b for b in layer.bottom if b not in probe]
         if missing:
-            if layer.type in METRIC_TYPES:  # a label of unknown shape: still runnable later
-                probe_ok = False
+            if layer.type in (*METRIC_TYPES, "HDF5Output"):  # a label of unknown shape
+                probe_ok = False  # (its batch only the data source knows): runnable later
             else:
                 raise UnknownShapeError(
                     f"{where}: the shape of bottom {missing[0]!r} is unknown (a data layer "
