@@ -21,7 +21,10 @@ DIR/request.json: {"cases": [CASE, ...]}; each CASE names files in DIR (no pickl
   order, one batch per forward pass) and ``param:<layer>:<i>``. Result: ``param:...`` after
   N iterations and ``iter<k>:param:...`` after each iteration k (1-based). With
   "snapshot_at": k, Caffe's ``solver.snapshot()`` after iteration k; its .solverstate is
-  kept as DIR/out/NAME.solverstate.
+  kept as DIR/out/NAME.solverstate and its caffemodel under its own name in DIR/out. With
+  "restore": FILE (a .solverstate in DIR, its caffemodel where its learned_net says),
+  ``solver.restore(FILE)`` first, as ``caffe train --snapshot``: the N iterations go on from
+  the snapshot's (k counts from there).
 
 - {"name", "kind": "imageset", "list", "root", "options": [...], "db", "prototxt",
   "phase"}: Caffe's own ``convert_imageset OPTIONS ROOT LIST DB`` writes the database DB
@@ -148,17 +151,28 @@ def run_solver(folder, case):
     data = np.ascontiguousarray(arrays["data"], dtype=np.float32)
     label = np.ascontiguousarray(arrays["label"], dtype=np.float32)
     solver.net.set_input_arrays(data, label)
+    if case.get("restore"):
+        solver.restore(case["restore"])
     out = {}
-    for k in range(1, int(case["iterations"]) + 1):
+    for _ in range(int(case["iterations"])):
         solver.step(1)
+        k = solver.iter
         out.update(params_of(solver.net, "iter%d:" % k))
         if k == case.get("snapshot_at"):
             # Caffe's own snapshot (prefix from the solver): kept in out/ for the caller.
             solver.snapshot()
-            import glob
             import shutil
-            for name in glob.glob("*_iter_%d.solverstate" % k):
-                shutil.copy(name, os.path.join(folder, "out", case["name"] + ".solverstate"))
+            from caffe.proto import caffe_pb2
+            from google.protobuf import text_format
+
+            param = caffe_pb2.SolverParameter()
+            with open(os.path.join(folder, case["solver"])) as f:
+                text_format.Merge(f.read(), param)
+            made = "%s_iter_%d" % (param.snapshot_prefix, k)
+            shutil.copy(made + ".solverstate",
+                        os.path.join(folder, "out", case["name"] + ".solverstate"))
+            shutil.copy(made + ".caffemodel",
+                        os.path.join(folder, "out", os.path.basename(made) + ".caffemodel"))
     out.update(params_of(solver.net))
     return out
 

@@ -150,7 +150,8 @@ def _one_pass(net: CaffeNet, arrays: Arrays, prefix: str, backward: bool) -> Arr
             out[f"{prefix}diff:{name}"] = grad.numpy().copy()
         for module in net.layers.values():
             for i, blob in enumerate(getattr(module, "blobs", [])):
-                grad = module.blobs.parameter(i).grad  # a PERMISSIVE share: the owner's
+                owner = getattr(module.blobs, "parameter", None)  # (an older src lacks it)
+                grad = owner(i).grad if owner else blob.grad  # PERMISSIVE: the owner's
                 grad = grad.reshape(blob.shape) if grad is not None else torch.zeros_like(blob)
                 out[f"{prefix}param_diff:{module.caffe_name}:{i}"] = grad.detach().numpy().copy()
     return out

@@ -130,6 +130,8 @@ def given_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         if s.dotted in _FILE_FLAGS:
             solver_file = value
             continue
+        if s.dotted == "optimizer.caffe_snapshot":  # executors and resumed runs read it
+            value = absolute(value)
         target = values
         for part in s.path[:-1]:
             target = target.setdefault(part, {})
@@ -196,6 +198,10 @@ def run(args: argparse.Namespace) -> int:
     check_limits(data_source, num_workers=config.engine.num_workers,
                  batch_size=config.engine.batch_size)
     model.local_optimizer(config.optimizer)
+    if config.optimizer.caffe_snapshot is not None:
+        from sparknet.engine.state import starting_state
+
+        starting_state(model, config)  # the snapshot's weights and history fit the net
     classes: list[str] | None = None
     if data_source.kind == "images":
         classes, num_classes = image_input.check(data_source, model, config,

@@ -168,7 +168,7 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, stat
     encoded = encode_delta(delta, plan.compression)
     momentum = None
     if state.momentum is not None:
-        momentum = (_flat_momentum(optimizer, params, layout.num_floats, momentum_key)
+        momentum = (flat_momentum(optimizer, params, layout.num_floats, momentum_key)
                     * np.float32(weight))
     return WorkerResult(delta=encoded, weight=weight, loss_sum=float(loss_sum.item()),
                         correct=int(correct.item()), samples=plan.tau * micro * plan.batch_size,
@@ -234,8 +234,10 @@ def _load_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, n
             .to(param.dtype, copy=True))
 
 
-def _flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
-                   size: int, key: str) -> np.ndarray:
+def flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
+                  size: int, key: str) -> np.ndarray:
+    """The optimizer's per-parameter buffer ``key`` as one flat float32 array of ``size``
+    (zeros where a parameter has none), laid out as the flat weights."""
     if not params:
         return np.zeros(size, dtype=np.float32)
     flat = torch.zeros(size, dtype=torch.float32, device=params[0][1].device)

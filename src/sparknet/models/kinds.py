@@ -179,6 +179,13 @@ class ModelKind:
         """Extra files a finished run writes next to its weights (none by default)."""
         return []
 
+    def starting_point(self, config: OptimizerConfig, module: nn.Module) -> int:
+        """Put the freshly built ``module`` where training starts and return the local step
+        (iteration) it starts at: 0 by default; a run that continues a solver snapshot
+        (Caffe's .solverstate) starts from the snapshot's weights and iteration, and the
+        local optimizer made for that iteration holds the snapshot's state."""
+        return 0
+
 
 def _checked(module: object, key: str) -> nn.Module:
     if not isinstance(module, nn.Module):
