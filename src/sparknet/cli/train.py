@@ -130,12 +130,13 @@ def given_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         if s.dotted in _FILE_FLAGS:
             solver_file = value
             continue
-        if s.dotted == "optimizer.caffe_snapshot":  # executors and resumed runs read it
-            value = absolute(value)
         target = values
         for part in s.path[:-1]:
             target = target.setdefault(part, {})
         target[s.path[-1]] = value
+    snapshot = values.get("optimizer", {}).get("caffe_snapshot")
+    if isinstance(snapshot, str) and snapshot:  # executors and resumed runs read it
+        values["optimizer"]["caffe_snapshot"] = absolute(snapshot)
     # No data flag: a caffe: net whose Data layer names an existing database trains on it,
     # with the shape of its records and the layer's batch size (caffe_db_input).
     from_database = not any(getattr(args, name, None) is not None
