@@ -80,9 +80,9 @@ def run_net(folder, case):
 def written_files(prototxt):
     """The datasets of the files the net's HDF5Output layers wrote (relative to the working
     directory, as Caffe opens them)."""
+    import h5py
     from caffe.proto import caffe_pb2
     from google.protobuf import text_format
-    import h5py
 
     net = caffe_pb2.NetParameter()
     with open(prototxt) as f:
@@ -162,6 +162,7 @@ def run_solver(folder, case):
             # Caffe's own snapshot (prefix from the solver): kept in out/ for the caller.
             solver.snapshot()
             import shutil
+
             from caffe.proto import caffe_pb2
             from google.protobuf import text_format
 
