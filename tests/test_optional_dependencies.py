@@ -87,6 +87,10 @@ def test_export_onnx_without_onnx_is_one_line(finished_run: Path, tmp_path: Path
      "from sparknet.caffe.weights import write_caffemodel_h5\n"
      "write_caffemodel_h5(sys.argv[1] + '/w.h5', {})",
      "writing Caffe HDF5 weights needs the h5py package: pip install 'sparknet[hdf5]'"),
+    ("h5py",
+     "from sparknet.caffe.hdf5_output import write_hdf5_output\n"
+     "write_hdf5_output(sys.argv[1] + '/o.h5', None, None)",
+     "Caffe's HDF5Output layer needs the h5py package: pip install 'sparknet[hdf5]'"),
     ("lmdb",
      "from pathlib import Path\n"
      "from sparknet.caffe.database import DatabaseSource, first_batch\n"

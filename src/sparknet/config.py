@@ -137,6 +137,13 @@ class OptimizerConfig:
         None, "the Caffe solver definition (solver.prototxt text) when optimizer is caffe; "
         "the CLI flag takes the file and stores its text, so a run never reads it again",
         metavar="SOLVER")
+    caffe_snapshot: str | None = setting(
+        None, "a Caffe solver snapshot (.solverstate) to start from, as 'caffe train "
+        "--snapshot': its caffemodel's weights (learned_net), its iteration (the lr_policy and "
+        "the CLI's rounds go on from there) and its history (every worker's solver state in "
+        "the first round, carried on averaged with momentum_policy average); needs optimizer "
+        "caffe; the file must stay readable on every executor while the run runs",
+        metavar="SOLVERSTATE")
 
     def __post_init__(self) -> None:
         check_field_types(self, "optimizer.")
@@ -163,6 +170,13 @@ class OptimizerConfig:
                  "optimizer.caffe_solver", _short(self.caffe_solver),
                  "give a solver exactly when optimizer.name is 'caffe' "
                  "(sparknet train --caffe-solver FILE)")
+        _require_together(self.caffe_snapshot is None or self.name == "caffe",
+                          "optimizer.caffe_snapshot", self.caffe_snapshot,
+                          "a Caffe snapshot continues a Caffe solver: give the solver too "
+                          "(sparknet train --caffe-solver FILE --caffe-snapshot STATE)")
+        _require(self.caffe_snapshot is None or bool(self.caffe_snapshot),
+                 "optimizer.caffe_snapshot", self.caffe_snapshot,
+                 "give the path of a .solverstate, or leave it unset")
 
 
 def _json_object(text: str) -> bool:

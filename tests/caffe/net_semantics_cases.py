@@ -1,7 +1,7 @@
 """Net-level semantics of Caffe's Net, one small case each: anonymous tops of loss layers,
 loss weights (0, fractional, on a split loss blob and on a non-loss top), named and shared
-parameters, a Convolution over two bottoms, the MAX pooling mask top, Accuracy's per-class
-top, level/stage rules. Real Caffe's results for them are committed in
+parameters (STRICT and PERMISSIVE), a Convolution over two bottoms, the MAX pooling mask
+top, Accuracy's per-class top, level/stage rules. Real Caffe's results for them are committed in
 tests/data/caffe_net_semantics (written by tests/caffe_oracle/test_net_semantics_oracle.py
 with SPARKNET_NET_REFERENCES=DIR) and compared in the default suite."""
 
@@ -109,4 +109,21 @@ def net_semantics_cases() -> list[NetCase]:
         'layer { name: "not_deploy" type: "AbsVal" bottom: "x" top: "d" '
         'exclude { stage: "deploy" } }\n',
         arrays={"input:x": normal(2, 3)}))
+    # share_mode: PERMISSIVE: ip2 (5, 3) and conv (3, 5, 1, 1) read ip1's (3, 5) weight in
+    # their own shapes (Caffe's ShareData needs only equal counts); gradients add up.
+    permissive = 'param { name: "w" share_mode: PERMISSIVE }'
+    w = normal(3, 5)  # drawn last: the cases above keep their stored inputs
+    cases.append(NetCase(
+        name="shared_params_permissive", layer_type="InnerProduct",
+        prototxt='force_backward: true\n' +
+        _input(("x", (4, 5)), ("y", (4, 3)), ("z", (2, 5, 3, 3))) +
+        _ip("ip1", "x", "h1", 3, 'param { name: "w" }') +
+        _ip("ip2", "y", "h2", 5, permissive) +
+        f'layer {{ name: "conv" type: "Convolution" bottom: "z" top: "c" {permissive} '
+        "convolution_param { num_output: 3 kernel_size: 1 } }\n",
+        arrays={"input:x": normal(4, 5), "input:y": normal(4, 3), "input:z": normal(2, 5, 3, 3),
+                "param:ip1:0": w, "param:ip1:1": normal(3), "param:ip2:0": w.reshape(5, 3),
+                "param:ip2:1": normal(5), "param:conv:0": w.reshape(3, 5, 1, 1),
+                "param:conv:1": normal(3), "top_diff:h1": normal(4, 3),
+                "top_diff:h2": normal(4, 5), "top_diff:c": normal(2, 3, 3, 3)}))
     return cases

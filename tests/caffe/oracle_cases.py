@@ -3,21 +3,26 @@ regression cases (tests/data/caffe_regressions) both run it.
 
 A net case is a prototxt, a phase and arrays named as the oracle runner
 (scripts/caffe_oracle_runner.py) reads them: ``input:<blob>``, ``param:<layer>:<i>``,
-``top_diff:<blob>``. A solver case adds a solver prototxt, MemoryData ``data``/``label`` and an
-iteration count. Results use the runner's keys (``blob:``, ``diff:``, ``param:``,
-``param_diff:``, ``iter<k>:param:``), so sparknet's and Caffe's results compare key by key.
+``top_diff:<blob>``; a case of several passes in a row (``passes``, what LSTM and RNN carry
+between them) has them per pass, ``pass<k>:input:<blob>``, and with ``lr`` a step
+``w -= lr * grad`` after each pass. A solver case adds a solver prototxt, MemoryData
+``data``/``label`` and an iteration count. Results use the runner's keys (``blob:``,
+``diff:``, ``param:``, ``param_diff:``, ``iter<k>:param:``, ``pass<k>:...``), so
+sparknet's and Caffe's results compare key by key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from sparknet.caffe import build_net, make_optimizer, parse_net_text, parse_solver_text
+from sparknet.caffe import CaffeNet, build_net, make_optimizer, parse_net_text, parse_solver_text
 
 FORWARD_RTOL = 1e-5  # the README's rule for forward blobs
 BACKWARD_RTOL = 1e-4  # gradients: float32 sums in another order, relative to the largest
@@ -35,6 +40,8 @@ class NetCase:
     backward: bool = True
     arrays: Arrays = field(default_factory=dict)
     note: str = ""
+    passes: int = 1
+    lr: float = 0.0
 
 
 @dataclass(kw_only=True)
@@ -88,26 +95,65 @@ def _flat_params(net: torch.nn.Module, prefix: str = "") -> Arrays:
 
 
 def run_sparknet_net(case: NetCase) -> Arrays:
-    """sparknet's forward (and backward) of a net case, keyed as the oracle's results."""
+    """sparknet's forward (and backward) of a net case, keyed as the oracle's results; run in
+    a folder of its own, from which the files HDF5Output layers wrote are read back."""
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        out = _run_net(case)
+        for layer in parse_net_text(case.prototxt).layer:
+            name = layer.hdf5_output_param.file_name
+            if layer.type == "HDF5Output" and Path(name).is_file():
+                out.update(_datasets(name))
+    return out
+
+
+def _datasets(name: str) -> Arrays:
+    import h5py
+
+    with h5py.File(name, "r") as file:
+        return {f"file:{name}:{dataset}": file[dataset][...] for dataset in file}
+
+
+def _run_net(case: NetCase) -> Arrays:
     net = build_net(parse_net_text(case.prototxt, source=case.name), phase=case.phase,
                     weights=params_by_layer(case.arrays) or None)
-    inputs = _inputs(case.arrays, case.backward)
+    if case.passes == 1:
+        out = _one_pass(net, case.arrays, "", case.backward)
+        out.update(_flat_params(net))
+        return out
+    out = {}
+    for k in range(1, case.passes + 1):
+        out.update(_one_pass(net, case.arrays, f"pass{k}:", case.backward))
+        if case.lr:
+            with torch.no_grad():
+                for param in net.parameters():
+                    if param.grad is not None:
+                        param -= np.float32(case.lr) * param.grad
+            out.update(_flat_params(net, f"pass{k}:"))
+    return out
+
+
+def _one_pass(net: CaffeNet, arrays: Arrays, prefix: str, backward: bool) -> Arrays:
+    """One forward (and backward) pass on the arrays under ``prefix``; results under it."""
+    inputs = _inputs({k.removeprefix(prefix): v for k, v in arrays.items()
+                      if k.startswith(f"{prefix}input:")}, backward)
+    net.zero_grad(set_to_none=True)
     blobs = net.run(dict(inputs))
-    out = {f"blob:{k}": v.detach().numpy().copy() for k, v in blobs.items()}
-    out.update(_flat_params(net))
-    if case.backward:
+    out = {f"{prefix}blob:{k}": v.detach().numpy().copy() for k, v in blobs.items()}
+    if backward:
         terms = [w * blobs[name].sum() for name, w in net.loss_weights.items() if name in blobs]
-        terms += [(blobs[k.removeprefix("top_diff:")] * torch.from_numpy(v)).sum()
-                  for k, v in case.arrays.items() if k.startswith("top_diff:")]
+        terms += [(blobs[k.removeprefix(f"{prefix}top_diff:")] * torch.from_numpy(v)).sum()
+                  for k, v in arrays.items() if k.startswith(f"{prefix}top_diff:")]
         if terms:
             torch.stack(terms).sum().backward()
         for name, tensor in inputs.items():
             grad = tensor.grad if tensor.grad is not None else torch.zeros_like(tensor)
-            out[f"diff:{name}"] = grad.numpy().copy()
+            out[f"{prefix}diff:{name}"] = grad.numpy().copy()
         for module in net.layers.values():
             for i, blob in enumerate(getattr(module, "blobs", [])):
-                grad = blob.grad if blob.grad is not None else torch.zeros_like(blob)
-                out[f"param_diff:{module.caffe_name}:{i}"] = grad.detach().numpy().copy()
+                owner = getattr(module.blobs, "parameter", None)  # (an older src lacks it)
+                grad = owner(i).grad if owner else blob.grad  # PERMISSIVE: the owner's
+                grad = grad.reshape(blob.shape) if grad is not None else torch.zeros_like(blob)
+                out[f"{prefix}param_diff:{module.caffe_name}:{i}"] = grad.detach().numpy().copy()
     return out
 
 
@@ -115,12 +161,13 @@ def compare_net(case: NetCase, ours: Arrays, caffe: Arrays) -> list[str]:
     """Every way sparknet's results differ from Caffe's: each top blob (and parameters after
     the forward pass), and with backward the input and parameter gradients."""
     problems = []
-    inputs = {k.removeprefix("input:") for k in case.arrays if k.startswith("input:")}
+    inputs = {k.split("input:", 1)[1] for k in case.arrays if "input:" in k}
     if "force_backward: true" not in case.prototxt:
         inputs = set()  # Caffe computes no gradient for inputs without force_backward
     for key, value in sorted(caffe.items()):
-        kind = key.split(":", 1)[0]
-        if kind == "diff" and key.removeprefix("diff:") not in inputs:
+        plain = key.split(":", 1)[1] if key.startswith("pass") else key  # pass<k>:...
+        kind = plain.split(":", 1)[0]
+        if kind == "diff" and plain.removeprefix("diff:") not in inputs:
             continue  # inner blobs' gradients show up in the inputs' and parameters'
         if kind in ("diff", "param_diff") and not case.backward:
             continue
@@ -129,8 +176,12 @@ def compare_net(case: NetCase, ours: Arrays, caffe: Arrays) -> list[str]:
             continue
         rtol = BACKWARD_RTOL if kind in ("diff", "param_diff") else FORWARD_RTOL
         problem = mismatch(ours[key], value, key, rtol=rtol)
+        if kind == "file" and ours[key].dtype != value.dtype:
+            problem = f"{key}: dtype {ours[key].dtype} != Caffe's {value.dtype}"
         if problem:
             problems.append(problem)
+    problems += [f"{key}: Caffe wrote no such dataset" for key in sorted(ours)
+                 if key.startswith("file:") and key not in caffe]
     return problems
 
 
@@ -204,6 +255,8 @@ def save_case(case: NetCase | SolverCase, caffe: Arrays, folder: Path, *, found:
         (folder / f"{case.name}.prototxt").write_text(case.prototxt)
         meta.update(kind="net", layer_type=case.layer_type, phase=case.phase,
                     backward=case.backward)
+        if case.passes > 1:
+            meta.update(passes=case.passes, lr=case.lr)
     else:
         (folder / f"{case.name}.prototxt").write_text(case.net)
         (folder / f"{case.name}.solver.prototxt").write_text(case.solver)
@@ -225,7 +278,8 @@ def load_case(path: Path) -> tuple[NetCase | SolverCase, Arrays]:
     if meta["kind"] == "net":
         return NetCase(name=path.stem, layer_type=meta["layer_type"], prototxt=prototxt,
                        phase=meta["phase"], backward=meta["backward"], arrays=arrays,
-                       note=meta["note"]), caffe
+                       note=meta["note"], passes=meta.get("passes", 1),
+                       lr=meta.get("lr", 0.0)), caffe
     solver = path.with_name(f"{path.stem}.solver.prototxt").read_text()
     return SolverCase(name=path.stem, solver_type=meta["solver_type"],
                       lr_policy=meta["lr_policy"], solver=solver, net=prototxt,

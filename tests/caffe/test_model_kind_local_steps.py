@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sparknet.caffe import TransformConfig, load_solver, make_optimizer
+from sparknet.caffe import TransformConfig, load_solver, make_optimizer, parse_solver_text
 from sparknet.caffe.model_kind import CaffeInput, CaffeModel, build_model, parse_caffe_ref
 from sparknet.config import OptimizerConfig
 from sparknet.data.shards import Shard
@@ -108,3 +108,73 @@ def test_averaged_momentum_is_the_caffe_history(fashion: Any, lenet_files: tuple
         got = result.momentum_sum[entry.offset: entry.offset + entry.size]
         np.testing.assert_allclose(got, history[entry.name].reshape(-1).numpy(), atol=1e-7)
     assert np.abs(result.momentum_sum).max() > 0
+
+
+# A net that reads its examples in order as the time steps of one LSTM sequence (cont is 1
+# everywhere, made from the data): the state carries from step to step, and pass to pass.
+SEQUENCE_NET = """
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 1 dim: 1 dim: 4 dim: 3 } shape { dim: 1 } } }
+layer { name: "zero" type: "Reduction" bottom: "data" top: "zero"
+        reduction_param { axis: 2 coeff: 0 } }
+layer { name: "cont" type: "Power" bottom: "zero" top: "cont" power_param { shift: 1 } }
+layer { name: "lstm" type: "LSTM" bottom: "data" bottom: "cont" top: "h"
+        recurrent_param { num_output: 5 weight_filler { type: "gaussian" std: 0.5 }
+                          bias_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "ip" type: "InnerProduct" bottom: "h" top: "scores"
+        inner_product_param { num_output: 10 axis: 2 weight_filler { type: "gaussian" } } }
+layer { name: "flat" type: "Flatten" bottom: "scores" top: "logits" }
+layer { name: "loss" type: "SoftmaxWithLoss" bottom: "logits" bottom: "label" top: "loss" }
+"""
+SGD = 'type: "SGD" base_lr: 0.1 lr_policy: "fixed" momentum: 0.9\n'
+
+
+def test_recurrent_state_carries_within_a_task_and_starts_from_zero(tmp_path: Path) -> None:
+    net_path = tmp_path / "sequence.prototxt"
+    net_path.write_text(SEQUENCE_NET)
+    rng = np.random.default_rng(0)
+    shard = Shard(rng.normal(size=(48, 1, 4, 3)).astype(np.float32),
+                  rng.integers(0, 10, 48).astype(np.int64))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        model = build_model(parse_caffe_ref(f"caffe:{net_path}"))
+    fresh = copy.deepcopy(model)
+    layout = FlatLayout.of(model)
+    floats, ints = flatten_state(model, layout)
+    optimizer = OptimizerConfig(name="caffe", caffe_solver=SGD, momentum_policy="reset")
+    plan = LocalPlan(seed=4, round_index=0, step_offset=0, tau=4, batch_size=8,
+                     optimizer=CaffeModel(key="seq").local_optimizer(optimizer),
+                     input_prep=CaffeModel(key="seq").input_prep(_spec()),
+                     compression="none", sample_weight=False, threads=1)
+
+    def task() -> np.ndarray:
+        run_local_steps(model, layout, shard, RoundState(floats, ints), plan, partition=0,
+                        device=torch.device("cpu"))
+        return flatten_state(model, layout)[0]
+
+    first = task()
+    # The same module again (a Python worker's cached network): the task starts from zero.
+    np.testing.assert_array_equal(task(), first)
+
+    def loop(*, carry: bool) -> np.ndarray:
+        reference = copy.deepcopy(fresh)
+        solver = make_optimizer(reference, parse_solver_text(SGD))
+        batches = batch_indices(num_examples=48, batch_size=8, steps=4, step_offset=0, seed=4,
+                                partition=0)
+        for batch in batches:
+            if not carry:
+                reference.net.reset_carried_state()
+            solver.zero_grad()
+            x = torch.from_numpy(shard.features[batch])
+            F.cross_entropy(reference(x), torch.from_numpy(shard.labels[batch])).backward()
+            solver.step()
+        return flatten_state(reference, layout)[0]
+
+    assert np.abs(first - loop(carry=True)).max() <= 1e-6
+    assert np.abs(first - loop(carry=False)).max() > 1e-4  # the carry did change the steps
+
+
+def _spec() -> Any:
+    from sparknet.data.shards import InputSpec
+
+    return InputSpec(shape=(1, 4, 3), num_classes=10, scale=1.0)

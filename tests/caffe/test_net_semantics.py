@@ -61,6 +61,39 @@ def test_shares_caffe_refuses_are_one_line(second: str, message: str) -> None:
         build_net(parse_net_text(text))
 
 
+def test_permissive_share_needs_one_count() -> None:
+    # PERMISSIVE relaxes the shape, not the count (Caffe's CHECK_EQ on count()).
+    text = (INPUT + 'layer { name: "a" type: "InnerProduct" bottom: "x" top: "y" '
+            'param { name: "w" } inner_product_param { num_output: 2 } }\n'
+            'layer { name: "b" type: "InnerProduct" bottom: "x" top: "z" '
+            'param { name: "w" share_mode: PERMISSIVE } inner_product_param { num_output: 3 } }\n')
+    with pytest.raises(CaffeFormatError, match=r"shape \(3, 3\) \(9 values\), but layer 'a' "
+                       r"owns it with shape \(2, 3\) \(6\); share_mode: PERMISSIVE needs"):
+        build_net(parse_net_text(text))
+
+
+def test_permissive_share_is_one_parameter_seen_in_each_shape(tmp_path: Path) -> None:
+    from sparknet.caffe import read_caffemodel
+
+    case = CASES["shared_params_permissive"]
+    net = build_net(parse_net_text(case.prototxt))
+    ip1, ip2, conv = (net.layer_module(n) for n in ("ip1", "ip2", "conv"))
+    assert ip1 is not None and ip2 is not None and conv is not None
+    assert ip2.blobs.parameter(0) is ip1.blobs[0] is conv.blobs.parameter(0)
+    assert tuple(ip2.blobs[0].shape) == (5, 3) and tuple(conv.blobs[0].shape) == (3, 5, 1, 1)
+    assert len(list(net.parameters())) == 4  # the weight once, three biases
+    # Weights go in and out in each layer's own shape, as Caffe's net.save writes them.
+    _, caffe = load_case(FOLDER / "shared_params_permissive")
+    weights = {layer: [caffe[f"param:{layer}:{i}"] for i in range(2)]
+               for layer in ("ip1", "ip2", "conv")}
+    net.load_caffe_blobs(weights)
+    net.to_caffemodel(tmp_path / "permissive.caffemodel")
+    written = read_caffemodel(tmp_path / "permissive.caffemodel")
+    for layer, blobs in weights.items():
+        for ours, theirs in zip(written[layer], blobs, strict=True):
+            np.testing.assert_array_equal(ours, theirs)
+
+
 def test_average_pooling_has_no_mask_top() -> None:
     text = ('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 1 '
             'dim: 4 dim: 4 } } }\nlayer { name: "p" type: "Pooling" bottom: "x" top: "y" '

@@ -782,7 +782,32 @@ def lstm_unit(rng: Rng) -> NetCase:
     return case
 
 
+def hdf5_output(rng: Rng) -> NetCase:
+    """Two bottoms of 1-4 axes (now and then 5, or two row counts: both refuse), straight
+    from the inputs or the data through a learnable Scale that a loss also reads (so the
+    layer's own lack of a gradient shows)."""
+    rows = int(rng.integers(1, 4))
+    shapes = [(rows if i == 0 or rng.random() > 0.08 else rows + 1,
+               *_shape(rng, int(rng.integers(0, 4 if rng.random() > 0.08 else 5)), 1, 3))
+              for i in range(2)]
+    body = f'hdf5_output_param {{ file_name: "out_{int(rng.integers(1 << 30))}.h5" }}'
+    if rng.random() < 0.5:
+        case = _single("HDF5Output", rng, shapes, body, tops=0)
+        case.note += " straight"
+        return case
+    case = _single("HDF5Output", rng, shapes, body, tops=0)
+    case.prototxt = case.prototxt.replace(
+        'bottom: "x0"', 'bottom: "s"').replace(
+        'layer { name: "target"',
+        layer("scale", "Scale", ["x0"], ["s"], "scale_param { axis: 0 num_axes: 1 "
+              "bias_term: true }").rstrip("\n") + '\nlayer { name: "target"') + layer(
+        "loss", "EuclideanLoss", ["s", "x0"], ["loss"])
+    case.note += " through a Scale and a loss"
+    return case
+
+
 GENERATORS: dict[str, Callable[[Rng], NetCase]] = {
+    "HDF5Output": hdf5_output,
     "LSTM": _recurrent("LSTM"), "RNN": _recurrent("RNN"), "LSTMUnit": lstm_unit,
     "Log": _elementwise("Log", _log_body, positive=True),
     "Swish": _elementwise("Swish", _swish_body), "Clip": _elementwise("Clip", _clip_body),

@@ -30,7 +30,8 @@ def _write_request(folder: Path, cases: list[NetCase | SolverCase]) -> None:
         if isinstance(case, NetCase):
             (folder / f"{case.name}.prototxt").write_text(case.prototxt)
             entries.append({"name": case.name, "kind": "net", "prototxt": f"{case.name}.prototxt",
-                            "phase": case.phase, "arrays": arrays, "backward": case.backward})
+                            "phase": case.phase, "arrays": arrays, "backward": case.backward,
+                            "passes": case.passes, "lr": case.lr})
         else:
             net = f"{case.name}.net.prototxt"
             (folder / net).write_text(case.net)

@@ -7,8 +7,9 @@ Each module is built from its LayerParameter and the shapes of its bottoms.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -22,6 +23,29 @@ Shape = tuple[int, ...]
 FLT_MIN = 1.17549435e-38
 
 
+class BlobList(nn.ParameterList):
+    """A layer's blobs in Caffe's order. A blob shared by name with ``share_mode:
+    PERMISSIVE`` holds the owning layer's parameter and is read in this layer's own shape
+    (``shapes``), as Caffe's ShareData gives a blob another's values of the same count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: dict[int, tuple[int, ...]] = {}
+
+    def __getitem__(self, idx: Any) -> Any:
+        item = super().__getitem__(idx)
+        if isinstance(idx, int) and self.shapes:
+            shape = self.shapes.get(idx if idx >= 0 else idx + len(self))
+            if shape is not None:
+                return item.view(shape)
+        return item
+
+    def parameter(self, index: int) -> nn.Parameter:
+        """Blob ``index``'s parameter itself (the owner's, in its shape, when shared)."""
+        param: nn.Parameter = super().__getitem__(index)
+        return param
+
+
 class CaffeLayer(nn.Module):
     """Base class: one Caffe layer; ``blobs`` holds its parameters in Caffe's order."""
 
@@ -32,13 +56,20 @@ class CaffeLayer(nn.Module):
         # In place (top == bottom after Split insertion): Caffe's backward then reads the
         # overwritten blob where it would read the bottom, which some layers reproduce.
         self.in_place = len(param.top) > 0 and list(param.top) == list(param.bottom)
-        self.blobs = nn.ParameterList()
+        self.blobs = BlobList()
 
     def where(self) -> str:
         return f"layer {self.caffe_name!r} ({self.caffe_type})"
 
     def add_blob(self, tensor: torch.Tensor, *, trainable: bool = True) -> None:
         self.blobs.append(nn.Parameter(tensor, requires_grad=trainable))
+
+    @contextlib.contextmanager
+    def probing(self) -> Iterator[None]:
+        """Around the forward pass that finds the tops' shapes while the net is built (Caffe
+        runs none then): a layer whose forward pass leaves something behind (a carried
+        state, a file) undoes or skips it here."""
+        yield
 
 
 def _pair(param: Any, name: str, default: int, where: str) -> tuple[int, int]:

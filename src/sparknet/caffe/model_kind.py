@@ -27,6 +27,13 @@ from sparknet.caffe.net import DATA_TYPES, CaffeLogits, CaffeNet
 from sparknet.caffe.prototxt import filter_phase, read_net, read_text
 from sparknet.caffe.solver import SolverConfig, parse_solver_text
 from sparknet.caffe.solver import make_optimizer as make_caffe_solver
+from sparknet.caffe.solver_state import (
+    SolverState,
+    check_schedule,
+    learned_net_path,
+    read_solverstate,
+    restore_solverstate,
+)
 from sparknet.caffe.transform import TransformConfig, load_mean, transform_batch
 from sparknet.caffe.weights import read_weights
 from sparknet.config import OptimizerConfig
@@ -168,9 +175,13 @@ class CaffeInput:
 
 @dataclass(frozen=True)
 class CaffeSolverOptimizer:
-    """A Caffe solver starting at the worker's global iteration (its lr_policy)."""
+    """A Caffe solver starting at the worker's global iteration (its lr_policy). With a
+    ``snapshot`` (a .solverstate path), the solver made for the snapshot's iteration, where
+    training starts, holds the snapshot's history, as Caffe's restored solver."""
 
     solver: SolverConfig
+    snapshot: str | None = None
+    snapshot_iteration: int = 0
 
     @property
     def micro_batches(self) -> int:
@@ -187,7 +198,24 @@ class CaffeSolverOptimizer:
     def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer:
         optimizer = make_caffe_solver(module, self.solver)
         optimizer.iteration = iteration
+        if self.snapshot is not None and iteration == self.snapshot_iteration:
+            restore_solverstate(optimizer, module, snapshot_state(self.snapshot))
         return optimizer
+
+
+def snapshot_state(path: str | Path) -> SolverState:
+    """The parsed .solverstate (read once per Python worker while the file is unchanged)."""
+    try:
+        stat = Path(path).stat()
+    except OSError as err:
+        raise ConfigError(f"optimizer.caffe_snapshot {path} cannot be read ({err.strerror}): "
+                          "give the .solverstate Caffe's snapshot wrote") from None
+    return _snapshot_state(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=1)
+def _snapshot_state(path: str, mtime_ns: int, size: int) -> SolverState:
+    return read_solverstate(path)
 
 
 @dataclass(frozen=True)
@@ -217,7 +245,32 @@ class CaffeModel(ModelKind):
             raise ConfigError(f"optimizer.momentum_policy='average' is invalid: the "
                               f"{solver.type} solver keeps more than a momentum buffer; use "
                               "'reset' (averaging works with SGD and Nesterov solvers)")
-        return CaffeSolverOptimizer(solver)
+        if config.caffe_snapshot is None:
+            return CaffeSolverOptimizer(solver)
+        state = snapshot_state(config.caffe_snapshot)
+        check_schedule(solver, state, source=config.caffe_snapshot)
+        return CaffeSolverOptimizer(solver, snapshot=config.caffe_snapshot,
+                                    snapshot_iteration=state.iteration)
+
+    def starting_point(self, config: OptimizerConfig, module: nn.Module) -> int:
+        """A Caffe snapshot's start: its caffemodel's weights (learned_net) go into
+        ``module`` and its iteration is where training goes on, as ``caffe train
+        --snapshot``; weights in the reference too are refused, as Caffe refuses
+        ``--weights`` with ``--snapshot``."""
+        if config.name != "caffe" or config.caffe_snapshot is None:
+            return 0
+        assert self.ref is not None
+        if self.ref.weights:
+            raise ConfigError(f"model {self.key!r} names weights ({self.ref.weights}) and "
+                              f"optimizer.caffe_snapshot {config.caffe_snapshot} names its own: "
+                              "give a snapshot to resume training or weights to fine-tune, "
+                              "not both (as Caffe)")
+        state = snapshot_state(config.caffe_snapshot)
+        learned = learned_net_path(config.caffe_snapshot, state)
+        net = getattr(module, "net", None)
+        if learned is not None and isinstance(net, CaffeNet):
+            net.load_report = net.load_caffe_blobs(read_weights(learned), source=str(learned))
+        return state.iteration
 
     def write_exports(self, module: nn.Module, folder: Path) -> list[Path]:
         return list(write_caffe_files(module, folder))
@@ -301,8 +354,10 @@ def apply_solver(values: dict[str, Any], solver_path: str | Path, *,
     again) and it sets the model (its ``net``, unless a ``model`` is given); settings not given
     are mapped: rounds = ceil(max_iter / tau), eval_every = ceil(test_interval / tau),
     checkpoint_every = ceil(snapshot / tau), batch_size = the TRAIN Data layer's batch_size.
-    With ``from_database`` the input shape comes from the database the Data layer names, when
-    it exists.
+    With ``optimizer.caffe_snapshot`` the run starts at the snapshot's iteration I, so
+    rounds = ceil((max_iter - I) / tau), as Caffe runs the iterations left. With
+    ``from_database`` the input shape comes from the database the Data layer names, when it
+    exists.
     """
     text, solver = read_solver_file(solver_path)
     out: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v)
@@ -328,6 +383,8 @@ def apply_solver(values: dict[str, Any], solver_path: str | Path, *,
     if batch and "batch_size" not in engine:
         engine["batch_size"] = batch
     tau = engine.get("tau")
+    snapshot = optimizer.get("caffe_snapshot")
+    start = snapshot_state(snapshot).iteration if snapshot else 0
     if "rounds" not in engine:
         if not isinstance(tau, int):
             raise ConfigError("--caffe-solver maps max_iter to rounds = ceil(max_iter / tau): "
@@ -335,7 +392,11 @@ def apply_solver(values: dict[str, Any], solver_path: str | Path, *,
         if solver.max_iter < 1:
             raise ConfigError(f"solver {solver_path} has max_iter={solver.max_iter}: set "
                               "max_iter or give --rounds R")
-        engine["rounds"] = math.ceil(solver.max_iter / tau)
+        if start >= solver.max_iter:
+            raise ConfigError(f"the snapshot {snapshot} is at iteration {start} and solver "
+                              f"{solver_path} stops at max_iter={solver.max_iter}: nothing "
+                              "is left to train; raise max_iter or give --rounds R")
+        engine["rounds"] = math.ceil((solver.max_iter - start) / tau)
     if isinstance(tau, int):
         if "eval_every" not in engine:
             engine["eval_every"] = math.ceil(solver.test_interval / tau)

@@ -18,7 +18,7 @@ import torch
 from google.protobuf import text_format
 from torch import nn
 
-from sparknet.caffe import array_layers, blob_ops, layers, losses, recurrent, schema
+from sparknet.caffe import array_layers, blob_ops, hdf5_output, layers, losses, recurrent, schema
 from sparknet.caffe.prototxt import filter_phase, insert_splits, read_net
 from sparknet.caffe.support import check_fields, unsupported_type_message
 from sparknet.caffe.weights import LayerBlobs, array_to_blob, fit_legacy_shape, read_weights
@@ -48,6 +48,7 @@ BUILDERS: dict[str, Builder] = {
     "HingeLoss": losses.HingeLoss, "MultinomialLogisticLoss": losses.MultinomialLogisticLoss,
     "InfogainLoss": losses.InfogainLoss, "ContrastiveLoss": losses.ContrastiveLoss,
     "LSTM": recurrent.LSTM, "RNN": recurrent.RNN, "LSTMUnit": recurrent.LSTMUnit,
+    "HDF5Output": hdf5_output.HDF5Output,
 }
 # Caffe refuses these in place (CHECK top != bottom); LRN in place computes wrong values
 # (its output overwrites the input it still reads), so sparknet refuses it too.
@@ -201,8 +202,8 @@ class CaffeNet(nn.Module):
         where = f"layer {layer.name!r} ({layer.type})"
         missing = [b for b in layer.bottom if b not in probe]
         if missing:
-            if layer.type in METRIC_TYPES:  # a label of unknown shape: still runnable later
-                probe_ok = False
+            if layer.type in (*METRIC_TYPES, "HDF5Output"):  # a label of unknown shape
+                probe_ok = False  # (its batch only the data source knows): runnable later
             else:
                 raise UnknownShapeError(
                     f"{where}: the shape of bottom {missing[0]!r} is unknown (a data layer "
@@ -259,7 +260,8 @@ class CaffeNet(nn.Module):
             saved = [(blob, blob.detach().clone()) for blob in module.blobs
                      if not blob.requires_grad]
             module.eval()
-            tops = module(*bottoms)
+            with module.probing():
+                tops = module(*bottoms)
             module.train(was)
             for blob, value in saved:
                 blob.copy_(value)
@@ -286,20 +288,23 @@ class CaffeNet(nn.Module):
     def _share(self, layer: Any, index: int, spec: Any, module: layers.CaffeLayer,
                blob: nn.Parameter, owner: tuple[str, nn.Parameter, str]) -> None:
         """Caffe's Net::AppendParam for a name seen before: this layer uses the owner's blob
-        (gradients of every use add up); shapes must be equal (STRICT) or, with
-        ``share_mode: PERMISSIVE``, hold as many values; a given lr_mult/decay_mult must
-        equal the owner's."""
+        (gradients of every use add up). Shapes must be equal (STRICT, the default); with
+        ``share_mode: PERMISSIVE`` on this layer's param only the counts must be, and the
+        layer reads the owner's values in its own shape (Caffe's ShareData). A given
+        lr_mult/decay_mult must equal the owner's."""
         owner_name, owner_blob, owner_layer = owner
         where = f"layer {layer.name!r} ({layer.type}) param {index} ({spec.name!r})"
-        if tuple(blob.shape) != tuple(owner_blob.shape):
-            if spec.share_mode == 1 and blob.numel() == owner_blob.numel():
-                raise CaffeFormatError(f"{where}: field share_mode: PERMISSIVE of {layer.type} "
-                                       f"is not supported for blobs of other shapes "
-                                       f"({tuple(blob.shape)} vs {tuple(owner_blob.shape)}); "
-                                       "give both layers the same shape")
-            raise CaffeFormatError(f"{where} has shape {tuple(blob.shape)}, but layer "
-                                   f"{owner_layer!r} owns it with shape "
-                                   f"{tuple(owner_blob.shape)}; shared blobs need one shape")
+        shape, owned = tuple(blob.shape), tuple(owner_blob.shape)
+        if spec.share_mode == 1:  # PERMISSIVE
+            if blob.numel() != owner_blob.numel():
+                raise CaffeFormatError(
+                    f"{where} has shape {shape} ({blob.numel()} values), but layer "
+                    f"{owner_layer!r} owns it with shape {owned} ({owner_blob.numel()}); "
+                    "share_mode: PERMISSIVE needs blobs of one count")
+        elif shape != owned:
+            raise CaffeFormatError(f"{where} has shape {shape}, but layer {owner_layer!r} "
+                                   f"owns it with shape {owned}; shared blobs need one shape "
+                                   "(share_mode: PERMISSIVE allows other shapes of one count)")
         owner_spec = self.param_specs[owner_name]
         for field in ("lr_mult", "decay_mult"):
             if not spec.HasField(field):
@@ -315,6 +320,8 @@ class CaffeNet(nn.Module):
                 self.param_specs[owner_name] = owner_spec
                 self._given_mults.setdefault(owner_name, set()).add(field)
         module.blobs[index] = owner_blob
+        if shape != owned:
+            module.blobs.shapes[index] = shape
 
     def _add_propagate_down(self, layer: Any, where: str, key: str) -> None:
         flags = list(layer.propagate_down)
@@ -353,6 +360,13 @@ class CaffeNet(nn.Module):
             if kind == "Split" and blob in tops:
                 return bottoms[0]
         return blob
+
+    def reset_carried_state(self) -> None:
+        """Zero the state that LSTM and RNN layers without ``expose_hidden`` carry from one
+        forward pass to the next (Caffe's RecurrentLayer::Reset)."""
+        for module in self.layers.values():
+            if isinstance(module, recurrent.Recurrent):
+                module.reset_carried_state()
 
     def layer_module(self, name: str) -> layers.CaffeLayer | None:
         """The module of the Caffe layer ``name`` (None for data layers)."""

@@ -6,15 +6,18 @@ multiplies the previous hidden state (and zeroes LSTM's forget gate) where a seq
 starts. Blobs in Caffe's order: LSTM ``W_xc, b_c, [W_xc_static], W_hc`` (gates i, f, o, g);
 RNN ``W_xh, b_h, [W_xh_static], W_hh, W_ho, b_o``. With ``expose_hidden`` the initial state
 is given as bottoms and the final one is extra tops, which carry no gradient (Caffe shares
-only their data). Without it the initial state is zero: Caffe instead starts each forward
-pass from the previous pass's final state (zero on the first), which a training engine
-that deals random batches has no use for; sequences that start with cont = 0, as Caffe's
-do, give the same result either way.
+only their data). Without it each forward pass starts from the state the previous pass
+ended with (h_T, and c_T for LSTM; zero before the first), gated by ``cont`` at t = 0 like
+any state, and no gradient flows back into the previous pass: Caffe's RecurrentLayer copies
+its unrolled net's final-state blobs into the initial-state blobs before each forward pass.
+When N changes between passes the state is read as Caffe reads the reshaped blobs: the first
+N·H values of the stored ones, zeros once N·H exceeds the most ever held.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -55,7 +58,7 @@ class LSTMUnit(CaffeLayer):
         return lstm_step(c_prev, gates, cont.detach())
 
 
-class _Recurrent(CaffeLayer):
+class Recurrent(CaffeLayer):
     """What LSTM and RNN share: their bottoms, blobs and the per-step loop around
     ``step``."""
 
@@ -79,6 +82,10 @@ class _Recurrent(CaffeLayer):
                                    "optional static input and, with expose_hidden, the "
                                    "initial state")
         self.static = extra == 1
+        # Caffe's final-state blobs, flat, in their allocated size (Blob capacity): zeros of
+        # the built batch, as the unrolled net allocates them.
+        count = 0 if self.expose else int(shapes[0][1]) * self.hidden
+        self._carried = [torch.zeros(count) for _ in range(self.states)]
         width = self.gates * self.hidden
         inputs = 1
         for d in shapes[0][2:]:
@@ -115,7 +122,7 @@ class _Recurrent(CaffeLayer):
         if self.expose:
             state = [s.reshape(batch, self.hidden) for s in rest[:self.states]]
         else:
-            state = [x.new_zeros(batch, self.hidden) for _ in range(self.states)]
+            state = self._carried_state(batch, transformed)
         keep = cont.detach().reshape(steps, batch)
         outputs = []
         for t in range(steps):
@@ -127,14 +134,42 @@ class _Recurrent(CaffeLayer):
         tops = [torch.stack(outputs)]
         if self.expose:  # Caffe shares only the data of the final state: no gradient
             tops += [s.detach().reshape(1, batch, self.hidden) for s in state]
+        else:
+            self._carry(state)
         return tuple(tops)
+
+    def _carried_state(self, batch: int, like: torch.Tensor) -> list[torch.Tensor]:
+        """The initial state of this pass: the first N·H values of the final-state blobs
+        (reallocated as zeros when they grow past their size, as Caffe's Blob::Reshape)."""
+        count = batch * self.hidden
+        self._carried = [c.to(like.device) if c.numel() >= count
+                         else torch.zeros(count, device=like.device) for c in self._carried]
+        return [c[:count].reshape(batch, self.hidden).to(like.dtype) for c in self._carried]
+
+    def _carry(self, state: list[torch.Tensor]) -> None:
+        # New tensors, not writes into the old ones: autograd may still hold those.
+        flat = [s.detach().reshape(-1).float() for s in state]
+        self._carried = [torch.cat([f, c[f.numel():].to(f.device)])
+                         for f, c in zip(flat, self._carried, strict=True)]
+
+    def reset_carried_state(self) -> None:
+        """Zero the carried state (Caffe's RecurrentLayer::Reset)."""
+        self._carried = [torch.zeros_like(c) for c in self._carried]
+
+    @contextlib.contextmanager
+    def probing(self) -> Iterator[None]:
+        kept = list(self._carried)
+        try:
+            yield
+        finally:
+            self._carried = kept
 
     def step(self, total: torch.Tensor, state: list[torch.Tensor], cont: torch.Tensor
              ) -> tuple[list[torch.Tensor], torch.Tensor]:
         raise NotImplementedError
 
 
-class LSTM(_Recurrent):
+class LSTM(Recurrent):
     """Caffe's LSTM: gates W_xc x + b_c (+ W_xc_static x_static) + W_hc (cont h_prev)."""
 
     gates = 4
@@ -146,7 +181,7 @@ class LSTM(_Recurrent):
         return [h, c], h
 
 
-class RNN(_Recurrent):
+class RNN(Recurrent):
     """Caffe's RNN: h = tanh(W_xh x + b_h (+ W_xh_static x_static) + W_hh (cont h_prev)),
     output o = tanh(W_ho h + b_o)."""
 

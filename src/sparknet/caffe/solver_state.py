@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sparknet.caffe import schema
-from sparknet.caffe.solver import CaffeSolver
+from sparknet.caffe.solver import CaffeSolver, SolverConfig
 from sparknet.caffe.weights import array_to_blob, blob_to_array
 from sparknet.errors import CaffeFormatError
 
@@ -42,6 +42,10 @@ def read_solverstate(path: str | Path) -> SolverState:
         data = Path(path).read_bytes()
     except OSError as err:
         raise CaffeFormatError(f"cannot read {path}: {err.strerror}; check the path") from None
+    if data.startswith(b"\x89HDF\r\n\x1a\n"):
+        raise CaffeFormatError(f"{path} is an HDF5 solver state, which sparknet does not "
+                               "read; snapshot with snapshot_format: BINARYPROTO (Caffe's "
+                               "default)")
     message = schema.message_class("SolverState")()
     try:
         message.ParseFromString(data)
@@ -52,6 +56,36 @@ def read_solverstate(path: str | Path) -> SolverState:
                     for i, blob in enumerate(message.history))
     return SolverState(iteration=int(message.iter), learned_net=message.learned_net,
                        current_step=int(message.current_step), history=history)
+
+
+def learned_net_path(path: str | Path, state: SolverState) -> Path | None:
+    """The caffemodel a snapshot names (``learned_net``, None when it names none): where
+    Caffe opens it (relative to the working directory), else the file of that name beside
+    the .solverstate (a snapshot moved with its caffemodel)."""
+    if not state.learned_net:
+        return None
+    named = Path(state.learned_net)
+    beside = Path(path).parent / named.name
+    for candidate in (named, beside):
+        if candidate.is_file():
+            return candidate.absolute()
+    raise CaffeFormatError(f"{path} names its weights {state.learned_net}, which exists neither "
+                           f"there nor beside it ({beside}); put the caffemodel Caffe wrote "
+                           "with the snapshot beside the .solverstate")
+
+
+def check_schedule(config: SolverConfig, state: SolverState, *, source: str) -> None:
+    """Refuse (one line) a snapshot whose multistep position is not where this solver's
+    ``stepvalue`` puts its iteration: Caffe would go on from the snapshot's position, the
+    CaffeSolver from its iteration."""
+    if config.lr_policy != "multistep":
+        return
+    expected = sum(1 for value in config.stepvalue if state.iteration > value)
+    if state.current_step != expected:
+        raise CaffeFormatError(
+            f"{source} is at multistep step {state.current_step} after {state.iteration} "
+            f"iterations, but this solver's stepvalue {list(config.stepvalue)} gives step "
+            f"{expected}: continue with the solver the snapshot was taken with")
 
 
 def _caffe_order(net: nn.Module) -> list[nn.Parameter]:

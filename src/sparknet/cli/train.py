@@ -134,6 +134,9 @@ def given_values(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, An
         for part in s.path[:-1]:
             target = target.setdefault(part, {})
         target[s.path[-1]] = value
+    snapshot = values.get("optimizer", {}).get("caffe_snapshot")
+    if isinstance(snapshot, str) and snapshot:  # executors and resumed runs read it
+        values["optimizer"]["caffe_snapshot"] = absolute(snapshot)
     # No data flag: a caffe: net whose Data layer names an existing database trains on it,
     # with the shape of its records and the layer's batch size (caffe_db_input).
     from_database = not any(getattr(args, name, None) is not None
@@ -196,6 +199,10 @@ def run(args: argparse.Namespace) -> int:
     check_limits(data_source, num_workers=config.engine.num_workers,
                  batch_size=config.engine.batch_size)
     model.local_optimizer(config.optimizer)
+    if config.optimizer.caffe_snapshot is not None:
+        from sparknet.engine.state import starting_state
+
+        starting_state(model, config)  # the snapshot's weights and history fit the net
     classes: list[str] | None = None
     if data_source.kind == "images":
         classes, num_classes = image_input.check(data_source, model, config,

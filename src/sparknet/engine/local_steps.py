@@ -32,7 +32,7 @@ from sparknet.flat import (
     load_flat_state,
     state_tensors,
 )
-from sparknet.models.kinds import InputPrep, LocalOptimizer
+from sparknet.models.kinds import InputPrep, LocalOptimizer, reset_carried_state
 from sparknet.models.objectives import MULTICLASS, Objective
 
 
@@ -142,6 +142,7 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, stat
     start = torch.from_numpy(state.floats).to(device)
     load_flat_state(model, layout, start, state.ints)
     model.train()
+    reset_carried_state(model)  # a recurrent state carries over this task's steps only
     optimizer = plan.optimizer.make(model, iteration=plan.step_offset)
     params = flat_parameters_view(model, layout)
     momentum_key = plan.optimizer.momentum_key
@@ -167,7 +168,7 @@ def run_local_steps(model: nn.Module, layout: FlatLayout, shard: ShardRows, stat
     encoded = encode_delta(delta, plan.compression)
     momentum = None
     if state.momentum is not None:
-        momentum = (_flat_momentum(optimizer, params, layout.num_floats, momentum_key)
+        momentum = (flat_momentum(optimizer, params, layout.num_floats, momentum_key)
                     * np.float32(weight))
     return WorkerResult(delta=encoded, weight=weight, loss_sum=float(loss_sum.item()),
                         correct=int(correct.item()), samples=plan.tau * micro * plan.batch_size,
@@ -233,8 +234,10 @@ def _load_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, n
             .to(param.dtype, copy=True))
 
 
-def _flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
-                   size: int, key: str) -> np.ndarray:
+def flat_momentum(optimizer: torch.optim.Optimizer, params: list[tuple[Entry, nn.Parameter]],
+                  size: int, key: str) -> np.ndarray:
+    """The optimizer's per-parameter buffer ``key`` as one flat float32 array of ``size``
+    (zeros where a parameter has none), laid out as the flat weights."""
     if not params:
         return np.zeros(size, dtype=np.float32)
     flat = torch.zeros(size, dtype=torch.float32, device=params[0][1].device)
@@ -254,6 +257,7 @@ def evaluate_shard(model: nn.Module, layout: FlatLayout, shard: ShardRows, state
     model.to(device)
     load_flat_state(model, layout, state.floats, state.ints)
     model.eval()
+    reset_carried_state(model)
     loss_sum, correct = 0.0, 0
     rng = np.random.default_rng(0)  # only a Caffe transform with mirror draws in TEST phase
     for start in range(0, len(shard), batch_size):

@@ -36,7 +36,7 @@ from sparknet.engine.run_dir import (
     write_result,
 )
 from sparknet.engine.runner import Evaluation, Runner, WorkerResults
-from sparknet.engine.state import TrainState, initial_state
+from sparknet.engine.state import TrainState, starting_state
 from sparknet.engine.tau import FixedTau, RoundTiming, TauPolicy, TauSchedule
 from sparknet.errors import ConfigError, TrainingError
 from sparknet.flat import FlatLayout
@@ -182,8 +182,7 @@ class _Run:
         objective.check_outputs(outputs, network=model.key)
         if spec.row_weights:
             objective.check_row_weights()
-        layout, floats, ints = initial_state(model, config.seed)
-        state = TrainState.initial(config, floats, ints)
+        layout, state = starting_state(model, config)
         run_path, log = open_run(options.run_dir, config, resume=options.resume)
         if run_path is not None and options.resume:
             state = restore(run_path, config, layout, fresh=state)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -10,9 +10,9 @@ import torch
 
 from sparknet.averaging import OuterState, init_outer_state
 from sparknet.config import TrainConfig
-from sparknet.engine.local_steps import RoundState
+from sparknet.engine.local_steps import RoundState, flat_momentum
 from sparknet.errors import DataError
-from sparknet.flat import FlatLayout, flatten_state
+from sparknet.flat import FlatLayout, flat_parameters_view, flatten_state
 from sparknet.models.kinds import ModelKind
 from sparknet.weights_dir import WeightsDir, flat_from_tensors, named_tensors
 
@@ -30,6 +30,29 @@ def initial_state(model: ModelKind, seed: int) -> tuple[FlatLayout, np.ndarray, 
     layout = FlatLayout.of(module)
     floats, ints = flatten_state(module, layout)
     return layout, floats, ints
+
+
+def starting_state(model: ModelKind, config: TrainConfig) -> tuple[FlatLayout, TrainState]:
+    """The layout and the state a run starts from: the network's initial weights (a
+    function of the seed alone), or where the model kind's ``starting_point`` puts them (a
+    Caffe snapshot: its weights, its iteration as the first local step, and with averaged
+    momentum the snapshot's history as the workers' starting momentum)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        module = model.build()
+    iteration = model.starting_point(config.optimizer, module)
+    layout = FlatLayout.of(module)
+    floats, ints = flatten_state(module, layout)
+    state = TrainState.initial(config, floats, ints)
+    if iteration == 0:
+        return layout, state
+    optimizer = model.local_optimizer(config.optimizer)
+    made = optimizer.make(module, iteration=iteration)  # refuses a state that does not fit
+    momentum = state.momentum
+    if momentum is not None:
+        momentum = flat_momentum(made, flat_parameters_view(module, layout),
+                                 layout.num_floats, optimizer.momentum_key)
+    return layout, replace(state, step_offset=iteration, momentum=momentum)
 
 
 @dataclass(frozen=True)

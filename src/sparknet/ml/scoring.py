@@ -29,7 +29,7 @@ from sparknet.engine.tasks import task_device
 from sparknet.engine.transport import Shared
 from sparknet.errors import DataError
 from sparknet.flat import load_flat_state
-from sparknet.models.kinds import InputPrep, ModelKind
+from sparknet.models.kinds import InputPrep, ModelKind, reset_carried_state
 from sparknet.models.objectives import MULTICLASS, Objective
 
 if TYPE_CHECKING:
@@ -99,6 +99,7 @@ def score_column(feature: Column, plan: ScoringPlan, weights: Shared) -> Column:
         floats, ints = weights.value
         assert floats is not None and ints is not None
         module = cached_scorer(plan, floats, ints)
+        reset_carried_state(module)  # a recurrent state carries over this task's rows only
         for batch in batches:
             yield score_array(plan, module, batch)
 
@@ -166,6 +167,7 @@ def scoring_udf(plan: ScoringPlan, weights: Shared, *, start: int, width: int,
         floats, ints = weights.value
         assert floats is not None and ints is not None
         module = cached_scorer(plan, floats, ints)
+        reset_carried_state(module)  # a recurrent state carries over this task's rows only
         for batch in batches:
             if pa.types.is_struct(batch.type):
                 batch = vector_values(batch)

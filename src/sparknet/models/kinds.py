@@ -70,6 +70,19 @@ class LocalOptimizer(Protocol):
     def make(self, module: nn.Module, *, iteration: int) -> torch.optim.Optimizer: ...
 
 
+def reset_carried_state(module: nn.Module) -> None:
+    """Zero what ``module`` carries from one forward pass to the next (Caffe's LSTM and RNN
+    without expose_hidden): the first module down each branch that has a
+    ``reset_carried_state`` method resets its part. A task calls this first, so that its
+    result does not depend on what its Python worker's cached network ran before."""
+    reset = getattr(module, "reset_carried_state", None)
+    if callable(reset):
+        reset()
+        return
+    for child in module.children():
+        reset_carried_state(child)
+
+
 @dataclass(frozen=True)
 class ScaledInput:
     """``x = features.astype(float32) * scale``, reshaped to the network's input shape."""
@@ -165,6 +178,13 @@ class ModelKind:
     def write_exports(self, module: nn.Module, folder: Path) -> list[Path]:
         """Extra files a finished run writes next to its weights (none by default)."""
         return []
+
+    def starting_point(self, config: OptimizerConfig, module: nn.Module) -> int:
+        """Put the freshly built ``module`` where training starts and return the local step
+        (iteration) it starts at: 0 by default; a run that continues a solver snapshot
+        (Caffe's .solverstate) starts from the snapshot's weights and iteration, and the
+        local optimizer made for that iteration holds the snapshot's state."""
+        return 0
 
 
 def _checked(module: object, key: str) -> nn.Module:
