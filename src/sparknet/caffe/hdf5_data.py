@@ -114,7 +114,7 @@ def file_rows(path: Path, datasets: tuple[str, ...]) -> list[np.ndarray]:
                 raise DataError(f"{path} has no dataset {name!r} (it holds {sorted(file)}); "
                                 "an HDF5Data layer reads the datasets named by its tops")
             dataset = file[name]
-            if dataset.dtype.kind not in "fiub":
+            if dataset.dtype.kind not in "fiu":
                 raise DataError(f"{path}: dataset {name!r} is of type {dataset.dtype}; Caffe "
                                 "reads only integer and float datasets")
             if dataset.ndim < 1:

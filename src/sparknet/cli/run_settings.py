@@ -73,7 +73,7 @@ class DataSource:
                            if p.is_file())
         for p in files:
             stat = p.stat()
-            name = p.relative_to(root.parent) if p.is_relative_to(root.parent) else p
+            name = str(p.relative_to(root.parent) if p.is_relative_to(root.parent) else p)
             digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:32]
 
