@@ -10,7 +10,15 @@
   in both shape spellings; random fillers by their distribution (as in
   test_fillers_oracle), drawn anew in each pass by both.
 - ImageData: an image list with PNG and JPEG images (colour and gray, resized, cropped,
-  mean values, scale); Caffe's first two batches equal ``image_data_batch`` exactly.
+  mean values, scale); Caffe's first batches equal ``image_data_batch`` exactly.
+- WindowData: a window file over two noise images (foreground and background windows, some
+  at the borders); Caffe draws its windows (and mirrorings) with its own random numbers, so
+  each item of Caffe's batches must equal ``window_crop`` of one window of its kind
+  (background first, then foreground), with that window's label: warp and square crops,
+  context padding clipped at the image border, mirroring, mean values, a mean file, scale.
+  Equal means within one grey level (times ``scale``): where OpenCV enlarges a small window
+  (4x4 to 6x6 here) a few of its bilinear values are one level lower than sparknet's
+  re-implementation gives (docs/caffe.md, known gaps); every other item is exact.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ import pytest
 from sparknet.caffe import build_net, parse_net_text
 from sparknet.caffe.hdf5_data import first_batch, hdf5_source
 from sparknet.caffe.prototxt import read_net
-from sparknet.caffe.transform import image_data_batch
+from sparknet.caffe.transform import TransformConfig, image_data_batch, load_mean, read_image
+from sparknet.caffe.window_data import window_crop, window_file_of_layer
 from tests.caffe.conftest import assert_matches_caffe
 
 from .oracle import run_request
@@ -74,6 +83,48 @@ IMAGE_CASES = {
     "image_png_gray_resized": ("png", False, 7, 5, "", 3),
     "image_jpeg_resized_crop": ("jpg", True, 9, 11, "crop_size: 5", 3),
 }
+
+# name: (window_data_param extras, transform_param, batch size)
+WINDOW_CASES = {
+    "window_warp": ("fg_fraction: 0.5", "crop_size: 6", 4),
+    "window_context_pad_mean_values": ("context_pad: 2 scale: 0.5 fg_fraction: 0.25",
+                                       "crop_size: 8 mean_value: 10 mean_value: 20 "
+                                       "mean_value: 30", 5),
+    "window_square_mirror": ("crop_mode: 'square' context_pad: 3 fg_fraction: 0.75 "
+                             "bg_threshold: 0.25",
+                             "crop_size: 9 mirror: true", 6),
+    "window_mean_file": ("context_pad: 1", "crop_size: 8 mean_file: 'window_mean.binaryproto'",
+                         4),
+}
+WINDOWS = [  # (image, label, overlap, x1, y1, x2, y2)
+    (0, 1, 0.9, 2, 3, 12, 15), (0, 2, 0.7, 0, 0, 8, 6), (0, 0, 0.1, 10, 5, 19, 23),
+    (0, 3, 0.3, 1, 1, 4, 4),  # background, or dropped under bg_threshold 0.25
+    (1, 3, 0.5, 5, 4, 17, 15), (1, 0, 0.0, 0, 0, 17, 15), (1, 1, 0.2, 12, 9, 17, 15),
+]
+
+
+def _write_window_files(folder: Path, rng: np.random.Generator) -> None:
+    from PIL import Image
+
+    from sparknet.caffe.weights import array_to_blob
+
+    lines = []
+    for index, (height, width) in enumerate(((24, 20), (16, 18))):
+        pixels = rng.integers(0, 256, size=(height, width, 3)).astype(np.uint8)
+        Image.fromarray(pixels).save(folder / f"window{index}.png")
+        mine = [w for w in WINDOWS if w[0] == index]
+        lines += [f"# {index}", f"window{index}.png", "3", str(height), str(width),
+                  str(len(mine)), *(" ".join(map(str, w[1:])) for w in mine)]
+    (folder / "windows.txt").write_text("\n".join(lines) + "\n")
+    mean = rng.uniform(0, 100, size=(1, 3, 12, 12)).astype(np.float32)
+    (folder / "window_mean.binaryproto").write_bytes(array_to_blob(mean).SerializeToString())
+
+
+def _window_prototxt(name: str) -> str:
+    extra, transform, batch = WINDOW_CASES[name]
+    return (f'layer {{ name: "d" type: "WindowData" top: "data" top: "label" '
+            f'window_data_param {{ source: "windows.txt" batch_size: {batch} {extra} }} '
+            f'transform_param {{ {transform} }} }}\n')
 
 
 def _write_hdf5_case(folder: Path, name: str, rng: np.random.Generator) -> str:
@@ -134,11 +185,14 @@ def caffe_data(oracle_ready: None, tmp_path_factory: pytest.TempPathFactory
     rng = np.random.default_rng(5)
     np.savez(folder / "empty.npz")
     entries: list[dict[str, object]] = []
-    for name in (*HDF5_CASES, *DUMMY_CASES, *IMAGE_CASES):
+    _write_window_files(folder, rng)
+    for name in (*HDF5_CASES, *DUMMY_CASES, *IMAGE_CASES, *WINDOW_CASES):
         if name in HDF5_CASES:
             text = _write_hdf5_case(folder, name, rng)
         elif name in DUMMY_CASES:
             text = _dummy_prototxt(name)
+        elif name in WINDOW_CASES:
+            text = _window_prototxt(name)
         else:
             text = _write_image_case(folder, name, rng)
         (folder / f"{name}.prototxt").write_text(text)
@@ -208,3 +262,41 @@ def test_image_data_matches_caffe(case: str, caffe_data: tuple[Path, Any]) -> No
         data, labels = image_data_batch(layer, folder=folder, start=k * batch)
         assert_matches_caffe(data, caffe[f"pass{k + 1}:blob:data"], f"{case} pass {k + 1}")
         np.testing.assert_array_equal(labels, caffe[f"pass{k + 1}:blob:label"])
+
+
+@pytest.mark.parametrize("case", list(WINDOW_CASES))
+def test_window_data_matches_caffe(case: str, caffe_data: tuple[Path, Any]) -> None:
+    folder = caffe_data[0]
+    caffe = _caffe(caffe_data, case)
+    layer = read_net(folder / f"{case}.prototxt").layer[0]
+    p = layer.window_data_param
+    config = TransformConfig.from_proto(layer.transform_param, folder=folder)
+    windows = window_file_of_layer(layer, folder=folder)
+    assert len(windows.foreground) == 3
+    assert len(windows.background) == (3 if p.bg_threshold < 0.3 else 4)
+    images = [read_image(path, is_color=True) for path, _ in windows.images]
+    mean = load_mean(config)
+    num_fg = int(np.float32(p.batch_size) * np.float32(p.fg_fraction))
+    crops = {}  # (foreground?, label) -> every crop of that kind
+    for fg, pool in ((False, windows.background), (True, windows.foreground)):
+        for window in pool:
+            for mirror in (False, True) if config.mirror else (False,):
+                crop = window_crop(images[window.image], window, crop_size=config.crop_size,
+                                   context_pad=p.context_pad, square=p.crop_mode == "square",
+                                   mirror=mirror, scale=p.scale, mean=mean,
+                                   mean_values=config.mean_value)
+                crops.setdefault(fg, []).append((window, mirror, crop))
+    for k in range(1, PASSES + 1):
+        data, labels = caffe[f"pass{k}:blob:data"], caffe[f"pass{k}:blob:label"]
+        assert data.shape == (p.batch_size, 3, config.crop_size, config.crop_size)
+        for item in range(p.batch_size):
+            fg = item >= p.batch_size - num_fg
+            bound = 1e-5 * max(1.0, float(np.abs(data[item]).max())) + p.scale
+            found = [(w, m) for w, m, crop in crops[fg]
+                     if np.abs(crop - data[item]).max() <= bound and w.label == labels[item]]
+            exact = [(w, m) for w, m, crop in crops[fg]
+                     if np.abs(crop - data[item]).max() <= bound - p.scale]
+            small = all((w.x2 - w.x1 + 1) * (w.y2 - w.y1 + 1) <= 16 for w, _ in found)
+            assert exact or small, f"{case} pass {k} item {item}: {found} off by one level"
+            assert found, (f"{case} pass {k} item {item}: no {'fg' if fg else 'bg'} window "
+                           f"gives Caffe's crop (label {labels[item]})")
