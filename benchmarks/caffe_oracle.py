@@ -109,8 +109,8 @@ CHECKS = {
     "(one test per case)",
     "test_window_data_matches_caffe": "WindowData on a window file (warp/square crops, "
     "context padding clipped at borders, mirror, mean values/file, scale): each item of "
-    "Caffe's 3 batches is sparknet's warp of a window of its kind with its label, within "
-    "one grey level (exact but where OpenCV enlarges a 4x4 window; one test per case)",
+    "Caffe's 3 batches is sparknet's warp of a window of its kind with its label, exactly "
+    "(one test per case)",
 }
 
 # Caffe 1.0's layer types outside the fuzzer's table, and how each is compared with Caffe
