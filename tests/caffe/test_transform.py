@@ -78,3 +78,15 @@ def test_image_list_errors(tmp_path: Path) -> None:
     (tmp_path / "l.txt").write_text("a.png 1\nb.png notalabel\n")
     with pytest.raises(DataError, match="l.txt:2"):
         read_image_list(tmp_path / "l.txt")
+
+
+def test_enlarging_rows_past_the_edges_is_opencvs() -> None:
+    # Real Caffe's WindowData warp of a 4x4 window to 6x6 (one channel of it; found by the
+    # oracle): OpenCV keeps the row weights past the top and bottom edges and reads the
+    # edge row twice, which rounds differently from clamping the weights to (1, 0).
+    image = np.array([[128, 238, 83, 39], [56, 167, 177, 238], [236, 82, 48, 2],
+                      [203, 234, 188, 51]], dtype=np.uint8)
+    caffe = [[128, 183, 212, 109, 61, 39], [92, 147, 190, 142, 134, 139],
+             [86, 119, 153, 155, 177, 199], [206, 151, 92, 74, 55, 41],
+             [220, 189, 151, 125, 72, 27], [203, 218, 226, 196, 119, 51]]
+    np.testing.assert_array_equal(resize_linear(image, 6, 6), caffe)

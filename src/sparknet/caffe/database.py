@@ -314,6 +314,12 @@ def write_parquet(source: DatabaseSource, target: Path, *, limit: int | None = N
     """Streams the database into one Parquet file (columns ``features``, ``label``);
     returns the number of rows. The file is written beside ``target`` and renamed, so a
     failed conversion leaves no partial file."""
+    return write_batches(database_batches(source, limit=limit), target)
+
+
+def write_batches(batches: Iterator[Any], target: Path) -> int:
+    """Streams Arrow record batches (at least one) into one Parquet file ``target``, written
+    beside it and renamed, so a failed conversion leaves no partial file; returns the rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -322,7 +328,7 @@ def write_parquet(source: DatabaseSource, target: Path, *, limit: int | None = N
     rows = 0
     writer = None
     try:
-        for batch in database_batches(source, limit=limit):
+        for batch in batches:
             if writer is None:
                 writer = pq.ParquetWriter(str(partial), batch.schema)
             writer.write_table(pa.Table.from_batches([batch]))
@@ -332,7 +338,7 @@ def write_parquet(source: DatabaseSource, target: Path, *, limit: int | None = N
             writer.close()
         partial.unlink(missing_ok=True)
         raise
-    assert writer is not None  # database_batches raises for an empty database
+    assert writer is not None  # the batch sources raise for an empty source
     writer.close()
     partial.replace(target)
     return rows

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from sparknet.caffe.database import DatabaseSource, database_shape, source_of_layer
+from sparknet.caffe.hdf5_data import HDF5Source, hdf5_shape, hdf5_source_of_layer
 from sparknet.caffe.net import DATA_TYPES, CaffeLogits, CaffeNet
 from sparknet.caffe.prototxt import filter_phase, read_net, read_text
 from sparknet.caffe.solver import SolverConfig, parse_solver_text
@@ -117,7 +118,8 @@ def build_model(ref: CaffeRef) -> nn.Module:
 def train_transform(ref: CaffeRef) -> TransformConfig | None:
     """The TRAIN-phase Data layer's transform_param (None when it has none)."""
     layer = _data_layer(_train_definition(ref))
-    if layer is None or not layer.HasField("transform_param"):
+    # Caffe's HDF5Data has no DataTransformer: a transform_param there is ignored.
+    if layer is None or layer.type == "HDF5Data" or not layer.HasField("transform_param"):
         return None
     return TransformConfig.from_proto(layer.transform_param, folder=Path(ref.net).parent)
 
@@ -294,40 +296,53 @@ def with_input_shape(model: str, shape: tuple[int, ...]) -> str:
     return str(replace(ref, input_shape=network_shape(train_transform(ref), shape)))
 
 
-def training_database(model: str) -> DatabaseSource | None:
-    """The LMDB/LevelDB that the TRAIN-phase Data layer of a ``caffe:`` reference names, when
-    it exists (None otherwise: the CLI then trains on what its flags name)."""
+def _training_source(layer: Any, ref: CaffeRef) -> DatabaseSource | HDF5Source | None:
+    folder = Path(ref.net).parent
+    if layer is not None and layer.type == "Data" and layer.data_param.source:
+        return source_of_layer(layer, folder=folder)
+    if layer is not None and layer.type == "HDF5Data" and layer.hdf5_data_param.source:
+        return hdf5_source_of_layer(layer, folder=folder)
+    return None
+
+
+def training_database(model: str) -> DatabaseSource | HDF5Source | None:
+    """The LMDB/LevelDB that the TRAIN-phase Data layer of a ``caffe:`` reference names, or
+    the HDF5 files its HDF5Data layer's list names, when they exist (None otherwise: the
+    CLI then trains on what its flags name)."""
     ref = parse_caffe_ref(model)
-    layer = _data_layer(_train_definition(ref))
-    if layer is None or layer.type != "Data" or not layer.data_param.source:
-        return None
     try:
-        return source_of_layer(layer, folder=Path(ref.net).parent)
+        return _training_source(_data_layer(_train_definition(ref)), ref)
     except DataError:
         return None
 
 
 def unusable_training_source(model: str) -> str | None:
-    """Why the database the TRAIN-phase Data layer names cannot be used (it is missing or
-    broken), or None when it names none or it can be used."""
+    """Why the database (or HDF5 file list) the TRAIN-phase data layer names cannot be used
+    (it is missing or broken), or None when it names none or it can be used."""
     ref = parse_caffe_ref(model)
-    layer = _data_layer(_train_definition(ref))
-    if layer is None or layer.type != "Data" or not layer.data_param.source:
-        return None
     try:
-        source_of_layer(layer, folder=Path(ref.net).parent)
+        _training_source(_data_layer(_train_definition(ref)), ref)
     except DataError as exc:
         return str(exc)
     return None
 
 
+def training_shape(source: DatabaseSource | HDF5Source) -> tuple[int, ...]:
+    """The per-example shape of a training source: a database's first record (C, H, W), an
+    HDF5 list's first row of its data dataset."""
+    if isinstance(source, HDF5Source):
+        return hdf5_shape(source)
+    return database_shape(source)
+
+
 def with_database_shape(model: str) -> str:
     """Adds ``#C,H,W`` from the first record of the database the net's Data layer names (the
-    shape Caffe's Data layer infers), cropped by its transform; unchanged without one."""
+    shape Caffe's Data layer infers), cropped by its transform, or the first row of its
+    HDF5Data layer's data; unchanged without one."""
     database = training_database(model)
     if database is None:
         return model
-    return with_input_shape(model, database_shape(database))
+    return with_input_shape(model, training_shape(database))
 
 
 def data_layer_batch_size(model: str) -> int:

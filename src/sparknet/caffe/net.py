@@ -19,6 +19,7 @@ from google.protobuf import text_format
 from torch import nn
 
 from sparknet.caffe import array_layers, blob_ops, hdf5_output, layers, losses, recurrent, schema
+from sparknet.caffe.dummy_data import DummyData, dummy_shapes
 from sparknet.caffe.prototxt import filter_phase, insert_splits, read_net
 from sparknet.caffe.support import check_fields, unsupported_type_message
 from sparknet.caffe.weights import LayerBlobs, array_to_blob, fit_legacy_shape, read_weights
@@ -134,7 +135,7 @@ def data_shapes(layer: Any) -> list[Shape | None]:
         p = layer.memory_data_param
         return [(p.batch_size, p.channels, p.height, p.width), (p.batch_size,)]
     if t == "DummyData":
-        return [tuple(int(d) for d in s.dim) for s in layer.dummy_data_param.shape]
+        return list(dummy_shapes(layer))
     batch = {"Data": layer.data_param.batch_size, "ImageData": layer.image_data_param.batch_size,
              "HDF5Data": layer.hdf5_data_param.batch_size}.get(t)
     shapes: list[Shape | None] = [None, (batch,) if batch else None]
@@ -167,11 +168,16 @@ class CaffeNet(nn.Module):
         self._given_mults: dict[str, set[str]] = {}  # owner -> multipliers a prototxt gave
         self.load_report: LoadReport | None = None
         gen = torch.Generator().manual_seed(seed)
+        # DummyData draws its non-constant fillers in every forward pass, from its own seed.
+        self._dummy: list[DummyData] = []
+        self._dummy_gen = torch.Generator().manual_seed((seed + 1) % (1 << 63))
         given = {k: tuple(int(d) for d in v) for k, v in (input_shapes or {}).items()}
         probe: dict[str, torch.Tensor] = {}
         for layer in graph.layer:
             if layer.type in DATA_TYPES:
                 self._add_inputs(layer, given, probe)
+                if layer.type == "DummyData":
+                    self._dummy.append(DummyData(layer, generator=self._dummy_gen))
             else:
                 self._add_layer(layer, probe, gen)
         unused = set(given) - set(self.input_names)
@@ -188,7 +194,7 @@ class CaffeNet(nn.Module):
                     ) -> None:
         declared = data_shapes(layer)
         first = given.get(layer.top[0]) if len(layer.top) else None
-        if layer.type != "Input" and first is not None and len(declared) > 1:
+        if layer.type not in ("Input", "DummyData") and first is not None and len(declared) > 1:
             declared[1] = (first[0],)  # the label follows the batch size given for the data
         for i, top in enumerate(layer.top):
             shape = given.get(top, declared[i] if i < len(declared) else None)
@@ -385,9 +391,13 @@ class CaffeNet(nn.Module):
 
     def run(self, blobs: dict[str, torch.Tensor], *, targets: Sequence[str] | None = None
             ) -> dict[str, torch.Tensor]:
-        """Run the layers needed for ``targets`` (default: all) on named input blobs."""
+        """Run the layers needed for ``targets`` (default: all) on named input blobs. The tops
+        of DummyData layers not given are its fillers' values (Caffe's forward pass)."""
         needed = self._needed(targets) if targets is not None else None
         blobs = dict(blobs)
+        for dummy in self._dummy:
+            if not set(dummy.names) <= set(blobs):
+                blobs.update({k: v for k, v in dummy.tops().items() if k not in blobs})
         for index, (key, kind, bottoms, tops) in enumerate(self._plan):
             if needed is not None and index not in needed:
                 continue

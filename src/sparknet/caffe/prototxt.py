@@ -161,6 +161,9 @@ def _upgrade_data_transform(layer: Any) -> None:
             continue
         param = getattr(layer, param_name)
         for field in _TRANSFORM_FIELDS:
+            # WindowData scales by its own window_data_param.scale (Caffe's load_batch).
+            if param_name == "window_data_param" and field == "scale":
+                continue
             if param.HasField(field):
                 setattr(layer.transform_param, field, getattr(param, field))
                 param.ClearField(field)

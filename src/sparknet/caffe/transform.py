@@ -116,16 +116,18 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.where((r == g) & (r == b), r, gray).astype(np.uint8)
 
 
-def _linear_taps(dst: int, src: int) -> list[tuple[int, int, int]]:
-    # OpenCV INTER_LINEAR: half-pixel centres, clamped edges, weights rounded to 1/2048.
+def _linear_taps(dst: int, src: int, *, clamp: bool = True) -> list[tuple[int, int, int]]:
+    # OpenCV INTER_LINEAR: half-pixel centres, weights rounded to 1/2048. Columns past the
+    # edges are clamped to the edge pixel (weights 1, 0); rows are not (``clamp=False``):
+    # OpenCV keeps the row weights and reads the edge row twice (rows clipped).
     scale, taps = src / dst, []
     for d in range(dst):
         f = np.float32((d + 0.5) * scale - 0.5)
         s = int(np.floor(f))
         f = np.float32(f - s)
-        if s < 0:
+        if clamp and s < 0:
             s, f = 0, np.float32(0)
-        if s >= src - 1:
+        if clamp and s >= src - 1:
             s, f = src - 1, np.float32(0)
         taps.append((s, int(np.rint((np.float32(1) - f) * 2048)), int(np.rint(f * 2048))))
     return taps
@@ -136,7 +138,7 @@ def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     src_h, src_w = image.shape[:2]
     img = image.astype(np.int64)
     xs = _linear_taps(width, src_w)
-    ys = _linear_taps(height, src_h)
+    ys = _linear_taps(height, src_h, clamp=False)
     idx = np.array([s for s, _, _ in xs])
     nxt = np.minimum(idx + 1, src_w - 1)
     a0 = np.array([a for _, a, _ in xs]).reshape((1, -1) + (1,) * (img.ndim - 2))
@@ -144,7 +146,7 @@ def resize_linear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     rows = img[:, idx] * a0 + img[:, nxt] * a1
     out = np.empty((height, width) + image.shape[2:], dtype=np.int64)
     for dy, (s, b0, b1) in enumerate(ys):
-        r0, r1 = rows[s], rows[min(s + 1, src_h - 1)]
+        r0, r1 = rows[min(max(s, 0), src_h - 1)], rows[min(max(s + 1, 0), src_h - 1)]
         # The SIMD rounding of OpenCV's VResizeLinear for 8-bit output.
         out[dy] = (((b0 * (r0 >> 4)) >> 16) + ((b1 * (r1 >> 4)) >> 16) + 2) >> 2
     return np.clip(out, 0, 255).astype(np.uint8)

@@ -62,7 +62,9 @@ class DataSource:
                     digest.update(name.encode())
                     digest.update((root / name).read_bytes())
             return digest.hexdigest()[:32]
-        if self.kind == "caffe-db":
+        if self.kind == "caffe-db" and "files" in self.columns:  # HDF5Data: list + files
+            files = [root, *(Path(p) for p in self.columns["files"])]
+        elif self.kind == "caffe-db":
             # LMDB: its one data file; LevelDB rewrites its files when opened, so only the
             # path is compared for it.
             files = [root / "data.mdb"] if (root / "data.mdb").is_file() else []
@@ -71,8 +73,8 @@ class DataSource:
                            if p.is_file())
         for p in files:
             stat = p.stat()
-            digest.update(f"{p.relative_to(root.parent)}|{stat.st_size}|{stat.st_mtime_ns}\n"
-                          .encode())
+            name = str(p.relative_to(root.parent) if p.is_relative_to(root.parent) else p)
+            digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
         return digest.hexdigest()[:32]
 
 
