@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import re
 import socket
@@ -13,7 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
 from sparknet.errors import ConfigError, TrainingError
@@ -93,14 +92,17 @@ def remote_session(url: str, *, app_name: str = "sparknet",
 
     The server must answer within ``timeout`` seconds (a listener that accepts connections
     and never answers is one line, not a silent wait); afterwards the client's calls other
-    than running a job have that deadline, and a server that dies is retried for about that
-    long, not Spark's default 10 minutes.
+    than running a job have that deadline, and all its calls together retry a server that
+    went away for ``timeout`` seconds, not Spark's 10 minutes per call
+    (``engine.connect_deadlines``).
     """
     check_remote(url)
     import warnings
 
     from pyspark import SparkContext
     from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    from sparknet.engine.connect_deadlines import bound_client, channel
 
     # PySpark warns when its retries of a lost server run out, then raises: the raised error
     # becomes sparknet's one line, the warning would be two more.
@@ -113,8 +115,8 @@ def remote_session(url: str, *, app_name: str = "sparknet",
     # Made directly, so that its client has the deadlines before its first call (the
     # builder's getOrCreate calls the server at once); the builder then finds it as the
     # default session and sets the application name.
-    session = RemoteSession(connection=url)
-    _bound_client(session, timeout)  # type: ignore[arg-type]
+    session = RemoteSession(connection=channel(url, timeout))
+    bound_client(session, timeout)
     RemoteSession._set_default_and_active_session(session)
     failed: list[BaseException] = []
 
@@ -128,41 +130,29 @@ def remote_session(url: str, *, app_name: str = "sparknet",
     thread = threading.Thread(target=connect, name="sparknet-connect", daemon=True)
     thread.start()
     thread.join(timeout)
-    if not thread.is_alive() and not failed:
+    answered = not thread.is_alive()
+    said = list(failed) if answered else []  # what the server said within the timeout
+    if answered and not said:
         # What PySpark's builder sets for a remote session: functions (F.col, ...) then build
         # Connect columns.
         os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
         return cast("SparkSession", session)
-    # Closed without a call to the server: exiting must not wait for it either.
+    # Closed without a call to the server: exiting must not wait for it either. Closing the
+    # channel makes the connecting thread's next try fail at once; stop() runs beside it, as
+    # it takes a lock that thread may hold while it backs off between tries (up to 5 s).
     session.release_session_on_close = False
-    session.stop()
-    silent = bool(failed) and any(f"StatusCode.{code}" in str(failed[0])
-                                  for code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"))
-    if failed and not silent:
-        first = (str(failed[0]).strip().splitlines() or [type(failed[0]).__name__])[0]
+    session.client.close()
+    threading.Thread(target=session.stop, name="sparknet-connect-stop", daemon=True).start()
+    silent = bool(said) and any(f"StatusCode.{code}" in str(said[0])
+                                for code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"))
+    if said and not silent:
+        first = (str(said[0]).strip().splitlines() or [type(said[0]).__name__])[0]
         raise ConfigError(f"the Spark Connect server at {url} did not start a session "
                           f"({first[:200]}): check the server's log, or raise "
                           "--start-timeout") from None
     raise ConfigError(f"the Spark Connect server at {url} did not answer within {timeout:.0f} s "
                       "(it accepts connections but says nothing): check that it is a Spark "
                       "Connect server and running, or raise --start-timeout")
-
-
-def _bound_client(session: SparkSession, timeout: float) -> None:
-    """Deadlines of ``timeout`` s on the client's calls and on its retries of a lost server."""
-    from pyspark.sql.connect.client.retries import DefaultPolicy
-
-    client: Any = session.client
-    # Backoff 0.05, 0.2, 0.8, 3.2 s, then 5 s a try: about ``timeout`` seconds in all.
-    client.set_retry_policies([DefaultPolicy(max_retries=4 + int(timeout // 5) + 1,
-                                             max_backoff=5000)])
-    deadlines: Any = getattr(client, "_rpc_deadlines", None)  # pyspark >= 4.3
-    if deadlines is not None:
-        keep = {"reattachable_execute_plan", "reattach_execute"}  # a job may run long
-        names = [f.name for f in dataclasses.fields(deadlines) if f.name not in keep]
-        client._rpc_deadlines = type(deadlines)(**{
-            **{f.name: getattr(deadlines, f.name) for f in dataclasses.fields(deadlines)},
-            **dict.fromkeys(names, timeout)})
 
 
 @contextlib.contextmanager
