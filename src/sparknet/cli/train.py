@@ -229,7 +229,8 @@ def _train(args: argparse.Namespace, config: TrainConfig, model: ModelKind,
     check_device(config.engine.device, master)
     open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}",
                                    timeout=settings.start_timeout,
-                                   log_file=settings.output / "spark.log")
+                                   log_file=settings.output / "spark.log",
+                                   tasks=config.engine.num_workers)
     replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
     if args.resume is None:
         if args.overwrite:
@@ -444,7 +445,7 @@ def _first(*values: Any) -> Any:
 
 
 def _session_opener(args: argparse.Namespace, master: str, *, app_name: str,
-                    timeout: float, log_file: Path) -> Any:
+                    timeout: float, log_file: Path, tasks: int) -> Any:
     """Checks the master or the Spark Connect URL now; opens the session when called."""
     from sparknet.engine.spark_session import (
         check_master,
@@ -456,7 +457,7 @@ def _session_opener(args: argparse.Namespace, master: str, *, app_name: str,
     if args.remote is None:
         check_master(master)
         return lambda: start_session(master, app_name=app_name, timeout=timeout,
-                                     log_file=log_file)
+                                     log_file=log_file, tasks=tasks)
     if args.master is not None:
         raise ConfigError("--master and --remote are both given: a run uses a master or a "
                           "Spark Connect server; drop one")

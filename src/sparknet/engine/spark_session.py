@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import socket
@@ -10,7 +11,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
@@ -186,19 +187,19 @@ SESSION_SETTINGS = {
 
 def get_or_create_session(master: str, *, app_name: str = "sparknet",
                           extra_conf: dict[str, str] | None = None,
-                          log_file: Path | None = None) -> SparkSession:
+                          log_file: Path | None = None,
+                          tasks: int | None = None) -> SparkSession:
     """A SparkSession with settings suited to round-based training.
 
     With ``log_file``, the driver JVM's log goes there instead of the terminal (the command
-    line's choice: its own messages are the one-line ones).
+    line's choice: its own messages are the one-line ones). With ``tasks`` (a round's K) and
+    dynamic allocation on in Spark's own settings (``spark-defaults.conf``,
+    ``PYSPARK_SUBMIT_ARGS``), the executors a round needs stay requested
+    (``elastic_settings``).
     """
     check_master(master)
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(master).appName(app_name)
-    if log_file is not None:
-        builder = builder.config("spark.driver.extraJavaOptions",
-                                 f"-Dlog4j2.configurationFile=file:{_log_config(log_file)}")
     conf = {
         **SESSION_SETTINGS,
         "spark.ui.showConsoleProgress": "false",
@@ -208,13 +209,53 @@ def get_or_create_session(master: str, *, app_name: str = "sparknet",
         # Workers of cancelled tasks end without a BrokenPipeError traceback on the terminal.
         "spark.python.daemon.module": "sparknet.engine.quiet_daemon",
     }
+    if log_file is not None:
+        conf["spark.driver.extraJavaOptions"] = (
+            f"-Dlog4j2.configurationFile=file:{_log_config(log_file)}")
     conf.update(extra_conf or {})
-    for key, value in conf.items():
-        builder = builder.config(key, value)
     with _worker_python(master):
+        if tasks is not None and not _LOCAL.match(master):
+            conf.update(elastic_settings(_launch(master, app_name, conf), tasks=tasks))
+        builder = SparkSession.builder.master(master).appName(app_name)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
         session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def elastic_settings(conf: Mapping[str, str], *, tasks: int) -> dict[str, str]:
+    """What a session with dynamic allocation needs so that executors for a round's ``tasks``
+    stay requested: ``spark.dynamicAllocation.minExecutors``, unless the user set it.
+
+    Spark's allocation manager asks for executors only once a task has waited
+    ``spark.dynamicAllocation.schedulerBacklogTimeout``, which it counts in whole seconds
+    (at least 1 s); a round's waiting task waits a fraction of that, so without a floor no
+    executor is ever asked for, and a worker that joins the cluster gets none. The floor is
+    what the manager asks for when it does see the backlog: ceil(tasks x
+    executorAllocationRatio / tasks per executor), within maxExecutors.
+    """
+    if conf.get("spark.dynamicAllocation.enabled", "false").strip().lower() != "true" or \
+            "spark.dynamicAllocation.minExecutors" in conf:
+        return {}
+    per_executor = max(1, int(conf.get("spark.executor.cores", "1")) //
+                       int(conf.get("spark.task.cpus", "1")))
+    ratio = float(conf.get("spark.dynamicAllocation.executorAllocationRatio", "1"))
+    executors = math.ceil(tasks * ratio / per_executor)
+    if "spark.dynamicAllocation.maxExecutors" in conf:
+        executors = min(executors, int(conf["spark.dynamicAllocation.maxExecutors"]))
+    return {"spark.dynamicAllocation.minExecutors": str(max(1, executors))}
+
+
+def _launch(master: str, app_name: str, conf: dict[str, str]) -> dict[str, str]:
+    """Starts the driver JVM with ``conf`` (as the builder would) and returns Spark's settings
+    as it sees them: ``conf`` with spark-defaults.conf and PYSPARK_SUBMIT_ARGS."""
+    from pyspark import SparkConf, SparkContext
+
+    if SparkContext._active_spark_context is None:
+        SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setMaster(master)
+                                         .setAppName(app_name).setAll(list(conf.items())))
+    return dict(SparkConf().getAll())
 
 
 def _log_config(log_file: Path) -> Path:
@@ -235,7 +276,7 @@ def _log_config(log_file: Path) -> Path:
 
 
 def start_session(master: str, *, app_name: str, timeout: float,
-                  log_file: Path | None = None) -> SparkSession:
+                  log_file: Path | None = None, tasks: int | None = None) -> SparkSession:
     """``get_or_create_session`` that gives up after ``timeout`` seconds, in one line.
 
     A master that accepts connections but never registers the application, or a cluster
@@ -246,7 +287,7 @@ def start_session(master: str, *, app_name: str, timeout: float,
     def create() -> None:
         try:
             outcome["session"] = get_or_create_session(master, app_name=app_name,
-                                                       log_file=log_file)
+                                                       log_file=log_file, tasks=tasks)
         except Exception as exc:  # noqa: BLE001 - reported below as one line
             outcome["error"] = exc
 
