@@ -9,11 +9,15 @@ timeout. sparknet's clients get, before their first call:
   attempt; while it lasts, every call retries only until ``timeout`` seconds have passed since
   that start (backoff 50 ms x 4 per try, at most 5 s). A call that fails after the budget is
   spent fails at once, so the run ends ``timeout`` seconds after the server went, not that much
-  per call. An outage ends when no attempt has failed for ``timeout`` seconds;
-- a deadline of ``timeout`` on every unary call (configuration, analysis, interrupt, release)
-  and a bound of ``timeout`` on PySpark's immediate re-executions of a lost operation;
-- HTTP/2 keepalive pings every ``keepalive_seconds(timeout)`` and ``timeout`` to answer them, so a
-  server that falls silent with its connection open (frozen, its host gone) is noticed too.
+  per call. A call that failed in silence (its deadline passed, a ping went unanswered)
+  counts that silence too. An outage ends when no attempt has failed for ``timeout`` seconds;
+- a deadline of ``timeout`` on every unary call (configuration, analysis, artifacts,
+  interrupt, release) and a bound of ``timeout`` on PySpark's immediate re-executions of a
+  lost operation;
+- HTTP/2 keepalive pings every ``keepalive_seconds(timeout)``, answered within
+  ``ping_answer_seconds(timeout)``, so that a server that falls silent with its connection
+  open (frozen, its host gone) is noticed too, and connection attempts that give up after
+  half the timeout.
 
 A running job's result stream has no deadline: a round may take minutes while the server
 says nothing on it. What tells a slow job from a dead server is the server's transport, which
