@@ -2,7 +2,8 @@
 
 ``sbin/start-connect-server.sh --wait`` runs the server in the foreground of its own process
 group (master ``local[2,4]`` by default: two task slots, four tries per task), with its logs,
-local directories and Python workers under one folder. Clients connect with
+local directories and Python workers under one folder (its Python workers find the fault
+plans of ``sparknet_testing.faults`` in ``fault_dir``). Clients connect with
 ``SparkSession.builder.remote(server.url)``; ``stop()`` ends every process it started.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from sparknet_testing.standalone import (
     _LOG4J,
+    FAULT_DIR_ENV,
     ClusterError,
     StandaloneCluster,
     free_port,
@@ -44,12 +46,13 @@ def start_connect_server(root: str | Path, *, master: str = "local[2,4]",
     (conf_dir / "log4j2.properties").write_text(_LOG4J)
     port = free_port()
     server = ConnectServer(root=root, master_url=f"sc://127.0.0.1:{port}", web_url="")
+    server.fault_dir.mkdir(exist_ok=True)
     home = spark_home()
     env = dict(os.environ)
     env.update({"SPARK_HOME": str(home), "SPARK_CONF_DIR": str(conf_dir),
                 "SPARK_LOCAL_DIRS": str(root / "local"), "SPARK_LOCAL_IP": "127.0.0.1",
                 "SPARK_LOG_DIR": str(root / "logs"), "SPARK_PID_DIR": str(root),
-                "PYSPARK_PYTHON": sys.executable})
+                "PYSPARK_PYTHON": sys.executable, FAULT_DIR_ENV: str(server.fault_dir)})
     command = [str(home / "sbin" / "start-connect-server.sh"), "--wait", "--master", master,
                "--driver-memory", driver_memory,
                "--conf", f"spark.connect.grpc.binding.port={port}",

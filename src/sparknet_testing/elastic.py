@@ -17,15 +17,12 @@ from sparknet_testing.standalone import StandaloneCluster
 
 # Dynamic allocation on a standalone cluster without the external shuffle service, and
 # graceful decommissioning with block migration (what an autoscaled cluster runs with).
+# spark.dynamicAllocation.minExecutors is left to sparknet: K executors of one core, so that
+# they stay requested and a worker that joins gets one (engine.spark_session.elastic_settings).
 ELASTIC_SETTINGS = {
     "spark.dynamicAllocation.enabled": "true",
     "spark.dynamicAllocation.shuffleTracking.enabled": "true",
-    "spark.dynamicAllocation.minExecutors": "1",
-    "spark.dynamicAllocation.initialExecutors": "1",
     "spark.dynamicAllocation.maxExecutors": "4",
-    # Spark's least (it counts whole seconds): a task must wait 1 s before an executor is
-    # asked for, so rounds whose tasks take less never ask (benchmarks/results/elastic.md).
-    "spark.dynamicAllocation.schedulerBacklogTimeout": "1s",
     "spark.executor.cores": "1",
     "spark.executor.memory": "1g",
     "spark.decommission.enabled": "true",
@@ -109,6 +106,7 @@ class EventLog:
     added_ms: dict[str, int] = field(default_factory=dict)
     removed: dict[str, str] = field(default_factory=dict)  # executor -> reason
     removed_ms: dict[str, int] = field(default_factory=dict)
+    spark_properties: dict[str, str] = field(default_factory=dict)  # the driver's settings
 
     @classmethod
     def read(cls, folder: Path, *, timeout: float = 60.0) -> EventLog:
@@ -137,6 +135,9 @@ class EventLog:
                 executor = str(event["Executor ID"])
                 log.executor_hosts[executor] = str(event["Executor Info"]["Host"])
                 log.added_ms[executor] = int(event["Timestamp"])
+            elif kind == "SparkListenerEnvironmentUpdate":
+                log.spark_properties = {str(k): str(v) for k, v in
+                                        event.get("Spark Properties", {}).items()}
             elif kind == "SparkListenerExecutorRemoved":
                 executor = str(event["Executor ID"])
                 log.removed[executor] = str(event.get("Removed Reason", ""))

@@ -34,7 +34,7 @@ from sparknet.config import TrainConfig, config_from_file, first_difference
 from sparknet.data import fashion_mnist
 from sparknet.engine.defaults import resolve_epoch_tau, resolve_momentum_policy, work_statement
 from sparknet.engine.device import check_device
-from sparknet.errors import ConfigError, DataError
+from sparknet.errors import ConfigError, DataError, SparknetError
 from sparknet.models.kinds import ModelKind, network_outputs
 from sparknet.models.objectives import resolve_objective
 from sparknet.settings import train_settings
@@ -230,16 +230,14 @@ def run(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace, config: TrainConfig, model: ModelKind,
            settings: RunSettings, classes: list[str] | None, num_classes: int) -> int:
     """The run, once its checks passed, with the run directory locked."""
-    from sparknet.data.sources import fashion_mnist_data
-    from sparknet.engine.trainer import train
-
     data_source = settings.data
     mlflow_run.check(settings)
     master = settings.master or default_master(config.engine.num_workers)
     check_device(config.engine.device, master)
     open_session = _session_opener(args, master, app_name=f"sparknet-{_slug(config.model)}",
                                    timeout=settings.start_timeout,
-                                   log_file=settings.output / "spark.log")
+                                   log_file=settings.output / "spark.log",
+                                   tasks=config.engine.num_workers)
     replayed = replayed_tau(args.replay_tau) if args.replay_tau is not None else None
     if args.resume is None:
         if args.overwrite:
@@ -247,6 +245,29 @@ def _train(args: argparse.Namespace, config: TrainConfig, model: ModelKind,
         save_run_file(settings.output, data_source)
 
     spark = open_session()
+    try:
+        return _fit(spark, args, config, model, settings, classes, num_classes, replayed)
+    except SparknetError:
+        raise
+    except Exception as exc:
+        from sparknet.engine.tasks import server_lost
+
+        lost = server_lost("training stopped", exc) if args.remote else None
+        if lost is None:
+            raise
+        raise lost from None
+
+
+def _fit(spark: Any, args: argparse.Namespace, config: TrainConfig, model: ModelKind,
+         settings: RunSettings, classes: list[str] | None, num_classes: int,
+         replayed: list[int] | None) -> int:
+    """Places the data on ``spark`` and trains; a Spark Connect server lost on the way is
+    one line (``_train``)."""
+    from sparknet.data.sources import fashion_mnist_data
+    from sparknet.engine.trainer import train
+
+    data_source = settings.data
+    master = settings.master or default_master(config.engine.num_workers)
     if classes is not None:
         data = image_input.load(spark, data_source, config, num_classes, classes)
         image_input.save_classes(settings.output, classes)
@@ -431,7 +452,7 @@ def _first(*values: Any) -> Any:
 
 
 def _session_opener(args: argparse.Namespace, master: str, *, app_name: str,
-                    timeout: float, log_file: Path) -> Any:
+                    timeout: float, log_file: Path, tasks: int) -> Any:
     """Checks the master or the Spark Connect URL now; opens the session when called."""
     from sparknet.engine.spark_session import (
         check_master,
@@ -443,7 +464,7 @@ def _session_opener(args: argparse.Namespace, master: str, *, app_name: str,
     if args.remote is None:
         check_master(master)
         return lambda: start_session(master, app_name=app_name, timeout=timeout,
-                                     log_file=log_file)
+                                     log_file=log_file, tasks=tasks)
     if args.master is not None:
         raise ConfigError("--master and --remote are both given: a run uses a master or a "
                           "Spark Connect server; drop one")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import math
 import os
 import re
 import socket
@@ -11,9 +11,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlparse
 
 from sparknet.errors import ConfigError, TrainingError
@@ -93,14 +93,17 @@ def remote_session(url: str, *, app_name: str = "sparknet",
 
     The server must answer within ``timeout`` seconds (a listener that accepts connections
     and never answers is one line, not a silent wait); afterwards the client's calls other
-    than running a job have that deadline, and a server that dies is retried for about that
-    long, not Spark's default 10 minutes.
+    than running a job have that deadline, and all its calls together retry a server that
+    went away for ``timeout`` seconds, not Spark's 10 minutes per call
+    (``engine.connect_deadlines``).
     """
     check_remote(url)
     import warnings
 
     from pyspark import SparkContext
     from pyspark.sql.connect.session import SparkSession as RemoteSession
+
+    from sparknet.engine.connect_deadlines import bound_client, channel
 
     # PySpark warns when its retries of a lost server run out, then raises: the raised error
     # becomes sparknet's one line, the warning would be two more.
@@ -113,8 +116,8 @@ def remote_session(url: str, *, app_name: str = "sparknet",
     # Made directly, so that its client has the deadlines before its first call (the
     # builder's getOrCreate calls the server at once); the builder then finds it as the
     # default session and sets the application name.
-    session = RemoteSession(connection=url)
-    _bound_client(session, timeout)  # type: ignore[arg-type]
+    session = RemoteSession(connection=channel(url, timeout))
+    bound_client(session, timeout)
     RemoteSession._set_default_and_active_session(session)
     failed: list[BaseException] = []
 
@@ -128,41 +131,29 @@ def remote_session(url: str, *, app_name: str = "sparknet",
     thread = threading.Thread(target=connect, name="sparknet-connect", daemon=True)
     thread.start()
     thread.join(timeout)
-    if not thread.is_alive() and not failed:
+    answered = not thread.is_alive()
+    said = list(failed) if answered else []  # what the server said within the timeout
+    if answered and not said:
         # What PySpark's builder sets for a remote session: functions (F.col, ...) then build
         # Connect columns.
         os.environ["SPARK_CONNECT_MODE_ENABLED"] = "1"
         return cast("SparkSession", session)
-    # Closed without a call to the server: exiting must not wait for it either.
+    # Closed without a call to the server: exiting must not wait for it either. Closing the
+    # channel makes the connecting thread's next try fail at once; stop() runs beside it, as
+    # it takes a lock that thread may hold while it backs off between tries (up to 5 s).
     session.release_session_on_close = False
-    session.stop()
-    silent = bool(failed) and any(f"StatusCode.{code}" in str(failed[0])
-                                  for code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"))
-    if failed and not silent:
-        first = (str(failed[0]).strip().splitlines() or [type(failed[0]).__name__])[0]
+    session.client.close()
+    threading.Thread(target=session.stop, name="sparknet-connect-stop", daemon=True).start()
+    silent = bool(said) and any(f"StatusCode.{code}" in str(said[0])
+                                for code in ("DEADLINE_EXCEEDED", "UNAVAILABLE"))
+    if said and not silent:
+        first = (str(said[0]).strip().splitlines() or [type(said[0]).__name__])[0]
         raise ConfigError(f"the Spark Connect server at {url} did not start a session "
                           f"({first[:200]}): check the server's log, or raise "
                           "--start-timeout") from None
     raise ConfigError(f"the Spark Connect server at {url} did not answer within {timeout:.0f} s "
                       "(it accepts connections but says nothing): check that it is a Spark "
                       "Connect server and running, or raise --start-timeout")
-
-
-def _bound_client(session: SparkSession, timeout: float) -> None:
-    """Deadlines of ``timeout`` s on the client's calls and on its retries of a lost server."""
-    from pyspark.sql.connect.client.retries import DefaultPolicy
-
-    client: Any = session.client
-    # Backoff 0.05, 0.2, 0.8, 3.2 s, then 5 s a try: about ``timeout`` seconds in all.
-    client.set_retry_policies([DefaultPolicy(max_retries=4 + int(timeout // 5) + 1,
-                                             max_backoff=5000)])
-    deadlines: Any = getattr(client, "_rpc_deadlines", None)  # pyspark >= 4.3
-    if deadlines is not None:
-        keep = {"reattachable_execute_plan", "reattach_execute"}  # a job may run long
-        names = [f.name for f in dataclasses.fields(deadlines) if f.name not in keep]
-        client._rpc_deadlines = type(deadlines)(**{
-            **{f.name: getattr(deadlines, f.name) for f in dataclasses.fields(deadlines)},
-            **dict.fromkeys(names, timeout)})
 
 
 @contextlib.contextmanager
@@ -199,19 +190,19 @@ SESSION_SETTINGS = {
 
 def get_or_create_session(master: str, *, app_name: str = "sparknet",
                           extra_conf: dict[str, str] | None = None,
-                          log_file: Path | None = None) -> SparkSession:
+                          log_file: Path | None = None,
+                          tasks: int | None = None) -> SparkSession:
     """A SparkSession with settings suited to round-based training.
 
     With ``log_file``, the driver JVM's log goes there instead of the terminal (the command
-    line's choice: its own messages are the one-line ones).
+    line's choice: its own messages are the one-line ones). With ``tasks`` (a round's K) and
+    dynamic allocation on in Spark's own settings (``spark-defaults.conf``,
+    ``PYSPARK_SUBMIT_ARGS``), the executors a round needs stay requested
+    (``elastic_settings``).
     """
     check_master(master)
     from pyspark.sql import SparkSession
 
-    builder = SparkSession.builder.master(master).appName(app_name)
-    if log_file is not None:
-        builder = builder.config("spark.driver.extraJavaOptions",
-                                 f"-Dlog4j2.configurationFile=file:{_log_config(log_file)}")
     conf = {
         **SESSION_SETTINGS,
         "spark.ui.showConsoleProgress": "false",
@@ -219,13 +210,53 @@ def get_or_create_session(master: str, *, app_name: str = "sparknet",
         "spark.driver.memory": "4g",
         "spark.task.maxFailures": "4",
     }
+    if log_file is not None:
+        conf["spark.driver.extraJavaOptions"] = (
+            f"-Dlog4j2.configurationFile=file:{_log_config(log_file)}")
     conf.update(extra_conf or {})
-    for key, value in conf.items():
-        builder = builder.config(key, value)
     with _worker_python(master):
+        if tasks is not None and not _LOCAL.match(master):
+            conf.update(elastic_settings(_launch(master, app_name, conf), tasks=tasks))
+        builder = SparkSession.builder.master(master).appName(app_name)
+        for key, value in conf.items():
+            builder = builder.config(key, value)
         session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def elastic_settings(conf: Mapping[str, str], *, tasks: int) -> dict[str, str]:
+    """What a session with dynamic allocation needs so that executors for a round's ``tasks``
+    stay requested: ``spark.dynamicAllocation.minExecutors``, unless the user set it.
+
+    Spark's allocation manager asks for executors only once a task has waited
+    ``spark.dynamicAllocation.schedulerBacklogTimeout``, which it counts in whole seconds
+    (at least 1 s); a round's waiting task waits a fraction of that, so without a floor no
+    executor is ever asked for, and a worker that joins the cluster gets none. The floor is
+    what the manager asks for when it does see the backlog: ceil(tasks x
+    executorAllocationRatio / tasks per executor), within maxExecutors.
+    """
+    if conf.get("spark.dynamicAllocation.enabled", "false").strip().lower() != "true" or \
+            "spark.dynamicAllocation.minExecutors" in conf:
+        return {}
+    per_executor = max(1, int(conf.get("spark.executor.cores", "1")) //
+                       int(conf.get("spark.task.cpus", "1")))
+    ratio = float(conf.get("spark.dynamicAllocation.executorAllocationRatio", "1"))
+    executors = math.ceil(tasks * ratio / per_executor)
+    if "spark.dynamicAllocation.maxExecutors" in conf:
+        executors = min(executors, int(conf["spark.dynamicAllocation.maxExecutors"]))
+    return {"spark.dynamicAllocation.minExecutors": str(max(1, executors))}
+
+
+def _launch(master: str, app_name: str, conf: dict[str, str]) -> dict[str, str]:
+    """Starts the driver JVM with ``conf`` (as the builder would) and returns Spark's settings
+    as it sees them: ``conf`` with spark-defaults.conf and PYSPARK_SUBMIT_ARGS."""
+    from pyspark import SparkConf, SparkContext
+
+    if SparkContext._active_spark_context is None:
+        SparkContext._ensure_initialized(conf=SparkConf(loadDefaults=False).setMaster(master)
+                                         .setAppName(app_name).setAll(list(conf.items())))
+    return dict(SparkConf().getAll())
 
 
 def _log_config(log_file: Path) -> Path:
@@ -246,7 +277,7 @@ def _log_config(log_file: Path) -> Path:
 
 
 def start_session(master: str, *, app_name: str, timeout: float,
-                  log_file: Path | None = None) -> SparkSession:
+                  log_file: Path | None = None, tasks: int | None = None) -> SparkSession:
     """``get_or_create_session`` that gives up after ``timeout`` seconds, in one line.
 
     A master that accepts connections but never registers the application, or a cluster
@@ -257,7 +288,7 @@ def start_session(master: str, *, app_name: str, timeout: float,
     def create() -> None:
         try:
             outcome["session"] = get_or_create_session(master, app_name=app_name,
-                                                       log_file=log_file)
+                                                       log_file=log_file, tasks=tasks)
         except Exception as exc:  # noqa: BLE001 - reported below as one line
             outcome["error"] = exc
 

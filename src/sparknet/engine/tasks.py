@@ -136,31 +136,33 @@ def retry_policy(master: str | None, max_failures: str | None) -> str:
 
 
 # What a Spark Connect client's error says when the server went away (killed, restarted,
-# unreachable) and the client's retries ran out: no task failed, so no worker is to blame.
+# unreachable, silent) and the client's retries ran out: no task failed, so no worker is to
+# blame. DEADLINE_EXCEEDED: a call the server left unanswered for the start timeout.
 _SERVER_LOST = ("failed to connect to all addresses", "StatusCode.UNAVAILABLE",
-                "RETRIES_EXCEEDED")
+                "RETRIES_EXCEEDED", "StatusCode.DEADLINE_EXCEEDED")
 
 
-def _server_lost(what: str, exc: BaseException) -> TrainingError | None:
+def server_lost(what: str, exc: BaseException) -> TrainingError | None:
+    """The one line for ``exc`` if it says the Spark Connect server stopped answering."""
     if not any(sign in str(exc) for sign in _SERVER_LOST):
         return None
     return TrainingError(f"{what}: the Spark Connect server stopped answering "
-                         f"({worker_error_summary(exc)}); restart it, then continue with "
-                         "--resume.")
+                         f"({worker_error_summary(exc)}); restart it (or raise --start-timeout "
+                         "if it is only slow), then continue with --resume.")
 
 
 def preparing_failed(exc: BaseException, retries: str) -> TrainingError:
-    return _server_lost("preparing the workers failed", exc) or TrainingError(
+    return server_lost("preparing the workers failed", exc) or TrainingError(
         "preparing the workers (loading shards, building the network) failed "
         f"{retries}: {worker_error_summary(exc)}")
 
 
 def round_failed(round_index: int, exc: BaseException, retries: str) -> TrainingError:
-    return _server_lost(f"round {round_index} failed", exc) or TrainingError(
+    return server_lost(f"round {round_index} failed", exc) or TrainingError(
         f"round {round_index} failed {retries}; the worker's error: "
         f"{worker_error_summary(exc)}.")
 
 
 def evaluation_failed(exc: BaseException, retries: str) -> TrainingError:
-    return _server_lost("evaluation failed", exc) or TrainingError(
+    return server_lost("evaluation failed", exc) or TrainingError(
         f"evaluation failed {retries}; the worker's error: {worker_error_summary(exc)}.")
